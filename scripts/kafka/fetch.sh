@@ -57,12 +57,17 @@ if command -v flock >/dev/null 2>&1; then
 fi
 
 tmp="$(mktemp -d "$cache/lib.tmp.XXXXXX")"
+chmod 755 "$tmp" # mktemp makes it 0700; the cache may be shared
 trap 'rm -rf "$tmp"' EXIT
 
 echo "scripts/kafka/fetch.sh: fetching Kafka $KAFKA_VERSION jars into $lib (one-time)..." >&2
-if ! mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies \
-  -DincludeScope=runtime -DoutputDirectory="$tmp" >&2; then
-  echo "scripts/kafka/fetch.sh: 'mvn dependency:copy-dependencies' failed (is Maven Central reachable?)" >&2
+# Maven's output goes to a log that is shown only on failure (with -q it is
+# just errors, plus stray ANSI resets from some Maven builds).
+mvnlog="$cache/fetch.log"
+if ! mvn -q -B -Dstyle.color=never -f "$here/pom.xml" dependency:copy-dependencies \
+  -DincludeScope=runtime -DoutputDirectory="$tmp" </dev/null >"$mvnlog" 2>&1; then
+  cat "$mvnlog" >&2
+  echo "scripts/kafka/fetch.sh: 'mvn dependency:copy-dependencies' failed (is Maven Central reachable? output above, also in $mvnlog)" >&2
   exit 1
 fi
 

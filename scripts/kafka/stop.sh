@@ -22,6 +22,18 @@ pid="$(cat "$pidfile")"
 if ! [[ "$pid" =~ ^[0-9]+$ ]]; then
   echo "stop.sh: ignoring malformed pid file $pidfile" >&2
   rm -f "$pidfile"
+
+# Publish the AppCDS archive the broker dumped at exit (see start.sh), but
+# only after a clean exit: a SIGKILLed JVM may have left a partial file.
+pending="$dir/cds.pending"
+if [[ -f "$pending" ]]; then
+  { read -r tmp && read -r final; } <"$pending" || true
+  if [[ -n "${tmp:-}" && -n "${final:-}" && -s "$tmp" ]] && ! $killed; then
+    mv -f "$tmp" "$final"
+  fi
+  [[ -z "${tmp:-}" ]] || rm -f "$tmp"
+  rm -f "$pending"
+fi
   exit 0
 fi
 
@@ -33,6 +45,7 @@ is_ours() {
   tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q 'kafka\.Kafka'
 }
 
+killed=false
 if is_ours; then
   kill -TERM "$pid" 2>/dev/null || true
   # Poll every 0.1 s up to the timeout.
@@ -43,6 +56,7 @@ if is_ours; then
   if is_ours; then
     echo "stop.sh: broker $pid did not stop within ${timeout}s; sending SIGKILL" >&2
     kill -KILL "$pid" 2>/dev/null || true
+    killed=true
     for ((i = 0; i < 50; i++)); do
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.1
@@ -51,3 +65,15 @@ if is_ours; then
 fi
 
 rm -f "$pidfile"
+
+# Publish the AppCDS archive the broker dumped at exit (see start.sh), but
+# only after a clean exit: a SIGKILLed JVM may have left a partial file.
+pending="$dir/cds.pending"
+if [[ -f "$pending" ]]; then
+  { read -r tmp && read -r final; } <"$pending" || true
+  if [[ -n "${tmp:-}" && -n "${final:-}" && -s "$tmp" ]] && ! $killed; then
+    mv -f "$tmp" "$final"
+  fi
+  [[ -z "${tmp:-}" ]] || rm -f "$tmp"
+  rm -f "$pending"
+fi

@@ -1,0 +1,446 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/eddy-streams/eddy/client/admin/admintest"
+	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
+)
+
+const testToken = "s3cret"
+
+// testStatus is a status with every section populated.
+func testStatus() *eddyv1.GetStatusResponse {
+	now := time.Now()
+	return &eddyv1.GetStatusResponse{
+		State:               eddyv1.WorkerState_WORKER_STATE_RUNNING,
+		Version:             "v0.4.0",
+		App:                 "orders-app",
+		WorkerId:            "w-1",
+		Brokers:             "embedded",
+		EmbeddedBroker:      true,
+		ProcessingGuarantee: "exactly_once",
+		StartedAt:           timestamppb.New(now.Add(-62 * time.Minute)),
+		Uptime:              durationpb.New(62*time.Minute + 3*time.Second),
+		GrpcAddress:         "127.0.0.1:6066",
+		HttpAddress:         "127.0.0.1:6067",
+		Assigned: []*eddyv1.TopicPartition{
+			{Topic: "orders", Partition: 5},
+			{Topic: "payments", Partition: 1},
+			{Topic: "orders", Partition: 0},
+			{Topic: "orders", Partition: 2},
+			{Topic: "orders", Partition: 1},
+			{Topic: "orders", Partition: 3},
+		},
+		Agents: []*eddyv1.AgentSummary{
+			{Name: "enricher", Instances: 2, Partitions: 5},
+			{Name: "mailer", Instances: 1, Partitions: 1},
+		},
+		Recovery: []*eddyv1.RecoveryProgress{
+			{Table: "counts", Partition: 3, Done: 1200, Total: 5000, RecordsPerSecond: 300, Remaining: durationpb.New(13 * time.Second)},
+		},
+		Stalled: []*eddyv1.Stall{
+			{
+				Partition:  &eddyv1.TopicPartition{Topic: "orders", Partition: 2},
+				Agent:      "enricher",
+				InstanceId: "enricher-7",
+				Since:      timestamppb.New(now.Add(-2 * time.Minute)),
+				Reason:     "no ack for 2m",
+			},
+		},
+		KafkaErrors: []*eddyv1.KafkaError{
+			{At: timestamppb.New(now.Add(-5 * time.Second)), Code: "_TRANSPORT", Message: "broker down"},
+		},
+		Warnings: []string{"disk 91% full"},
+	}
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// runCLI runs workerctl in-process with args and the environment env.
+func runCLI(t *testing.T, env map[string]string, args ...string) result {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	getenv := func(k string) string { return env[k] }
+	code := run(t.Context(), args, &stdout, &stderr, getenv)
+	return result{code: code, stdout: stdout.String(), stderr: stderr.String()}
+}
+
+// squashSpaces collapses runs of spaces, so checks do not depend on column
+// widths.
+func squashSpaces(s string) string {
+	return strings.Join(strings.FieldsFunc(s, func(r rune) bool { return r == ' ' }), " ")
+}
+
+func TestStatusTable(t *testing.T) {
+	w := admintest.Start(t, testToken, testStatus())
+
+	res := runCLI(t, nil, "--addr", w.Addr, "status")
+	if res.code != exitOK {
+		t.Fatalf("exit code: got %v, want %v (stderr %q)", res.code, exitOK, res.stderr)
+	}
+	out := squashSpaces(res.stdout)
+	for _, want := range []string{
+		"!! embedded broker: DEV ONLY, keeps nothing",
+		"State: RUNNING",
+		"App: orders-app",
+		"Worker ID: w-1",
+		"Version: v0.4.0",
+		"Uptime: 1h2m",
+		"Brokers: embedded",
+		"Guarantee: exactly_once",
+		"gRPC: 127.0.0.1:6066",
+		"HTTP: 127.0.0.1:6067",
+		"Assigned: orders[0-3,5] payments[1]",
+		"!! STALLED (1): these stopped making progress",
+		"orders[2] enricher enricher-7",
+		"no ack for 2m",
+		"NAME INSTANCES PARTITIONS PAUSED",
+		"enricher 2 5 no",
+		"mailer 1 1 no",
+		"TABLE PARTITION DONE/TOTAL RATE ETA",
+		"counts 3 1200/5000 (24%) 300/s 13s",
+		"_TRANSPORT no broker down",
+		"- disk 91% full",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status output lacks %q; got:\n%s", want, res.stdout)
+		}
+	}
+	if strings.Contains(res.stdout, "WORKER_STATE_") {
+		t.Errorf("status output shows the enum prefix; got:\n%s", res.stdout)
+	}
+}
+
+func TestStatusTableQuiet(t *testing.T) {
+	w := admintest.Start(t, "", &eddyv1.GetStatusResponse{State: eddyv1.WorkerState_WORKER_STATE_STARTING, App: "a"})
+
+	res := runCLI(t, nil, "--addr", w.Addr, "status")
+	if res.code != exitOK {
+		t.Fatalf("exit code: got %v, want %v (stderr %q)", res.code, exitOK, res.stderr)
+	}
+	for _, absent := range []string{"embedded broker", "STALLED", "RECOVERING", "KAFKA ERRORS", "WARNINGS"} {
+		if strings.Contains(res.stdout, absent) {
+			t.Errorf("status output shows %q for a status without it; got:\n%s", absent, res.stdout)
+		}
+	}
+	for _, want := range []string{"State: STARTING", "Assigned: none", "Agents: none", "Version: -"} {
+		if !strings.Contains(squashSpaces(res.stdout), want) {
+			t.Errorf("status output lacks %q; got:\n%s", want, res.stdout)
+		}
+	}
+}
+
+func TestStatusJSON(t *testing.T) {
+	w := admintest.Start(t, testToken, testStatus())
+
+	res := runCLI(t, nil, "--addr", w.Addr, "status", "-o", "json")
+	if res.code != exitOK {
+		t.Fatalf("exit code: got %v, want %v (stderr %q)", res.code, exitOK, res.stderr)
+	}
+	if !strings.Contains(res.stdout, "\n  \"state\": ") {
+		t.Errorf("JSON is not multiline and indented; got:\n%s", res.stdout)
+	}
+	var got struct {
+		State               string           `json:"state"`
+		WorkerID            string           `json:"worker_id"`
+		EmbeddedBroker      bool             `json:"embedded_broker"`
+		ProcessingGuarantee string           `json:"processing_guarantee"`
+		Uptime              string           `json:"uptime"`
+		PausedAgents        []string         `json:"paused_agents"`
+		Assigned            []map[string]any `json:"assigned"`
+		Agents              []map[string]any `json:"agents"`
+		Recovery            []map[string]any `json:"recovery"`
+		Stalled             []map[string]any `json:"stalled"`
+		KafkaErrors         []map[string]any `json:"kafka_errors"`
+	}
+	if err := json.Unmarshal([]byte(res.stdout), &got); err != nil {
+		t.Fatalf("parse JSON: %v\n%s", err, res.stdout)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"state", got.State, "WORKER_STATE_RUNNING"},
+		{"worker_id", got.WorkerID, "w-1"},
+		{"embedded_broker", got.EmbeddedBroker, true},
+		{"processing_guarantee", got.ProcessingGuarantee, "exactly_once"},
+		{"uptime", got.Uptime, "3723s"},
+		{"paused_agents is present and empty", got.PausedAgents != nil && len(got.PausedAgents) == 0, true},
+		{"len(assigned)", len(got.Assigned), 6},
+		{"assigned[0].topic", got.Assigned[0]["topic"], "orders"},
+		{"agents[0].name", got.Agents[0]["name"], "enricher"},
+		{"agents[0].paused", got.Agents[0]["paused"], false},
+		{"recovery[0].records_per_second", got.Recovery[0]["records_per_second"], 300.0},
+		{"recovery[0].done", got.Recovery[0]["done"], "1200"},
+		{"stalled[0].instance_id", got.Stalled[0]["instance_id"], "enricher-7"},
+		{"kafka_errors[0].fatal", got.KafkaErrors[0]["fatal"], false},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
+		}
+	}
+	// EmitUnpopulated: every field of the message is present.
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(res.stdout), &raw); err != nil {
+		t.Fatalf("parse JSON: %v", err)
+	}
+	if got, want := len(raw), (&eddyv1.GetStatusResponse{}).ProtoReflect().Descriptor().Fields().Len(); got != want {
+		t.Errorf("number of JSON fields: got %v, want %v", got, want)
+	}
+}
+
+func TestLifecycleCommands(t *testing.T) {
+	tests := []struct {
+		name       string
+		args       []string
+		want       admintest.Call
+		wantOutput string
+	}{
+		{
+			name:       "pause one agent",
+			args:       []string{"pause", "enricher"},
+			want:       admintest.Call{Method: "Pause", Agent: "enricher"},
+			wantOutput: "Paused agent enricher.",
+		},
+		{
+			name:       "pause all agents",
+			args:       []string{"pause"},
+			want:       admintest.Call{Method: "Pause"},
+			wantOutput: "State: PAUSED",
+		},
+		{
+			name:       "resume one agent",
+			args:       []string{"resume", "mailer"},
+			want:       admintest.Call{Method: "Resume", Agent: "mailer"},
+			wantOutput: "Resumed agent mailer.",
+		},
+		{
+			name:       "resume all agents",
+			args:       []string{"resume"},
+			want:       admintest.Call{Method: "Resume"},
+			wantOutput: "Paused agents: none",
+		},
+		{
+			name:       "shutdown with reason",
+			args:       []string{"shutdown", "--reason", "moving host"},
+			want:       admintest.Call{Method: "Shutdown", Reason: "moving host"},
+			wantOutput: "Shutdown requested.",
+		},
+		{
+			name:       "pause as JSON",
+			args:       []string{"pause", "enricher", "-o", "json"},
+			want:       admintest.Call{Method: "Pause", Agent: "enricher"},
+			wantOutput: `"paused_agents": [`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := admintest.Start(t, testToken, testStatus())
+
+			res := runCLI(t, nil, append([]string{"--addr", w.Addr, "--token", testToken}, tt.args...)...)
+			if res.code != exitOK {
+				t.Fatalf("exit code: got %v, want %v (stderr %q)", res.code, exitOK, res.stderr)
+			}
+			tt.want.Authorization = "Bearer " + testToken
+			if got := w.Calls(); !slices.Equal(got, []admintest.Call{tt.want}) {
+				t.Errorf("calls: got %+v, want [%+v]", got, tt.want)
+			}
+			if !strings.Contains(squashSpaces(res.stdout), tt.wantOutput) {
+				t.Errorf("output lacks %q; got:\n%s", tt.wantOutput, res.stdout)
+			}
+		})
+	}
+}
+
+func TestEnvironment(t *testing.T) {
+	w := admintest.Start(t, testToken, testStatus())
+	down := admintest.RefusedAddr(t)
+
+	tests := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want int
+	}{
+		{name: "EDDY_ADDR and EDDY_TOKEN", env: map[string]string{envAddr: w.Addr, envToken: testToken}, args: []string{"pause"}, want: exitOK},
+		{name: "--addr overrides EDDY_ADDR", env: map[string]string{envAddr: down}, args: []string{"--addr", w.Addr, "status"}, want: exitOK},
+		{name: "--token overrides EDDY_TOKEN", env: map[string]string{envAddr: w.Addr, envToken: "wrong"}, args: []string{"--token", testToken, "resume"}, want: exitOK},
+		{name: "EDDY_ADDR is used", env: map[string]string{envAddr: down}, args: []string{"status"}, want: exitUnreachable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := runCLI(t, tt.env, tt.args...)
+			if res.code != tt.want {
+				t.Errorf("exit code: got %v, want %v (stderr %q)", res.code, tt.want, res.stderr)
+			}
+		})
+	}
+}
+
+func TestErrors(t *testing.T) {
+	w := admintest.Start(t, testToken, testStatus())
+	down := admintest.RefusedAddr(t)
+	silent := admintest.SilentAddr(t)
+
+	tests := []struct {
+		name       string
+		args       []string
+		wantCode   int
+		wantStderr []string
+	}{
+		{
+			name:       "unreachable worker",
+			args:       []string{"--addr", down, "status"},
+			wantCode:   exitUnreachable,
+			wantStderr: []string{"cannot reach worker at " + down + ": connection refused"},
+		},
+		{
+			name:       "worker not answering within --timeout",
+			args:       []string{"--addr", silent, "--timeout", "200ms", "status"},
+			wantCode:   exitUnreachable,
+			wantStderr: []string{"cannot reach worker at " + silent + ": no connection before the deadline"},
+		},
+		{
+			name:       "unreachable worker on a mutating call",
+			args:       []string{"--addr", down, "--token", testToken, "shutdown"},
+			wantCode:   exitUnreachable,
+			wantStderr: []string{down},
+		},
+		{
+			name:       "wrong token",
+			args:       []string{"--addr", w.Addr, "--token", "wrong", "pause", "enricher"},
+			wantCode:   exitAuth,
+			wantStderr: []string{"the worker rejected the token; pass --token or set EDDY_TOKEN"},
+		},
+		{
+			name:       "missing token",
+			args:       []string{"--addr", w.Addr, "shutdown"},
+			wantCode:   exitAuth,
+			wantStderr: []string{"requires a token", "pass --token or set EDDY_TOKEN"},
+		},
+		{
+			name:       "worker refuses the request",
+			args:       []string{"--addr", w.Addr, "--token", testToken, "pause", "nosuch"},
+			wantCode:   exitError,
+			wantStderr: []string{`unknown agent "nosuch" (NotFound)`},
+		},
+		{
+			name:       "bad output format",
+			args:       []string{"--addr", w.Addr, "status", "-o", "yaml"},
+			wantCode:   exitUsage,
+			wantStderr: []string{`invalid --output "yaml": want table or json`},
+		},
+		{
+			name:       "unknown command",
+			args:       []string{"stats"},
+			wantCode:   exitUsage,
+			wantStderr: []string{`unknown command "stats"`, "did you mean status?"},
+		},
+		{
+			name:       "unknown flag",
+			args:       []string{"status", "--bogus"},
+			wantCode:   exitUsage,
+			wantStderr: []string{"unknown flag: --bogus", "Run 'workerctl status --help' for usage."},
+		},
+		{
+			name:       "too many arguments",
+			args:       []string{"pause", "a", "b"},
+			wantCode:   exitUsage,
+			wantStderr: []string{"accepts at most 1 arg(s), received 2"},
+		},
+		{
+			name:       "argument to status",
+			args:       []string{"status", "x"},
+			wantCode:   exitUsage,
+			wantStderr: []string{`"x"`},
+		},
+		{
+			name:       "bad timeout",
+			args:       []string{"status", "--timeout", "0s"},
+			wantCode:   exitUsage,
+			wantStderr: []string{"invalid --timeout 0s"},
+		},
+		{
+			name:       "bad address",
+			args:       []string{"--addr", "localhost", "status"},
+			wantCode:   exitUsage,
+			wantStderr: []string{`invalid worker address "localhost"`},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := runCLI(t, nil, tt.args...)
+			if res.code != tt.wantCode {
+				t.Errorf("exit code: got %v, want %v (stderr %q)", res.code, tt.wantCode, res.stderr)
+			}
+			for _, want := range tt.wantStderr {
+				if !strings.Contains(res.stderr, want) {
+					t.Errorf("stderr lacks %q; got %q", want, res.stderr)
+				}
+			}
+			if res.stdout != "" {
+				t.Errorf("stdout: got %q, want nothing", res.stdout)
+			}
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{args: []string{"--help"}, want: []string{"Exit codes:", "3  the worker is unreachable", "EDDY_ADDR", "EDDY_TOKEN"}},
+		{args: nil, want: []string{"Available Commands:"}},
+		{args: []string{"status", "--help"}, want: []string{"Examples:", "workerctl status -o json"}},
+		{args: []string{"pause", "--help"}, want: []string{"pause [AGENT]", "--token"}},
+		{args: []string{"shutdown", "--help"}, want: []string{"--reason"}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			res := runCLI(t, map[string]string{envToken: "do-not-print"}, tt.args...)
+			if res.code != exitOK {
+				t.Fatalf("exit code: got %v, want %v (stderr %q)", res.code, exitOK, res.stderr)
+			}
+			for _, want := range tt.want {
+				if !strings.Contains(res.stdout, want) {
+					t.Errorf("help lacks %q; got:\n%s", want, res.stdout)
+				}
+			}
+			if strings.Contains(res.stdout, "do-not-print") {
+				t.Errorf("help prints the token from %s", envToken)
+			}
+		})
+	}
+}
+
+func TestVersion(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{args: []string{"version"}, want: "workerctl " + cliVersion() + "\n"},
+		{args: []string{"version", "-o", "json"}, want: "{\n  \"version\": \"" + cliVersion() + "\"\n}\n"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			res := runCLI(t, nil, tt.args...)
+			if res.code != exitOK || res.stdout != tt.want {
+				t.Errorf("got code %v output %q, want code %v output %q", res.code, res.stdout, exitOK, tt.want)
+			}
+		})
+	}
+}

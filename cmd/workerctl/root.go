@@ -1,0 +1,201 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/eddy-streams/eddy/client/admin"
+)
+
+const (
+	defaultAddr    = "127.0.0.1:6066"
+	defaultTimeout = 5 * time.Second
+	envAddr        = "EDDY_ADDR"
+	envToken       = "EDDY_TOKEN"
+)
+
+// globalFlags are the flags every command accepts.
+type globalFlags struct {
+	addr    string        // --addr, else EDDY_ADDR, else defaultAddr
+	token   string        // --token, else EDDY_TOKEN; empty sends none
+	output  string        // -o/--output: "table" or "json"
+	timeout time.Duration // --timeout: bound on each call to the worker
+}
+
+// cli is what commands share: the global flags and the process environment
+// they run in, injected so tests can run commands in-process.
+type cli struct {
+	flags  globalFlags
+	stdout io.Writer
+	stderr io.Writer
+	getenv func(string) string
+	now    func() time.Time
+}
+
+// usageError is a mistake in the command line: exit code 2.
+type usageError struct {
+	command string // command path, for the "--help" hint
+	err     error
+}
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func newUsageError(cmd *cobra.Command, format string, args ...any) error {
+	return &usageError{command: cmd.CommandPath(), err: fmt.Errorf(format, args...)}
+}
+
+// usageArgs makes an argument validator's errors usage errors.
+func usageArgs(validate cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := validate(cmd, args); err != nil {
+			return &usageError{command: cmd.CommandPath(), err: err}
+		}
+		return nil
+	}
+}
+
+const rootLong = `workerctl inspects and controls a running eddy worker through its gRPC
+control plane.
+
+Read-only commands (status, version) need no token. Mutating commands (pause,
+resume, shutdown) need the worker's token once the worker has one configured:
+pass --token or set EDDY_TOKEN. The token is sent as "authorization: Bearer
+<token>"; it is sent in clear text, which is only safe on loopback, the
+worker's default listen address.
+
+Environment:
+  EDDY_ADDR   worker gRPC address, used when --addr is not given
+  EDDY_TOKEN  bearer token, used when --token is not given
+
+Exit codes:
+  0  success
+  1  any other error (for example the worker refused the request)
+  2  usage error: unknown command or flag, wrong arguments, invalid flag value
+  3  the worker is unreachable at --addr
+  4  authentication failed: the worker rejected the token, or needs one`
+
+const rootExample = `  # Status of the worker on the default address
+  workerctl status
+
+  # Status of a remote worker, as JSON for scripts
+  EDDY_ADDR=10.0.0.7:6066 workerctl status -o json | jq -r .state
+
+  # Pause one agent, then resume it
+  export EDDY_TOKEN=...
+  workerctl pause enricher
+  workerctl resume enricher`
+
+// newRootCommand builds workerctl's command tree. Its output goes to stdout
+// and stderr and its environment is read through getenv.
+func newRootCommand(stdout, stderr io.Writer, getenv func(string) string) *cobra.Command {
+	c := &cli{stdout: stdout, stderr: stderr, getenv: getenv, now: time.Now}
+	root := &cobra.Command{
+		Use:           "workerctl",
+		Short:         "Inspect and control a running eddy worker",
+		Long:          rootLong,
+		Example:       rootExample,
+		SilenceErrors: true, // run prints errors once, with a hint
+		SilenceUsage:  true, // a failed call is not a usage problem
+		// cobra applies this default only in its own unknown-command error,
+		// which the Args below replaces.
+		SuggestionsMinimumDistance: 2,
+		// Root is runnable so that unknown commands go through Args and
+		// become usage errors instead of cobra's untyped error.
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return nil
+			}
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				return newUsageError(cmd, "unknown command %q (did you mean %s?)", args[0], strings.Join(s, " or "))
+			}
+			return newUsageError(cmd, "unknown command %q", args[0])
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return cmd.Help()
+		},
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return c.resolveFlags(cmd)
+		},
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return &usageError{command: cmd.CommandPath(), err: err}
+	})
+
+	f := root.PersistentFlags()
+	f.StringVar(&c.flags.addr, "addr", defaultAddr, "worker gRPC address, host:port (env "+envAddr+")")
+	f.StringVar(&c.flags.token, "token", "", "bearer token for mutating calls (env "+envToken+")")
+	f.StringVarP(&c.flags.output, "output", "o", "table", "output format: table or json")
+	f.DurationVar(&c.flags.timeout, "timeout", defaultTimeout, "time limit for each call to the worker")
+
+	root.AddCommand(
+		newStatusCommand(c),
+		newPauseCommand(c),
+		newResumeCommand(c),
+		newShutdownCommand(c),
+		newVersionCommand(c),
+	)
+	return root
+}
+
+// resolveFlags fills in defaults from the environment and validates the
+// global flags. The token's environment default is applied here rather than
+// as the flag default so that --help never prints it.
+func (c *cli) resolveFlags(cmd *cobra.Command) error {
+	if !cmd.Flags().Changed("addr") {
+		if v := c.getenv(envAddr); v != "" {
+			c.flags.addr = v
+		}
+	}
+	if !cmd.Flags().Changed("token") {
+		c.flags.token = c.getenv(envToken)
+	}
+	switch c.flags.output {
+	case "table", "json":
+	default:
+		return newUsageError(cmd, "invalid --output %q: want table or json", c.flags.output)
+	}
+	if c.flags.timeout <= 0 {
+		return newUsageError(cmd, "invalid --timeout %v: want a positive duration such as 5s", c.flags.timeout)
+	}
+	return nil
+}
+
+// withClient connects to the worker, runs call with a context bounded by
+// --timeout, and closes the connection.
+func (c *cli) withClient(cmd *cobra.Command, call func(context.Context, *admin.Client) error) (err error) {
+	ctx, cancel := context.WithTimeout(cmd.Context(), c.flags.timeout)
+	defer cancel()
+	client, err := admin.Dial(ctx, c.flags.addr,
+		admin.WithToken(c.flags.token),
+		admin.WithDialTimeout(c.flags.timeout),
+	)
+	if err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		// Dial does no I/O: otherwise it fails only on a bad address or token.
+		return newUsageError(cmd, "%w", err)
+	}
+	defer func() {
+		if cerr := client.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close connection: %w", cerr)
+		}
+	}()
+	return call(ctx, client)
+}
+
+// printer returns the printer for the chosen --output.
+func (c *cli) printer() printer {
+	if c.flags.output == "json" {
+		return &jsonPrinter{w: c.stdout}
+	}
+	return &tablePrinter{w: c.stdout, now: c.now}
+}

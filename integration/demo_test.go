@@ -1,0 +1,57 @@
+package integration
+
+import (
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// freeAddr returns a loopback address with a port that was free just now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestDemo runs scripts/demo.sh, the path behind `make demo`, on the
+// embedded broker, non-interactively.
+func TestDemo(t *testing.T) {
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(root, "scripts/demo.sh"))
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(),
+		"BIN="+filepath.Dir(bin(t, "worker")),
+		"DEMO_AUTO=1",
+		"DEMO_GRPC="+freeAddr(t),
+		"DEMO_HTTP="+freeAddr(t),
+	)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"RUNNING",
+		"DEV ONLY",
+		"eddy.v1.LifecycleService",
+		"WORKER_STATE_RUNNING",
+		"worker exited with status 0",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("demo output: want %q in\n%s", want, out)
+		}
+	}
+}

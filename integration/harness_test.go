@@ -1,0 +1,296 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/eddy-streams/eddy/internal/kafkatest"
+)
+
+func TestMain(m *testing.M) { kafkatest.Main(m) }
+
+// bins builds worker, workerctl and the pinned grpcurl once per test binary.
+var bins = sync.OnceValues(func() (map[string]string, error) {
+	dir, err := os.MkdirTemp("", "eddy-bins-")
+	if err != nil {
+		return nil, err
+	}
+	root, err := repoRoot()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for name, args := range map[string][]string{
+		"worker":    {"./cmd/worker"},
+		"workerctl": {"./cmd/workerctl"},
+		"grpcurl":   {"-modfile=tools/tools.mod", "github.com/fullstorydev/grpcurl/cmd/grpcurl"},
+	} {
+		path := filepath.Join(dir, name)
+		cmd := exec.Command("go", append([]string{"build", "-o", path}, args...)...)
+		cmd.Dir = root
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("go build %s: %v\n%s", name, err, b)
+		}
+		out[name] = path
+	}
+	return out, nil
+})
+
+func bin(t *testing.T, name string) string {
+	t.Helper()
+	b, err := bins()
+	if err != nil {
+		t.Fatalf("build binaries: %v", err)
+	}
+	return b[name]
+}
+
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("go.mod not found above the test directory")
+		}
+		dir = parent
+	}
+}
+
+// waitFor polls cond until it returns true or the timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer process and a reading test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// workerProc is a running worker process.
+type workerProc struct {
+	t        *testing.T
+	cmd      *exec.Cmd
+	log      *syncBuffer
+	dir      string
+	GRPC     string
+	HTTP     string
+	done     chan struct{}
+	exitCode int
+}
+
+// appFile writes an app file for a test into dir and returns its path.
+func appFile(t *testing.T, dir, body string) string {
+	t.Helper()
+	path := filepath.Join(dir, "app.yaml")
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// startWorker starts a worker on loopback ports chosen by the OS with the
+// given app file body and extra environment. It does not wait for RUNNING.
+func startWorker(t *testing.T, body string, env ...string) *workerProc {
+	t.Helper()
+	dir := t.TempDir()
+	path := appFile(t, dir, body)
+	addrFile := filepath.Join(dir, "addr.json")
+	cmd := exec.Command(bin(t, "worker"), "-c", path,
+		"--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0",
+		"--data-dir", filepath.Join(dir, "data"), "--addr-file", addrFile)
+	cmd.Env = append(os.Environ(), env...)
+	w := &workerProc{t: t, cmd: cmd, log: &syncBuffer{}, dir: dir, done: make(chan struct{})}
+	cmd.Stderr = w.log
+	cmd.Stdout = w.log
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start worker: %v", err)
+	}
+	go func() {
+		err := cmd.Wait()
+		w.exitCode = cmd.ProcessState.ExitCode()
+		_ = err
+		close(w.done)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-w.done
+		if t.Failed() {
+			t.Logf("worker log:\n%s", w.log.String())
+		}
+	})
+	waitFor(t, 30*time.Second, "the worker's addr file", func() bool {
+		b, err := os.ReadFile(addrFile)
+		if err != nil {
+			select {
+			case <-w.done:
+				t.Fatalf("worker exited with %d before listening:\n%s", w.exitCode, w.log.String())
+			default:
+			}
+			return false
+		}
+		var a struct{ GRPC, HTTP string }
+		if err := json.Unmarshal(b, &a); err != nil {
+			return false
+		}
+		w.GRPC, w.HTTP = a.GRPC, a.HTTP
+		return true
+	})
+	return w
+}
+
+// exited reports whether the process has exited.
+func (w *workerProc) exited() bool {
+	select {
+	case <-w.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// wait waits up to timeout for the process to exit and returns its status.
+func (w *workerProc) wait(timeout time.Duration) int {
+	w.t.Helper()
+	select {
+	case <-w.done:
+		return w.exitCode
+	case <-time.After(timeout):
+		w.t.Fatalf("worker still running %s later; log:\n%s", timeout, w.log.String())
+		return -1
+	}
+}
+
+func (w *workerProc) signal(s syscall.Signal) {
+	w.t.Helper()
+	if err := w.cmd.Process.Signal(s); err != nil {
+		w.t.Fatalf("signal %v: %v", s, err)
+	}
+}
+
+// ctl runs workerctl against the worker and returns stdout, stderr and the
+// exit code.
+func (w *workerProc) ctl(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	return runCtl(t, w.GRPC, args...)
+}
+
+func runCtl(t *testing.T, addr string, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin(t, "workerctl"), append([]string{"--addr", addr}, args...)...)
+	cmd.Env = append(os.Environ(), "EDDY_ADDR=", "EDDY_TOKEN=")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil && cmd.ProcessState == nil {
+		t.Fatalf("run workerctl: %v", err)
+	}
+	return stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()
+}
+
+// status returns `workerctl status -o json` decoded.
+func (w *workerProc) status(t *testing.T) map[string]any {
+	t.Helper()
+	out, errOut, code := w.ctl(t, "status", "-o", "json")
+	if code != 0 {
+		t.Fatalf("workerctl status: exit %d: %s", code, errOut)
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(out), &m); err != nil {
+		t.Fatalf("status JSON: %v\n%s", err, out)
+	}
+	return m
+}
+
+// waitState polls status until the worker reports the state.
+func (w *workerProc) waitState(t *testing.T, timeout time.Duration, state string) {
+	t.Helper()
+	waitFor(t, timeout, "state "+state, func() bool {
+		if w.exited() {
+			t.Fatalf("worker exited with %d while waiting for %s:\n%s", w.exitCode, state, w.log.String())
+		}
+		out, _, code := w.ctl(t, "status", "-o", "json")
+		return code == 0 && strings.Contains(out, `"WORKER_STATE_`+state+`"`)
+	})
+}
+
+// waitAssigned waits until the worker is RUNNING and owns n partitions, and
+// returns them from status.
+func (w *workerProc) waitAssigned(t *testing.T, n int) []any {
+	t.Helper()
+	w.waitState(t, 60*time.Second, "RUNNING")
+	var a []any
+	waitFor(t, 30*time.Second, fmt.Sprintf("%d assigned partitions", n), func() bool {
+		a, _ = w.status(t)["assigned"].([]any)
+		return len(a) == n
+	})
+	return a
+}
+
+// health asks grpc.health.v1 for the whole worker's status.
+func (w *workerProc) health(t *testing.T) healthpb.HealthCheckResponse_ServingStatus {
+	t.Helper()
+	conn, err := grpc.NewClient(w.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		return healthpb.HealthCheckResponse_UNKNOWN
+	}
+	return resp.GetStatus()
+}
+
+// grpcurl runs the pinned grpcurl with args (flags, address, method) and
+// returns its combined output.
+func grpcurl(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := exec.CommandContext(ctx, bin(t, "grpcurl"), args...).CombinedOutput()
+	return string(b), err
+}

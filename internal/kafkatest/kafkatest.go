@@ -1,0 +1,381 @@
+// Package kafkatest runs tests against a real, single-node Apache Kafka
+// broker.
+//
+// A test package opts in with
+//
+//	func TestMain(m *testing.M) { kafkatest.Main(m) }
+//
+// which starts one broker for the whole package (via scripts/kafka/start.sh,
+// KRaft mode, listening on 127.0.0.1 only), runs the tests and stops it
+// again. Tests then use [Bootstrap] for the "bootstrap.servers" address,
+// [Topic] for a fresh topic of their own and [Group] for a fresh consumer
+// group id, so tests can run in parallel against the one broker without
+// seeing each other's data.
+//
+// The broker needs Java 17+ and, the first time, Maven (to fetch the Kafka
+// jars into ~/.cache/eddy). If it cannot be started the test binary fails
+// loudly; it never skips. Setting EDDY_KAFKA_BOOTSTRAP=host:port uses an
+// already running broker instead of starting one.
+package kafkatest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+)
+
+// EnvBootstrap names the environment variable that, when set to a
+// bootstrap address ("host:port[,host:port...]"), makes [Main] use that
+// broker instead of starting its own.
+const EnvBootstrap = "EDDY_KAFKA_BOOTSTRAP"
+
+// startTimeout bounds start.sh as a whole, including a cold fetch of the
+// jars with Maven. The broker itself gets start.sh's own (shorter) bound.
+const startTimeout = 10 * time.Minute
+
+// adminTimeout bounds each admin operation (create, wait, delete topic).
+const adminTimeout = 30 * time.Second
+
+var (
+	// bootstrap is written once by Main before m.Run and only read after,
+	// so reading it from tests needs no lock.
+	bootstrap string
+
+	adminMu sync.Mutex
+	admin   *kafka.AdminClient // shared, lazily created; closed by Main
+)
+
+// Main is meant to be the whole body of a package's TestMain:
+//
+//	func TestMain(m *testing.M) { kafkatest.Main(m) }
+//
+// It starts one broker for the test binary (unless EDDY_KAFKA_BOOTSTRAP is
+// set), runs m.Run, stops the broker, removes its temporary directory and
+// exits with m.Run's code. If the broker cannot be started it prints what to
+// install and exits with status 1; it does not skip the tests.
+//
+// Main calls os.Exit and must be called once, from TestMain only. Should the
+// test binary die without reaching the stop (e.g. a -timeout panic), a
+// watchdog started by start.sh stops the broker shortly after.
+func Main(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if addr := strings.TrimSpace(os.Getenv(EnvBootstrap)); addr != "" {
+		bootstrap = addr
+		defer closeAdmin()
+		return m.Run()
+	}
+
+	dir, err := os.MkdirTemp("", "eddy-kafka-")
+	if err != nil {
+		fail(err)
+		return 1
+	}
+	addr, stop, err := startBroker(dir)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		fail(err)
+		return 1
+	}
+	bootstrap = addr
+	brokerDir = dir
+
+	code := m.Run()
+
+	closeAdmin()
+	if err := stop(); err != nil {
+		fmt.Fprintf(os.Stderr, "kafkatest: stopping the broker: %v\n", err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		fmt.Fprintf(os.Stderr, "kafkatest: removing %s: %v\n", dir, err)
+	}
+	return code
+}
+
+// startBroker runs scripts/kafka/start.sh DIR and returns the bootstrap
+// address and a function running scripts/kafka/stop.sh DIR.
+func startBroker(dir string) (addr string, stop func() error, err error) {
+	root, err := repoRoot()
+	if err != nil {
+		return "", nil, err
+	}
+	scripts := filepath.Join(root, "scripts", "kafka")
+
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join(scripts, "start.sh"), dir)
+	// The watchdog stops the broker if this process dies without stopping it.
+	cmd.Env = append(os.Environ(), "EDDY_KAFKA_WATCH_PID="+strconv.Itoa(os.Getpid()))
+	// start.sh's stderr carries progress (a cold fetch takes a while) and,
+	// on failure, the tail of the broker log: pass it through.
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", nil, fmt.Errorf("scripts/kafka/start.sh %s: %w", dir, err)
+	}
+	addr = strings.TrimSpace(string(out))
+	if addr == "" {
+		return "", nil, errors.New("scripts/kafka/start.sh printed no bootstrap address")
+	}
+
+	stop = func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		var stderr bytes.Buffer
+		cmd := exec.CommandContext(ctx, "bash", filepath.Join(scripts, "stop.sh"), dir)
+		cmd.Stderr = &stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("scripts/kafka/stop.sh: %w: %s", err, stderr.Bytes())
+		}
+		return nil
+	}
+	return addr, stop, nil
+}
+
+// brokerDir is the directory of the broker Main started; empty when the
+// tests use an existing broker (EDDY_KAFKA_BOOTSTRAP).
+var brokerDir string
+
+// BrokerPID returns the process id of the broker started by Main, for fault
+// injection (e.g. SIGSTOP to freeze it). A test that needs it fails when the
+// tests run against an existing broker (EDDY_KAFKA_BOOTSTRAP).
+func BrokerPID(t testing.TB) int {
+	t.Helper()
+	if brokerDir == "" {
+		t.Fatalf("kafkatest: BrokerPID needs the broker started by kafkatest.Main, not %s", EnvBootstrap)
+	}
+	b, err := os.ReadFile(filepath.Join(brokerDir, "broker.pid"))
+	if err != nil {
+		t.Fatalf("kafkatest: read broker pid: %v", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("kafkatest: broker pid %q: %v", b, err)
+	}
+	return pid
+}
+
+// fail reports that no broker could be started, loudly, with what to do.
+func fail(err error) {
+	fmt.Fprintf(os.Stderr, `
+======================================================================
+kafkatest: FAILED to start the test Kafka broker:
+    %v
+
+These tests need a real Apache Kafka broker, started by
+scripts/kafka/start.sh. It needs:
+  - Java 17 or newer on PATH   (Debian: apt-get install -y openjdk-17-jre-headless)
+  - Maven on PATH, the first time, to fetch the Kafka jars
+                               (Debian: apt-get install -y maven)
+  - python3 on PATH            (Debian: apt-get install -y python3)
+Or point the tests at a running broker: %s=host:port
+The tests were NOT run.
+======================================================================
+`, err, EnvBootstrap)
+}
+
+// repoRoot finds the module root (the directory holding go.mod) by walking
+// up from the working directory (go test runs in the package directory),
+// falling back to this source file's location.
+func repoRoot() (string, error) {
+	var starts []string
+	if wd, err := os.Getwd(); err == nil {
+		starts = append(starts, wd)
+	}
+	if _, file, _, ok := runtime.Caller(0); ok {
+		starts = append(starts, filepath.Dir(file))
+	}
+	for _, d := range starts {
+		for {
+			if _, err := os.Stat(filepath.Join(d, "scripts", "kafka", "start.sh")); err == nil {
+				if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+					return d, nil
+				}
+			}
+			parent := filepath.Dir(d)
+			if parent == d {
+				break
+			}
+			d = parent
+		}
+	}
+	return "", errors.New("cannot find the repository root (a directory with go.mod and scripts/kafka/start.sh) above the working directory")
+}
+
+// Bootstrap returns the broker's bootstrap address ("127.0.0.1:PORT"), for
+// the "bootstrap.servers" client setting. It fails the test if the package's
+// TestMain does not call [Main]. Safe for concurrent use.
+func Bootstrap(t testing.TB) string {
+	t.Helper()
+	if bootstrap == "" {
+		t.Fatal("kafkatest: no broker; add `func TestMain(m *testing.M) { kafkatest.Main(m) }` to this package")
+	}
+	return bootstrap
+}
+
+// Topic creates a new topic with the given number of partitions (replication
+// factor 1) whose name is derived from t.Name() plus a random suffix, waits
+// until the broker reports it with a leader for every partition, and
+// deletes it when the test ends (t.Cleanup). It fails the test on error.
+// Safe for concurrent use, e.g. from parallel tests.
+func Topic(t testing.TB, partitions int) string {
+	t.Helper()
+	if partitions < 1 {
+		t.Fatalf("kafkatest.Topic: partitions = %d, want >= 1", partitions)
+	}
+	a := adminClient(t)
+	name := uniqueName(t.Name())
+
+	ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
+	defer cancel()
+	res, err := a.CreateTopics(ctx, []kafka.TopicSpecification{{
+		Topic:             name,
+		NumPartitions:     partitions,
+		ReplicationFactor: 1,
+	}}, kafka.SetAdminOperationTimeout(adminTimeout))
+	if err != nil {
+		t.Fatalf("kafkatest.Topic: creating %q: %v", name, err)
+	}
+	for _, r := range res {
+		if r.Error.Code() != kafka.ErrNoError {
+			t.Fatalf("kafkatest.Topic: creating %q: %v", name, r.Error)
+		}
+	}
+	// Registered before waiting, so that a topic that never becomes ready
+	// is still deleted.
+	t.Cleanup(func() { deleteTopic(t, a, name) })
+
+	if err := waitTopic(ctx, a, name, partitions); err != nil {
+		t.Fatalf("kafkatest.Topic: %v", err)
+	}
+	return name
+}
+
+// waitTopic polls the broker's metadata until topic has the wanted number
+// of partitions, each with a leader, or ctx expires.
+func waitTopic(ctx context.Context, a *kafka.AdminClient, topic string, partitions int) error {
+	var last string
+	for {
+		md, err := a.GetMetadata(&topic, false, 5000)
+		if err != nil {
+			last = err.Error()
+		} else if tm, ok := md.Topics[topic]; !ok {
+			last = "not in metadata"
+		} else if tm.Error.Code() != kafka.ErrNoError {
+			last = tm.Error.String()
+		} else if len(tm.Partitions) != partitions {
+			last = fmt.Sprintf("%d of %d partitions", len(tm.Partitions), partitions)
+		} else {
+			ready := true
+			for _, p := range tm.Partitions {
+				if p.Leader < 0 || p.Error.Code() != kafka.ErrNoError {
+					ready = false
+					last = fmt.Sprintf("partition %d: leader %d, %v", p.ID, p.Leader, p.Error)
+					break
+				}
+			}
+			if ready {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("topic %q not ready after %v: %s", topic, adminTimeout, last)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func deleteTopic(t testing.TB, a *kafka.AdminClient, name string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
+	defer cancel()
+	res, err := a.DeleteTopics(ctx, []string{name}, kafka.SetAdminOperationTimeout(adminTimeout))
+	if err != nil {
+		t.Errorf("kafkatest: deleting topic %q: %v", name, err)
+		return
+	}
+	for _, r := range res {
+		// The test may have deleted it itself.
+		if c := r.Error.Code(); c != kafka.ErrNoError && c != kafka.ErrUnknownTopicOrPart {
+			t.Errorf("kafkatest: deleting topic %q: %v", name, r.Error)
+		}
+	}
+}
+
+// Group returns a new consumer group id, derived from t.Name() plus a
+// random suffix, so that tests never share committed offsets. Nothing is
+// created on the broker. Safe for concurrent use.
+func Group(t testing.TB) string {
+	t.Helper()
+	return uniqueName(t.Name())
+}
+
+// adminClient returns the package-wide admin client, creating it on first
+// use. The confluent-kafka-go AdminClient is safe for concurrent use.
+func adminClient(t testing.TB) *kafka.AdminClient {
+	t.Helper()
+	adminMu.Lock()
+	defer adminMu.Unlock()
+	if admin == nil {
+		a, err := kafka.NewAdminClient(&kafka.ConfigMap{
+			"bootstrap.servers": Bootstrap(t),
+			"client.id":         "eddy-kafkatest",
+		})
+		if err != nil {
+			t.Fatalf("kafkatest: creating admin client: %v", err)
+		}
+		admin = a
+	}
+	return admin
+}
+
+func closeAdmin() {
+	adminMu.Lock()
+	defer adminMu.Unlock()
+	if admin != nil {
+		admin.Close()
+		admin = nil
+	}
+}
+
+// maxNameLen keeps names well below Kafka's 249-character topic limit.
+const maxNameLen = 200
+
+// uniqueName turns a test name into a valid Kafka topic / group name:
+// characters other than ASCII letters, digits and '-' become '_' (topic
+// names allow [a-zA-Z0-9._-]; avoiding '.' sidesteps Kafka's '.'/'_'
+// collision rule), and a random 8-hex-digit suffix makes it unique.
+func uniqueName(testName string) string {
+	var b strings.Builder
+	for _, r := range testName {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('_')
+		}
+		if b.Len() >= maxNameLen {
+			break
+		}
+	}
+	if b.Len() == 0 {
+		b.WriteString("test")
+	}
+	return fmt.Sprintf("%s-%08x", b.String(), rand.Uint32())
+}

@@ -1,0 +1,127 @@
+// Package server holds the gRPC services and the HTTP endpoints of a worker.
+// Handlers are thin adapters: validate the request, call the runtime through
+// a narrow interface, map the error (errors.go). Nothing here knows Kafka.
+package server
+
+import (
+	"crypto/tls"
+	"log/slog"
+	"time"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
+	"github.com/eddy-streams/eddy/worker/app"
+)
+
+// Limits applied to every gRPC connection.
+const (
+	// MaxRecvMsgBytes is the largest request message accepted (4 MiB, the
+	// gRPC default, set explicitly). Agents batch results below it.
+	MaxRecvMsgBytes = 4 << 20
+	// MaxSendMsgBytes is the largest response message sent.
+	MaxSendMsgBytes = 4 << 20
+	// MaxConcurrentStreams bounds streams per connection.
+	MaxConcurrentStreams = 256
+)
+
+// Core is what the services need from the worker runtime; *app.App
+// implements it. Methods must be safe for concurrent use.
+type Core interface {
+	Status() app.Status
+	Pause(agent string) (app.State, []string, error)
+	Resume(agent string) (app.State, []string, error)
+	Shutdown(reason string) time.Time
+	AgentInfos() []app.AgentInfo
+	TableInfos() []app.TableInfo
+}
+
+// Config configures the gRPC server.
+type Config struct {
+	// Token, when set, is required as "authorization: Bearer <token>" on
+	// mutating calls (Pause, Resume, Shutdown) and from agents. Default: none.
+	Token string
+	// ProtectReads requires the token on read-only calls too (GetStatus,
+	// ListAgents, tables, monitor). Health and reflection stay open for
+	// probes and grpcurl. Default: false.
+	ProtectReads bool
+	// TLS enables TLS when set. Default: plaintext.
+	TLS *tls.Config
+	// Logger receives request logs and recovered panics. Required.
+	Logger *slog.Logger
+}
+
+// New builds the gRPC server with every eddy.v1 service, grpc.health.v1 and
+// server reflection registered. Interceptor order: logging → auth (via
+// selector, health and reflection exempt) → panic recovery.
+// The returned Health is the health server, to flip with the worker state.
+func New(cfg Config, core Core) (*grpc.Server, *health.Server) {
+	log := cfg.Logger
+	logOpts := []logging.Option{logging.WithLevels(levelFor)}
+	recoveryOpt := recovery.WithRecoveryHandler(func(p any) error { return recovered(log, p) })
+	authFn := tokenAuth(cfg.Token)
+	needsAuth := authMatcher(cfg.Token != "", cfg.ProtectReads)
+
+	opts := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(
+			logging.UnaryServerInterceptor(slogAdapter(log), logOpts...),
+			selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(authFn), needsAuth),
+			recovery.UnaryServerInterceptor(recoveryOpt),
+		),
+		grpc.ChainStreamInterceptor(
+			logging.StreamServerInterceptor(slogAdapter(log), logOpts...),
+			selector.StreamServerInterceptor(auth.StreamServerInterceptor(authFn), needsAuth),
+			recovery.StreamServerInterceptor(recoveryOpt),
+		),
+		grpc.MaxRecvMsgSize(MaxRecvMsgBytes),
+		grpc.MaxSendMsgSize(MaxSendMsgBytes),
+		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
+		// Agents keep long-lived streams: ping idle connections so dead
+		// peers are noticed, and refuse clients that ping abusively.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	}
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	}
+	s := grpc.NewServer(opts...)
+	eddyv1.RegisterLifecycleServiceServer(s, &lifecycleServer{core: core, log: log})
+	eddyv1.RegisterAgentServiceServer(s, &agentServer{core: core, log: log})
+	eddyv1.RegisterTableServiceServer(s, &tableServer{core: core, log: log})
+	eddyv1.RegisterMonitorServiceServer(s, &monitorServer{})
+	h := health.NewServer()
+	healthpb.RegisterHealthServer(s, h)
+	reflection.Register(s)
+	SetServing(h, false)
+	return s, h
+}
+
+// Services are the names health reports on, besides the empty name that
+// stands for the whole worker.
+var Services = []string{
+	eddyv1.LifecycleService_ServiceDesc.ServiceName,
+	eddyv1.AgentService_ServiceDesc.ServiceName,
+	eddyv1.TableService_ServiceDesc.ServiceName,
+	eddyv1.MonitorService_ServiceDesc.ServiceName,
+}
+
+// SetServing sets every health entry to SERVING or NOT_SERVING.
+func SetServing(h *health.Server, serving bool) {
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if serving {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	h.SetServingStatus("", st)
+	for _, s := range Services {
+		h.SetServingStatus(s, st)
+	}
+}

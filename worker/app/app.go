@@ -1,0 +1,295 @@
+// Package app wires the worker's runtime services and owns them: it starts
+// them in order, tracks the lifecycle state, and stops them in reverse.
+// It is the only package that knows all of them.
+package app
+
+import (
+	"errors"
+	"log/slog"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eddy-streams/eddy/worker/config"
+	"github.com/eddy-streams/eddy/worker/monitor"
+	"github.com/eddy-streams/eddy/worker/transport"
+)
+
+// Options are what the worker process hands the app.
+type Options struct {
+	// Logger is the worker's logger. Required.
+	Logger *slog.Logger
+	// Version is reported in status.
+	Version string
+	// Bootstrap is the resolved bootstrap list (the embedded broker's address
+	// when brokers is "embedded").
+	Bootstrap string
+	// GRPCAddr and HTTPAddr are the bound control-plane addresses; GRPCAddr
+	// is advertised to the other workers in the consumer group's client.id.
+	GRPCAddr, HTTPAddr string
+	// Shutdown is called when a Shutdown RPC asks the process to stop.
+	Shutdown func(reason string)
+}
+
+// App is the runtime of one worker. Its methods are safe for concurrent use.
+type App struct {
+	cfg       *config.Config
+	opts      Options
+	log       *slog.Logger
+	startedAt time.Time
+	mon       *monitor.Monitor
+	running   atomic.Bool
+	state     atomic.Int32
+
+	mu           sync.Mutex
+	onState      []func(State)
+	assigned     map[TopicPartition]bool
+	pausedAgents map[string]bool
+	kafkaErrs    func() []KafkaError
+	consumer     *transport.Consumer
+}
+
+// New returns an app for a validated config.
+func New(cfg *config.Config, opts Options) *App {
+	a := &App{
+		cfg:          cfg,
+		opts:         opts,
+		log:          opts.Logger,
+		startedAt:    time.Now(),
+		mon:          monitor.New(cfg.App, opts.Version),
+		assigned:     map[TopicPartition]bool{},
+		pausedAgents: map[string]bool{},
+	}
+	a.setState(StateStarting)
+	return a
+}
+
+// State returns the current lifecycle state.
+func (a *App) State() State { return State(a.state.Load()) }
+
+// Metrics is the Prometheus registry of the worker.
+func (a *App) Metrics() prometheus.Gatherer { return a.mon.Registry() }
+
+// OnStateChange registers f to be called with every new state, and once now
+// with the current one. f must not block.
+func (a *App) OnStateChange(f func(State)) {
+	a.mu.Lock()
+	a.onState = append(a.onState, f)
+	a.mu.Unlock()
+	f(a.State())
+}
+
+func (a *App) setState(s State) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.setStateLocked(s)
+}
+
+// setStateLocked records s and notifies the listeners, with a.mu held so
+// listeners see transitions in order.
+func (a *App) setStateLocked(s State) {
+	old := State(a.state.Swap(int32(s)))
+	if old == s {
+		return
+	}
+	a.mon.SetState(int32(s))
+	if a.log != nil && old != 0 {
+		a.log.Info("state", "from", old.String(), "to", s.String())
+	}
+	for _, f := range a.onState {
+		f(s)
+	}
+}
+
+// casState moves to s if the current state is one of from, and reports
+// whether it did.
+func (a *App) casState(s State, from ...State) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !slices.Contains(from, State(a.state.Load())) {
+		return false
+	}
+	a.setStateLocked(s)
+	return true
+}
+
+// Status returns a point-in-time view of the worker.
+func (a *App) Status() Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := Status{
+		State:               State(a.state.Load()),
+		Version:             a.opts.Version,
+		App:                 a.cfg.App,
+		WorkerID:            a.cfg.WorkerID,
+		Brokers:             a.cfg.Brokers,
+		Embedded:            a.cfg.Embedded(),
+		ProcessingGuarantee: a.cfg.ProcessingGuarantee,
+		StartedAt:           a.startedAt,
+		GRPCAddr:            a.opts.GRPCAddr,
+		HTTPAddr:            a.opts.HTTPAddr,
+		Assigned:            a.assignedLocked(),
+		PausedAgents:        a.pausedLocked(),
+	}
+	if st.Embedded {
+		st.Brokers = "embedded (" + a.opts.Bootstrap + ")"
+		st.Warnings = append(st.Warnings, "embedded broker: DEV ONLY, in memory, keeps nothing across restarts")
+	}
+	for _, ag := range a.cfg.Agents {
+		st.Agents = append(st.Agents, AgentSummary{
+			Name:       ag.Name,
+			Partitions: len(a.partitionsOfLocked(ag)),
+			Paused:     a.pausedAgents[ag.Name] || st.State == StatePaused,
+		})
+	}
+	if a.kafkaErrs != nil {
+		st.KafkaErrors = a.kafkaErrs()
+	}
+	return st
+}
+
+func (a *App) assignedLocked() []TopicPartition {
+	out := make([]TopicPartition, 0, len(a.assigned))
+	for tp := range a.assigned {
+		out = append(out, tp)
+	}
+	sortTPs(out)
+	return out
+}
+
+func (a *App) partitionsOfLocked(ag config.Agent) []TopicPartition {
+	var out []TopicPartition
+	for tp := range a.assigned {
+		if slices.Contains(ag.Topics, tp.Topic) {
+			out = append(out, tp)
+		}
+	}
+	sortTPs(out)
+	return out
+}
+
+func (a *App) pausedLocked() []string {
+	var out []string
+	for name := range a.pausedAgents {
+		out = append(out, name)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func sortTPs(tps []TopicPartition) {
+	sort.Slice(tps, func(i, j int) bool {
+		if tps[i].Topic != tps[j].Topic {
+			return tps[i].Topic < tps[j].Topic
+		}
+		return tps[i].Partition < tps[j].Partition
+	})
+}
+
+// Pause pauses delivery to one agent, or to all (agent ""), which moves the
+// worker to PAUSED. It returns the new state and the paused agents.
+func (a *App) Pause(agent string) (State, []string, error) {
+	return a.setPaused(agent, true)
+}
+
+// Resume undoes Pause.
+func (a *App) Resume(agent string) (State, []string, error) {
+	return a.setPaused(agent, false)
+}
+
+func (a *App) setPaused(agent string, paused bool) (State, []string, error) {
+	if agent != "" {
+		if _, ok := a.cfg.Agent(agent); !ok {
+			return a.State(), nil, &UnknownAgentError{Name: agent}
+		}
+	}
+	if !a.State().Serving() {
+		return a.State(), nil, errNotRunning(a.State())
+	}
+	if agent == "" {
+		from, to := StateRunning, StatePaused
+		if !paused {
+			from, to = StatePaused, StateRunning
+		}
+		a.casState(to, from)
+	} else {
+		a.mu.Lock()
+		if paused {
+			a.pausedAgents[agent] = true
+		} else {
+			delete(a.pausedAgents, agent)
+		}
+		a.mu.Unlock()
+		a.log.Info("agent delivery", "agent", agent, "paused", paused)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return State(a.state.Load()), a.pausedLocked(), nil
+}
+
+func errNotRunning(s State) error {
+	return errors.Join(ErrNotRunning, errors.New("state is "+s.String()))
+}
+
+// Shutdown asks the worker process to stop gracefully and returns the
+// deadline by which it will have stopped.
+func (a *App) Shutdown(reason string) time.Time {
+	deadline := time.Now().Add(a.cfg.ShutdownTimeout.D())
+	if a.opts.Shutdown != nil {
+		a.opts.Shutdown(reason)
+	}
+	return deadline
+}
+
+// AgentInfos describes the declared agents.
+func (a *App) AgentInfos() []AgentInfo {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []AgentInfo
+	for _, ag := range a.cfg.Agents {
+		out = append(out, AgentInfo{
+			Name:       ag.Name,
+			Topics:     ag.Topics,
+			Ordering:   ag.Ordering,
+			Tables:     ag.Tables,
+			Paused:     a.pausedAgents[ag.Name] || State(a.state.Load()) == StatePaused,
+			Unassigned: a.partitionsOfLocked(ag), // no agent instance connects yet
+		})
+	}
+	return out
+}
+
+// TableInfos describes the declared tables.
+func (a *App) TableInfos() []TableInfo {
+	var out []TableInfo
+	for _, t := range a.cfg.Tables {
+		info := TableInfo{
+			Name:            t.Name,
+			Partitions:      a.tablePartitions(t.Name),
+			ChangelogTopic:  a.cfg.App + "-" + t.Name + "-changelog",
+			StandbyReplicas: t.StandbyReplicas,
+		}
+		if w := t.Window; w != nil {
+			info.WindowType, info.WindowSize, info.WindowStep, info.WindowExpires = w.Type, w.Size.D(), w.Step.D(), w.Expires.D()
+		}
+		out = append(out, info)
+	}
+	return out
+}
+
+// tablePartitions is the partition count of the source topic of the first
+// agent using the table (tables are partitioned like their source).
+func (a *App) tablePartitions(table string) int32 {
+	for _, ag := range a.cfg.Agents {
+		if slices.Contains(ag.Tables, table) && len(ag.Topics) > 0 {
+			if t, ok := a.cfg.Topic(ag.Topics[0]); ok {
+				return int32(t.Partitions)
+			}
+		}
+	}
+	return 0
+}

@@ -1,0 +1,118 @@
+package app
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// State is the lifecycle state of the worker:
+// STARTING → (RECOVERING →) RUNNING ⇄ PAUSED → STOPPING → STOPPED.
+type State int32
+
+// The lifecycle states, in order.
+const (
+	StateStarting State = iota + 1
+	StateRecovering
+	StateRunning
+	StatePaused
+	StateStopping
+	StateStopped
+)
+
+var stateNames = map[State]string{
+	StateStarting:   "STARTING",
+	StateRecovering: "RECOVERING",
+	StateRunning:    "RUNNING",
+	StatePaused:     "PAUSED",
+	StateStopping:   "STOPPING",
+	StateStopped:    "STOPPED",
+}
+
+// String returns the state's upper-case name.
+func (s State) String() string {
+	if n, ok := stateNames[s]; ok {
+		return n
+	}
+	return fmt.Sprintf("State(%d)", int32(s))
+}
+
+// Serving reports whether the worker is up for business: RUNNING or PAUSED.
+// Health checks report SERVING exactly then.
+func (s State) Serving() bool { return s == StateRunning || s == StatePaused }
+
+// TopicPartition names one partition of one topic.
+type TopicPartition struct {
+	Topic     string
+	Partition int32
+}
+
+// String formats tp as topic[partition].
+func (tp TopicPartition) String() string { return fmt.Sprintf("%s[%d]", tp.Topic, tp.Partition) }
+
+// AgentSummary is the short status of one declared agent.
+type AgentSummary struct {
+	Name       string
+	Instances  int
+	Partitions int
+	Paused     bool
+}
+
+// KafkaError is an error the Kafka client reported.
+type KafkaError struct {
+	At      time.Time
+	Code    string
+	Message string
+	Fatal   bool
+}
+
+// Status is a point-in-time view of the worker, for GetStatus.
+type Status struct {
+	State               State
+	Version             string
+	App                 string
+	WorkerID            string
+	Brokers             string
+	Embedded            bool
+	ProcessingGuarantee string
+	StartedAt           time.Time
+	GRPCAddr            string
+	HTTPAddr            string
+	Assigned            []TopicPartition
+	PausedAgents        []string
+	Agents              []AgentSummary
+	KafkaErrors         []KafkaError
+	Warnings            []string
+}
+
+// AgentInfo describes one declared agent, for ListAgents.
+type AgentInfo struct {
+	Name       string
+	Topics     []string
+	Ordering   string
+	Tables     []string
+	Paused     bool
+	Unassigned []TopicPartition
+}
+
+// TableInfo describes one declared table, for ListTables.
+type TableInfo struct {
+	Name            string
+	Partitions      int32
+	ChangelogTopic  string
+	StandbyReplicas int
+	WindowType      string
+	WindowSize      time.Duration
+	WindowStep      time.Duration
+	WindowExpires   time.Duration
+}
+
+// UnknownAgentError is returned for an agent name the app file does not declare.
+type UnknownAgentError struct{ Name string }
+
+func (e *UnknownAgentError) Error() string {
+	return fmt.Sprintf("unknown agent %q: it is not declared in the app file", e.Name)
+}
+
+// ErrNotRunning is returned by Pause and Resume outside RUNNING and PAUSED.
+var ErrNotRunning = errors.New("the worker is not running")

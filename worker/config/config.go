@@ -1,0 +1,231 @@
+// Package config holds the app file: the YAML document every worker of an app
+// runs with, its defaults, its validation, and overrides from the environment.
+//
+// Precedence, highest first: command-line flags (applied by cmd/worker),
+// EDDY_* environment variables (ApplyEnv), the app file, DefaultConfig.
+package config
+
+import (
+	"fmt"
+	"time"
+)
+
+// Config is the app file. Every field documents its default and unit.
+type Config struct {
+	// App names the app. It is the consumer group id and the prefix of the
+	// app's internal topics (changelogs, dead-letter topics). Required.
+	App string `yaml:"app"`
+	// WorkerID identifies this worker within the app in logs, status and the
+	// consumer group's client.id. Default: "<hostname>-<pid>".
+	WorkerID string `yaml:"worker_id"`
+	// Brokers is the comma-separated Kafka bootstrap list, or "embedded" for
+	// the in-process dev broker (keeps nothing). Required.
+	Brokers string `yaml:"brokers"`
+	// DataDir holds the local table stores. Default: ./eddy-data.
+	DataDir string `yaml:"data_dir"`
+	// Listen holds the addresses of the control plane.
+	Listen Listen `yaml:"listen"`
+	// ProcessingGuarantee is at_least_once (default) or exactly_once.
+	ProcessingGuarantee string `yaml:"processing_guarantee"`
+	// ShutdownTimeout bounds graceful shutdown; past it the worker exits
+	// anyway with a non-zero status. Default: 30s.
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// Auth configures bearer-token authentication.
+	Auth Auth `yaml:"auth"`
+	// TLS enables TLS on the gRPC listener when both files are given.
+	TLS TLS `yaml:"tls"`
+	// Log configures logging.
+	Log Log `yaml:"log"`
+	// Kafka tunes the Kafka clients.
+	Kafka Kafka `yaml:"kafka"`
+	// Topics declares the topics the app reads or writes; missing ones are
+	// created at start, existing ones must have the declared partition count.
+	Topics []Topic `yaml:"topics"`
+	// Agents declares the agents: the remote processing functions.
+	Agents []Agent `yaml:"agents"`
+	// Tables declares the changelog-backed state tables.
+	Tables []Table `yaml:"tables"`
+}
+
+// Listen holds listen addresses. Both default to loopback.
+type Listen struct {
+	// GRPC is the gRPC control-plane and agent address. Default: 127.0.0.1:6066.
+	GRPC string `yaml:"grpc"`
+	// HTTP serves /metrics, /healthz and /readyz. Default: 127.0.0.1:6067.
+	HTTP string `yaml:"http"`
+}
+
+// Auth configures bearer-token authentication.
+type Auth struct {
+	// Token, when set, is required from agents and on mutating management
+	// calls ("authorization: Bearer <token>"). Default: empty (no auth).
+	Token string `yaml:"token"`
+	// ProtectReads requires the token on read-only calls too (status,
+	// agents, tables, monitor); health and reflection stay open.
+	// Default: false.
+	ProtectReads bool `yaml:"protect_reads"`
+}
+
+// TLS configures TLS for the gRPC listener.
+type TLS struct {
+	// CertFile is a PEM certificate chain. Default: empty (plaintext).
+	CertFile string `yaml:"cert_file"`
+	// KeyFile is the PEM private key of CertFile. Default: empty.
+	KeyFile string `yaml:"key_file"`
+}
+
+// Log configures the worker's log/slog output on stderr.
+type Log struct {
+	// Level is debug, info (default), warn or error.
+	Level string `yaml:"level"`
+	// Format is text (default) or json.
+	Format string `yaml:"format"`
+}
+
+// Kafka tunes the Kafka clients.
+type Kafka struct {
+	// ReachTimeout bounds how long start-up waits for the brokers to answer.
+	// Default: 15s.
+	ReachTimeout Duration `yaml:"reach_timeout"`
+	// ReplicationFactor of topics the worker creates. Default: 1 for a single
+	// broker cluster; set 3 in production.
+	ReplicationFactor int `yaml:"replication_factor"`
+	// StaticMembership sets group.instance.id to the worker id, so a restart
+	// within the session timeout causes no rebalance. Default: false.
+	StaticMembership bool `yaml:"static_membership"`
+	// SessionTimeout is the consumer group session timeout. Default: 10s.
+	SessionTimeout Duration `yaml:"session_timeout"`
+	// Properties are raw librdkafka properties applied last to every client.
+	Properties map[string]string `yaml:"properties"`
+}
+
+// Topic declares a topic.
+type Topic struct {
+	// Name is the topic name. Required.
+	Name string `yaml:"name"`
+	// Partitions is the partition count. Required, at least 1.
+	Partitions int `yaml:"partitions"`
+}
+
+// Agent declares an agent.
+type Agent struct {
+	// Name is how agent processes identify themselves in Hello. Required.
+	Name string `yaml:"name"`
+	// Topics are the agent's source topics. Required, each declared in topics.
+	Topics []string `yaml:"topics"`
+	// Ordering is partition (default: one instance per partition) or key
+	// (events spread over instances by key, per-key order kept).
+	Ordering string `yaml:"ordering"`
+	// Tables are tables whose state for the event's key travels with each event.
+	Tables []string `yaml:"tables"`
+	// MaxRetries is how often a RETRY result is redelivered before the event
+	// goes to the dead-letter topic <app>-<agent>-dlq; 0 dead-letters on the
+	// first RETRY. Default: 5 (see Retries).
+	MaxRetries *int `yaml:"max_retries"`
+}
+
+// DefaultMaxRetries is the default of Agent.MaxRetries.
+const DefaultMaxRetries = 5
+
+// Retries returns MaxRetries or its default.
+func (a Agent) Retries() int {
+	if a.MaxRetries == nil {
+		return DefaultMaxRetries
+	}
+	return *a.MaxRetries
+}
+
+// Table declares a table.
+type Table struct {
+	// Name is the table name; its changelog is <app>-<name>-changelog. Required.
+	Name string `yaml:"name"`
+	// StandbyReplicas is the number of warm copies kept by other workers.
+	// Default: 0.
+	StandbyReplicas int `yaml:"standby_replicas"`
+	// Window makes the table windowed. Default: not windowed.
+	Window *Window `yaml:"window"`
+}
+
+// Window declares a windowed table.
+type Window struct {
+	// Type is tumbling or hopping. Required.
+	Type string `yaml:"type"`
+	// Size is the window length. Required.
+	Size Duration `yaml:"size"`
+	// Step is the hop of a hopping window. Required for hopping.
+	Step Duration `yaml:"step"`
+	// Expires is how long a window is kept after it closes. Required.
+	Expires Duration `yaml:"expires"`
+}
+
+// Guarantees accepted in ProcessingGuarantee.
+const (
+	AtLeastOnce = "at_least_once"
+	ExactlyOnce = "exactly_once"
+)
+
+// EmbeddedBrokers is the Brokers value that starts the in-process dev broker.
+const EmbeddedBrokers = "embedded"
+
+// DefaultConfig returns a Config holding every default. App and Brokers
+// remain empty: they have no sensible default.
+func DefaultConfig() *Config {
+	return &Config{
+		DataDir:             "./eddy-data",
+		Listen:              Listen{GRPC: "127.0.0.1:6066", HTTP: "127.0.0.1:6067"},
+		ProcessingGuarantee: AtLeastOnce,
+		ShutdownTimeout:     Duration(30 * time.Second),
+		Log:                 Log{Level: "info", Format: "text"},
+		Kafka: Kafka{
+			ReachTimeout:      Duration(15 * time.Second),
+			ReplicationFactor: 1,
+			SessionTimeout:    Duration(10 * time.Second),
+		},
+	}
+}
+
+// Duration is a time.Duration written in the app file as a Go duration
+// string ("500ms", "1m", "1h30m").
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// String formats d like time.Duration.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("invalid duration %q (want e.g. 500ms, 30s, 1m)", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText formats d as a Go duration string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// Agent returns the declared agent with the given name.
+func (c *Config) Agent(name string) (Agent, bool) {
+	for _, a := range c.Agents {
+		if a.Name == name {
+			return a, true
+		}
+	}
+	return Agent{}, false
+}
+
+// Topic returns the declared topic with the given name.
+func (c *Config) Topic(name string) (Topic, bool) {
+	for _, t := range c.Topics {
+		if t.Name == name {
+			return t, true
+		}
+	}
+	return Topic{}, false
+}
+
+// Embedded reports whether the worker runs the in-process dev broker.
+func (c *Config) Embedded() bool { return c.Brokers == EmbeddedBrokers }

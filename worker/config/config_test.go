@@ -1,0 +1,136 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const good = `
+app: wordcount
+brokers: localhost:9092
+shutdown_timeout: 5s
+topics:
+  - {name: lines, partitions: 8}
+agents:
+  - name: count
+    topics: [lines]
+    tables: [counts]
+tables:
+  - name: counts
+    standby_replicas: 1
+    window: {type: tumbling, size: 1m, expires: 1h}
+`
+
+func load(t *testing.T, body string) (*Config, error) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "app.yaml")
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(path)
+	if err != nil {
+		return nil, err
+	}
+	return cfg, cfg.Validate()
+}
+
+func TestLoadGood(t *testing.T) {
+	cfg, err := load(t, good)
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	if got, want := cfg.ShutdownTimeout.D(), 5*time.Second; got != want {
+		t.Errorf("shutdown_timeout: got %v, want %v", got, want)
+	}
+	if got, want := cfg.Tables[0].Window.Size.D(), time.Minute; got != want {
+		t.Errorf("window.size: got %v, want %v", got, want)
+	}
+	if got, want := cfg.Agents[0].Ordering, "partition"; got != want {
+		t.Errorf("ordering default: got %q, want %q", got, want)
+	}
+	if got, want := cfg.Agents[0].Retries(), DefaultMaxRetries; got != want {
+		t.Errorf("max_retries default: got %d, want %d", got, want)
+	}
+	if got, want := cfg.Listen.GRPC, "127.0.0.1:6066"; got != want {
+		t.Errorf("listen.grpc default: got %q, want %q", got, want)
+	}
+}
+
+func TestLoadBad(t *testing.T) {
+	tests := []struct {
+		name string
+		body string
+		want []string // substrings of the error
+	}{
+		{"unknown field", "app: a\nbrokers: b\nfoo: 1\n", []string{"app.yaml: foo: line 3: unknown field"}},
+		{"unknown nested field", strings.Replace(good, "tables: [counts]", "tabels: [counts]", 1),
+			[]string{"agents[0].tabels", "unknown field"}},
+		{"missing brokers", "app: a\n", []string{"brokers: required"}},
+		{"missing app", "brokers: b\n", []string{"app: required"}},
+		{"bad duration", strings.Replace(good, "5s", "5 parsecs", 1),
+			[]string{"shutdown_timeout", `invalid duration "5 parsecs"`}},
+		{"bad window duration", strings.Replace(good, "size: 1m", "size: soon", 1),
+			[]string{"tables[0].window.size", `invalid duration "soon"`}},
+		{"unknown table", strings.Replace(good, "tables: [counts]", "tables: [cnts]", 1),
+			[]string{`agents[0].tables[0]: unknown table "cnts"`}},
+		{"unknown topic", strings.Replace(good, "topics: [lines]", "topics: [line]", 1),
+			[]string{`agents[0].topics[0]: unknown topic "line"`}},
+		{"duplicate topic", strings.Replace(good, "- {name: lines, partitions: 8}", "- {name: lines, partitions: 8}\n  - {name: lines, partitions: 2}", 1),
+			[]string{`topics[1].name: duplicate topic "lines"`}},
+		{"bad guarantee", good + "processing_guarantee: maybe_once\n", []string{`processing_guarantee: "maybe_once"`}},
+		{"bad partitions type", strings.Replace(good, "partitions: 8", "partitions: eight", 1),
+			[]string{"topics[0].partitions", `want a whole number, got "eight"`}},
+		{"zero partitions", strings.Replace(good, "partitions: 8", "partitions: 0", 1),
+			[]string{"topics[0].partitions: 0: must be at least 1"}},
+		{"bad ordering", strings.Replace(good, "tables: [counts]\n", "tables: [counts]\n    ordering: random\n", 1),
+			[]string{`agents[0].ordering: "random"`}},
+		{"bad window type", strings.Replace(good, "tumbling", "sliding", 1),
+			[]string{`tables[0].window.type: "sliding"`}},
+		{"bad listen", good + "listen: {grpc: nowhere}\n", []string{`listen.grpc: "nowhere"`}},
+		{"not yaml", "app: [\n", []string{"not valid YAML"}},
+		{"empty", "", []string{"empty"}},
+		{"list where mapping", "app: a\nbrokers: b\nlisten: [1]\n", []string{"listen: line 3: want a mapping"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := load(t, tt.body)
+			if err == nil {
+				t.Fatalf("got no error, want one containing %q", tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("got %q, want it to contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestDuplicateAgent(t *testing.T) {
+	body := strings.Replace(good, "agents:\n", "agents:\n  - {name: count, topics: [lines]}\n", 1)
+	_, err := load(t, body)
+	if err == nil || !strings.Contains(err.Error(), `agents[1].name: duplicate agent "count"`) {
+		t.Fatalf("got %v, want duplicate agent error", err)
+	}
+}
+
+func TestApplyEnv(t *testing.T) {
+	cfg, err := load(t, good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"EDDY_BROKERS": "embedded", "EDDY_SHUTDOWN_TIMEOUT": "2s", "EDDY_TOKEN": "s3cret"}
+	if err := cfg.ApplyEnv(func(k string) string { return env[k] }); err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Embedded() || cfg.ShutdownTimeout.D() != 2*time.Second || cfg.Auth.Token != "s3cret" {
+		t.Errorf("got brokers=%q shutdown=%v token=%q, want embedded 2s s3cret", cfg.Brokers, cfg.ShutdownTimeout, cfg.Auth.Token)
+	}
+	env["EDDY_SHUTDOWN_TIMEOUT"] = "later"
+	if err := cfg.ApplyEnv(func(k string) string { return env[k] }); err == nil || !strings.Contains(err.Error(), "EDDY_SHUTDOWN_TIMEOUT") {
+		t.Errorf("got %v, want an error naming EDDY_SHUTDOWN_TIMEOUT", err)
+	}
+}

@@ -1,0 +1,154 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"strconv"
+)
+
+// validName is what Kafka accepts in a topic name, which app, agent and
+// table names become part of.
+var validName = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,200}$`)
+
+// Validate checks every field and fills derived defaults (agent ordering).
+// It reports all problems at once, each naming its field.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	name := func(field, v string) {
+		switch {
+		case v == "":
+			bad(field, "required")
+		case !validName.MatchString(v):
+			bad(field, "%q: use only letters, digits, '.', '_' and '-' (at most 200)", v)
+		}
+	}
+
+	name("app", c.App)
+	if c.Brokers == "" {
+		bad("brokers", `required: a comma-separated host:port list, or "embedded" for the dev broker`)
+	}
+	if c.DataDir == "" {
+		bad("data_dir", "must not be empty")
+	}
+	addr("listen.grpc", c.Listen.GRPC, bad)
+	addr("listen.http", c.Listen.HTTP, bad)
+	switch c.ProcessingGuarantee {
+	case AtLeastOnce, ExactlyOnce:
+	default:
+		bad("processing_guarantee", "%q: want %s or %s", c.ProcessingGuarantee, AtLeastOnce, ExactlyOnce)
+	}
+	positive("shutdown_timeout", c.ShutdownTimeout, bad)
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		bad("tls", "cert_file and key_file must be given together")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q: want debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		bad("log.format", "%q: want text or json", c.Log.Format)
+	}
+	positive("kafka.reach_timeout", c.Kafka.ReachTimeout, bad)
+	positive("kafka.session_timeout", c.Kafka.SessionTimeout, bad)
+	if c.Kafka.ReplicationFactor < 1 {
+		bad("kafka.replication_factor", "%d: must be at least 1", c.Kafka.ReplicationFactor)
+	}
+
+	topics := map[string]bool{}
+	for i, t := range c.Topics {
+		f := "topics[" + strconv.Itoa(i) + "]"
+		name(f+".name", t.Name)
+		if topics[t.Name] {
+			bad(f+".name", "duplicate topic %q", t.Name)
+		}
+		topics[t.Name] = true
+		if t.Partitions < 1 {
+			bad(f+".partitions", "%d: must be at least 1", t.Partitions)
+		}
+	}
+	tables := map[string]bool{}
+	for i, t := range c.Tables {
+		f := "tables[" + strconv.Itoa(i) + "]"
+		name(f+".name", t.Name)
+		if tables[t.Name] {
+			bad(f+".name", "duplicate table %q", t.Name)
+		}
+		tables[t.Name] = true
+		if t.StandbyReplicas < 0 {
+			bad(f+".standby_replicas", "%d: must not be negative", t.StandbyReplicas)
+		}
+		if w := t.Window; w != nil {
+			switch w.Type {
+			case "tumbling":
+				if w.Step != 0 {
+					bad(f+".window.step", "only hopping windows have a step")
+				}
+			case "hopping":
+				positive(f+".window.step", w.Step, bad)
+				if w.Step > w.Size {
+					bad(f+".window.step", "%s is longer than the window size %s", w.Step, w.Size)
+				}
+			default:
+				bad(f+".window.type", "%q: want tumbling or hopping", w.Type)
+			}
+			positive(f+".window.size", w.Size, bad)
+			positive(f+".window.expires", w.Expires, bad)
+		}
+	}
+	agents := map[string]bool{}
+	for i := range c.Agents {
+		a := &c.Agents[i]
+		f := "agents[" + strconv.Itoa(i) + "]"
+		name(f+".name", a.Name)
+		if agents[a.Name] {
+			bad(f+".name", "duplicate agent %q", a.Name)
+		}
+		agents[a.Name] = true
+		if len(a.Topics) == 0 {
+			bad(f+".topics", "at least one source topic is required")
+		}
+		for j, t := range a.Topics {
+			if !topics[t] {
+				bad(f+".topics["+strconv.Itoa(j)+"]", "unknown topic %q (declare it under topics)", t)
+			}
+		}
+		for j, t := range a.Tables {
+			if !tables[t] {
+				bad(f+".tables["+strconv.Itoa(j)+"]", "unknown table %q (declare it under tables)", t)
+			}
+		}
+		switch a.Ordering {
+		case "":
+			a.Ordering = "partition"
+		case "partition", "key":
+		default:
+			bad(f+".ordering", "%q: want partition or key", a.Ordering)
+		}
+		if a.MaxRetries != nil && *a.MaxRetries < 0 {
+			bad(f+".max_retries", "%d: must not be negative", *a.MaxRetries)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func addr(field, v string, bad func(string, string, ...any)) {
+	if _, port, err := net.SplitHostPort(v); err != nil {
+		bad(field, "%q: want host:port (%v)", v, err)
+	} else if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		bad(field, "%q: bad port", v)
+	}
+}
+
+func positive(field string, d Duration, bad func(string, string, ...any)) {
+	if d <= 0 {
+		bad(field, "%s: must be positive", d)
+	}
+}

@@ -1,0 +1,488 @@
+package transport
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+)
+
+// Handler is implemented by the Consumer's owner (the app's dispatcher). All
+// its methods are called from the Consumer's poll goroutine, one at a time,
+// in the order Kafka dictates: Assigned before the first Message of a
+// partition, no Message of a partition after its Revoked or Lost. They must
+// return quickly: while one runs, nothing is polled, and a poll loop
+// stalled for Config.MaxPollInterval gets the consumer expelled from its
+// group.
+//
+// From inside Assigned, Revoked and Lost the handler may call the
+// Consumer's Commit, Pause, Resume and Assignment.
+type Handler interface {
+	// Assigned is called after parts were added to this consumer's
+	// assignment (cooperative rebalancing: parts are only the new ones).
+	// Consumption starts from the committed offsets (auto.offset.reset
+	// earliest without one) once Assigned returns; pause parts here to
+	// hold them back (e.g. until their table state is recovered).
+	Assigned(parts []kafka.TopicPartition)
+	// Revoked is called before parts leave this consumer's assignment in
+	// an orderly rebalance or at shutdown. The partitions are still
+	// assigned while it runs, so this is the moment to commit their
+	// final offsets.
+	Revoked(parts []kafka.TopicPartition)
+	// Lost is called instead of Revoked when the assignment was lost
+	// (session timeout, max.poll.interval.ms exceeded, fencing): the
+	// partitions may already belong to another member, so committing
+	// for them is refused. In-flight work for them must be dropped.
+	Lost(parts []kafka.TopicPartition)
+	// Message is called for each record, in offset order per partition.
+	// It must not block: apply backpressure with Consumer.Pause.
+	// msg.TopicPartition.Offset is the record's offset; commit
+	// Offset+1 once it is done.
+	Message(msg *kafka.Message)
+}
+
+// pollTimeout is the longest one Poll call blocks; it bounds how late Run
+// notices its context end.
+const pollTimeout = 100 * time.Millisecond
+
+type tpKey struct {
+	topic     string
+	partition int32
+}
+
+func keyOf(tp kafka.TopicPartition) tpKey { return tpKey{topicOf(tp), tp.Partition} }
+
+// Consumer is a consumer-group member over librdkafka with
+// enable.auto.commit=false, enable.auto.offset.store=false,
+// cooperative-sticky incremental assignment, auto.offset.reset=earliest and
+// optional static membership. Offsets are committed only through Commit.
+//
+// Run owns the single poll goroutine; it delivers records and rebalance
+// events to the Handler. Commit, Pause, Resume and Assignment are safe for
+// concurrent use from any goroutine while Run runs: librdkafka's pause,
+// resume and commit calls are thread-safe, so they are called directly
+// (not routed through the poll goroutine, which would add up to one poll
+// interval of latency); a read-write lock keeps the librdkafka handle alive
+// for their duration, so none of them can race with its destruction.
+//
+// Shutdown (when Run's context ends, or on a fatal error):
+//  1. Stop polling; the handler hears nothing more but this: the whole
+//     assignment is passed to Handler.Revoked (or Lost, if librdkafka
+//     already knows it is lost) while the partitions are still assigned,
+//     so Revoked may Commit their final offsets.
+//  2. Refuse Commit, Pause and Resume (ErrClosed) and wait for calls in
+//     progress.
+//  3. Close the librdkafka consumer: it unassigns and leaves the group -
+//     except a static member (GroupInstanceID), which stays a member until
+//     its session times out, so a restart within SessionTimeout gets its
+//     partitions back without a rebalance.
+type Consumer struct {
+	cfg    Config
+	topics []string
+	h      Handler
+	logger *slog.Logger
+	rep    reporter
+	errs   *ErrorLog
+
+	started atomic.Bool
+	closing atomic.Bool // shutdown began: the handler gets no more news
+	closed  atomic.Bool // no more calls into librdkafka from outside Run
+
+	// life guards kc: Commit, Pause and Resume hold it shared while they
+	// call into librdkafka; Run holds it exclusively to set kc and to
+	// destroy it.
+	life sync.RWMutex
+	kc   *kafka.Consumer
+
+	// mu guards assigned. Commit holds it shared across the commit, so a
+	// rebalance (which holds it exclusively to change assigned) waits for
+	// commits in progress: a partition's offsets are never committed
+	// after it left the assignment.
+	mu       sync.RWMutex
+	assigned map[tpKey]kafka.TopicPartition
+
+	rebalanceErr error // set by the rebalance callback (poll goroutine only)
+}
+
+// NewConsumer validates cfg (GroupID is required) and returns a Consumer
+// that will subscribe to topics and report to h. It does not contact Kafka:
+// Run creates the librdkafka consumer.
+func NewConsumer(cfg Config, topics []string, h Handler, opts ...Option) (*Consumer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.GroupID == "" {
+		return nil, errors.New("transport: GroupID: required by the consumer")
+	}
+	if len(topics) == 0 {
+		return nil, errors.New("transport: consumer needs at least one topic")
+	}
+	for i, t := range topics {
+		if t == "" {
+			return nil, fmt.Errorf("transport: topics[%d]: empty topic name", i)
+		}
+	}
+	if h == nil {
+		return nil, errors.New("transport: consumer needs a Handler")
+	}
+	o := buildOptions(opts)
+	return &Consumer{
+		cfg:      cfg,
+		topics:   slices.Clone(topics),
+		h:        h,
+		logger:   o.logger,
+		rep:      reporter{client: "consumer", logger: o.logger, errs: o.errs},
+		errs:     o.errs,
+		assigned: make(map[tpKey]kafka.TopicPartition),
+	}, nil
+}
+
+// Errors returns the ErrorLog this client records into.
+func (c *Consumer) Errors() *ErrorLog { return c.errs }
+
+// Run creates the librdkafka consumer, subscribes and polls until ctx ends,
+// then shuts down as described on Consumer and returns. It returns nil after
+// an orderly shutdown, the fatal error if librdkafka reported one (e.g. a
+// static member fenced by another instance with the same
+// GroupInstanceID), or an error if the consumer could not be created or
+// subscribed. Errors that librdkafka recovers from by itself (brokers down,
+// max.poll.interval.ms exceeded, which costs the assignment) are logged,
+// recorded in the ErrorLog and do not end Run. Run may be called once;
+// a second call returns ErrAlreadyRunning.
+func (c *Consumer) Run(ctx context.Context) (err error) {
+	if !c.started.CompareAndSwap(false, true) {
+		return ErrAlreadyRunning
+	}
+	kc, err := kafka.NewConsumer(ptr(c.cfg.consumerConfig()))
+	if err != nil {
+		c.closed.Store(true)
+		return fmt.Errorf("transport: create consumer: %w", err)
+	}
+	logsDone := forwardLogs(kc.Logs(), c.logger, "consumer")
+	c.life.Lock()
+	c.kc = kc
+	c.life.Unlock()
+	defer func() {
+		err = errors.Join(err, c.shutdown(kc))
+		<-logsDone
+	}()
+
+	if err := kc.SubscribeTopics(c.topics, c.rebalance); err != nil {
+		return fmt.Errorf("transport: subscribe to %v: %w", c.topics, err)
+	}
+	c.logger.Info("consumer started", "group", c.cfg.GroupID, "topics", c.topics,
+		"client_id", c.cfg.clientID(), "static", c.cfg.GroupInstanceID != "")
+
+	for ctx.Err() == nil {
+		if err := c.poll(kc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// poll polls once and handles the event. It returns a fatal error, if any.
+func (c *Consumer) poll(kc *kafka.Consumer) error {
+	ev := kc.Poll(int(pollTimeout / time.Millisecond))
+	if c.rebalanceErr != nil {
+		err := c.rebalanceErr
+		c.rebalanceErr = nil
+		return err
+	}
+	switch e := ev.(type) {
+	case nil:
+	case *kafka.Message:
+		if e.TopicPartition.Error != nil {
+			c.rep.report(e.TopicPartition.Error, topicOf(e.TopicPartition), e.TopicPartition.Partition)
+			return nil
+		}
+		c.h.Message(e)
+	case kafka.Error:
+		c.rep.report(e, "", -1)
+		if e.IsFatal() {
+			return fmt.Errorf("transport: consumer failed: %w", e)
+		}
+	default:
+		c.logger.Debug("consumer event", "event", e.String())
+	}
+	return nil
+}
+
+// rebalance is librdkafka's rebalance callback; it runs on the poll
+// goroutine, inside Poll or Close.
+func (c *Consumer) rebalance(kc *kafka.Consumer, ev kafka.Event) error {
+	eager := kc.GetRebalanceProtocol() == "EAGER"
+	switch e := ev.(type) {
+	case kafka.AssignedPartitions:
+		var err error
+		if eager {
+			err = kc.Assign(e.Partitions)
+		} else {
+			err = kc.IncrementalAssign(e.Partitions)
+		}
+		if err != nil {
+			c.rep.report(err, "", -1)
+			c.rebalanceErr = fmt.Errorf("transport: assign %s: %w", fmtParts(e.Partitions), err)
+			return err
+		}
+		if len(e.Partitions) == 0 || c.closing.Load() {
+			// Cooperative rebalances end with an empty assignment
+			// for members that gain nothing, and an assignment that
+			// completes while closing is revoked again at once: both
+			// need the ack above, not the handler.
+			c.logger.Debug("rebalance: assignment acknowledged only", "group", c.cfg.GroupID,
+				"partitions", fmtParts(e.Partitions), "closing", c.closing.Load())
+			return nil
+		}
+		c.mu.Lock()
+		for _, tp := range e.Partitions {
+			c.assigned[keyOf(tp)] = kafka.TopicPartition{Topic: tp.Topic, Partition: tp.Partition}
+		}
+		c.mu.Unlock()
+		c.logger.Info("partitions assigned", "group", c.cfg.GroupID, "partitions", fmtParts(e.Partitions))
+		c.h.Assigned(e.Partitions)
+	case kafka.RevokedPartitions:
+		// Only partitions the handler was told about: at shutdown they
+		// were already revoked (see shutdown) and this is just the ack.
+		mine := c.owned(e.Partitions)
+		switch {
+		case len(mine) == 0:
+		case kc.AssignmentLost():
+			// Forget them first, so Commit refuses them.
+			c.forget(mine)
+			c.logger.Warn("partitions lost", "group", c.cfg.GroupID, "partitions", fmtParts(mine))
+			c.h.Lost(mine)
+		default:
+			c.logger.Info("partitions revoked", "group", c.cfg.GroupID, "partitions", fmtParts(mine))
+			c.h.Revoked(mine)
+			c.forget(mine)
+		}
+		var err error
+		if eager {
+			err = kc.Unassign()
+		} else {
+			err = kc.IncrementalUnassign(e.Partitions)
+		}
+		if err != nil {
+			c.rep.report(err, "", -1)
+			if !c.closed.Load() {
+				c.rebalanceErr = fmt.Errorf("transport: unassign %s: %w", fmtParts(e.Partitions), err)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// owned returns the partitions of parts that are in the assignment.
+func (c *Consumer) owned(parts []kafka.TopicPartition) []kafka.TopicPartition {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	var out []kafka.TopicPartition
+	for _, tp := range parts {
+		if _, ok := c.assigned[keyOf(tp)]; ok {
+			out = append(out, tp)
+		}
+	}
+	return out
+}
+
+func (c *Consumer) forget(parts []kafka.TopicPartition) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, tp := range parts {
+		delete(c.assigned, keyOf(tp))
+	}
+}
+
+// shutdown runs the shutdown steps documented on Consumer.
+func (c *Consumer) shutdown(kc *kafka.Consumer) error {
+	// 1. The handler hears no more news, except the final revoke, which
+	// it gets while the partitions are still assigned so it can commit.
+	c.closing.Store(true)
+	if left := c.Assignment(); len(left) > 0 {
+		if kc.AssignmentLost() {
+			c.forget(left)
+			c.logger.Warn("partitions lost", "group", c.cfg.GroupID, "partitions", fmtParts(left))
+			c.h.Lost(left)
+		} else {
+			c.logger.Info("partitions revoked", "group", c.cfg.GroupID, "partitions", fmtParts(left), "reason", "shutdown")
+			c.h.Revoked(left)
+			c.forget(left)
+		}
+	}
+	// 2. Refuse new calls, wait for those in progress.
+	c.closed.Store(true)
+	c.life.Lock()
+	defer c.life.Unlock()
+	// 3. Close: librdkafka unassigns through the rebalance callback (which
+	// now only acknowledges) and leaves the group unless static.
+	var err error
+	if cerr := kc.Close(); cerr != nil {
+		err = fmt.Errorf("transport: close consumer: %w", cerr)
+	}
+	c.kc = nil
+	c.logger.Info("consumer closed", "group", c.cfg.GroupID, "static", c.cfg.GroupInstanceID != "")
+	return err
+}
+
+// acquire returns the live librdkafka consumer with life held shared, or an
+// error; on success the caller must call c.life.RUnlock.
+func (c *Consumer) acquire() (*kafka.Consumer, error) {
+	// Checked before locking too: from inside a rebalance callback run by
+	// Close, Run holds life exclusively and RLock would deadlock.
+	if c.closed.Load() {
+		return nil, ErrClosed
+	}
+	c.life.RLock()
+	if c.closed.Load() {
+		c.life.RUnlock()
+		return nil, ErrClosed
+	}
+	if c.kc == nil {
+		c.life.RUnlock()
+		return nil, ErrNotRunning
+	}
+	return c.kc, nil
+}
+
+// Commit synchronously commits offsets (each the offset of the next record
+// to consume, i.e. last processed + 1) for partitions that are assigned to
+// this consumer. Offsets of partitions that are not (any more) assigned are
+// skipped and reported with a *NotAssignedError (errors.Is ErrNotAssigned),
+// joined with any commit error; the others are still committed. A
+// rebalance waits for a Commit in progress. Per-partition failures are
+// returned joined, each naming its partition. Safe for concurrent use,
+// including from Handler.Revoked; returns ErrNotRunning before Run and
+// ErrClosed once shutdown refuses calls.
+func (c *Consumer) Commit(offsets []kafka.TopicPartition) error {
+	if len(offsets) == 0 {
+		return nil
+	}
+	kc, err := c.acquire()
+	if err != nil {
+		return err
+	}
+	defer c.life.RUnlock()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+
+	var keep, skipped []kafka.TopicPartition
+	for _, o := range offsets {
+		if _, ok := c.assigned[keyOf(o)]; ok {
+			keep = append(keep, kafka.TopicPartition{Topic: o.Topic, Partition: o.Partition, Offset: o.Offset, Metadata: o.Metadata, LeaderEpoch: o.LeaderEpoch})
+		} else {
+			skipped = append(skipped, o)
+		}
+	}
+	var errs []error
+	if len(keep) > 0 {
+		res, err := kc.CommitOffsets(keep)
+		if err != nil {
+			var kerr kafka.Error
+			// "No offset to commit" is not a failure.
+			if !errors.As(err, &kerr) || kerr.Code() != kafka.ErrNoOffset {
+				c.rep.report(err, "", -1)
+				errs = append(errs, fmt.Errorf("transport: commit %s: %w", fmtParts(keep), err))
+			}
+		}
+		for _, r := range res {
+			if r.Error != nil {
+				c.rep.report(r.Error, topicOf(r), r.Partition)
+				errs = append(errs, fmt.Errorf("transport: commit %s[%d]@%d: %w", topicOf(r), r.Partition, r.Offset, r.Error))
+			}
+		}
+	}
+	if len(skipped) > 0 {
+		errs = append(errs, &NotAssignedError{Offsets: skipped})
+	}
+	return errors.Join(errs...)
+}
+
+// Pause stops fetching parts (librdkafka also drops what it had fetched for
+// them but not delivered yet) until Resume. Pausing a partition that is not
+// assigned has no effect, and a partition's pause does not survive its
+// revocation: pause it again from Handler.Assigned if needed. Safe for
+// concurrent use; returns ErrNotRunning before Run and ErrClosed once
+// shutdown refuses calls.
+func (c *Consumer) Pause(parts []kafka.TopicPartition) error {
+	if len(parts) == 0 {
+		return nil
+	}
+	kc, err := c.acquire()
+	if err != nil {
+		return err
+	}
+	defer c.life.RUnlock()
+	if err := kc.Pause(parts); err != nil {
+		return fmt.Errorf("transport: pause %s: %w", fmtParts(parts), err)
+	}
+	return nil
+}
+
+// Resume resumes fetching parts paused by Pause, from where delivery
+// stopped. Safe for concurrent use; returns ErrNotRunning before Run and
+// ErrClosed once shutdown refuses calls.
+func (c *Consumer) Resume(parts []kafka.TopicPartition) error {
+	if len(parts) == 0 {
+		return nil
+	}
+	kc, err := c.acquire()
+	if err != nil {
+		return err
+	}
+	defer c.life.RUnlock()
+	if err := kc.Resume(parts); err != nil {
+		return fmt.Errorf("transport: resume %s: %w", fmtParts(parts), err)
+	}
+	return nil
+}
+
+// Assignment returns the partitions currently assigned to this consumer, as
+// applied by the latest rebalance, sorted by topic and partition (Offset
+// unset). Empty before Run and after it returns. Safe for concurrent use.
+func (c *Consumer) Assignment() []kafka.TopicPartition {
+	c.mu.RLock()
+	out := make([]kafka.TopicPartition, 0, len(c.assigned))
+	for _, tp := range c.assigned {
+		out = append(out, tp)
+	}
+	c.mu.RUnlock()
+	slices.SortFunc(out, func(a, b kafka.TopicPartition) int {
+		return cmp.Or(cmp.Compare(topicOf(a), topicOf(b)), cmp.Compare(a.Partition, b.Partition))
+	})
+	return out
+}
+
+// fmtParts formats partitions as "topic[0,1] other[3]" for logs and errors.
+func fmtParts(parts []kafka.TopicPartition) string {
+	byTopic := map[string][]int32{}
+	var order []string
+	for _, tp := range parts {
+		t := topicOf(tp)
+		if _, ok := byTopic[t]; !ok {
+			order = append(order, t)
+		}
+		byTopic[t] = append(byTopic[t], tp.Partition)
+	}
+	s := ""
+	for i, t := range order {
+		ps := byTopic[t]
+		slices.Sort(ps)
+		if i > 0 {
+			s += " "
+		}
+		s += fmt.Sprintf("%s%v", t, ps)
+	}
+	if s == "" {
+		return "[]"
+	}
+	return s
+}

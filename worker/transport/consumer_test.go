@@ -1,0 +1,317 @@
+package transport_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/eddy-streams/eddy/internal/kafkatest"
+	"github.com/eddy-streams/eddy/worker/transport"
+)
+
+func newConsumer(t testing.TB, cfg transport.Config, topic string, h transport.Handler) *transport.Consumer {
+	t.Helper()
+	c, err := transport.NewConsumer(cfg, []string{topic}, h, transport.WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatalf("NewConsumer: %v", err)
+	}
+	return c
+}
+
+// committed reads the group's committed offsets for topic with a client
+// that is not the code under test.
+func committed(t testing.TB, group, topic string, partitions int) []int64 {
+	t.Helper()
+	c, err := kafka.NewConsumer(&kafka.ConfigMap{
+		"bootstrap.servers": kafkatest.Bootstrap(t),
+		"group.id":          group,
+	})
+	if err != nil {
+		t.Fatalf("verifier consumer: %v", err)
+	}
+	defer c.Close()
+	var tps []kafka.TopicPartition
+	for p := range partitions {
+		tps = append(tps, kafka.TopicPartition{Topic: &topic, Partition: int32(p)})
+	}
+	res, err := c.Committed(tps, 10000)
+	if err != nil {
+		t.Fatalf("Committed: %v", err)
+	}
+	out := make([]int64, partitions)
+	for _, r := range res {
+		out[r.Partition] = int64(r.Offset)
+	}
+	return out
+}
+
+func TestConsumeCommitResume(t *testing.T) {
+	const n, parts, resumeAt = 1000, 3, 100
+	topic := kafkatest.Topic(t, parts)
+	group := kafkatest.Group(t)
+	cfg := testConfig(t)
+	cfg.GroupID = group
+	produceN(t, cfg, topic, n)
+
+	// First member: gets everything, from offset 0.
+	rec1 := newRecorder()
+	c1 := newConsumer(t, cfg, topic, rec1)
+	if err := c1.Commit([]kafka.TopicPartition{{Topic: &topic, Partition: 0, Offset: 1}}); !errors.Is(err, transport.ErrNotRunning) {
+		t.Errorf("Commit before Run = %v, want ErrNotRunning", err)
+	}
+	stop1 := runConsumer(t, c1)
+	waitFor(t, waitTimeout, func() string { return fmt.Sprintf("%d of %d records", rec1.messages(), n) },
+		func() bool { return rec1.messages() == n })
+	rec1.mu.Lock()
+	if got := partitionsOf(rec1.assigned); len(got) != parts {
+		t.Errorf("Assigned partitions %v, want all %d", got, parts)
+	}
+	for p, offs := range rec1.msgs {
+		if !slices.IsSorted(offs) || offs[0] != 0 || offs[len(offs)-1] != int64(len(offs)-1) {
+			t.Errorf("partition %d: offsets not 0..%d in order", p, len(offs)-1)
+		}
+	}
+	rec1.mu.Unlock()
+	if got := c1.Assignment(); len(got) != parts {
+		t.Errorf("Assignment() = %v, want %d partitions", got, parts)
+	}
+
+	// Commit offset resumeAt on every partition: the next member of the
+	// group must start there.
+	var offsets []kafka.TopicPartition
+	for p := range parts {
+		offsets = append(offsets, kafka.TopicPartition{Topic: &topic, Partition: int32(p), Offset: resumeAt})
+	}
+	if err := c1.Commit(offsets); err != nil {
+		t.Fatalf("Commit: %v", err)
+	}
+	if got := committed(t, group, topic, parts); !slices.Equal(got, []int64{resumeAt, resumeAt, resumeAt}) {
+		t.Fatalf("committed offsets = %v, want %d each", got, resumeAt)
+	}
+	if err := stop1(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	rec1.mu.Lock()
+	if got := partitionsOf(rec1.revoked); len(got) != parts {
+		t.Errorf("after Run returned, Revoked partitions %v, want all %d", got, parts)
+	}
+	rec1.mu.Unlock()
+	if got := c1.Assignment(); len(got) != 0 {
+		t.Errorf("Assignment() after Run = %v, want empty", got)
+	}
+	if err := c1.Commit(offsets); !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("Commit after Run = %v, want ErrClosed", err)
+	}
+	if err := c1.Run(context.Background()); !errors.Is(err, transport.ErrAlreadyRunning) {
+		t.Errorf("second Run = %v, want ErrAlreadyRunning", err)
+	}
+
+	// Second member, same group: resumes at resumeAt.
+	rec2 := newRecorder()
+	c2 := newConsumer(t, cfg, topic, rec2)
+	runConsumer(t, c2)
+	want := 0
+	rec1.mu.Lock()
+	for _, offs := range rec1.msgs {
+		want += max(len(offs)-resumeAt, 0)
+	}
+	rec1.mu.Unlock()
+	waitFor(t, waitTimeout, func() string { return fmt.Sprintf("%d of %d records", rec2.messages(), want) },
+		func() bool { return rec2.messages() >= want })
+	rec2.mu.Lock()
+	defer rec2.mu.Unlock()
+	if rec2.count != want {
+		t.Errorf("second member got %d records, want %d", rec2.count, want)
+	}
+	for p, offs := range rec2.msgs {
+		if offs[0] != resumeAt {
+			t.Errorf("partition %d: second member started at offset %d, want %d", p, offs[0], resumeAt)
+		}
+	}
+}
+
+func TestCommitRefusesUnassigned(t *testing.T) {
+	topic := kafkatest.Topic(t, 1)
+	cfg := testConfig(t)
+	cfg.GroupID = kafkatest.Group(t)
+	rec := newRecorder()
+	c := newConsumer(t, cfg, topic, rec)
+	runConsumer(t, c)
+	waitFor(t, waitTimeout, func() string { return "assignment" }, func() bool { return len(c.Assignment()) == 1 })
+
+	other := "not-mine"
+	err := c.Commit([]kafka.TopicPartition{
+		{Topic: &topic, Partition: 0, Offset: 0},
+		{Topic: &other, Partition: 3, Offset: 7},
+	})
+	if !errors.Is(err, transport.ErrNotAssigned) {
+		t.Fatalf("Commit with an unassigned partition = %v, want ErrNotAssigned", err)
+	}
+	var na *transport.NotAssignedError
+	if !errors.As(err, &na) || len(na.Offsets) != 1 || *na.Offsets[0].Topic != other {
+		t.Errorf("NotAssignedError = %+v, want exactly %s[3]", na, other)
+	}
+}
+
+// TestCommitInRevoked commits from inside Handler.Revoked at shutdown: the
+// partitions are still assigned then, so the commit must succeed.
+func TestCommitInRevoked(t *testing.T) {
+	topic := kafkatest.Topic(t, 2)
+	group := kafkatest.Group(t)
+	cfg := testConfig(t)
+	cfg.GroupID = group
+	produceN(t, cfg, topic, 10)
+
+	rec := newRecorder()
+	c := newConsumer(t, cfg, topic, rec)
+	var commitErr error
+	rec.onRevoked = func(parts []kafka.TopicPartition) {
+		var offs []kafka.TopicPartition
+		for _, p := range parts {
+			offs = append(offs, kafka.TopicPartition{Topic: p.Topic, Partition: p.Partition, Offset: 1})
+		}
+		commitErr = errors.Join(commitErr, c.Commit(offs))
+	}
+	stop := runConsumer(t, c)
+	waitFor(t, waitTimeout, func() string { return "10 records" }, func() bool { return rec.messages() == 10 })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if commitErr != nil {
+		t.Fatalf("Commit inside Revoked: %v", commitErr)
+	}
+	if got := committed(t, group, topic, 2); !slices.Equal(got, []int64{1, 1}) {
+		t.Errorf("committed offsets = %v, want [1 1]", got)
+	}
+}
+
+func TestPauseResume(t *testing.T) {
+	topic := kafkatest.Topic(t, 2)
+	cfg := testConfig(t)
+	cfg.GroupID = kafkatest.Group(t)
+
+	rec := newRecorder()
+	c := newConsumer(t, cfg, topic, rec)
+	p0 := []kafka.TopicPartition{{Topic: &topic, Partition: 0}}
+	// Hold partition 0 back from the start, as the owner does while a
+	// partition's table state recovers.
+	paused := make(chan error, 1)
+	rec.onAssigned = func(parts []kafka.TopicPartition) {
+		for _, p := range parts {
+			if p.Partition == 0 {
+				paused <- c.Pause(p0)
+			}
+		}
+	}
+	runConsumer(t, c)
+	select {
+	case err := <-paused:
+		if err != nil {
+			t.Fatalf("Pause inside Assigned: %v", err)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("partition 0 was never assigned")
+	}
+	waitFor(t, waitTimeout, func() string { return "assignment" }, func() bool { return len(c.Assignment()) == 2 })
+
+	p := newProducer(t, cfg)
+	for i := range 20 {
+		p.Produce(transport.Record{Topic: topic, Partition: int32(i % 2), Value: []byte("x")}, nil)
+	}
+	// Partition 1's records arrive; partition 0's do not.
+	waitFor(t, waitTimeout, func() string { return "partition 1 records" }, func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return len(rec.msgs[1]) == 10
+	})
+	rec.mu.Lock()
+	if got := len(rec.msgs[0]); got != 0 {
+		t.Errorf("paused partition 0 delivered %d records", got)
+	}
+	rec.mu.Unlock()
+
+	if err := c.Resume(p0); err != nil {
+		t.Fatalf("Resume: %v", err)
+	}
+	waitFor(t, waitTimeout, func() string { return "partition 0 records after Resume" }, func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return len(rec.msgs[0]) == 10
+	})
+}
+
+// TestTwoConsumersSplit checks cooperative rebalancing: a second member
+// takes over some partitions, the first keeps the rest without having them
+// revoked, and when the second leaves the first gets them back.
+func TestTwoConsumersSplit(t *testing.T) {
+	const parts = 4
+	topic := kafkatest.Topic(t, parts)
+	cfg := testConfig(t)
+	cfg.GroupID = kafkatest.Group(t)
+
+	recA := newRecorder()
+	a := newConsumer(t, cfg, topic, recA)
+	runConsumer(t, a)
+	waitFor(t, waitTimeout, func() string { return fmt.Sprintf("A assigned all, has %v", a.Assignment()) },
+		func() bool { return len(a.Assignment()) == parts })
+
+	cfgB := cfg
+	cfgB.ClientID += "-b"
+	recB := newRecorder()
+	b := newConsumer(t, cfgB, topic, recB)
+	stopB := runConsumer(t, b)
+	waitFor(t, waitTimeout, func() string {
+		return fmt.Sprintf("a split; A has %v, B has %v", a.Assignment(), b.Assignment())
+	}, func() bool {
+		na, nb := len(a.Assignment()), len(b.Assignment())
+		return na > 0 && nb > 0 && na+nb == parts
+	})
+
+	seen := map[int32]bool{}
+	for _, tp := range append(a.Assignment(), b.Assignment()...) {
+		if seen[tp.Partition] {
+			t.Errorf("partition %d assigned to both members", tp.Partition)
+		}
+		seen[tp.Partition] = true
+	}
+	recA.mu.Lock()
+	revokedA := partitionsOf(recA.revoked)
+	recA.mu.Unlock()
+	recB.mu.Lock()
+	assignedB := partitionsOf(recB.assigned)
+	recB.mu.Unlock()
+	slices.Sort(revokedA)
+	slices.Sort(assignedB)
+	if !slices.Equal(revokedA, assignedB) {
+		t.Errorf("A had %v revoked, B was assigned %v; want the same (cooperative: only moved partitions are revoked)", revokedA, assignedB)
+	}
+	for _, tp := range a.Assignment() {
+		if slices.Contains(revokedA, tp.Partition) {
+			t.Errorf("A kept partition %d but had it revoked", tp.Partition)
+		}
+	}
+
+	// B leaves: A gets everything back, B's Revoked covers what it had.
+	if err := stopB(); err != nil {
+		t.Fatalf("B Run: %v", err)
+	}
+	waitFor(t, waitTimeout, func() string { return fmt.Sprintf("A takes all back, has %v", a.Assignment()) },
+		func() bool { return len(a.Assignment()) == parts })
+	recB.mu.Lock()
+	revokedB := partitionsOf(recB.revoked)
+	recB.mu.Unlock()
+	slices.Sort(revokedB)
+	if !slices.Equal(revokedB, assignedB) {
+		t.Errorf("B had %v revoked at shutdown, want %v", revokedB, assignedB)
+	}
+	recA.mu.Lock()
+	if len(recA.lost) != 0 || len(recB.lost) != 0 {
+		t.Errorf("Lost called (A %v, B %v), want never", recA.lost, recB.lost)
+	}
+	recA.mu.Unlock()
+}

@@ -1,0 +1,315 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+)
+
+// AnyPartition lets the producer's partitioner (murmur2_random over the
+// key) choose a record's partition. It is kafka.PartitionAny.
+const AnyPartition = kafka.PartitionAny
+
+// Record is one record to produce.
+type Record struct {
+	// Topic is the destination topic. Required.
+	Topic string
+	// Partition is the destination partition, or AnyPartition to let the
+	// partitioner choose from Key (murmur2, as the Java client does; keyless
+	// records go to a random partition). Note that the zero value is
+	// partition 0, not AnyPartition.
+	Partition int32
+	// Key is the record key; nil for none.
+	Key []byte
+	// Value is the record value; nil is a tombstone on compacted topics.
+	Value []byte
+	// Headers are the record headers, in order.
+	Headers []kafka.Header
+	// Timestamp is the record's create time. Default (zero): the time of
+	// Produce.
+	Timestamp time.Time
+}
+
+// Producer writes records to Kafka with acks=all and idempotence, and
+// reports each record's fate to a callback. That callback feeds the commit
+// frontier: an input offset is only committed once every record produced
+// for it has been acknowledged, so every Produce calls its callback exactly
+// once, whatever happens (acknowledgement, definitive failure, Close).
+//
+// A Producer owns a delivery goroutine that reads librdkafka's delivery
+// reports and error events and runs the callbacks. Produce may be called
+// from any number of goroutines; Close once (more calls are no-ops).
+//
+// Shutdown (Close):
+//  1. Refuse new records (their callbacks get ErrClosed).
+//  2. Wait for Produce calls already in progress to hand over their record.
+//  3. Flush: wait for acknowledgements until ctx ends.
+//  4. Purge what is still unacknowledged (their callbacks get the purge
+//     error, wrapping ErrClosed), close librdkafka's handle.
+//  5. Fail the callbacks of records that got no report at all.
+type Producer struct {
+	p        *kafka.Producer
+	rep      reporter
+	errs     *ErrorLog
+	logsDone <-chan struct{}
+	dlvDone  chan struct{} // closed when the delivery goroutine exits
+
+	// inflight is held shared by Produce while it hands a record to
+	// librdkafka, and exclusively by Close to wait for those calls.
+	inflight sync.RWMutex
+	closing  atomic.Bool
+	closeCh  chan struct{} // closed when Close begins
+	space    chan struct{} // a delivery report arrived: the local queue has room
+
+	mu      sync.Mutex
+	pending map[uint64]func(error)
+	nextID  uint64
+
+	fatalOnce sync.Once
+	fatalCh   chan struct{}
+	fatalErr  atomic.Pointer[error]
+
+	closeOnce sync.Once
+	closeErr  error
+	purged    atomic.Int64 // records failed by Close's purge
+}
+
+// NewProducer validates cfg and creates the producer (acks=all,
+// enable.idempotence=true, partitioner=murmur2_random, linger.ms from
+// Config.Linger). librdkafka connects in the background: use Admin.Ping
+// first to find out whether Kafka is reachable.
+func NewProducer(cfg Config, opts ...Option) (*Producer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.TransactionalID != "" {
+		return nil, errors.New("transport: TransactionalID: transactional producing is not implemented yet")
+	}
+	o := buildOptions(opts)
+	kp, err := kafka.NewProducer(ptr(cfg.producerConfig()))
+	if err != nil {
+		return nil, fmt.Errorf("transport: create producer: %w", err)
+	}
+	p := &Producer{
+		p:       kp,
+		rep:     reporter{client: "producer", logger: o.logger, errs: o.errs},
+		errs:    o.errs,
+		dlvDone: make(chan struct{}),
+		closeCh: make(chan struct{}),
+		space:   make(chan struct{}, 1),
+		pending: make(map[uint64]func(error)),
+		fatalCh: make(chan struct{}),
+	}
+	p.logsDone = forwardLogs(kp.Logs(), o.logger, "producer")
+	go p.deliveries()
+	return p, nil
+}
+
+// Produce hands rec to librdkafka and returns. onDone (which may be nil) is
+// called exactly once: with nil when Kafka acknowledged the record (all
+// in-sync replicas have it), or with the error that definitively failed
+// it. It runs on the Producer's delivery goroutine (or, for a record
+// refused outright, on a new goroutine; for records still unacknowledged
+// at Close, on the goroutine calling Close), never inside Produce, so it
+// may take locks the caller of Produce holds. Callbacks run one at a time
+// and must not block: a slow callback delays every later acknowledgement.
+//
+// Produce blocks while librdkafka's local queue is full (64 MiB or 100k
+// records): that is the producer's backpressure. It returns at once when
+// the Producer is closing. Safe for concurrent use.
+func (p *Producer) Produce(rec Record, onDone func(error)) {
+	if onDone == nil {
+		onDone = func(error) {}
+	}
+	p.inflight.RLock()
+	defer p.inflight.RUnlock()
+	if p.closing.Load() {
+		go onDone(ErrClosed)
+		return
+	}
+	if errp := p.fatalErr.Load(); errp != nil {
+		go onDone(fmt.Errorf("transport: producer failed: %w", *errp))
+		return
+	}
+	p.mu.Lock()
+	p.nextID++
+	id := p.nextID
+	p.pending[id] = onDone
+	p.mu.Unlock()
+
+	topic := rec.Topic
+	msg := &kafka.Message{
+		TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: rec.Partition},
+		Key:            rec.Key,
+		Value:          rec.Value,
+		Headers:        rec.Headers,
+		Timestamp:      rec.Timestamp,
+		Opaque:         id,
+	}
+	var wait *time.Timer
+	for {
+		err := p.p.Produce(msg, nil)
+		if err == nil {
+			return
+		}
+		var kerr kafka.Error
+		if errors.As(err, &kerr) && kerr.Code() == kafka.ErrQueueFull && !p.closing.Load() {
+			// Wait for a delivery report to make room; the timer covers
+			// room made without one (e.g. a purge).
+			if wait == nil {
+				wait = time.NewTimer(50 * time.Millisecond)
+				defer wait.Stop()
+			} else {
+				wait.Reset(50 * time.Millisecond)
+			}
+			select {
+			case <-p.space:
+			case <-wait.C:
+			case <-p.closeCh:
+			}
+			continue
+		}
+		if p.closing.Load() && errors.As(err, &kerr) && kerr.Code() == kafka.ErrQueueFull {
+			err = fmt.Errorf("%w: %w", ErrClosed, err)
+		}
+		if cb := p.take(id); cb != nil {
+			go cb(fmt.Errorf("transport: produce to %s[%d]: %w", rec.Topic, rec.Partition, err))
+		}
+		return
+	}
+}
+
+// take removes and returns the callback of id, or nil if it was already
+// taken. Whoever takes a callback calls it: that is what makes each
+// callback run exactly once.
+func (p *Producer) take(id uint64) func(error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cb, ok := p.pending[id]
+	if !ok {
+		return nil
+	}
+	delete(p.pending, id)
+	return cb
+}
+
+// deliveries runs the callbacks from delivery reports and records error
+// events, until librdkafka's handle is closed.
+func (p *Producer) deliveries() {
+	defer close(p.dlvDone)
+	for ev := range p.p.Events() {
+		switch e := ev.(type) {
+		case *kafka.Message:
+			id, _ := e.Opaque.(uint64)
+			var err error
+			if e.TopicPartition.Error != nil {
+				topic := topicOf(e.TopicPartition)
+				err = fmt.Errorf("transport: produce to %s[%d]: %w", topic, e.TopicPartition.Partition, e.TopicPartition.Error)
+				var kerr kafka.Error
+				purged := errors.As(e.TopicPartition.Error, &kerr) &&
+					(kerr.Code() == kafka.ErrPurgeQueue || kerr.Code() == kafka.ErrPurgeInflight)
+				if purged {
+					p.purged.Add(1)
+					err = fmt.Errorf("%w: %w", ErrClosed, err)
+				} else {
+					p.rep.report(e.TopicPartition.Error, topic, e.TopicPartition.Partition)
+				}
+			}
+			if cb := p.take(id); cb != nil {
+				cb(err)
+			}
+			select {
+			case p.space <- struct{}{}:
+			default:
+			}
+		case kafka.Error:
+			p.rep.report(e, "", -1)
+			if e.IsFatal() {
+				p.fatalOnce.Do(func() {
+					var err error = e
+					p.fatalErr.Store(&err)
+					close(p.fatalCh)
+				})
+			}
+		}
+	}
+}
+
+// Fatal returns a channel that is closed when librdkafka reports a fatal
+// producer error (e.g. the idempotent producer was fenced or lost its
+// sequence). The producer is then unusable: every later Produce fails, and
+// the owner should shut down or recreate it. Err tells the error.
+func (p *Producer) Fatal() <-chan struct{} { return p.fatalCh }
+
+// Err returns the fatal error that closed Fatal, or nil.
+func (p *Producer) Err() error {
+	if e := p.fatalErr.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+// Errors returns the ErrorLog this client records into.
+func (p *Producer) Errors() *ErrorLog { return p.errs }
+
+// Pending returns how many records are waiting for their callback.
+func (p *Producer) Pending() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.pending)
+}
+
+// Close flushes and closes the producer; see Producer for the steps. It
+// waits for acknowledgements until ctx ends, then fails what is left, so
+// when Close returns every callback has been called. It returns an error
+// naming how many records were not acknowledged, or nil. Close is
+// idempotent; later calls return the first call's result.
+func (p *Producer) Close(ctx context.Context) error {
+	p.closeOnce.Do(func() { p.closeErr = p.close(ctx) })
+	return p.closeErr
+}
+
+func (p *Producer) close(ctx context.Context) error {
+	p.closing.Store(true)
+	close(p.closeCh)
+	p.inflight.Lock() // barrier: no Produce is handing over a record
+	p.inflight.Unlock()
+
+	for p.p.Len() > 0 && ctx.Err() == nil {
+		step := 100 * time.Millisecond
+		if dl, ok := ctx.Deadline(); ok {
+			if left := time.Until(dl); left < step {
+				step = left
+			}
+		}
+		if step > 0 {
+			p.p.Flush(int(max(step/time.Millisecond, 1)))
+		}
+	}
+	if p.p.Len() > 0 {
+		// Out of time: purge, so the remaining records get a report
+		// (ErrPurgeQueue / ErrPurgeInflight) rather than nothing.
+		_ = p.p.Purge(kafka.PurgeQueue | kafka.PurgeInFlight | kafka.PurgeNonBlocking)
+		p.p.Flush(500)
+	}
+	p.p.Close() // closes Events and Logs
+	<-p.dlvDone
+	<-p.logsDone
+
+	p.mu.Lock()
+	left := p.pending
+	p.pending = map[uint64]func(error){}
+	p.mu.Unlock()
+	for _, cb := range left {
+		cb(fmt.Errorf("%w: closed before Kafka acknowledged the record", ErrClosed))
+	}
+	if n := int64(len(left)) + p.purged.Load(); n > 0 {
+		return fmt.Errorf("transport: producer closed with %d unacknowledged records: %w", n, ErrClosed)
+	}
+	return nil
+}

@@ -1,0 +1,162 @@
+package transport_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/eddy-streams/eddy/internal/kafkatest"
+	"github.com/eddy-streams/eddy/worker/transport"
+)
+
+// highWatermarks sums the high watermarks of topic's partitions, read by a
+// client that is not the code under test.
+func highWatermarks(t testing.TB, topic string, partitions int) int64 {
+	t.Helper()
+	c, err := kafka.NewConsumer(&kafka.ConfigMap{
+		"bootstrap.servers": kafkatest.Bootstrap(t),
+		"group.id":          kafkatest.Group(t),
+	})
+	if err != nil {
+		t.Fatalf("verifier consumer: %v", err)
+	}
+	defer c.Close()
+	var sum int64
+	for p := range partitions {
+		_, high, err := c.QueryWatermarkOffsets(topic, int32(p), 10000)
+		if err != nil {
+			t.Fatalf("QueryWatermarkOffsets(%s, %d): %v", topic, p, err)
+		}
+		sum += high
+	}
+	return sum
+}
+
+func TestProduceCallbacks(t *testing.T) {
+	const n = 1000
+	topic := kafkatest.Topic(t, 3)
+	produceN(t, testConfig(t), topic, n) // checks every callback fired once with nil
+	if got := highWatermarks(t, topic, 3); got != n {
+		t.Errorf("topic holds %d records, want %d", got, n)
+	}
+}
+
+func TestProduceExplicitPartitionAndHeaders(t *testing.T) {
+	topic := kafkatest.Topic(t, 3)
+	p := newProducer(t, testConfig(t))
+	done := make(chan error, 1)
+	p.Produce(transport.Record{
+		Topic: topic, Partition: 2, Key: []byte("k"), Value: []byte("v"),
+		Headers:   []kafka.Header{{Key: "h", Value: []byte("1")}},
+		Timestamp: time.UnixMilli(1_700_000_000_000),
+	}, func(err error) { done <- err })
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("callback error: %v", err)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("no callback")
+	}
+
+	c, err := kafka.NewConsumer(&kafka.ConfigMap{
+		"bootstrap.servers": kafkatest.Bootstrap(t),
+		"group.id":          kafkatest.Group(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Assign([]kafka.TopicPartition{{Topic: &topic, Partition: 2, Offset: kafka.OffsetBeginning}}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := c.ReadMessage(waitTimeout)
+	if err != nil {
+		t.Fatalf("ReadMessage: %v", err)
+	}
+	if string(m.Key) != "k" || string(m.Value) != "v" || len(m.Headers) != 1 || m.Headers[0].Key != "h" ||
+		!m.Timestamp.Equal(time.UnixMilli(1_700_000_000_000)) {
+		t.Errorf("read %v key=%q value=%q headers=%v ts=%v; want k, v, [h=1], 1700000000000", m.TopicPartition, m.Key, m.Value, m.Headers, m.Timestamp)
+	}
+}
+
+// TestProducerCloseFailsOutstanding produces to a broker that does not
+// exist: nothing is ever acknowledged, so Close must fail every callback.
+func TestProducerCloseFailsOutstanding(t *testing.T) {
+	cfg := transport.DefaultConfig()
+	cfg.Brokers = "127.0.0.1:1"
+	p, err := transport.NewProducer(cfg, transport.WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 50
+	var mu sync.Mutex
+	calls := map[int]int{}
+	var errs []error
+	for i := range n {
+		p.Produce(transport.Record{Topic: "nowhere", Partition: transport.AnyPartition, Value: []byte("x")}, func(err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			calls[i]++
+			errs = append(errs, err)
+		})
+	}
+	if got := p.Pending(); got != n {
+		t.Errorf("Pending() = %d, want %d", got, n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err = p.Close(ctx)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("Close took %s with a 500ms context", took)
+	}
+	if !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("Close = %v, want an error wrapping ErrClosed", err)
+	}
+	// Every callback ran before Close returned, exactly once, with an error.
+	mu.Lock()
+	for i := range n {
+		if calls[i] != 1 {
+			t.Errorf("record %d: callback called %d times, want 1", i, calls[i])
+		}
+	}
+	for _, e := range errs {
+		if !errors.Is(e, transport.ErrClosed) {
+			t.Errorf("callback error %v does not wrap ErrClosed", e)
+		}
+	}
+	mu.Unlock()
+
+	// After Close, Produce fails at once, asynchronously.
+	late := make(chan error, 1)
+	p.Produce(transport.Record{Topic: "nowhere"}, func(err error) { late <- err })
+	if err := <-late; !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("Produce after Close: callback error %v, want ErrClosed", err)
+	}
+	if err2 := p.Close(context.Background()); err2 == nil || err2.Error() != err.Error() {
+		t.Errorf("second Close = %v, want the first result %v", err2, err)
+	}
+}
+
+func TestProduceUnknownTopicFails(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Overrides = map[string]string{"message.timeout.ms": "3000"}
+	p := newProducer(t, cfg)
+	done := make(chan error, 1)
+	p.Produce(transport.Record{Topic: "does-not-exist-" + kafkatest.Group(t), Partition: transport.AnyPartition}, func(err error) { done <- err })
+	select {
+	case err := <-done:
+		var kerr kafka.Error
+		if err == nil || !errors.As(err, &kerr) {
+			t.Fatalf("callback error = %v, want a kafka.Error", err)
+		}
+		t.Logf("callback error: %v", err)
+	case <-time.After(waitTimeout):
+		t.Fatal("no callback for a record to a missing topic")
+	}
+}
