@@ -2,39 +2,252 @@ package server
 
 import (
 	"context"
+	"errors"
+	"io"
 	"log/slog"
 
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
+	"github.com/eddy-streams/eddy/worker/agents"
 	"github.com/eddy-streams/eddy/worker/app"
 )
 
 type agentsCore interface {
 	AgentInfos() []app.AgentInfo
+	OpenAgentSession(agents.Hello) (*agents.Session, agents.Welcome, error)
 }
 
 type agentServer struct {
 	eddyv1.UnsafeAgentServiceServer
-	core agentsCore
-	log  *slog.Logger
+	core  agentsCore
+	log   *slog.Logger
+	token string
 }
 
-func (s *agentServer) Connect(grpc.BidiStreamingServer[eddyv1.ConnectRequest, eddyv1.ConnectResponse]) error {
-	return unimplemented("AgentService.Connect (remote agents)")
+// Connect runs one agent session: Hello → Welcome, then the manager's
+// messages out and the agent's messages in, until either side ends it.
+func (s *agentServer) Connect(stream grpc.BidiStreamingServer[eddyv1.ConnectRequest, eddyv1.ConnectResponse]) error {
+	ctx := stream.Context()
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	h := first.GetHello()
+	if h == nil {
+		return status.Error(codes.InvalidArgument, "the first message of Connect must be Hello")
+	}
+	if s.token != "" {
+		tok := h.GetToken()
+		if tok == "" {
+			tok, _ = auth.AuthFromMD(ctx, "bearer")
+		}
+		switch {
+		case tok == "":
+			return status.Error(codes.Unauthenticated, "missing token: send it in Hello.token or as \"authorization: Bearer <token>\"")
+		case !TokenMatches(s.token, tok):
+			return status.Error(codes.Unauthenticated, "bad token")
+		}
+	}
+	hello := agents.Hello{
+		Agent:           h.GetAgent(),
+		InstanceID:      h.GetInstanceId(),
+		ProtocolVersion: h.GetProtocolVersion(),
+		CreditEvents:    h.GetCredit().GetEvents(),
+		CreditBytes:     h.GetCredit().GetBytes(),
+	}
+	if p, ok := peer.FromContext(ctx); ok {
+		hello.Peer = p.Addr.String()
+	}
+	sess, w, err := s.core.OpenAgentSession(hello)
+	if err != nil {
+		return sessionStatus(s.log, err)
+	}
+	err = stream.Send(&eddyv1.ConnectResponse{Msg: &eddyv1.ConnectResponse_Welcome{Welcome: &eddyv1.Welcome{
+		SessionId: w.SessionID,
+		Limits: &eddyv1.Limits{
+			MaxMessageBytes: w.MaxMessageBytes, MaxBatchEvents: w.MaxBatchEvents,
+			MaxBatchBytes: w.MaxBatchBytes, MaxRetries: w.MaxRetries,
+		},
+	}}})
+	if err != nil {
+		sess.Close(err)
+		return err
+	}
+
+	recvErr := make(chan error, 1)
+	go func() { recvErr <- receive(stream, sess) }()
+	for {
+		select {
+		case out := <-sess.Outbox():
+			if err := stream.Send(outbound(out)); err != nil {
+				sess.Close(err)
+				return err
+			}
+		case <-sess.Done():
+			return sessionStatus(s.log, sess.Err())
+		case err := <-recvErr:
+			sess.Close(err)
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return sessionStatus(s.log, err)
+		}
+	}
+}
+
+// receive feeds the agent's messages to the session until the stream ends.
+func receive(stream grpc.BidiStreamingServer[eddyv1.ConnectRequest, eddyv1.ConnectResponse], sess *agents.Session) error {
+	for {
+		msg, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		switch m := msg.GetMsg().(type) {
+		case *eddyv1.ConnectRequest_Credit:
+			sess.Credit(m.Credit.GetEvents(), m.Credit.GetBytes())
+		case *eddyv1.ConnectRequest_Results:
+			sess.Results(resultsOf(m.Results))
+		case *eddyv1.ConnectRequest_AssignAck:
+			a := m.AssignAck
+			sess.AssignAck(agents.PartitionRef{Topic: a.GetTopic(), Partition: a.GetPartition(), Epoch: a.GetEpoch()})
+		case *eddyv1.ConnectRequest_RevokeAck:
+			a := m.RevokeAck
+			sess.RevokeAck(agents.PartitionRef{Topic: a.GetTopic(), Partition: a.GetPartition(), Epoch: a.GetEpoch()})
+		case *eddyv1.ConnectRequest_Hello:
+			return status.Error(codes.InvalidArgument, "Hello may only be the first message of Connect")
+		case *eddyv1.ConnectRequest_StateGet:
+			return status.Error(codes.Unimplemented, "StateGet is not implemented in this version of the worker yet (tables)")
+		default:
+			return status.Error(codes.InvalidArgument, "empty Connect message")
+		}
+	}
+}
+
+// sessionStatus maps why a session ended to the status the agent sees.
+func sessionStatus(log *slog.Logger, err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	var unknown *agents.UnknownAgentError
+	switch {
+	case errors.As(err, &unknown):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, agents.ErrProtocolVersion):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, agents.ErrBadRequest):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, agents.ErrShuttingDown), errors.Is(err, app.ErrNotRunning):
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, agents.ErrStalled):
+		return status.Error(codes.ResourceExhausted, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	}
+	return status.Error(codes.Aborted, err.Error())
+}
+
+func resultsOf(r *eddyv1.Results) *agents.Results {
+	out := &agents.Results{Topic: r.GetTopic(), Partition: r.GetPartition(), Epoch: r.GetEpoch(),
+		Results: make([]agents.Result, len(r.GetResults()))}
+	for i, x := range r.GetResults() {
+		res := agents.Result{Offset: x.GetOffset(), Status: agents.Status(x.GetStatus()), Error: x.GetError()}
+		if n := len(x.GetProduced()); n > 0 {
+			res.Produced = make([]agents.Record, n)
+			for j, p := range x.GetProduced() {
+				res.Produced[j] = agents.Record{Topic: p.GetTopic(), Key: p.GetKey(), Value: p.GetValue(), Headers: headersOf(p.GetHeaders())}
+			}
+		}
+		for _, m := range x.GetMutations() {
+			res.Mutations = append(res.Mutations, agents.Mutation{Table: m.GetTable(), Key: m.GetKey(), Value: m.GetValue(), Delete: m.GetDelete()})
+		}
+		out.Results[i] = res
+	}
+	return out
+}
+
+func headersOf(hs []*eddyv1.Header) []agents.Header {
+	if len(hs) == 0 {
+		return nil
+	}
+	out := make([]agents.Header, len(hs))
+	for i, h := range hs {
+		out[i] = agents.Header{Key: h.GetKey(), Value: h.GetValue()}
+	}
+	return out
+}
+
+func headersProto(hs []agents.Header) []*eddyv1.Header {
+	if len(hs) == 0 {
+		return nil
+	}
+	out := make([]*eddyv1.Header, len(hs))
+	for i, h := range hs {
+		out[i] = &eddyv1.Header{Key: h.Key, Value: h.Value}
+	}
+	return out
+}
+
+// outbound converts one manager message to the wire.
+func outbound(o agents.Outbound) *eddyv1.ConnectResponse {
+	switch {
+	case o.Batch != nil:
+		b := o.Batch
+		evs := make([]*eddyv1.Event, len(b.Events))
+		for i, e := range b.Events {
+			evs[i] = &eddyv1.Event{Offset: e.Offset, Key: e.Key, Value: e.Value, Headers: headersProto(e.Headers),
+				Timestamp: timestamppb.New(e.Timestamp), Attempt: e.Attempt}
+		}
+		return &eddyv1.ConnectResponse{Msg: &eddyv1.ConnectResponse_EventBatch{EventBatch: &eddyv1.EventBatch{
+			Topic: b.Topic, Partition: b.Partition, Epoch: b.Epoch, Events: evs}}}
+	case o.Assign != nil:
+		a := o.Assign
+		return &eddyv1.ConnectResponse{Msg: &eddyv1.ConnectResponse_Assign{Assign: &eddyv1.Assign{
+			Topic: a.Topic, Partition: a.Partition, Epoch: a.Epoch}}}
+	case o.Revoke != nil:
+		r := o.Revoke
+		return &eddyv1.ConnectResponse{Msg: &eddyv1.ConnectResponse_Revoke{Revoke: &eddyv1.Revoke{
+			Topic: r.Topic, Partition: r.Partition, Epoch: r.Epoch, Deadline: timestamppb.New(r.Deadline)}}}
+	default:
+		c := o.Committed
+		return &eddyv1.ConnectResponse{Msg: &eddyv1.ConnectResponse_Committed{Committed: &eddyv1.Committed{
+			Topic: c.Topic, Partition: c.Partition, Offset: c.Offset}}}
+	}
 }
 
 func (s *agentServer) ListAgents(context.Context, *eddyv1.ListAgentsRequest) (*eddyv1.ListAgentsResponse, error) {
 	resp := &eddyv1.ListAgentsResponse{}
 	for _, a := range s.core.AgentInfos() {
-		resp.Agents = append(resp.Agents, &eddyv1.AgentInfo{
+		info := &eddyv1.AgentInfo{
 			Name:       a.Name,
 			Topics:     a.Topics,
 			Ordering:   a.Ordering,
 			Tables:     a.Tables,
 			Paused:     a.Paused,
 			Unassigned: tpsProto(a.Unassigned),
-		})
+			InFlight:   a.InFlight,
+			Lag:        a.Lag,
+		}
+		for _, in := range a.Instances {
+			info.Instances = append(info.Instances, &eddyv1.AgentInstance{
+				InstanceId:   in.InstanceID,
+				SessionId:    in.SessionID,
+				Peer:         in.Peer,
+				ConnectedAt:  timestamppb.New(in.ConnectedAt),
+				Partitions:   tpsProto(in.Partitions),
+				InFlight:     in.InFlight,
+				CreditEvents: in.CreditEvents,
+			})
+		}
+		resp.Agents = append(resp.Agents, info)
 	}
 	return resp, nil
 }

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
+	"github.com/eddy-streams/eddy/worker/agents"
 	"github.com/eddy-streams/eddy/worker/app"
 )
 
@@ -43,6 +44,7 @@ type Core interface {
 	Shutdown(reason string) time.Time
 	AgentInfos() []app.AgentInfo
 	TableInfos() []app.TableInfo
+	OpenAgentSession(agents.Hello) (*agents.Session, agents.Welcome, error)
 }
 
 // Config configures the gRPC server.
@@ -95,7 +97,7 @@ func New(cfg Config, core Core) (*grpc.Server, *health.Server) {
 	}
 	s := grpc.NewServer(opts...)
 	eddyv1.RegisterLifecycleServiceServer(s, &lifecycleServer{core: core, log: log})
-	eddyv1.RegisterAgentServiceServer(s, &agentServer{core: core, log: log})
+	eddyv1.RegisterAgentServiceServer(s, &agentServer{core: core, log: log, token: cfg.Token})
 	eddyv1.RegisterTableServiceServer(s, &tableServer{core: core, log: log})
 	eddyv1.RegisterMonitorServiceServer(s, &monitorServer{})
 	h := health.NewServer()

@@ -5,6 +5,8 @@ package app
 
 import (
 	"errors"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"log/slog"
 	"slices"
 	"sort"
@@ -14,9 +16,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/eddy-streams/eddy/worker/agents"
 	"github.com/eddy-streams/eddy/worker/config"
 	"github.com/eddy-streams/eddy/worker/monitor"
-	"github.com/eddy-streams/eddy/worker/transport"
 )
 
 // Options are what the worker process hands the app.
@@ -50,7 +52,7 @@ type App struct {
 	assigned     map[TopicPartition]bool
 	pausedAgents map[string]bool
 	kafkaErrs    func() []KafkaError
-	consumer     *transport.Consumer
+	mgr          *agents.Manager
 }
 
 // New returns an app for a validated config.
@@ -119,6 +121,10 @@ func (a *App) casState(s State, from ...State) bool {
 
 // Status returns a point-in-time view of the worker.
 func (a *App) Status() Status {
+	instances := map[string]int{}
+	for _, in := range a.AgentInfos() {
+		instances[in.Name] = len(in.Instances)
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	st := Status{
@@ -142,6 +148,7 @@ func (a *App) Status() Status {
 	for _, ag := range a.cfg.Agents {
 		st.Agents = append(st.Agents, AgentSummary{
 			Name:       ag.Name,
+			Instances:  instances[ag.Name],
 			Partitions: len(a.partitionsOfLocked(ag)),
 			Paused:     a.pausedAgents[ag.Name] || st.State == StatePaused,
 		})
@@ -226,9 +233,35 @@ func (a *App) setPaused(agent string, paused bool) (State, []string, error) {
 		a.mu.Unlock()
 		a.log.Info("agent delivery", "agent", agent, "paused", paused)
 	}
+	a.syncPause()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return State(a.state.Load()), a.pausedLocked(), nil
+}
+
+// syncPause tells the agents manager which agents are paused: all while
+// the worker is PAUSED, plus those paused one by one.
+func (a *App) syncPause() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.mgr == nil {
+		return
+	}
+	all := State(a.state.Load()) == StatePaused
+	for _, ag := range a.cfg.Agents {
+		a.mgr.SetPaused(ag.Name, all || a.pausedAgents[ag.Name])
+	}
+}
+
+// OpenAgentSession starts an agent session (AgentService.Connect).
+func (a *App) OpenAgentSession(h agents.Hello) (*agents.Session, agents.Welcome, error) {
+	a.mu.Lock()
+	mgr := a.mgr
+	a.mu.Unlock()
+	if mgr == nil || !a.State().Serving() {
+		return nil, agents.Welcome{}, errNotRunning(a.State())
+	}
+	return mgr.Open(h)
 }
 
 func errNotRunning(s State) error {
@@ -245,20 +278,39 @@ func (a *App) Shutdown(reason string) time.Time {
 	return deadline
 }
 
-// AgentInfos describes the declared agents.
+// AgentInfos describes the declared agents, their instances and partitions.
 func (a *App) AgentInfos() []AgentInfo {
 	a.mu.Lock()
-	defer a.mu.Unlock()
+	mgr := a.mgr
+	a.mu.Unlock()
+	if mgr == nil {
+		var out []AgentInfo
+		for _, ag := range a.cfg.Agents {
+			out = append(out, AgentInfo{Name: ag.Name, Topics: ag.Topics, Ordering: ag.Ordering, Tables: ag.Tables})
+		}
+		return out
+	}
 	var out []AgentInfo
-	for _, ag := range a.cfg.Agents {
-		out = append(out, AgentInfo{
-			Name:       ag.Name,
-			Topics:     ag.Topics,
-			Ordering:   ag.Ordering,
-			Tables:     ag.Tables,
-			Paused:     a.pausedAgents[ag.Name] || State(a.state.Load()) == StatePaused,
-			Unassigned: a.partitionsOfLocked(ag), // no agent instance connects yet
-		})
+	for _, in := range mgr.Info() {
+		ai := AgentInfo{
+			Name: in.Name, Topics: in.Topics, Ordering: in.Ordering, Tables: in.Tables, Paused: in.Paused,
+			Unassigned: tps(in.Unassigned), InFlight: in.InFlight,
+		}
+		for _, s := range in.Instances {
+			ai.Instances = append(ai.Instances, InstanceInfo{
+				InstanceID: s.InstanceID, SessionID: s.SessionID, Peer: s.Peer, ConnectedAt: s.ConnectedAt,
+				Partitions: tps(s.Partitions), InFlight: s.InFlight, CreditEvents: s.CreditEvents,
+			})
+		}
+		out = append(out, ai)
+	}
+	return out
+}
+
+func tps(in []kafka.TopicPartition) []TopicPartition {
+	out := make([]TopicPartition, len(in))
+	for i, tp := range in {
+		out[i] = TopicPartition{Topic: *tp.Topic, Partition: tp.Partition}
 	}
 	return out
 }

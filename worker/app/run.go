@@ -10,6 +10,7 @@ import (
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/eddy-streams/eddy/worker/agents"
 	"github.com/eddy-streams/eddy/worker/transport"
 )
 
@@ -69,17 +70,30 @@ func (a *App) Run(ctx context.Context) (err error) {
 		err = errors.Join(err, producer.Close(cctx))
 	}()
 
+	mgr := agents.New(agents.Config{App: a.cfg.App, Agents: a.cfg.Agents, Logger: a.log}, producer)
 	g, gctx := errgroup.WithContext(ctx)
 	if topics := a.sourceTopics(); len(topics) > 0 {
-		consumer, err := transport.NewConsumer(tcfg, topics, &consumerHandler{a: a}, topts...)
+		consumer, err := transport.NewConsumer(tcfg, topics, &consumerHandler{a: a, mgr: mgr}, topts...)
 		if err != nil {
 			return err
 		}
-		a.mu.Lock()
-		a.consumer = consumer
-		a.mu.Unlock()
+		mgr.Attach(consumer)
 		g.Go(func() error { return consumer.Run(gctx) })
 	}
+	// The manager outlives the consumer: the consumer's final revocations
+	// drain in-flight work through it.
+	mctx, mcancel := context.WithCancel(context.Background())
+	mgrDone := make(chan error, 1)
+	go func() { mgrDone <- mgr.Run(mctx) }()
+	defer func() {
+		mcancel()
+		err = errors.Join(err, <-mgrDone)
+	}()
+	a.mu.Lock()
+	a.mgr = mgr
+	a.mu.Unlock()
+	a.syncPause()
+
 	g.Go(func() error {
 		select {
 		case <-gctx.Done():
@@ -123,6 +137,13 @@ func (a *App) topicSpecs() []transport.TopicSpec {
 			ReplicationFactor: a.cfg.Kafka.ReplicationFactor,
 		})
 	}
+	for _, ag := range a.cfg.Agents {
+		specs = append(specs, transport.TopicSpec{
+			Name:              agents.DLQTopic(a.cfg.App, ag.Name),
+			Partitions:        1,
+			ReplicationFactor: a.cfg.Kafka.ReplicationFactor,
+		})
+	}
 	return specs
 }
 
@@ -149,44 +170,42 @@ func recentErrors(l *transport.ErrorLog) []KafkaError {
 	return out
 }
 
-// consumerHandler receives the consumer's callbacks on its poll goroutine.
-type consumerHandler struct{ a *App }
+// consumerHandler receives the consumer's callbacks on its poll goroutine
+// and hands them to the agents manager.
+type consumerHandler struct {
+	a   *App
+	mgr *agents.Manager
+}
 
-// Assigned records the partitions and pauses them: no agent instance is
-// connected to receive their events yet, and a partition without an
-// instance stays paused so nothing is consumed (or committed) for it.
 func (h *consumerHandler) Assigned(parts []kafka.TopicPartition) {
-	a := h.a
+	h.a.track(parts, true)
+	h.mgr.Assigned(parts)
+}
+
+// Revoked returns once in-flight work is drained and the frontier committed.
+func (h *consumerHandler) Revoked(parts []kafka.TopicPartition) {
+	h.mgr.Revoked(parts)
+	h.a.track(parts, false)
+}
+
+// Lost drops the partitions without committing; another worker owns them.
+func (h *consumerHandler) Lost(parts []kafka.TopicPartition) {
+	h.mgr.Lost(parts)
+	h.a.track(parts, false)
+}
+
+func (h *consumerHandler) Message(msg *kafka.Message) { h.mgr.Message(msg) }
+
+// track records the assignment for status.
+func (a *App) track(parts []kafka.TopicPartition, add bool) {
 	a.mu.Lock()
+	defer a.mu.Unlock()
 	for _, tp := range parts {
-		a.assigned[TopicPartition{Topic: *tp.Topic, Partition: tp.Partition}] = true
+		k := TopicPartition{Topic: *tp.Topic, Partition: tp.Partition}
+		if add {
+			a.assigned[k] = true
+		} else {
+			delete(a.assigned, k)
+		}
 	}
-	c := a.consumer
-	a.mu.Unlock()
-	if err := c.Pause(parts); err != nil {
-		a.log.Error("pause partitions without an agent instance", "err", err)
-	}
-}
-
-// Revoked forgets the partitions. Nothing was delivered for them, so there
-// is nothing to commit.
-func (h *consumerHandler) Revoked(parts []kafka.TopicPartition) { h.forget(parts) }
-
-// Lost forgets the partitions; they may already belong to another worker.
-func (h *consumerHandler) Lost(parts []kafka.TopicPartition) { h.forget(parts) }
-
-func (h *consumerHandler) forget(parts []kafka.TopicPartition) {
-	h.a.mu.Lock()
-	defer h.a.mu.Unlock()
-	for _, tp := range parts {
-		delete(h.a.assigned, TopicPartition{Topic: *tp.Topic, Partition: tp.Partition})
-	}
-}
-
-// Message should not happen while every partition is paused. The record is
-// not committed, so it is consumed again later: nothing is lost.
-func (h *consumerHandler) Message(msg *kafka.Message) {
-	h.a.log.Debug("record for a partition without an agent instance; not committed",
-		"topic", *msg.TopicPartition.Topic, "partition", msg.TopicPartition.Partition,
-		"offset", int64(msg.TopicPartition.Offset))
 }

@@ -92,7 +92,21 @@ type AgentInfo struct {
 	Ordering   string
 	Tables     []string
 	Paused     bool
+	Instances  []InstanceInfo
 	Unassigned []TopicPartition
+	InFlight   int64
+	Lag        int64
+}
+
+// InstanceInfo describes one connected agent instance.
+type InstanceInfo struct {
+	InstanceID   string
+	SessionID    string
+	Peer         string
+	ConnectedAt  time.Time
+	Partitions   []TopicPartition
+	InFlight     int64
+	CreditEvents int64
 }
 
 // TableInfo describes one declared table, for ListTables.

@@ -104,6 +104,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	agents := map[string]bool{}
+	topicAgent := map[string]string{}
 	for i := range c.Agents {
 		a := &c.Agents[i]
 		f := "agents[" + strconv.Itoa(i) + "]"
@@ -116,9 +117,14 @@ func (c *Config) Validate() error {
 			bad(f+".topics", "at least one source topic is required")
 		}
 		for j, t := range a.Topics {
+			ft := f + ".topics[" + strconv.Itoa(j) + "]"
 			if !topics[t] {
-				bad(f+".topics["+strconv.Itoa(j)+"]", "unknown topic %q (declare it under topics)", t)
+				bad(ft, "unknown topic %q (declare it under topics)", t)
 			}
+			if other, ok := topicAgent[t]; ok && other != a.Name {
+				bad(ft, "topic %q is already the source of agent %q (one agent per source topic)", t, other)
+			}
+			topicAgent[t] = a.Name
 		}
 		for j, t := range a.Tables {
 			if !tables[t] {

@@ -1,0 +1,183 @@
+package server
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
+	"github.com/eddy-streams/eddy/worker/agents"
+	"github.com/eddy-streams/eddy/worker/app"
+)
+
+// fakeCore is a worker runtime for the adapters; panicOnStatus makes
+// GetStatus panic to exercise recovery.
+type fakeCore struct {
+	panicOnStatus bool
+	paused        []string
+}
+
+func (f *fakeCore) Status() app.Status {
+	if f.panicOnStatus {
+		panic("boom: secret internals")
+	}
+	return app.Status{State: app.StateRunning, App: "demo"}
+}
+
+func (f *fakeCore) Pause(agent string) (app.State, []string, error) {
+	if agent == "nosuch" {
+		return app.StateRunning, nil, &app.UnknownAgentError{Name: agent}
+	}
+	f.paused = append(f.paused, agent)
+	return app.StatePaused, f.paused, nil
+}
+
+func (f *fakeCore) Resume(string) (app.State, []string, error) { return app.StateRunning, nil, nil }
+func (f *fakeCore) Shutdown(string) time.Time                  { return time.Now() }
+func (f *fakeCore) AgentInfos() []app.AgentInfo                { return nil }
+func (f *fakeCore) TableInfos() []app.TableInfo                { return nil }
+func (f *fakeCore) OpenAgentSession(h agents.Hello) (*agents.Session, agents.Welcome, error) {
+	return nil, agents.Welcome{}, &agents.UnknownAgentError{Name: h.Agent, Declared: []string{"count"}}
+}
+
+func serve(t *testing.T, cfg Config, core Core) *grpc.ClientConn {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s, h := New(cfg, core)
+	SetServing(h, true)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = s.Serve(lis) }()
+	t.Cleanup(s.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func withToken(ctx context.Context, tok string) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok)
+}
+
+func TestAuth(t *testing.T) {
+	tests := []struct {
+		name         string
+		protectReads bool
+		token        string // sent by the client; "" sends none
+		call         string
+		want         codes.Code
+	}{
+		{"pause without token", false, "", "pause", codes.Unauthenticated},
+		{"pause with wrong token", false, "nope", "pause", codes.Unauthenticated},
+		{"pause with token", false, "s3cret", "pause", codes.OK},
+		{"shutdown without token", false, "", "shutdown", codes.Unauthenticated},
+		{"status without token", false, "", "status", codes.OK},
+		{"status without token, reads protected", true, "", "status", codes.Unauthenticated},
+		{"status with token, reads protected", true, "s3cret", "status", codes.OK},
+		{"health without token, reads protected", true, "", "health", codes.OK},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conn := serve(t, Config{Token: "s3cret", ProtectReads: tt.protectReads}, &fakeCore{})
+			ctx := context.Background()
+			if tt.token != "" {
+				ctx = withToken(ctx, tt.token)
+			}
+			var err error
+			lc := eddyv1.NewLifecycleServiceClient(conn)
+			switch tt.call {
+			case "pause":
+				_, err = lc.Pause(ctx, &eddyv1.PauseRequest{})
+			case "shutdown":
+				_, err = lc.Shutdown(ctx, &eddyv1.ShutdownRequest{})
+			case "status":
+				_, err = lc.GetStatus(ctx, &eddyv1.GetStatusRequest{})
+			case "health":
+				_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+			}
+			if got := status.Code(err); got != tt.want {
+				t.Errorf("got %v (%v), want %v", got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestPanicBecomesInternal(t *testing.T) {
+	conn := serve(t, Config{}, &fakeCore{panicOnStatus: true})
+	_, err := eddyv1.NewLifecycleServiceClient(conn).GetStatus(context.Background(), &eddyv1.GetStatusRequest{})
+	if got := status.Code(err); got != codes.Internal {
+		t.Fatalf("got %v, want Internal", got)
+	}
+	if msg := status.Convert(err).Message(); strings.Contains(msg, "secret") || strings.Contains(msg, "goroutine") {
+		t.Errorf("the caller saw internals: %q", msg)
+	}
+}
+
+func TestErrorMapping(t *testing.T) {
+	conn := serve(t, Config{}, &fakeCore{})
+	_, err := eddyv1.NewLifecycleServiceClient(conn).Pause(context.Background(), &eddyv1.PauseRequest{Agent: "nosuch"})
+	if got := status.Code(err); got != codes.NotFound || !strings.Contains(err.Error(), `unknown agent "nosuch"`) {
+		t.Errorf("got %v, want NotFound naming the agent", err)
+	}
+	_, err = eddyv1.NewTableServiceClient(conn).Get(context.Background(), &eddyv1.GetRequest{Table: "t"})
+	if got := status.Code(err); got != codes.Unimplemented || !strings.Contains(err.Error(), "not implemented") {
+		t.Errorf("got %v, want Unimplemented saying so", err)
+	}
+}
+
+func TestConnectRejects(t *testing.T) {
+	tests := []struct {
+		name  string
+		token string
+		first *eddyv1.ConnectRequest
+		want  codes.Code
+		msg   string
+	}{
+		{"credit first", "s3cret", &eddyv1.ConnectRequest{Msg: &eddyv1.ConnectRequest_Credit{Credit: &eddyv1.Credit{Events: 1}}},
+			codes.InvalidArgument, "first message"},
+		{"no token", "", &eddyv1.ConnectRequest{Msg: &eddyv1.ConnectRequest_Hello{Hello: &eddyv1.Hello{Agent: "x"}}},
+			codes.Unauthenticated, "missing token"},
+		{"bad token", "", &eddyv1.ConnectRequest{Msg: &eddyv1.ConnectRequest_Hello{Hello: &eddyv1.Hello{Agent: "x", Token: "nope"}}},
+			codes.Unauthenticated, "bad token"},
+		{"unknown agent", "s3cret", &eddyv1.ConnectRequest{Msg: &eddyv1.ConnectRequest_Hello{Hello: &eddyv1.Hello{Agent: "x"}}},
+			codes.NotFound, `unknown agent "x"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conn := serve(t, Config{Token: "s3cret"}, &fakeCore{})
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if tt.token != "" {
+				ctx = withToken(ctx, tt.token)
+			}
+			stream, err := eddyv1.NewAgentServiceClient(conn).Connect(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := stream.Send(tt.first); err != nil && err != io.EOF {
+				t.Fatal(err)
+			}
+			_, err = stream.Recv()
+			if got := status.Code(err); got != tt.want || !strings.Contains(err.Error(), tt.msg) {
+				t.Errorf("got %v, want %v containing %q", err, tt.want, tt.msg)
+			}
+		})
+	}
+}

@@ -1,0 +1,185 @@
+package agents
+
+import (
+	"hash/fnv"
+	"slices"
+)
+
+// dispatch sends every instance what its credit allows: pending records of
+// its partitions, in offset order, in batches.
+func (m *Manager) dispatch() {
+	for _, a := range m.agents {
+		if a.paused || len(a.sessions) == 0 {
+			continue
+		}
+		for _, p := range a.parts {
+			if p.revoking || p.scan >= len(p.recs) {
+				continue
+			}
+			if a.byKey {
+				m.dispatchByKey(p)
+			} else if l := p.ownerLane(); l != nil {
+				m.dispatchLane(p, l)
+			}
+		}
+	}
+}
+
+// canTake reports whether s has credit for one more event of size, given
+// what the batch under construction already holds. An instance with
+// nothing in flight always gets at least one event if it has event credit,
+// so a record larger than its byte credit cannot wedge it.
+func (s *session) canTake(size int, batchEvents int) bool {
+	if s.creditEvents <= 0 {
+		return false
+	}
+	if int64(size) <= s.creditBytes {
+		return true
+	}
+	return s.inflight == 0 && batchEvents == 0
+}
+
+func (m *Manager) take(p *partition, l *lane, r *rec) {
+	s := l.s
+	r.state = stateDelivered
+	r.lane = l
+	r.attempts++
+	l.inflight++
+	s.inflight++
+	p.inflight++
+	s.creditEvents--
+	s.creditBytes -= int64(r.size)
+	p.a.stats.delivered++
+}
+
+func eventOf(r *rec) Event {
+	return Event{Offset: r.off, Key: r.key, Value: r.value, Headers: r.headers, Timestamp: r.ts, Attempt: r.attempts}
+}
+
+// dispatchLane fills batches for the single owner of a partition.
+func (m *Manager) dispatchLane(p *partition, l *lane) {
+	s := l.s
+	for !s.ended {
+		var batch []Event
+		bytes := 0
+		i := p.scan
+		firstSkipped := -1
+		for ; i < len(p.recs) && len(batch) < m.cfg.MaxBatchEvents; i++ {
+			r := p.recs[i]
+			if r.state != statePending {
+				continue
+			}
+			if !s.canTake(r.size, len(batch)) || (len(batch) > 0 && bytes+r.size > m.cfg.MaxBatchBytes) {
+				firstSkipped = i
+				break
+			}
+			m.take(p, l, r)
+			batch = append(batch, eventOf(r))
+			bytes += r.size
+		}
+		if firstSkipped >= 0 {
+			p.scan = firstSkipped
+		} else if i >= len(p.recs) {
+			p.scan = len(p.recs)
+		} else {
+			p.scan = i // the batch is full; the next starts here
+		}
+		if len(batch) == 0 {
+			return
+		}
+		m.send(s, Outbound{Batch: &Batch{
+			PartitionRef: PartitionRef{Topic: p.ktp.topic, Partition: p.ktp.partition, Epoch: l.epoch},
+			Events:       batch,
+		}})
+		if firstSkipped >= 0 || p.scan >= len(p.recs) {
+			return
+		}
+	}
+}
+
+// dispatchByKey spreads pending records over the partition's lanes by key
+// hash. A key with a delivered or retrying record is busy: its later
+// records wait, so per-key order holds and each key has at most one batch
+// in flight. Records of one key in one pass go to one lane, in order.
+func (m *Manager) dispatchByKey(p *partition) {
+	lanes := make([]*lane, 0, len(p.lanes))
+	for _, l := range p.lanes {
+		if !l.revoking && !l.s.ended {
+			lanes = append(lanes, l)
+		}
+	}
+	if len(lanes) == 0 {
+		return
+	}
+	// Stable routing: lanes sorted by instance id.
+	slices.SortFunc(lanes, func(x, y *lane) int {
+		switch {
+		case x.s.instance < y.s.instance:
+			return -1
+		case x.s.instance > y.s.instance:
+			return 1
+		}
+		return 0
+	})
+	type pending struct {
+		events []Event
+		bytes  int
+		full   bool
+	}
+	batches := make([]pending, len(lanes))
+	blocked := map[string]bool{} // keys that must wait for the rest of this pass
+	inBatch := map[string]bool{}
+	firstSkipped := -1
+	open := len(lanes)
+	for i := p.scan; i < len(p.recs) && open > 0; i++ {
+		r := p.recs[i]
+		if r.state != statePending {
+			continue
+		}
+		k := string(r.key)
+		skip := blocked[k] || (!inBatch[k] && p.keyBusy[k] > 0)
+		li := int(hashKey(r.key) % uint32(len(lanes)))
+		b := &batches[li]
+		if !skip && (b.full || !lanes[li].s.canTake(r.size, len(b.events)) ||
+			len(b.events) >= m.cfg.MaxBatchEvents || (len(b.events) > 0 && b.bytes+r.size > m.cfg.MaxBatchBytes)) {
+			if !b.full {
+				b.full = true
+				open--
+			}
+			skip = true
+		}
+		if skip {
+			blocked[k] = true
+			if firstSkipped < 0 {
+				firstSkipped = i
+			}
+			continue
+		}
+		m.take(p, lanes[li], r)
+		p.busy(r.key)
+		inBatch[k] = true
+		b.events = append(b.events, eventOf(r))
+		b.bytes += r.size
+	}
+	if firstSkipped >= 0 {
+		p.scan = firstSkipped
+	} else if open > 0 {
+		p.scan = len(p.recs)
+	}
+	for i, b := range batches {
+		if len(b.events) == 0 {
+			continue
+		}
+		l := lanes[i]
+		m.send(l.s, Outbound{Batch: &Batch{
+			PartitionRef: PartitionRef{Topic: p.ktp.topic, Partition: p.ktp.partition, Epoch: l.epoch},
+			Events:       b.events,
+		}})
+	}
+}
+
+func hashKey(k []byte) uint32 {
+	h := fnv.New32a()
+	_, _ = h.Write(k)
+	return h.Sum32()
+}

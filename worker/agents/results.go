@@ -1,0 +1,206 @@
+package agents
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/eddy-streams/eddy/worker/transport"
+)
+
+// results applies an agent's results. A stale epoch is dropped and
+// counted; anything else that does not fit what was delivered is a
+// protocol violation and ends the session (its work is redelivered).
+func (m *Manager) results(s *session, res *Results) error {
+	a := s.agent
+	p := m.parts[tpKey{res.Topic, res.Partition}]
+	var l *lane
+	if p != nil {
+		l = p.lanes[s]
+	}
+	if l == nil || l.epoch != res.Epoch {
+		if res.Epoch > m.epochSeq {
+			return badRequest("results for %s[%d] carry epoch %d, which this worker never issued", res.Topic, res.Partition, res.Epoch)
+		}
+		a.stats.stale += uint64(len(res.Results))
+		m.log.Debug("stale results dropped", "agent", a.cfg.Name, "instance", s.instance, "topic", res.Topic,
+			"partition", res.Partition, "epoch", res.Epoch, "results", len(res.Results))
+		return nil
+	}
+	// Validate everything before applying anything.
+	for i := range res.Results {
+		r := &res.Results[i]
+		rec := p.find(r.Offset)
+		switch {
+		case rec == nil && r.Offset < p.frontier, rec != nil && rec.attempts > 0 && (rec.state != stateDelivered || rec.lane != l):
+			return badRequest("duplicate result for %s[%d] offset %d", res.Topic, res.Partition, r.Offset)
+		case rec == nil || rec.state != stateDelivered || rec.lane != l:
+			return badRequest("result for %s[%d] offset %d, which was not delivered to this instance", res.Topic, res.Partition, r.Offset)
+		}
+		for j := i + 1; j < len(res.Results); j++ {
+			if res.Results[j].Offset == r.Offset {
+				return badRequest("duplicate result for %s[%d] offset %d", res.Topic, res.Partition, r.Offset)
+			}
+		}
+		switch r.Status {
+		case StatusOK:
+			for _, out := range r.Produced {
+				if out.Topic == "" {
+					return badRequest("result for offset %d produces a record without a topic", r.Offset)
+				}
+			}
+			for _, mu := range r.Mutations {
+				return badRequest("result for offset %d mutates table %q, which agent %q does not declare (tables are not supported yet)", r.Offset, mu.Table, a.cfg.Name)
+			}
+		case StatusRetry, StatusDeadLetter:
+		default:
+			return badRequest("result for offset %d has no status (want OK, RETRY or DEAD_LETTER)", r.Offset)
+		}
+	}
+	now := time.Now()
+	for i := range res.Results {
+		r := &res.Results[i]
+		rec := p.find(r.Offset)
+		l.inflight--
+		s.inflight--
+		p.inflight--
+		switch r.Status {
+		case StatusOK:
+			a.stats.acked++
+			if p.keyBusy != nil {
+				p.unbusy(rec.key)
+			}
+			rec.lane = nil
+			rec.lastErr = ""
+			if len(r.Produced) == 0 {
+				rec.state = stateDone
+				m.doneCount++
+				continue
+			}
+			rec.state = stateAcking
+			p.acking++
+			rec.acks = len(r.Produced)
+			rec.failed = nil
+			for _, out := range r.Produced {
+				m.producer.Produce(transport.Record{
+					Topic:     out.Topic,
+					Partition: transport.AnyPartition,
+					Key:       out.Key,
+					Value:     out.Value,
+					Headers:   kafkaHeaders(out.Headers),
+				}, m.onProduced(p, rec))
+			}
+		case StatusRetry:
+			a.stats.retried++
+			rec.lastErr = r.Error
+			m.retryOrDeadLetter(p, rec, now)
+		case StatusDeadLetter:
+			if p.keyBusy != nil {
+				p.unbusy(rec.key)
+			}
+			rec.lane = nil
+			m.deadLetter(p, rec, r.Error)
+		}
+	}
+	p.advance()
+	m.applyPause(p)
+	return nil
+}
+
+func (m *Manager) onProduced(p *partition, r *rec) func(error) {
+	return func(err error) { m.in.push(&produceAck{p: p, r: r, err: err}) }
+}
+
+// retryOrDeadLetter schedules a redelivery after backoff, or dead-letters
+// the record once it used up its retries. The key stays busy meanwhile.
+func (m *Manager) retryOrDeadLetter(p *partition, r *rec, now time.Time) {
+	r.lane = nil
+	if int(r.attempts) > p.a.cfg.Retries() {
+		if p.keyBusy != nil {
+			p.unbusy(r.key)
+		}
+		m.deadLetter(p, r, "retries exhausted: "+r.lastErr)
+		return
+	}
+	r.state = stateRetry
+	r.retryAt = now.Add(m.backoff(r.attempts))
+	p.retrying++
+}
+
+func (m *Manager) backoff(attempts uint32) time.Duration {
+	d := m.cfg.RetryBackoffMin
+	for i := uint32(1); i < attempts && d < m.cfg.RetryBackoffMax; i++ {
+		d *= 2
+	}
+	return min(d, m.cfg.RetryBackoffMax)
+}
+
+// deadLetter sends the record to the agent's dead-letter topic with headers
+// naming the error, agent, source and attempts. The record is done only
+// once Kafka has the dead letter; a failed produce is retried, never
+// skipped.
+func (m *Manager) deadLetter(p *partition, r *rec, reason string) {
+	if reason == "" {
+		reason = "dead-lettered by the agent"
+	}
+	r.lastErr = reason
+	r.dlq = true
+	p.a.stats.deadLettered++
+	m.log.Warn("dead-lettering record", "agent", p.a.cfg.Name, "topic", p.ktp.topic, "partition", p.ktp.partition,
+		"offset", r.off, "attempts", r.attempts, "err", reason)
+	m.produceDeadLetter(p, r)
+}
+
+func (m *Manager) produceDeadLetter(p *partition, r *rec) {
+	r.state = stateAcking
+	p.acking++
+	r.acks = 1
+	r.failed = nil
+	hs := append(kafkaHeaders(r.headers),
+		header("eddy.error", r.lastErr),
+		header("eddy.agent", p.a.cfg.Name),
+		header("eddy.topic", p.ktp.topic),
+		header("eddy.partition", strconv.Itoa(int(p.ktp.partition))),
+		header("eddy.offset", strconv.FormatInt(r.off, 10)),
+		header("eddy.attempts", strconv.Itoa(int(r.attempts))),
+	)
+	m.producer.Produce(transport.Record{
+		Topic: p.a.dlq, Partition: transport.AnyPartition, Key: r.key, Value: r.value, Headers: hs, Timestamp: r.ts,
+	}, m.onProduced(p, r))
+}
+
+// produced takes one produce acknowledgement.
+func (m *Manager) produced(p *partition, r *rec, err error) {
+	if p.dropped || r.state != stateAcking {
+		return
+	}
+	if err != nil && r.failed == nil {
+		r.failed = err
+	}
+	r.acks--
+	if r.acks > 0 {
+		return
+	}
+	p.acking--
+	if r.failed != nil {
+		now := time.Now()
+		if r.dlq {
+			m.log.Error("dead letter not accepted by Kafka; retrying", "agent", p.a.cfg.Name, "topic", p.a.dlq, "offset", r.off, "err", r.failed)
+			r.state = stateRetry
+			r.retryAt = now.Add(m.backoff(2))
+			p.retrying++
+			return
+		}
+		m.log.Warn("produce failed; the event will be delivered again", "agent", p.a.cfg.Name, "topic", p.ktp.topic,
+			"partition", p.ktp.partition, "offset", r.off, "err", r.failed)
+		r.lastErr = "produce failed: " + r.failed.Error()
+		if p.keyBusy != nil {
+			p.busy(r.key)
+		}
+		m.retryOrDeadLetter(p, r, now)
+		return
+	}
+	r.state = stateDone
+	m.doneCount++
+	p.advance()
+	m.applyPause(p)
+}

@@ -1,0 +1,165 @@
+// Package agents runs the worker side of the agent protocol (DESIGN.md §4):
+// it owns agent sessions, hands each owned Kafka partition to exactly one
+// connected instance of its agent (or spreads it by key), delivers events
+// within the agent's credit, applies results (produced records, dead
+// letters, retries) and moves each partition's commit frontier only past
+// events whose work is done and acknowledged by Kafka.
+//
+// All partition and session state is owned by one goroutine (Manager.Run);
+// everything else talks to it through a non-blocking inbox, so the Kafka
+// poll loop and the producer's delivery reports never wait on an agent.
+package agents
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ProtocolVersion is the agent protocol version this worker speaks.
+const ProtocolVersion = 1
+
+// Status is the outcome of one event.
+type Status int32
+
+// Outcomes, as in eddy.v1.ResultStatus.
+const (
+	StatusUnspecified Status = iota
+	StatusOK
+	StatusRetry
+	StatusDeadLetter
+)
+
+// Header is a Kafka record header.
+type Header struct {
+	Key   string
+	Value []byte
+}
+
+// Record is a record an agent asks the worker to produce.
+type Record struct {
+	Topic   string
+	Key     []byte
+	Value   []byte
+	Headers []Header
+}
+
+// Mutation changes one key of a table.
+type Mutation struct {
+	Table  string
+	Key    []byte
+	Value  []byte
+	Delete bool
+}
+
+// Result is the outcome of one delivered event.
+type Result struct {
+	Offset    int64
+	Status    Status
+	Error     string
+	Produced  []Record
+	Mutations []Mutation
+}
+
+// Results reports outcomes for events of one partition, delivered under Epoch.
+type Results struct {
+	Topic     string
+	Partition int32
+	Epoch     uint64
+	Results   []Result
+}
+
+// Hello opens a session.
+type Hello struct {
+	Agent           string
+	InstanceID      string
+	ProtocolVersion uint32
+	CreditEvents    uint32
+	CreditBytes     uint64
+	// Peer is the remote address, for ListAgents and logs.
+	Peer string
+}
+
+// Welcome accepts a session.
+type Welcome struct {
+	SessionID       string
+	MaxMessageBytes uint32
+	MaxBatchEvents  uint32
+	MaxBatchBytes   uint32
+	MaxRetries      uint32
+}
+
+// PartitionRef names a partition under an epoch, for acknowledgements.
+type PartitionRef struct {
+	Topic     string
+	Partition int32
+	Epoch     uint64
+}
+
+// Event is one Kafka record delivered to an agent.
+type Event struct {
+	Offset    int64
+	Key       []byte
+	Value     []byte
+	Headers   []Header
+	Timestamp time.Time
+	Attempt   uint32
+}
+
+// Outbound is one message to an agent; exactly one field is set.
+type Outbound struct {
+	Assign    *PartitionRef
+	Revoke    *Revoke
+	Batch     *Batch
+	Committed *Committed
+}
+
+// Revoke takes a partition away from an instance.
+type Revoke struct {
+	PartitionRef
+	Deadline time.Time
+}
+
+// Batch carries events of one partition in offset order.
+type Batch struct {
+	PartitionRef
+	Events []Event
+}
+
+// Committed says every event of a partition below Offset is done and durable.
+type Committed struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+}
+
+// UnknownAgentError is returned by Open for an agent the app file does not
+// declare.
+type UnknownAgentError struct {
+	Name     string
+	Declared []string
+}
+
+func (e *UnknownAgentError) Error() string {
+	return fmt.Sprintf("unknown agent %q: this app declares %v", e.Name, e.Declared)
+}
+
+// ErrProtocolVersion is returned by Open for a protocol version other than
+// ProtocolVersion.
+var ErrProtocolVersion = errors.New("unsupported agent protocol version")
+
+// ErrBadRequest wraps every protocol violation by an agent (results for
+// offsets never delivered, duplicates, unknown tables...). The session ends
+// with it; nothing is lost, the session's events are delivered again.
+var ErrBadRequest = errors.New("bad agent request")
+
+// ErrShuttingDown ends sessions when the worker stops; agents reconnect to
+// another worker.
+var ErrShuttingDown = errors.New("the worker is shutting down")
+
+// ErrStalled ends a session that does not read what the worker sends.
+var ErrStalled = errors.New("the agent does not read its stream")
+
+func badRequest(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrBadRequest, fmt.Sprintf(format, args...))
+}
