@@ -2,8 +2,10 @@ package embedded_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"slices"
 	"sync"
@@ -201,7 +203,12 @@ func TestTransportAgainstKfake(t *testing.T) {
 		return fmt.Sprintf("a split: %v / %v", c1.Assignment(), c2.Assignment())
 	}, func() bool {
 		n1, n2 := len(c1.Assignment()), len(c2.Assignment())
-		return n1 > 0 && n2 > 0 && n1+n2 == parts
+		// The handler hears of an assignment just after Assignment
+		// shows it.
+		h2.mu.Lock()
+		told := len(h2.assigned) == n2
+		h2.mu.Unlock()
+		return n1 > 0 && n2 > 0 && n1+n2 == parts && told
 	})
 	h1.mu.Lock()
 	revoked1 := slices.Sorted(slices.Values(h1.revoked))
@@ -224,5 +231,30 @@ func TestTransportAgainstKfake(t *testing.T) {
 	defer cancel()
 	if err := p.Close(ctx2); err != nil {
 		t.Fatalf("Producer.Close: %v", err)
+	}
+}
+
+func TestStartOptions(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := embedded.Start(ctx, nil, embedded.Options{}); !errors.Is(err, context.Canceled) {
+		t.Errorf("Start with a cancelled context = %v, want context.Canceled", err)
+	}
+	if _, err := embedded.Start(context.Background(), nil, embedded.Options{Port: 70000}); err == nil {
+		t.Error("Start with port 70000 = nil error, want one")
+	}
+	b, err := embedded.Start(context.Background(), nil, embedded.Options{})
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	host, port, err := net.SplitHostPort(b.Addr())
+	if err != nil || host != "127.0.0.1" || port == "0" {
+		t.Errorf("Addr() = %q, want 127.0.0.1:<free port>", b.Addr())
+	}
+	b.Close()
+	b.Close() // idempotent
+	if conn, err := net.Dial("tcp", b.Addr()); err == nil {
+		conn.Close()
+		t.Errorf("%s still accepts connections after Close", b.Addr())
 	}
 }

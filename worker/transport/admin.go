@@ -32,7 +32,8 @@ type TopicSpec struct {
 // Admin checks that Kafka is reachable and creates topics. It runs its
 // requests on a dedicated librdkafka producer handle, whose error events it
 // records (they give Ping's error its cause). Create it with NewAdmin and
-// Close it when done. Its methods are safe for concurrent use.
+// Close it when done. Its methods are safe for concurrent use, except Close,
+// which must come after all other calls have returned.
 type Admin struct {
 	cfg      Config
 	rep      reporter

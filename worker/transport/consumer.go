@@ -22,8 +22,9 @@ import (
 // stalled for Config.MaxPollInterval gets the consumer expelled from its
 // group.
 //
-// From inside Assigned, Revoked and Lost the handler may call the
-// Consumer's Commit, Pause, Resume and Assignment.
+// From inside any of its methods the handler may call the Consumer's
+// Commit, Pause, Resume and Assignment (they do not need the poll
+// goroutine).
 type Handler interface {
 	// Assigned is called after parts were added to this consumer's
 	// assignment (cooperative rebalancing: parts are only the new ones).
@@ -82,7 +83,10 @@ func keyOf(tp kafka.TopicPartition) tpKey { return tpKey{topicOf(tp), tp.Partiti
 //  3. Close the librdkafka consumer: it unassigns and leaves the group -
 //     except a static member (GroupInstanceID), which stays a member until
 //     its session times out, so a restart within SessionTimeout gets its
-//     partitions back without a rebalance.
+//     partitions back without a rebalance. After a fatal error the handle
+//     is not closed (confluent-kafka-go v2.11.1's Close would never
+//     return) but left to the process exit; a close that takes longer than
+//     30s is abandoned the same way.
 type Consumer struct {
 	cfg    Config
 	topics []string
@@ -109,7 +113,12 @@ type Consumer struct {
 	assigned map[tpKey]kafka.TopicPartition
 
 	rebalanceErr error // set by the rebalance callback (poll goroutine only)
+	fatal        bool  // a fatal error was polled (poll goroutine only)
 }
+
+// closeTimeout bounds librdkafka's consumer close (unassign, LeaveGroup).
+// Past it the handle is abandoned rather than Run hanging.
+const closeTimeout = 30 * time.Second
 
 // NewConsumer validates cfg (GroupID is required) and returns a Consumer
 // that will subscribe to topics and report to h. It does not contact Kafka:
@@ -170,8 +179,11 @@ func (c *Consumer) Run(ctx context.Context) (err error) {
 	c.kc = kc
 	c.life.Unlock()
 	defer func() {
-		err = errors.Join(err, c.shutdown(kc))
-		<-logsDone
+		closed, serr := c.shutdown(kc)
+		err = errors.Join(err, serr)
+		if closed {
+			<-logsDone // closed with the handle
+		}
 	}()
 
 	if err := kc.SubscribeTopics(c.topics, c.rebalance); err != nil {
@@ -207,6 +219,7 @@ func (c *Consumer) poll(kc *kafka.Consumer) error {
 	case kafka.Error:
 		c.rep.report(e, "", -1)
 		if e.IsFatal() {
+			c.fatal = true
 			return fmt.Errorf("transport: consumer failed: %w", e)
 		}
 	default:
@@ -218,16 +231,13 @@ func (c *Consumer) poll(kc *kafka.Consumer) error {
 // rebalance is librdkafka's rebalance callback; it runs on the poll
 // goroutine, inside Poll or Close.
 func (c *Consumer) rebalance(kc *kafka.Consumer, ev kafka.Event) error {
-	eager := kc.GetRebalanceProtocol() == "EAGER"
+	// The protocol is always COOPERATIVE: Config forbids overriding
+	// partition.assignment.strategy. (Asking librdkafka with
+	// GetRebalanceProtocol could hang during Close:
+	// confluent-kafka-go#1016.)
 	switch e := ev.(type) {
 	case kafka.AssignedPartitions:
-		var err error
-		if eager {
-			err = kc.Assign(e.Partitions)
-		} else {
-			err = kc.IncrementalAssign(e.Partitions)
-		}
-		if err != nil {
+		if err := kc.IncrementalAssign(e.Partitions); err != nil {
 			c.rep.report(err, "", -1)
 			c.rebalanceErr = fmt.Errorf("transport: assign %s: %w", fmtParts(e.Partitions), err)
 			return err
@@ -264,13 +274,7 @@ func (c *Consumer) rebalance(kc *kafka.Consumer, ev kafka.Event) error {
 			c.h.Revoked(mine)
 			c.forget(mine)
 		}
-		var err error
-		if eager {
-			err = kc.Unassign()
-		} else {
-			err = kc.IncrementalUnassign(e.Partitions)
-		}
-		if err != nil {
+		if err := kc.IncrementalUnassign(e.Partitions); err != nil {
 			c.rep.report(err, "", -1)
 			if !c.closed.Load() {
 				c.rebalanceErr = fmt.Errorf("transport: unassign %s: %w", fmtParts(e.Partitions), err)
@@ -302,13 +306,14 @@ func (c *Consumer) forget(parts []kafka.TopicPartition) {
 	}
 }
 
-// shutdown runs the shutdown steps documented on Consumer.
-func (c *Consumer) shutdown(kc *kafka.Consumer) error {
+// shutdown runs the shutdown steps documented on Consumer. closed reports
+// whether the librdkafka handle was closed (and its log channel with it).
+func (c *Consumer) shutdown(kc *kafka.Consumer) (closed bool, err error) {
 	// 1. The handler hears no more news, except the final revoke, which
 	// it gets while the partitions are still assigned so it can commit.
 	c.closing.Store(true)
 	if left := c.Assignment(); len(left) > 0 {
-		if kc.AssignmentLost() {
+		if c.fatal || kc.AssignmentLost() {
 			c.forget(left)
 			c.logger.Warn("partitions lost", "group", c.cfg.GroupID, "partitions", fmtParts(left))
 			c.h.Lost(left)
@@ -322,15 +327,35 @@ func (c *Consumer) shutdown(kc *kafka.Consumer) error {
 	c.closed.Store(true)
 	c.life.Lock()
 	defer c.life.Unlock()
+	c.kc = nil
+
 	// 3. Close: librdkafka unassigns through the rebalance callback (which
 	// now only acknowledges) and leaves the group unless static.
-	var err error
-	if cerr := kc.Close(); cerr != nil {
-		err = fmt.Errorf("transport: close consumer: %w", cerr)
+	if c.fatal {
+		// confluent-kafka-go v2.11.1's Close ignores the error of
+		// rd_kafka_consumer_close_queue and then waits forever for a close
+		// that never started (fixed upstream by confluent-kafka-go#1588).
+		// Leave the handle to the process exit, which a fatal error calls
+		// for anyway.
+		c.logger.Error("not closing the librdkafka consumer after a fatal error (it would hang); its threads live until the process exits",
+			"group", c.cfg.GroupID)
+		return false, nil
 	}
-	c.kc = nil
+	done := make(chan error, 1)
+	go func() { done <- kc.Close() }()
+	select {
+	case cerr := <-done:
+		if cerr != nil {
+			err = fmt.Errorf("transport: close consumer: %w", cerr)
+		}
+	case <-time.After(closeTimeout):
+		// Same hang as above, for a fatal error that was raised but not
+		// polled yet. The goroutine stays behind; nothing else touches kc.
+		c.rep.report(fmt.Errorf("librdkafka consumer close did not finish within %s; abandoning it", closeTimeout), "", -1)
+		return false, fmt.Errorf("transport: close consumer: did not finish within %s", closeTimeout)
+	}
 	c.logger.Info("consumer closed", "group", c.cfg.GroupID, "static", c.cfg.GroupInstanceID != "")
-	return err
+	return true, err
 }
 
 // acquire returns the live librdkafka consumer with life held shared, or an

@@ -269,7 +269,12 @@ func TestTwoConsumersSplit(t *testing.T) {
 		return fmt.Sprintf("a split; A has %v, B has %v", a.Assignment(), b.Assignment())
 	}, func() bool {
 		na, nb := len(a.Assignment()), len(b.Assignment())
-		return na > 0 && nb > 0 && na+nb == parts
+		// The handler hears of an assignment just after Assignment
+		// shows it.
+		recB.mu.Lock()
+		told := len(partitionsOf(recB.assigned)) == nb
+		recB.mu.Unlock()
+		return na > 0 && nb > 0 && na+nb == parts && told
 	})
 
 	seen := map[int32]bool{}

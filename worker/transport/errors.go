@@ -41,6 +41,7 @@ type PartitionMismatchError struct {
 	Got int
 }
 
+// Error names the topic and both partition counts.
 func (e *PartitionMismatchError) Error() string {
 	return fmt.Sprintf("topic %q has %d partitions, but %d are declared (partition counts are not changed automatically)",
 		e.Topic, e.Got, e.Want)
@@ -58,6 +59,7 @@ type UnreachableError struct {
 	Err error
 }
 
+// Error names the brokers, the timeout and the cause.
 func (e *UnreachableError) Error() string {
 	return fmt.Sprintf("cannot reach Kafka brokers %s within %s: %v", e.Brokers, e.Timeout, e.Err)
 }
@@ -74,6 +76,7 @@ type NotAssignedError struct {
 	Offsets []kafka.TopicPartition
 }
 
+// Error lists the skipped offsets as topic[partition]@offset.
 func (e *NotAssignedError) Error() string {
 	parts := make([]string, len(e.Offsets))
 	for i, o := range e.Offsets {

@@ -219,7 +219,8 @@ func TestStaticMemberFenced(t *testing.T) {
 	cfg.GroupID = kafkatest.Group(t)
 	cfg.GroupInstanceID = "twin"
 
-	c1 := newConsumer(t, cfg, topic, newRecorder())
+	rec1 := newRecorder()
+	c1 := newConsumer(t, cfg, topic, rec1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done1 := make(chan error, 1)
@@ -235,6 +236,11 @@ func TestStaticMemberFenced(t *testing.T) {
 			t.Fatalf("fenced member's Run = %v, want a fatal kafka.Error", err)
 		}
 		t.Logf("fenced member's Run: %v", err)
+		rec1.mu.Lock()
+		if got := partitionsOf(rec1.lost); len(got) != 1 || len(rec1.revoked) != 0 {
+			t.Errorf("fenced member: Lost %v, Revoked %v; want Lost [0] only", got, partitionsOf(rec1.revoked))
+		}
+		rec1.mu.Unlock()
 	case <-time.After(waitTimeout):
 		t.Fatal("fenced member's Run did not return")
 	}

@@ -266,7 +266,9 @@ func (p *Producer) Pending() int {
 
 // Close flushes and closes the producer; see Producer for the steps. It
 // waits for acknowledgements until ctx ends, then fails what is left, so
-// when Close returns every callback has been called. It returns an error
+// when Close returns the callback of every record that Produce handed to
+// librdkafka has been called (records refused outright, by a Produce racing
+// with Close, get theirs on a goroutine of their own). It returns an error
 // naming how many records were not acknowledged, or nil. Close is
 // idempotent; later calls return the first call's result.
 func (p *Producer) Close(ctx context.Context) error {

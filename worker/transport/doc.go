@@ -1,0 +1,11 @@
+// Package transport is the worker's Kafka layer over confluent-kafka-go
+// (librdkafka): an Admin (reachability, topic creation), a Producer
+// (acks=all, idempotent, a callback per record that feeds the commit
+// frontier) and a Consumer (consumer group with cooperative-sticky
+// incremental rebalancing, explicit commits, pause/resume, optional static
+// membership). Kafka errors are logged with log/slog and kept in an ErrorLog
+// for the status RPC.
+//
+// It is part of the runtime and imports no gRPC. The settings each client
+// uses, and why, are in docs/kafka.md.
+package transport
