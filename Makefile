@@ -17,8 +17,10 @@ build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/worker ./cmd/worker
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/workerctl ./cmd/workerctl
 
-## demo: a worker on the embedded dev broker, `workerctl status`, grpcurl, clean stop
+## demo: a worker on the embedded dev broker, the router agent, results, `workerctl status`/`agents`, grpcurl, clean stop
 demo: build
+	$(GO) build -o $(BIN)/router ./examples/router
+	$(GO) build -o $(BIN)/orders ./examples/router/orders
 	$(GO) build $(TOOLS) -o $(BIN)/grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl
 	BIN=$(BIN) ./scripts/demo.sh
 

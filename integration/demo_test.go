@@ -47,6 +47,10 @@ func TestDemo(t *testing.T) {
 		"RUNNING",
 		"DEV ONLY",
 		"eddy.v1.LifecycleService",
+		"orders-eu order-002",
+		"orders-us order-001",
+		"demo-router-dlq order-007",
+		"INSTANCES",
 		"WORKER_STATE_RUNNING",
 		"worker exited with status 0",
 	} {

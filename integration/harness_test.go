@@ -18,6 +18,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
+
 	"github.com/eddy-streams/eddy/internal/kafkatest"
 )
 
@@ -38,6 +40,9 @@ var bins = sync.OnceValues(func() (map[string]string, error) {
 		"worker":    {"./cmd/worker"},
 		"workerctl": {"./cmd/workerctl"},
 		"grpcurl":   {"-modfile=tools/tools.mod", "github.com/fullstorydev/grpcurl/cmd/grpcurl"},
+		"testagent": {"./integration/testagent"},
+		"router":    {"./examples/router"},
+		"orders":    {"./examples/router/orders"},
 	} {
 		path := filepath.Join(dir, name)
 		cmd := exec.Command("go", append([]string{"build", "-o", path}, args...)...)
@@ -283,6 +288,75 @@ func (w *workerProc) health(t *testing.T) healthpb.HealthCheckResponse_ServingSt
 		return healthpb.HealthCheckResponse_UNKNOWN
 	}
 	return resp.GetStatus()
+}
+
+// agentProc is a running test agent process.
+type agentProc struct {
+	cmd  *exec.Cmd
+	log  *syncBuffer
+	done chan struct{}
+}
+
+// startAgent runs integration/testagent against a worker.
+func startAgent(t *testing.T, addr, name, out string, args ...string) *agentProc {
+	t.Helper()
+	cmd := exec.Command(bin(t, "testagent"), append([]string{"--addr", addr, "--name", name, "--out", out}, args...)...)
+	a := &agentProc{cmd: cmd, log: &syncBuffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = a.log, a.log
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start agent: %v", err)
+	}
+	go func() { _ = cmd.Wait(); close(a.done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-a.done
+		if t.Failed() {
+			t.Logf("agent %s log:\n%s", name, a.log.String())
+		}
+	})
+	return a
+}
+
+// kill ends the agent process with SIGKILL and waits for it.
+func (a *agentProc) kill() {
+	_ = a.cmd.Process.Kill()
+	<-a.done
+}
+
+// agents returns ListAgents from the worker.
+func (w *workerProc) agents(t *testing.T) []*eddyv1.AgentInfo {
+	t.Helper()
+	conn, err := grpc.NewClient(w.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := eddyv1.NewAgentServiceClient(conn).ListAgents(ctx, &eddyv1.ListAgentsRequest{})
+	if err != nil {
+		t.Fatalf("ListAgents: %v", err)
+	}
+	return resp.GetAgents()
+}
+
+// waitInstances waits until agent name has n instances owning every one of
+// its partitions between them (parts in all).
+func (w *workerProc) waitInstances(t *testing.T, name string, n, parts int) {
+	t.Helper()
+	waitFor(t, 60*time.Second, fmt.Sprintf("%d instances of %s owning %d partitions", n, name, parts), func() bool {
+		for _, a := range w.agents(t) {
+			if a.GetName() != name || len(a.GetInstances()) != n || len(a.GetUnassigned()) != 0 {
+				continue
+			}
+			owned := 0
+			for _, in := range a.GetInstances() {
+				owned += len(in.GetPartitions())
+			}
+			return owned == parts
+		}
+		return false
+	})
 }
 
 // grpcurl runs the pinned grpcurl with args (flags, address, method) and

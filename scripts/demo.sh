@@ -21,7 +21,8 @@ say "starting a worker on the embedded broker ($APP)"
 setsid "$BIN/worker" -c "$APP" --grpc "$GRPC" --http "$HTTP" --data-dir "$WORK/data" \
 	--addr-file "$WORK/addr.json" 2>"$WORK/worker.log" &
 WPID=$!
-cleanup() { kill -9 "$WPID" 2>/dev/null || true; rm -rf "$WORK"; }
+APID=
+cleanup() { kill -9 "$WPID" $APID 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 # Wait (bounded) until the worker reports RUNNING.
@@ -37,6 +38,22 @@ done
 
 say "workerctl status"
 "$BIN/workerctl" status
+
+# The embedded broker's address, for the orders tool.
+KAFKA=$("$BIN/workerctl" status -o json | grep -o '"brokers": *"embedded ([^)]*)' | grep -o '127.0.0.1:[0-9]*')
+
+say "starting the router agent (examples/router): routes orders by region"
+"$BIN/router" --addr "$GRPC" 2>"$WORK/router.log" &
+APID=$!
+
+say "producing 20 sample orders to topic orders"
+"$BIN/orders" produce --brokers "$KAFKA" --topic orders -n 20 | tail -n 3
+
+say "results: orders-eu, orders-us and the dead-letter topic demo-router-dlq"
+"$BIN/orders" consume --brokers "$KAFKA" --topics orders-eu,orders-us,demo-router-dlq -n 20 --timeout 30s
+
+say "workerctl agents"
+"$BIN/workerctl" agents
 
 say "grpcurl -plaintext $GRPC list"
 "$BIN/grpcurl" -plaintext "$GRPC" list
@@ -55,6 +72,7 @@ else
 	say "stopping the worker with SIGINT"
 	kill -INT "$WPID"
 fi
+kill -INT "$APID" 2>/dev/null || true
 set +e
 wait "$WPID"
 rc=$?

@@ -22,6 +22,7 @@ import (
 // printer renders command results in the format chosen with -o.
 type printer interface {
 	status(*eddyv1.GetStatusResponse) error
+	agents(*eddyv1.ListAgentsResponse) error
 	pause(agent string, resp *eddyv1.PauseResponse) error
 	resume(agent string, resp *eddyv1.ResumeResponse) error
 	shutdown(*eddyv1.ShutdownResponse) error

@@ -137,6 +137,7 @@ func newRootCommand(stdout, stderr io.Writer, getenv func(string) string) *cobra
 
 	root.AddCommand(
 		newStatusCommand(c),
+		newAgentsCommand(c),
 		newPauseCommand(c),
 		newResumeCommand(c),
 		newShutdownCommand(c),

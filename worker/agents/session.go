@@ -132,6 +132,7 @@ func (m *Manager) register(s *session) {
 		for _, p := range a.parts {
 			if !p.revoking {
 				m.addLane(p, s)
+				m.applyPause(p)
 			}
 		}
 		return

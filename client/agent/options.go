@@ -1,0 +1,273 @@
+package agent
+
+import (
+	"cmp"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"strings"
+	"time"
+)
+
+// Defaults of the options. They are exported so programs can print them or
+// derive their own values from them.
+const (
+	// DefaultAddr is the worker address used when neither WithAddr nor the
+	// EDDY_ADDR environment variable gives one: the worker's default listen
+	// address.
+	DefaultAddr = "127.0.0.1:6066"
+	// DefaultCreditEvents is the event window: at most this many events are
+	// delivered and not yet finished at any time.
+	DefaultCreditEvents = 1000
+	// DefaultCreditBytes is the byte window: at most this many key+value
+	// bytes are delivered and not yet finished at any time (8 MiB).
+	DefaultCreditBytes = 8 << 20
+	// DefaultDrainTimeout bounds how long a graceful stop waits for events in
+	// progress.
+	DefaultDrainTimeout = 10 * time.Second
+	// DefaultBackoffMin and DefaultBackoffMax bound the delay between
+	// reconnection attempts.
+	DefaultBackoffMin = 100 * time.Millisecond
+	DefaultBackoffMax = 5 * time.Second
+)
+
+// Environment variables read by New for the defaults of WithAddr and
+// WithToken. The same names are used by workerctl and the worker's docs.
+const (
+	EnvAddr  = "EDDY_ADDR"
+	EnvToken = "EDDY_TOKEN"
+)
+
+// Option configures New. Options are applied in order; a later option of the
+// same kind replaces an earlier one. Invalid or conflicting values are
+// reported together by New. An Option holds no state of its own and may be
+// reused for several agents, from any goroutine.
+type Option func(*options)
+
+type options struct {
+	addr          string
+	token         string
+	tlsConfig     *tls.Config
+	instanceID    string
+	instanceIDSet bool
+	creditEvents  int
+	creditBytes   int64
+	logger        *slog.Logger
+	drainTimeout  time.Duration
+	backoffMin    time.Duration
+	backoffMax    time.Duration
+	onCommitted   func(topic string, partition int32, offset int64)
+	concurrency   int
+}
+
+func defaultOptions(getenv func(string) string) options {
+	return options{
+		addr:         cmp.Or(getenv(EnvAddr), DefaultAddr),
+		token:        getenv(EnvToken),
+		creditEvents: DefaultCreditEvents,
+		creditBytes:  DefaultCreditBytes,
+		logger:       slog.New(slog.DiscardHandler),
+		drainTimeout: DefaultDrainTimeout,
+		backoffMin:   DefaultBackoffMin,
+		backoffMax:   DefaultBackoffMax,
+	}
+}
+
+// WithAddr sets the worker's gRPC address, a host:port such as
+// "127.0.0.1:6066".
+//
+// Default: the EDDY_ADDR environment variable, else DefaultAddr.
+func WithAddr(addr string) Option {
+	return func(o *options) { o.addr = addr }
+}
+
+// WithToken sets the bearer token the worker requires when it has one
+// configured. It is sent both as the gRPC metadata
+// "authorization: Bearer <token>" and in Hello.token.
+//
+// Default: the EDDY_TOKEN environment variable, else no token. An empty token
+// means no token.
+//
+// Without WithTLS the token crosses the network in clear text, which is only
+// safe on loopback (the worker's default listen address).
+func WithToken(token string) Option {
+	return func(o *options) { o.token = token }
+}
+
+// WithTLS connects with TLS using cfg. When cfg.ServerName is empty, the host
+// of the address is used. A nil cfg means plaintext.
+//
+// Default: plaintext, matching the worker's default of listening on loopback
+// without TLS.
+func WithTLS(cfg *tls.Config) Option {
+	return func(o *options) { o.tlsConfig = cfg }
+}
+
+// WithInstanceID sets the id this process presents to the worker. The worker
+// uses it to give an instance back its partitions when it reconnects, so it
+// must be unique among the running instances of the agent. Set it to
+// something stable across restarts (a pod name, for example) to keep
+// partitions sticky across restarts too.
+//
+// Default: "<hostname>-<pid>-<random>", chosen once by New and kept for the
+// life of the Agent (so reconnects keep it, restarts do not).
+func WithInstanceID(id string) Option {
+	return func(o *options) { o.instanceID, o.instanceIDSet = id, true }
+}
+
+// WithCredit sets the flow-control window: the worker never has more than
+// events events, or more than bytes key+value bytes, delivered to this
+// instance and not yet finished. Credit is given back to the worker as events
+// finish, in chunks of half the window (see docs/protocol.md).
+//
+// Default: DefaultCreditEvents (1000) events and DefaultCreditBytes (8 MiB).
+// events must be 1..4294967295 and bytes positive. A larger window buffers
+// more events per instance, which helps throughput with slow handlers and
+// costs memory; keep bytes above the largest record the agent will receive.
+func WithCredit(events int, bytes int64) Option {
+	return func(o *options) { o.creditEvents, o.creditBytes = events, bytes }
+}
+
+// WithLogger sets the logger for connection lifecycle (Info), reconnects and
+// protocol anomalies (Warn), handler panics (Error) and per-batch detail
+// (Debug). Records carry the keys "agent", "instance", "topic", "partition",
+// "offset", "epoch" and "err" where they apply.
+//
+// Default: logs are discarded. A nil logger also discards.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) {
+		if l == nil {
+			l = slog.New(slog.DiscardHandler)
+		}
+		o.logger = l
+	}
+}
+
+// WithDrainTimeout bounds how long a graceful stop (the context given to Run
+// is cancelled) waits for events in progress to finish. Events still running
+// at the end get their context cancelled and their results are not sent: the
+// worker delivers them again.
+//
+// Default: DefaultDrainTimeout (10s). Zero means do not wait. It must not be
+// negative.
+func WithDrainTimeout(d time.Duration) Option {
+	return func(o *options) { o.drainTimeout = d }
+}
+
+// WithBackoff bounds the delay between reconnection attempts: it starts at
+// minDelay, doubles on each failed attempt up to maxDelay, is randomised by
+// ±20% (jitter) and goes back to minDelay once a session is established.
+//
+// Default: DefaultBackoffMin (100ms) to DefaultBackoffMax (5s). Both must be
+// positive and minDelay must not exceed maxDelay.
+func WithBackoff(minDelay, maxDelay time.Duration) Option {
+	return func(o *options) { o.backoffMin, o.backoffMax = minDelay, maxDelay }
+}
+
+// WithOnCommitted sets a function called when the worker reports that the
+// events of a partition below offset are done and durable in Kafka (a
+// Committed notice). It is informational: nothing needs to be done with it.
+// It is called on the goroutine that receives from the worker, one call at a
+// time, so it must return quickly.
+//
+// Default: none.
+func WithOnCommitted(fn func(topic string, partition int32, offset int64)) Option {
+	return func(o *options) { o.onCommitted = fn }
+}
+
+// WithConcurrency bounds how many events are processed at the same time
+// across all partitions of this instance. Events of one partition are always
+// processed one at a time, in offset order, whatever the value.
+//
+// Default: 0, no bound beyond one event per assigned partition. It must not
+// be negative.
+func WithConcurrency(n int) Option {
+	return func(o *options) { o.concurrency = n }
+}
+
+// validate rejects option values that cannot work, naming the option. All
+// problems are reported at once.
+func (o *options) validate() error {
+	var errs []error
+	if err := validateAddr(o.addr); err != nil {
+		errs = append(errs, fmt.Errorf("WithAddr: %w", err))
+	}
+	if !printable(o.token) {
+		// Header values must be visible ASCII; anything else is a paste
+		// mistake (a trailing newline, typically) that gRPC would reject with
+		// a less helpful message.
+		errs = append(errs, errors.New("WithToken: token contains whitespace or non-printable characters"))
+	}
+	if o.instanceIDSet && o.instanceID == "" {
+		errs = append(errs, errors.New("WithInstanceID: id is empty"))
+	} else if !printable(o.instanceID) {
+		errs = append(errs, fmt.Errorf("WithInstanceID: %q contains whitespace or non-printable characters", o.instanceID))
+	}
+	if o.creditEvents < 1 || int64(o.creditEvents) > math.MaxUint32 {
+		errs = append(errs, fmt.Errorf("WithCredit: events %d is not in 1..%d", o.creditEvents, uint32(math.MaxUint32)))
+	}
+	if o.creditBytes < 1 {
+		errs = append(errs, fmt.Errorf("WithCredit: bytes %d is not positive", o.creditBytes))
+	}
+	if o.drainTimeout < 0 {
+		errs = append(errs, fmt.Errorf("WithDrainTimeout: %v is negative", o.drainTimeout))
+	}
+	switch {
+	case o.backoffMin <= 0 || o.backoffMax <= 0:
+		errs = append(errs, fmt.Errorf("WithBackoff: %v and %v must both be positive", o.backoffMin, o.backoffMax))
+	case o.backoffMin > o.backoffMax:
+		errs = append(errs, fmt.Errorf("WithBackoff: minimum %v exceeds maximum %v", o.backoffMin, o.backoffMax))
+	}
+	if o.concurrency < 0 {
+		errs = append(errs, fmt.Errorf("WithConcurrency: %d is negative", o.concurrency))
+	}
+	return errors.Join(errs...)
+}
+
+func printable(s string) bool {
+	for _, r := range s {
+		if r < 0x21 || r > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+func validateAddr(addr string) error {
+	if strings.Contains(addr, "/") {
+		return fmt.Errorf("invalid worker address %q: want host:port, without a scheme", addr)
+	}
+	// An empty host means the local host, as for net.Dial.
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		var addrErr *net.AddrError
+		if errors.As(err, &addrErr) {
+			return fmt.Errorf("invalid worker address %q: %s; want host:port", addr, addrErr.Err)
+		}
+		return fmt.Errorf("invalid worker address %q: %w; want host:port", addr, err)
+	}
+	if port == "" {
+		return fmt.Errorf("invalid worker address %q: missing port; want host:port", addr)
+	}
+	return nil
+}
+
+// defaultInstanceID is "<hostname>-<pid>-<random>".
+func defaultInstanceID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "agent"
+	}
+	// Keep it a valid header-ish token: hostnames are, but be safe.
+	host = strings.Map(func(r rune) rune {
+		if r < 0x21 || r > 0x7e {
+			return '_'
+		}
+		return r
+	}, host)
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), randomHex(3))
+}

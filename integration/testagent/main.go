@@ -1,0 +1,70 @@
+// Command testagent is the agent the integration tests run as real
+// processes: it copies each event to an output topic with headers naming its
+// source, and can be told to fail on purpose.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/eddy-streams/eddy/client/agent"
+)
+
+func main() {
+	var (
+		addr     = flag.String("addr", "127.0.0.1:6066", "worker gRPC address")
+		name     = flag.String("name", "pass", "agent name")
+		out      = flag.String("out", "", "output topic (required)")
+		instance = flag.String("instance", "", "instance id (default: chosen by the SDK)")
+		poison   = flag.String("poison", "", "events with this value always ask for RETRY")
+		delay    = flag.Duration("delay", 0, "time spent on each event")
+		credit   = flag.Int("credit", 1000, "credit window in events")
+	)
+	flag.Parse()
+	if *out == "" {
+		fmt.Fprintln(os.Stderr, "testagent: --out is required")
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	handler := func(ctx context.Context, ev *agent.Event) error {
+		if *poison != "" && string(ev.Value) == *poison {
+			return agent.Retry(errors.New("poison event"))
+		}
+		if *delay > 0 {
+			time.Sleep(*delay)
+		}
+		ev.EmitRecord(agent.Record{
+			Topic: *out,
+			Key:   ev.Key,
+			Value: ev.Value,
+			Headers: []agent.Header{
+				{Key: "src.partition", Value: []byte(strconv.Itoa(int(ev.Partition)))},
+				{Key: "src.offset", Value: []byte(strconv.FormatInt(ev.Offset, 10))},
+			},
+		})
+		return nil
+	}
+	opts := []agent.Option{agent.WithAddr(*addr), agent.WithLogger(log), agent.WithCredit(*credit, 8<<20)}
+	if *instance != "" {
+		opts = append(opts, agent.WithInstanceID(*instance))
+	}
+	a, err := agent.New(*name, handler, opts...)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testagent:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := a.Run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "testagent:", err)
+		os.Exit(1)
+	}
+}
