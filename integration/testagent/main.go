@@ -27,6 +27,7 @@ func main() {
 		poison   = flag.String("poison", "", "events with this value always ask for RETRY")
 		delay    = flag.Duration("delay", 0, "time spent on each event")
 		credit   = flag.Int("credit", 1000, "credit window in events")
+		token    = flag.String("token", "", "bearer token")
 	)
 	flag.Parse()
 	if *out == "" {
@@ -53,6 +54,9 @@ func main() {
 		return nil
 	}
 	opts := []agent.Option{agent.WithAddr(*addr), agent.WithLogger(log), agent.WithCredit(*credit, 8<<20)}
+	if *token != "" {
+		opts = append(opts, agent.WithToken(*token))
+	}
 	if *instance != "" {
 		opts = append(opts, agent.WithInstanceID(*instance))
 	}
