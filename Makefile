@@ -8,7 +8,9 @@ LDFLAGS := -X main.version=$(VERSION)
 # Integration tests start real brokers and processes; bound the whole run.
 TEST_TIMEOUT ?= 30m
 
-.PHONY: all build demo test test-unit proto lint kafka-fetch clean
+BENCH_EVENTS ?= 200000
+
+.PHONY: all build demo test test-unit bench proto lint kafka-fetch clean
 
 all: build
 
@@ -31,6 +33,11 @@ test: kafka-fetch
 ## test-unit: the tests that need no broker (fast)
 test-unit:
 	$(GO) test -race -count=1 ./worker/config/... ./server/... ./client/... ./cmd/...
+
+## bench: pass-through events/s of worker + Go agent against a raw librdkafka
+## consumer, side by side on the real broker (BENCH_EVENTS records each)
+bench: kafka-fetch
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCH_EVENTS)x -count 1 -timeout 30m ./integration/
 
 ## kafka-fetch: download the Kafka broker jars into the cache (once)
 kafka-fetch:

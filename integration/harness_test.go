@@ -55,7 +55,7 @@ var bins = sync.OnceValues(func() (map[string]string, error) {
 	return out, nil
 })
 
-func bin(t *testing.T, name string) string {
+func bin(t testing.TB, name string) string {
 	t.Helper()
 	b, err := bins()
 	if err != nil {
@@ -82,7 +82,7 @@ func repoRoot() (string, error) {
 }
 
 // waitFor polls cond until it returns true or the timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -113,7 +113,7 @@ func (s *syncBuffer) String() string {
 
 // workerProc is a running worker process.
 type workerProc struct {
-	t        *testing.T
+	t testing.TB
 	cmd      *exec.Cmd
 	log      *syncBuffer
 	dir      string
@@ -124,7 +124,7 @@ type workerProc struct {
 }
 
 // appFile writes an app file for a test into dir and returns its path.
-func appFile(t *testing.T, dir, body string) string {
+func appFile(t testing.TB, dir, body string) string {
 	t.Helper()
 	path := filepath.Join(dir, "app.yaml")
 	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
@@ -135,7 +135,7 @@ func appFile(t *testing.T, dir, body string) string {
 
 // startWorker starts a worker on loopback ports chosen by the OS with the
 // given app file body and extra environment. It does not wait for RUNNING.
-func startWorker(t *testing.T, body string, env ...string) *workerProc {
+func startWorker(t testing.TB, body string, env ...string) *workerProc {
 	t.Helper()
 	dir := t.TempDir()
 	path := appFile(t, dir, body)
@@ -214,12 +214,12 @@ func (w *workerProc) signal(s syscall.Signal) {
 
 // ctl runs workerctl against the worker and returns stdout, stderr and the
 // exit code.
-func (w *workerProc) ctl(t *testing.T, args ...string) (string, string, int) {
+func (w *workerProc) ctl(t testing.TB, args ...string) (string, string, int) {
 	t.Helper()
 	return runCtl(t, w.GRPC, args...)
 }
 
-func runCtl(t *testing.T, addr string, args ...string) (string, string, int) {
+func runCtl(t testing.TB, addr string, args ...string) (string, string, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -235,7 +235,7 @@ func runCtl(t *testing.T, addr string, args ...string) (string, string, int) {
 }
 
 // status returns `workerctl status -o json` decoded.
-func (w *workerProc) status(t *testing.T) map[string]any {
+func (w *workerProc) status(t testing.TB) map[string]any {
 	t.Helper()
 	out, errOut, code := w.ctl(t, "status", "-o", "json")
 	if code != 0 {
@@ -249,7 +249,7 @@ func (w *workerProc) status(t *testing.T) map[string]any {
 }
 
 // waitState polls status until the worker reports the state.
-func (w *workerProc) waitState(t *testing.T, timeout time.Duration, state string) {
+func (w *workerProc) waitState(t testing.TB, timeout time.Duration, state string) {
 	t.Helper()
 	waitFor(t, timeout, "state "+state, func() bool {
 		if w.exited() {
@@ -262,7 +262,7 @@ func (w *workerProc) waitState(t *testing.T, timeout time.Duration, state string
 
 // waitAssigned waits until the worker is RUNNING and owns n partitions, and
 // returns them from status.
-func (w *workerProc) waitAssigned(t *testing.T, n int) []any {
+func (w *workerProc) waitAssigned(t testing.TB, n int) []any {
 	t.Helper()
 	w.waitState(t, 60*time.Second, "RUNNING")
 	var a []any
@@ -274,7 +274,7 @@ func (w *workerProc) waitAssigned(t *testing.T, n int) []any {
 }
 
 // health asks grpc.health.v1 for the whole worker's status.
-func (w *workerProc) health(t *testing.T) healthpb.HealthCheckResponse_ServingStatus {
+func (w *workerProc) health(t testing.TB) healthpb.HealthCheckResponse_ServingStatus {
 	t.Helper()
 	conn, err := grpc.NewClient(w.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -298,7 +298,7 @@ type agentProc struct {
 }
 
 // startAgent runs integration/testagent against a worker.
-func startAgent(t *testing.T, addr, name, out string, args ...string) *agentProc {
+func startAgent(t testing.TB, addr, name, out string, args ...string) *agentProc {
 	t.Helper()
 	cmd := exec.Command(bin(t, "testagent"), append([]string{"--addr", addr, "--name", name, "--out", out}, args...)...)
 	a := &agentProc{cmd: cmd, log: &syncBuffer{}, done: make(chan struct{})}
@@ -324,7 +324,7 @@ func (a *agentProc) kill() {
 }
 
 // agents returns ListAgents from the worker.
-func (w *workerProc) agents(t *testing.T) []*eddyv1.AgentInfo {
+func (w *workerProc) agents(t testing.TB) []*eddyv1.AgentInfo {
 	t.Helper()
 	conn, err := grpc.NewClient(w.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -342,7 +342,7 @@ func (w *workerProc) agents(t *testing.T) []*eddyv1.AgentInfo {
 
 // waitInstances waits until agent name has n instances owning every one of
 // its partitions between them (parts in all).
-func (w *workerProc) waitInstances(t *testing.T, name string, n, parts int) {
+func (w *workerProc) waitInstances(t testing.TB, name string, n, parts int) {
 	t.Helper()
 	waitFor(t, 60*time.Second, fmt.Sprintf("%d instances of %s owning %d partitions", n, name, parts), func() bool {
 		for _, a := range w.agents(t) {
@@ -361,7 +361,7 @@ func (w *workerProc) waitInstances(t *testing.T, name string, n, parts int) {
 
 // grpcurl runs the pinned grpcurl with args (flags, address, method) and
 // returns its combined output.
-func grpcurl(t *testing.T, args ...string) (string, error) {
+func grpcurl(t testing.TB, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -15,7 +15,7 @@ import (
 
 // produce writes values to topic keyed by keys[i], and waits for every
 // acknowledgement. It returns the (partition, offset) of each record.
-func produce(t *testing.T, topic string, keys, values []string) []kafka.TopicPartition {
+func produce(t testing.TB, topic string, keys, values []string) []kafka.TopicPartition {
 	t.Helper()
 	p, err := kafka.NewProducer(&kafka.ConfigMap{
 		"bootstrap.servers": kafkatest.Bootstrap(t), "acks": "all", "linger.ms": 5,
@@ -96,11 +96,11 @@ type record struct {
 // consumer is an independent reader of topics from the beginning, in its
 // own group, that never commits.
 type consumer struct {
-	t *testing.T
+	t testing.TB
 	c *kafka.Consumer
 }
 
-func newConsumer(t *testing.T, topics ...string) *consumer {
+func newConsumer(t testing.TB, topics ...string) *consumer {
 	t.Helper()
 	c, err := kafka.NewConsumer(&kafka.ConfigMap{
 		"bootstrap.servers": kafkatest.Bootstrap(t), "group.id": fmt.Sprintf("verify-%d", rand.Int64()),
@@ -147,13 +147,19 @@ func (c *consumer) readUntil(timeout time.Duration, what string, stop func(got m
 
 // committed returns the group's committed offsets for topic's partitions
 // (-1 when none).
-func committed(t *testing.T, group, topic string, partitions int) []int64 {
+func committed(t testing.TB, group, topic string, partitions int) []int64 {
 	t.Helper()
 	a, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": kafkatest.Bootstrap(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
+	return committedWith(t, a, group, topic, partitions)
+}
+
+// committedWith is committed on an existing admin client.
+func committedWith(t testing.TB, a *kafka.AdminClient, group, topic string, partitions int) []int64 {
+	t.Helper()
 	var tps []kafka.TopicPartition
 	for p := 0; p < partitions; p++ {
 		tps = append(tps, kafka.TopicPartition{Topic: &topic, Partition: int32(p)})
@@ -179,7 +185,7 @@ func committed(t *testing.T, group, topic string, partitions int) []int64 {
 }
 
 // endOffsets returns the high watermark of each partition.
-func endOffsets(t *testing.T, topic string, partitions int) []int64 {
+func endOffsets(t testing.TB, topic string, partitions int) []int64 {
 	t.Helper()
 	c, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": kafkatest.Bootstrap(t), "group.id": "watermarks"})
 	if err != nil {
@@ -197,12 +203,11 @@ func endOffsets(t *testing.T, topic string, partitions int) []int64 {
 	return out
 }
 
-func equalInts(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
+// atEnd reports whether committed offsets reached the end offsets; an
+// empty partition (end 0) has nothing to commit.
+func atEnd(committed, end []int64) bool {
+	for i := range end {
+		if end[i] > 0 && committed[i] != end[i] {
 			return false
 		}
 	}

@@ -43,7 +43,7 @@ func (m *Manager) take(p *partition, l *lane, r *rec) {
 	s := l.s
 	r.state = stateDelivered
 	r.lane = l
-	r.attempts++
+	r.sent++
 	l.inflight++
 	s.inflight++
 	p.inflight++
@@ -53,7 +53,7 @@ func (m *Manager) take(p *partition, l *lane, r *rec) {
 }
 
 func eventOf(r *rec) Event {
-	return Event{Offset: r.off, Key: r.key, Value: r.value, Headers: r.headers, Timestamp: r.ts, Attempt: r.attempts}
+	return Event{Offset: r.off, Key: r.key, Value: r.value, Headers: r.headers, Timestamp: r.ts, Attempt: r.tries + 1}
 }
 
 // dispatchLane fills batches for the single owner of a partition.
@@ -69,8 +69,14 @@ func (m *Manager) dispatchLane(p *partition, l *lane) {
 			if r.state != statePending {
 				continue
 			}
-			if !s.canTake(r.size, len(batch)) || (len(batch) > 0 && bytes+r.size > m.cfg.MaxBatchBytes) {
+			if !s.canTake(r.size, len(batch)) {
 				firstSkipped = i
+				break
+			}
+			if len(batch) > 0 && bytes+r.size > m.cfg.MaxBatchBytes {
+				// The batch is full, not the credit: the next batch
+				// starts at i in this same round (counting this as a
+				// skip ended the round after one batch).
 				break
 			}
 			m.take(p, l, r)
@@ -158,6 +164,12 @@ func (m *Manager) dispatchByKey(p *partition) {
 		m.take(p, lanes[li], r)
 		p.busy(r.key)
 		inBatch[k] = true
+		if r.lastErr != "" {
+			// It failed before (RETRY or a failed produce): it goes
+			// alone, and the key's later events wait for its result,
+			// so they cannot overtake it if it fails again.
+			blocked[k] = true
+		}
 		b.events = append(b.events, eventOf(r))
 		b.bytes += r.size
 	}

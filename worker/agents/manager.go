@@ -103,6 +103,7 @@ type Manager struct {
 	producer Producer
 	consumer Consumer
 	in       inbox
+	prodQ    produceQueue
 	running  atomic.Bool
 	stopped  chan struct{}
 
@@ -147,6 +148,7 @@ func New(cfg Config, producer Producer) *Manager {
 		parts:    map[tpKey]*partition{},
 	}
 	m.in.wake = make(chan struct{}, 1)
+	m.prodQ.wake = make(chan struct{}, 1)
 	for _, a := range cfg.Agents {
 		m.agents[a.Name] = &agentState{
 			cfg:   a,
@@ -167,10 +169,11 @@ func (m *Manager) Attach(c Consumer) { m.consumer = c }
 // records of the same round, so an assignment is in place before its
 // records.
 type inbox struct {
-	mu   sync.Mutex
-	msgs []*kafka.Message
-	ctl  []any
-	wake chan struct{}
+	mu     sync.Mutex
+	msgs   []*kafka.Message
+	ctl    []any
+	wake   chan struct{}
+	closed bool // Run returned: nothing will be taken any more
 }
 
 func (b *inbox) notify() {
@@ -182,6 +185,10 @@ func (b *inbox) notify() {
 
 func (b *inbox) pushMsg(msg *kafka.Message) {
 	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return
+	}
 	b.msgs = append(b.msgs, msg)
 	n := len(b.msgs)
 	b.mu.Unlock()
@@ -190,11 +197,27 @@ func (b *inbox) pushMsg(msg *kafka.Message) {
 	}
 }
 
-func (b *inbox) push(item any) {
+// push queues a control item; false once the inbox is closed.
+func (b *inbox) push(item any) bool {
 	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return false
+	}
 	b.ctl = append(b.ctl, item)
 	b.mu.Unlock()
 	b.notify()
+	return true
+}
+
+// close refuses further items and returns the control items never taken.
+func (b *inbox) close() []any {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	ctl := b.ctl
+	b.msgs, b.ctl = nil, nil
+	return ctl
 }
 
 func (b *inbox) take(msgs []*kafka.Message, ctl []any) ([]*kafka.Message, []any) {
@@ -285,6 +308,9 @@ func (m *Manager) Run(ctx context.Context) error {
 		return errors.New("agents: Run called twice")
 	}
 	defer close(m.stopped)
+	stopProducer, producerDone := make(chan struct{}), make(chan struct{})
+	go m.runProducer(stopProducer, producerDone)
+	defer func() { close(stopProducer); <-producerDone }()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	m.lastCommit = time.Now()
@@ -315,6 +341,16 @@ func (m *Manager) Run(ctx context.Context) error {
 }
 
 func (m *Manager) shutdown() {
+	// A session opened concurrently with shutdown is still in the inbox:
+	// end it too, or its stream handler waits for Done forever. Open
+	// refuses new ones from here on.
+	for _, item := range m.in.close() {
+		if it, ok := item.(*openReq); ok {
+			it.s.ended = true
+			it.s.err = ErrShuttingDown
+			close(it.s.done)
+		}
+	}
 	for _, a := range m.agents {
 		for _, s := range append([]*session(nil), a.sessions...) {
 			m.endSession(s, ErrShuttingDown)
@@ -342,7 +378,11 @@ func (m *Manager) handle(item any) {
 			it.s.creditBytes += int64(it.bytes)
 		}
 	case *resultsReq:
-		if !it.s.ended {
+		if it.s.ended {
+			// Its lanes are gone, so every epoch it names is stale:
+			// dropped and counted, like any stale result (§4).
+			it.s.agent.stats.stale += uint64(len(it.r.Results))
+		} else {
 			if err := m.results(it.s, it.r); err != nil {
 				m.log.Warn("agent broke the protocol; ending its session", "agent", it.s.agent.cfg.Name,
 					"instance", it.s.instance, "err", err)
@@ -352,6 +392,8 @@ func (m *Manager) handle(item any) {
 	case *ackReq:
 		if !it.s.ended {
 			m.ack(it.s, it.ref, it.revoke)
+		} else if it.revoke {
+			it.s.agent.stats.stale++ // as for results above
 		}
 	case *produceAck:
 		m.produced(it.p, it.r, it.err)
@@ -401,7 +443,7 @@ func (m *Manager) commitAll(only map[*partition]bool) {
 		return
 	}
 	err := m.consumer.Commit(offsets)
-	if err != nil && !errors.Is(err, transport.ErrNotAssigned) {
+	if err != nil && !onlyNotAssigned(err) {
 		m.log.Warn("commit failed; will retry", "err", err)
 		return
 	}
@@ -413,9 +455,121 @@ func (m *Manager) commitAll(only map[*partition]bool) {
 	}
 }
 
+// onlyNotAssigned reports whether err consists only of ErrNotAssigned
+// (partitions given up, not worth retrying). transport.Consumer.Commit
+// joins real failures with a *NotAssignedError, and errors.Is alone would
+// take such a failure for success: a Committed notice for offsets Kafka
+// does not have, and no retry.
+func onlyNotAssigned(err error) bool {
+	switch e := err.(type) {
+	case nil:
+		return false
+	case interface{ Unwrap() []error }:
+		errs := e.Unwrap()
+		for _, x := range errs {
+			if !onlyNotAssigned(x) {
+				return false
+			}
+		}
+		return len(errs) > 0
+	}
+	if errors.Is(err, transport.ErrNotAssigned) {
+		// A plain ErrNotAssigned or *NotAssignedError, or a wrapper:
+		// look through wrappers for a join inside.
+		if u := errors.Unwrap(err); u != nil {
+			return onlyNotAssigned(u)
+		}
+		return true
+	}
+	return false
+}
+
+//
+// Besides the interval and the count, it commits soon (at most every
+// idleCommitGap) once the worker has caught up — nothing buffered
+// anywhere — so a quiet stream's last events are not left uncommitted for
+// a whole interval.
 func (m *Manager) maybeCommit(now time.Time) {
-	if m.doneCount >= m.cfg.CommitEvery || now.Sub(m.lastCommit) >= m.cfg.CommitInterval {
+	switch {
+	case m.doneCount >= m.cfg.CommitEvery, now.Sub(m.lastCommit) >= m.cfg.CommitInterval:
 		m.commitAll(nil)
+	case m.doneCount > 0 && now.Sub(m.lastCommit) >= idleCommitGap && m.caughtUp():
+		m.commitAll(nil)
+	}
+}
+
+// idleCommitGap bounds how often a caught-up worker commits.
+const idleCommitGap = 50 * time.Millisecond
+
+func (m *Manager) caughtUp() bool {
+	for _, p := range m.parts {
+		if p.len() > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// produceJob is one record for the producer goroutine.
+type produceJob struct {
+	rec    transport.Record
+	onDone func(error)
+}
+
+// produceQueue hands records from the Run goroutine to the producer
+// goroutine, so the cgo cost of Produce (and its blocking when librdkafka's
+// queue is full) runs beside the bookkeeping instead of inside it. One
+// goroutine keeps the order of records. Unbounded, but bounded in practice
+// by the records delivered and not yet done.
+type produceQueue struct {
+	mu   sync.Mutex
+	jobs []produceJob
+	wake chan struct{}
+}
+
+func (m *Manager) produce(rec transport.Record, onDone func(error)) {
+	q := &m.prodQ
+	q.mu.Lock()
+	q.jobs = append(q.jobs, produceJob{rec, onDone})
+	n := len(q.jobs)
+	q.mu.Unlock()
+	if n == 1 {
+		select {
+		case q.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// runProducer hands queued records to the producer until stop is closed,
+// then hands over what is left (every callback must run).
+func (m *Manager) runProducer(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	q := &m.prodQ
+	var jobs []produceJob
+	for {
+		q.mu.Lock()
+		jobs, q.jobs = q.jobs, jobs[:0]
+		q.mu.Unlock()
+		for i, j := range jobs {
+			m.producer.Produce(j.rec, j.onDone)
+			jobs[i] = produceJob{}
+		}
+		if len(jobs) > 0 {
+			continue
+		}
+		select {
+		case <-q.wake:
+		case <-stop:
+			q.mu.Lock()
+			left := q.jobs
+			q.jobs = nil
+			q.mu.Unlock()
+			for _, j := range left {
+				m.producer.Produce(j.rec, j.onDone)
+			}
+			return
+		}
 	}
 }
 

@@ -26,20 +26,22 @@ const (
 
 // rec is one received record of a partition.
 type rec struct {
-	off      int64
-	key      []byte
-	value    []byte
-	headers  []Header
-	ts       time.Time
-	size     int
-	state    recState
-	attempts uint32
-	lane     *lane
-	acks     int    // outstanding produce acknowledgements
-	failed   error  // a produce of this attempt failed
-	dlq      bool   // in the dead-letter path: retries re-produce the dead letter
-	lastErr  string // the agent's or the producer's last error
-	retryAt  time.Time
+	off     int64
+	key     []byte
+	value   []byte
+	headers []Header
+	ts      time.Time
+	size    int
+	state   recState
+	tries   uint32 // RETRY outcomes and failed produces so far
+	sent    uint32 // deliveries
+	lost    uint32 // deliveries whose session ended before a result
+	lane    *lane
+	acks    int    // outstanding produce acknowledgements
+	failed  error  // a produce of this attempt failed
+	dlq     bool   // in the dead-letter path: retries re-produce the dead letter
+	lastErr string // the agent's or the producer's last error
+	retryAt time.Time
 }
 
 // lane is one instance's share of a partition under one epoch. In
@@ -152,9 +154,10 @@ func (m *Manager) receive(msg *kafka.Message) {
 		return
 	}
 	off := int64(msg.TopicPartition.Offset)
-	if n := len(p.recs); n > p.head && p.recs[n-1].off >= off {
+	if n := len(p.recs); n > p.head && p.recs[n-1].off >= off || off < p.frontier {
 		// librdkafka re-fetched from an earlier position (e.g. after a
-		// pause); these records are already buffered.
+		// pause); these records are already buffered, or already done:
+		// with an empty buffer only the frontier remembers them.
 		return
 	}
 	r := &rec{off: off, key: msg.Key, value: msg.Value, ts: msg.Timestamp, size: len(msg.Key) + len(msg.Value)}
@@ -168,7 +171,6 @@ func (m *Manager) receive(msg *kafka.Message) {
 	p.bytes += r.size
 	if r.size > m.cfg.MaxEventBytes {
 		// It cannot travel on the agent stream: dead-letter it, loudly.
-		r.attempts = 0
 		m.deadLetter(p, r, "record too large for the agent stream")
 		return
 	}
@@ -270,12 +272,23 @@ func (m *Manager) revokeLane(l *lane, now time.Time) {
 
 // dropLane removes l; its undone deliveries go back to pending, for the
 // next owner.
-func (m *Manager) dropLane(l *lane) {
+//
+// crashed is set when the instance went away (not a graceful move): a
+// disconnect is not the event's failure and does not count as a retry, but
+// an event that every instance dies on (a poison event that crashes the
+// agent process) is dead-lettered after maxLost such deliveries.
+func (m *Manager) dropLane(l *lane, crashed bool) {
 	p := l.p
 	if l.inflight > 0 {
 		for _, r := range p.recs[p.head:] {
 			if r.state == stateDelivered && r.lane == l {
 				m.undeliver(p, r)
+				if crashed {
+					r.lost++
+					if int(r.lost) >= maxLost(p.a.cfg.Retries()) {
+						m.deadLetterLost(p, r)
+					}
+				}
 			}
 		}
 	}
@@ -284,6 +297,10 @@ func (m *Manager) dropLane(l *lane) {
 }
 
 // undeliver returns a delivered record to pending.
+// maxLost is how many deliveries of one event may end with the session
+// before the event is dead-lettered as the likely cause.
+func maxLost(retries int) int { return retries + 5 }
+
 func (m *Manager) undeliver(p *partition, r *rec) {
 	l := r.lane
 	l.inflight--
@@ -310,7 +327,7 @@ func (p *partition) unbusy(key []byte) {
 // hands the partition to its next owner.
 func (m *Manager) finalizeMove(l *lane) {
 	p := l.p
-	m.dropLane(l)
+	m.dropLane(l, false)
 	if p.revoking || p.dropped || p.a.byKey {
 		return
 	}
@@ -391,6 +408,12 @@ func (m *Manager) dropPartition(p *partition, lost bool) {
 	for _, l := range p.lanes {
 		if !l.revoking {
 			m.revokeLane(l, time.Now())
+		}
+		if l.moveTo != nil {
+			// A move under way ends here: its target no longer expects
+			// the partition, so it must not stay counted in its load.
+			l.moveTo.pendingIn--
+			l.moveTo = nil
 		}
 		l.inflight = 0
 		delete(l.s.lanes, p)

@@ -31,7 +31,7 @@ func (m *Manager) results(s *session, res *Results) error {
 		r := &res.Results[i]
 		rec := p.find(r.Offset)
 		switch {
-		case rec == nil && r.Offset < p.frontier, rec != nil && rec.attempts > 0 && (rec.state != stateDelivered || rec.lane != l):
+		case rec == nil && r.Offset < p.frontier, rec != nil && rec.sent > 0 && (rec.state != stateDelivered || rec.lane != l):
 			return badRequest("duplicate result for %s[%d] offset %d", res.Topic, res.Partition, r.Offset)
 		case rec == nil || rec.state != stateDelivered || rec.lane != l:
 			return badRequest("result for %s[%d] offset %d, which was not delivered to this instance", res.Topic, res.Partition, r.Offset)
@@ -66,22 +66,25 @@ func (m *Manager) results(s *session, res *Results) error {
 		switch r.Status {
 		case StatusOK:
 			a.stats.acked++
-			if p.keyBusy != nil {
-				p.unbusy(rec.key)
-			}
 			rec.lane = nil
 			rec.lastErr = ""
 			if len(r.Produced) == 0 {
+				if p.keyBusy != nil {
+					p.unbusy(rec.key)
+				}
 				rec.state = stateDone
 				m.doneCount++
 				continue
 			}
+			// In key ordering the key stays busy until Kafka has what the
+			// event produced: a failed produce redelivers the event, which
+			// must not be overtaken by the key's later events.
 			rec.state = stateAcking
 			p.acking++
 			rec.acks = len(r.Produced)
 			rec.failed = nil
 			for _, out := range r.Produced {
-				m.producer.Produce(transport.Record{
+				m.produce(transport.Record{
 					Topic:     out.Topic,
 					Partition: transport.AnyPartition,
 					Key:       out.Key,
@@ -114,15 +117,16 @@ func (m *Manager) onProduced(p *partition, r *rec) func(error) {
 // the record once it used up its retries. The key stays busy meanwhile.
 func (m *Manager) retryOrDeadLetter(p *partition, r *rec, now time.Time) {
 	r.lane = nil
-	if int(r.attempts) > p.a.cfg.Retries() {
+	if int(r.tries) >= p.a.cfg.Retries() {
 		if p.keyBusy != nil {
 			p.unbusy(r.key)
 		}
 		m.deadLetter(p, r, "retries exhausted: "+r.lastErr)
 		return
 	}
+	r.tries++
 	r.state = stateRetry
-	r.retryAt = now.Add(m.backoff(r.attempts))
+	r.retryAt = now.Add(m.backoff(r.tries))
 	p.retrying++
 }
 
@@ -146,8 +150,23 @@ func (m *Manager) deadLetter(p *partition, r *rec, reason string) {
 	r.dlq = true
 	p.a.stats.deadLettered++
 	m.log.Warn("dead-lettering record", "agent", p.a.cfg.Name, "topic", p.ktp.topic, "partition", p.ktp.partition,
-		"offset", r.off, "attempts", r.attempts, "err", reason)
+		"offset", r.off, "attempts", r.attempt(), "err", reason)
 	m.produceDeadLetter(p, r)
+}
+
+// attempt is the Attempt of the record's last delivery (0: never delivered).
+func (r *rec) attempt() uint32 {
+	if r.sent == 0 {
+		return 0
+	}
+	return r.tries + 1
+}
+
+// deadLetterLost dead-letters an event whose deliveries kept ending with
+// the agent's session.
+func (m *Manager) deadLetterLost(p *partition, r *rec) {
+	r.state = stateAcking // leaves pending: no longer delivered
+	m.deadLetter(p, r, "delivered "+strconv.Itoa(int(r.lost))+" times and each time the agent session ended before a result (does the event crash the agent?)")
 }
 
 func (m *Manager) produceDeadLetter(p *partition, r *rec) {
@@ -161,9 +180,9 @@ func (m *Manager) produceDeadLetter(p *partition, r *rec) {
 		header("eddy.topic", p.ktp.topic),
 		header("eddy.partition", strconv.Itoa(int(p.ktp.partition))),
 		header("eddy.offset", strconv.FormatInt(r.off, 10)),
-		header("eddy.attempts", strconv.Itoa(int(r.attempts))),
+		header("eddy.attempts", strconv.Itoa(int(r.attempt()))),
 	)
-	m.producer.Produce(transport.Record{
+	m.produce(transport.Record{
 		Topic: p.a.dlq, Partition: transport.AnyPartition, Key: r.key, Value: r.value, Headers: hs, Timestamp: r.ts,
 	}, m.onProduced(p, r))
 }
@@ -193,11 +212,11 @@ func (m *Manager) produced(p *partition, r *rec, err error) {
 		m.log.Warn("produce failed; the event will be delivered again", "agent", p.a.cfg.Name, "topic", p.ktp.topic,
 			"partition", p.ktp.partition, "offset", r.off, "err", r.failed)
 		r.lastErr = "produce failed: " + r.failed.Error()
-		if p.keyBusy != nil {
-			p.busy(r.key)
-		}
-		m.retryOrDeadLetter(p, r, now)
+		m.retryOrDeadLetter(p, r, now) // the key is still busy
 		return
+	}
+	if p.keyBusy != nil && !r.dlq {
+		p.unbusy(r.key)
 	}
 	r.state = stateDone
 	m.doneCount++

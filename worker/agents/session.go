@@ -39,7 +39,8 @@ type Session struct {
 
 // Open validates a Hello and starts a session. The caller sends the
 // returned Welcome first, then everything from Outbox until Done is
-// closed, and feeds the agent's messages to the Session's methods.
+// closed, and feeds the agent's messages to the Session's methods. Once
+// Run has returned it fails with ErrShuttingDown.
 func (m *Manager) Open(h Hello) (*Session, Welcome, error) {
 	a := m.agents[h.Agent]
 	if a == nil {
@@ -74,7 +75,9 @@ func (m *Manager) Open(h Hello) (*Session, Welcome, error) {
 	if s.creditBytes == 0 {
 		s.creditBytes = 1 << 62 // no byte limit
 	}
-	m.in.push(&openReq{s: s})
+	if !m.in.push(&openReq{s: s}) {
+		return nil, Welcome{}, ErrShuttingDown // Run returned
+	}
 	w := Welcome{
 		SessionID:       s.id,
 		MaxMessageBytes: 4 << 20,
@@ -165,12 +168,34 @@ func (m *Manager) rebalance(a *agentState, now time.Time) {
 			}
 		}
 		if l == nil {
-			return
+			// max's load is partitions still on their way to it
+			// (instances joined while moves were under way): send one
+			// of those to min instead. Returning here left 8
+			// partitions over 3 instances at 3/4/1 for good.
+			if l = a.movingTo(max); l == nil {
+				return
+			}
+			max.pendingIn--
+			l.moveTo = min
+			min.pendingIn++
+			continue
 		}
 		l.moveTo = min
 		m.revokeLane(l, now)
 		min.pendingIn++
 	}
+}
+
+// movingTo returns a revoking lane whose partition moves to s, or nil.
+func (a *agentState) movingTo(s *session) *lane {
+	for _, p := range a.sortedParts() {
+		for _, l := range p.lanes {
+			if l.moveTo == s {
+				return l
+			}
+		}
+	}
+	return nil
 }
 
 // load counts the partitions an instance owns or is about to receive.
@@ -252,7 +277,7 @@ func (m *Manager) endSession(s *session, err error) {
 		if l.moveTo != nil {
 			l.moveTo.pendingIn--
 		}
-		m.dropLane(l)
+		m.dropLane(l, true)
 		orphans = append(orphans, l.p)
 	}
 	// Moves towards this session go elsewhere.
