@@ -113,7 +113,7 @@ func (s *syncBuffer) String() string {
 
 // workerProc is a running worker process.
 type workerProc struct {
-	t testing.TB
+	t        testing.TB
 	cmd      *exec.Cmd
 	log      *syncBuffer
 	dir      string

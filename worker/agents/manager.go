@@ -484,7 +484,6 @@ func onlyNotAssigned(err error) bool {
 	return false
 }
 
-//
 // Besides the interval and the count, it commits soon (at most every
 // idleCommitGap) once the worker has caught up — nothing buffered
 // anywhere — so a quiet stream's last events are not left uncommitted for
