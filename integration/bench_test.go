@@ -69,7 +69,13 @@ func BenchmarkRawConsume(b *testing.B) {
 // The worker starts paused with the agent connected and its partitions
 // assigned; the clock runs from Resume until the committed offsets reach
 // the end of the input.
-func BenchmarkPassThrough(b *testing.B) {
+func BenchmarkPassThrough(b *testing.B) { passThrough(b, "") }
+
+// BenchmarkPassThroughNoMetrics is BenchmarkPassThrough with per-event
+// metrics off: the monitor's cost is the difference.
+func BenchmarkPassThroughNoMetrics(b *testing.B) { passThrough(b, "monitor: {enabled: false}\n") }
+
+func passThrough(b *testing.B, extra string) {
 	in := kafkatest.Topic(b, 8)
 	out := kafkatest.Topic(b, 8)
 	app := kafkatest.Group(b)
@@ -81,7 +87,7 @@ topics:
   - {name: %s, partitions: 8}
 agents:
   - {name: pass, topics: [%s]}
-`, app, kafkatest.Bootstrap(b), in, out, in)
+%s`, app, kafkatest.Bootstrap(b), in, out, in, extra)
 	w := startWorker(b, body)
 	w.waitAssigned(b, 8)
 	startAgent(b, w.GRPC, "pass", out)

@@ -101,6 +101,7 @@ func statusProto(st app.Status) *eddyv1.GetStatusResponse {
 			Name: a.Name, Instances: uint32(a.Instances), Partitions: uint32(a.Partitions), Paused: a.Paused,
 		})
 	}
+	resp.Stalled = stallsProto(st.Stalled)
 	for _, e := range st.KafkaErrors {
 		resp.KafkaErrors = append(resp.KafkaErrors, &eddyv1.KafkaError{
 			At: timestamppb.New(e.At), Code: e.Code, Message: e.Message, Fatal: e.Fatal,

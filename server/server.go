@@ -22,6 +22,7 @@ import (
 	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
 	"github.com/eddy-streams/eddy/worker/agents"
 	"github.com/eddy-streams/eddy/worker/app"
+	"github.com/eddy-streams/eddy/worker/monitor"
 )
 
 // Limits applied to every gRPC connection.
@@ -45,6 +46,9 @@ type Core interface {
 	AgentInfos() []app.AgentInfo
 	TableInfos() []app.TableInfo
 	OpenAgentSession(agents.Hello) (*agents.Session, agents.Welcome, error)
+	State() app.State
+	Snapshot() monitor.Snapshot
+	WatchDropped()
 }
 
 // Config configures the gRPC server.
@@ -99,7 +103,7 @@ func New(cfg Config, core Core) (*grpc.Server, *health.Server) {
 	eddyv1.RegisterLifecycleServiceServer(s, &lifecycleServer{core: core, log: log})
 	eddyv1.RegisterAgentServiceServer(s, &agentServer{core: core, log: log, token: cfg.Token})
 	eddyv1.RegisterTableServiceServer(s, &tableServer{core: core, log: log})
-	eddyv1.RegisterMonitorServiceServer(s, &monitorServer{})
+	eddyv1.RegisterMonitorServiceServer(s, &monitorServer{core: core, log: log})
 	h := health.NewServer()
 	healthpb.RegisterHealthServer(s, h)
 	reflection.Register(s)

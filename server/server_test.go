@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,10 +16,12 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
 	"github.com/eddy-streams/eddy/worker/agents"
 	"github.com/eddy-streams/eddy/worker/app"
+	"github.com/eddy-streams/eddy/worker/monitor"
 )
 
 // fakeCore is a worker runtime for the adapters; panicOnStatus makes
@@ -26,6 +29,7 @@ import (
 type fakeCore struct {
 	panicOnStatus bool
 	paused        []string
+	dropped       atomic.Uint64
 }
 
 func (f *fakeCore) Status() app.Status {
@@ -47,6 +51,17 @@ func (f *fakeCore) Resume(string) (app.State, []string, error) { return app.Stat
 func (f *fakeCore) Shutdown(string) time.Time                  { return time.Now() }
 func (f *fakeCore) AgentInfos() []app.AgentInfo                { return nil }
 func (f *fakeCore) TableInfos() []app.TableInfo                { return nil }
+func (f *fakeCore) State() app.State                           { return app.StateRunning }
+func (f *fakeCore) Snapshot() monitor.Snapshot {
+	// Large snapshots, so a reader that stops fills the stream's flow
+	// control window quickly.
+	snap := monitor.Snapshot{TakenAt: time.Now()}
+	for i := range 2000 {
+		snap.Partitions = append(snap.Partitions, monitor.PartitionSnapshot{Agent: "count", Topic: "lines", Partition: int32(i)})
+	}
+	return snap
+}
+func (f *fakeCore) WatchDropped() { f.dropped.Add(1) }
 func (f *fakeCore) OpenAgentSession(h agents.Hello) (*agents.Session, agents.Welcome, error) {
 	return nil, agents.Welcome{}, &agents.UnknownAgentError{Name: h.Agent, Declared: []string{"count"}}
 }
@@ -179,5 +194,65 @@ func TestConnectRejects(t *testing.T) {
 				t.Errorf("got %v, want %v containing %q", err, tt.want, tt.msg)
 			}
 		})
+	}
+}
+
+func TestWatch(t *testing.T) {
+	core := &fakeCore{}
+	conn := serve(t, Config{}, core)
+	mc := eddyv1.NewMonitorServiceClient(conn)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	_, err := mc.Watch(ctx, &eddyv1.WatchRequest{Interval: durationpb.New(time.Millisecond)})
+	if err == nil {
+		var stream grpc.ServerStreamingClient[eddyv1.WatchResponse]
+		stream, _ = mc.Watch(ctx, &eddyv1.WatchRequest{Interval: durationpb.New(time.Millisecond)})
+		_, err = stream.Recv()
+	}
+	if status.Code(err) != codes.InvalidArgument {
+		t.Errorf("interval 1ms: got %v, want InvalidArgument", err)
+	}
+
+	stream, err := mc.Watch(ctx, &eddyv1.WatchRequest{Interval: durationpb.New(100 * time.Millisecond)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var times []time.Time
+	for range 3 {
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.GetSnapshot().GetState() != eddyv1.WorkerState_WORKER_STATE_RUNNING {
+			t.Errorf("snapshot state: got %v", resp.GetSnapshot().GetState())
+		}
+		times = append(times, time.Now())
+	}
+	if gap := times[2].Sub(times[0]); gap < 150*time.Millisecond {
+		t.Errorf("3 snapshots within %s, want them about 100ms apart", gap)
+	}
+	// A watcher that stops reading: snapshots are dropped and counted,
+	// the server does not block; cancelling ends the stream.
+	waitUntil(t, 5*time.Second, func() bool { return core.dropped.Load() >= 3 })
+	cancel()
+	for {
+		if _, err := stream.Recv(); err != nil {
+			if status.Code(err) != codes.Canceled {
+				t.Errorf("after cancel: got %v, want Canceled", err)
+			}
+			break
+		}
+	}
+}
+
+func waitUntil(t *testing.T, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s", timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

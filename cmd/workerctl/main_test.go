@@ -345,9 +345,9 @@ func TestErrors(t *testing.T) {
 		},
 		{
 			name:       "unknown command",
-			args:       []string{"stats"},
+			args:       []string{"statu"},
 			wantCode:   exitUsage,
-			wantStderr: []string{`unknown command "stats"`, "did you mean status?"},
+			wantStderr: []string{`unknown command "statu"`, "did you mean status or stats?"},
 		},
 		{
 			name:       "unknown flag",

@@ -23,6 +23,7 @@ import (
 type printer interface {
 	status(*eddyv1.GetStatusResponse) error
 	agents(*eddyv1.ListAgentsResponse) error
+	stats(*eddyv1.GetSnapshotResponse) error
 	pause(agent string, resp *eddyv1.PauseResponse) error
 	resume(agent string, resp *eddyv1.ResumeResponse) error
 	shutdown(*eddyv1.ShutdownResponse) error
@@ -34,6 +35,21 @@ type printer interface {
 type jsonPrinter struct{ w io.Writer }
 
 var jsonOptions = protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}
+
+// compact writes m as one line of JSON (for streams).
+func (p *jsonPrinter) compact(m proto.Message) error {
+	b, err := jsonOptions.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode %s as JSON: %w", m.ProtoReflect().Descriptor().FullName(), err)
+	}
+	var out bytes.Buffer
+	if err := json.Compact(&out, b); err != nil {
+		return fmt.Errorf("compact JSON: %w", err)
+	}
+	out.WriteByte('\n')
+	_, err = p.w.Write(out.Bytes())
+	return err
+}
 
 func (p *jsonPrinter) message(m proto.Message) error {
 	b, err := jsonOptions.Marshal(m)

@@ -138,6 +138,8 @@ func newRootCommand(stdout, stderr io.Writer, getenv func(string) string) *cobra
 	root.AddCommand(
 		newStatusCommand(c),
 		newAgentsCommand(c),
+		newStatsCommand(c),
+		newTopCommand(c),
 		newPauseCommand(c),
 		newResumeCommand(c),
 		newShutdownCommand(c),

@@ -28,6 +28,7 @@ func main() {
 		delay    = flag.Duration("delay", 0, "time spent on each event")
 		credit   = flag.Int("credit", 1000, "credit window in events")
 		token    = flag.String("token", "", "bearer token")
+		hangFile = flag.String("hang-file", "", "while this file exists, events are held without a result")
 	)
 	flag.Parse()
 	if *out == "" {
@@ -41,6 +42,9 @@ func main() {
 		}
 		if *delay > 0 {
 			time.Sleep(*delay)
+		}
+		for *hangFile != "" && exists(*hangFile) {
+			time.Sleep(20 * time.Millisecond)
 		}
 		ev.EmitRecord(agent.Record{
 			Topic: *out,
@@ -71,4 +75,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, "testagent:", err)
 		os.Exit(1)
 	}
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

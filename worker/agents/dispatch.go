@@ -1,6 +1,8 @@
 package agents
 
 import (
+	"time"
+
 	"hash/fnv"
 	"slices"
 )
@@ -8,6 +10,7 @@ import (
 // dispatch sends every instance what its credit allows: pending records of
 // its partitions, in offset order, in batches.
 func (m *Manager) dispatch() {
+	m.now = time.Now()
 	for _, a := range m.agents {
 		if a.paused || len(a.sessions) == 0 {
 			continue
@@ -44,6 +47,8 @@ func (m *Manager) take(p *partition, l *lane, r *rec) {
 	r.state = stateDelivered
 	r.lane = l
 	r.sent++
+	r.sentAt = m.now
+	p.stats.AddDelivered(1)
 	l.inflight++
 	s.inflight++
 	p.inflight++

@@ -14,6 +14,7 @@ import (
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
 	"github.com/eddy-streams/eddy/worker/config"
+	"github.com/eddy-streams/eddy/worker/monitor"
 	"github.com/eddy-streams/eddy/worker/transport"
 )
 
@@ -66,6 +67,12 @@ type Config struct {
 	RevokeTimeout time.Duration
 	// Logger receives lifecycle and protocol logs. Required.
 	Logger *slog.Logger
+	// Monitor receives metrics and stalls. Default: a monitor that records
+	// nothing per event.
+	Monitor *monitor.Monitor
+	// StallTimeout is how long work may wait without progress before it is
+	// reported as stalled. Default: 30s.
+	StallTimeout time.Duration
 }
 
 func (c *Config) defaults() {
@@ -89,6 +96,10 @@ func (c *Config) defaults() {
 	defD(&c.RetryBackoffMin, 100*time.Millisecond)
 	defD(&c.RetryBackoffMax, 10*time.Second)
 	defD(&c.RevokeTimeout, 10*time.Second)
+	defD(&c.StallTimeout, 30*time.Second)
+	if c.Monitor == nil {
+		c.Monitor = monitor.New(c.App, "", false)
+	}
 }
 
 // DLQTopic is the dead-letter topic of an agent.
@@ -98,14 +109,18 @@ func DLQTopic(app, agent string) string { return app + "-" + agent + "-dlq" }
 // Attach the consumer, then Run it. Its exported methods are safe for
 // concurrent use.
 type Manager struct {
-	cfg      Config
-	log      *slog.Logger
-	producer Producer
-	consumer Consumer
-	in       inbox
-	prodQ    produceQueue
-	running  atomic.Bool
-	stopped  chan struct{}
+	cfg            Config
+	log            *slog.Logger
+	producer       Producer
+	consumer       Consumer
+	in             inbox
+	prodQ          produceQueue
+	mon            *monitor.Monitor
+	now            time.Time // set by dispatch: the time of the deliveries it makes
+	stalls         map[stallKey]*monitor.Stall
+	lastStallCheck time.Time
+	running        atomic.Bool
+	stopped        chan struct{}
 
 	// Owned by the Run goroutine.
 	agents     map[string]*agentState
@@ -124,6 +139,7 @@ type tpKey struct {
 // agentState is one declared agent, owned by the Run goroutine.
 type agentState struct {
 	cfg      config.Agent
+	mon      *monitor.AgentStats
 	byKey    bool
 	dlq      string
 	paused   bool
@@ -142,6 +158,8 @@ func New(cfg Config, producer Producer) *Manager {
 	m := &Manager{
 		cfg:      cfg,
 		log:      cfg.Logger,
+		mon:      cfg.Monitor,
+		stalls:   map[stallKey]*monitor.Stall{},
 		producer: producer,
 		stopped:  make(chan struct{}),
 		agents:   map[string]*agentState{},
@@ -152,6 +170,7 @@ func New(cfg Config, producer Producer) *Manager {
 	for _, a := range cfg.Agents {
 		m.agents[a.Name] = &agentState{
 			cfg:   a,
+			mon:   cfg.Monitor.Agent(a.Name),
 			byKey: a.Ordering == "key",
 			dlq:   DLQTopic(cfg.App, a.Name),
 			parts: map[tpKey]*partition{},
@@ -234,6 +253,7 @@ type (
 	revokeReq struct {
 		parts    []kafka.TopicPartition
 		lost     bool
+		started  time.Time
 		deadline time.Time
 		done     chan struct{}
 	}
@@ -335,8 +355,10 @@ func (m *Manager) Run(ctx context.Context) error {
 			msgs[i] = nil
 		}
 		m.dispatch()
-		m.maybeCommit(time.Now())
-		m.checkRevokes(time.Now())
+		now := time.Now()
+		m.maybeCommit(now)
+		m.checkRevokes(now)
+		m.checkStalls(now)
 	}
 }
 
@@ -381,7 +403,7 @@ func (m *Manager) handle(item any) {
 		if it.s.ended {
 			// Its lanes are gone, so every epoch it names is stale:
 			// dropped and counted, like any stale result (§4).
-			it.s.agent.stats.stale += uint64(len(it.r.Results))
+			it.s.agent.addStale(len(it.r.Results))
 		} else {
 			if err := m.results(it.s, it.r); err != nil {
 				m.log.Warn("agent broke the protocol; ending its session", "agent", it.s.agent.cfg.Name,
@@ -393,7 +415,7 @@ func (m *Manager) handle(item any) {
 		if !it.s.ended {
 			m.ack(it.s, it.ref, it.revoke)
 		} else if it.revoke {
-			it.s.agent.stats.stale++ // as for results above
+			it.s.agent.addStale(1) // as for results above
 		}
 	case *produceAck:
 		m.produced(it.p, it.r, it.err)
@@ -423,6 +445,12 @@ func newID() string {
 	return hex.EncodeToString(b[:])
 }
 
+// addStale counts results and acknowledgements dropped for a stale epoch.
+func (a *agentState) addStale(n int) {
+	a.stats.stale += uint64(n)
+	a.mon.StaleDropped.Add(uint64(n))
+}
+
 // commitAll commits the frontier of every partition that moved past its
 // last commit, and tells the owners.
 func (m *Manager) commitAll(only map[*partition]bool) {
@@ -442,13 +470,17 @@ func (m *Manager) commitAll(only map[*partition]bool) {
 	if len(offsets) == 0 {
 		return
 	}
+	start := time.Now()
 	err := m.consumer.Commit(offsets)
+	m.mon.CommitLatency.Observe(time.Since(start))
 	if err != nil && !onlyNotAssigned(err) {
 		m.log.Warn("commit failed; will retry", "err", err)
 		return
 	}
 	for _, p := range ps {
 		p.committed = p.frontier
+		p.stats.CommittedAt(p.committed, p.doneTs, time.Now())
+		p.doneTs = p.doneTs[:0]
 		for _, l := range p.lanes {
 			m.send(l.s, Outbound{Committed: &Committed{Topic: p.ktp.topic, Partition: p.ktp.partition, Offset: p.committed}})
 		}

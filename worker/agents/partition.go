@@ -2,6 +2,8 @@ package agents
 
 import (
 	"sort"
+
+	"github.com/eddy-streams/eddy/worker/monitor"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -42,6 +44,7 @@ type rec struct {
 	dlq     bool   // in the dead-letter path: retries re-produce the dead letter
 	lastErr string // the agent's or the producer's last error
 	retryAt time.Time
+	sentAt  time.Time // last delivery, for latency and stall detection
 }
 
 // lane is one instance's share of a partition under one epoch. In
@@ -76,6 +79,9 @@ type partition struct {
 	retrying  int
 	acking    int
 	inflight  int
+	stats     *monitor.PartitionStats // nil when per-event metrics are off
+	doneTs    []int64                 // timestamps of records passed since the last commit (metrics)
+	lastMove  time.Time               // when the frontier last moved
 }
 
 func (p *partition) len() int { return len(p.recs) - p.head }
@@ -112,10 +118,17 @@ func (p *partition) advance() int {
 	for p.head < len(p.recs) && p.recs[p.head].state == stateDone {
 		r := p.recs[p.head]
 		p.frontier = r.off + 1
+		if p.stats != nil {
+			p.doneTs = append(p.doneTs, r.ts.UnixNano())
+		}
 		p.bytes -= r.size
 		p.recs[p.head] = nil
 		p.head++
 		n++
+	}
+	if n > 0 {
+		p.lastMove = time.Now()
+		p.stats.FrontierMoved(p.lastMove)
 	}
 	if p.scan < p.head {
 		p.scan = p.head
@@ -168,6 +181,7 @@ func (m *Manager) receive(msg *kafka.Message) {
 		}
 	}
 	p.recs = append(p.recs, r)
+	p.stats.AddReceived(1)
 	p.bytes += r.size
 	if r.size > m.cfg.MaxEventBytes {
 		// It cannot travel on the agent stream: dead-letter it, loudly.
@@ -211,13 +225,17 @@ func (m *Manager) applyPause(p *partition) {
 
 // assign takes partitions newly assigned by Kafka.
 func (m *Manager) assign(parts []kafka.TopicPartition) {
+	if len(parts) > 0 {
+		m.mon.Rebalances.Add(1)
+	}
 	for _, tp := range parts {
 		k := tpKey{*tp.Topic, tp.Partition}
 		a := m.agentOf(k.topic)
 		if a == nil || m.parts[k] != nil {
 			continue
 		}
-		p := &partition{ktp: k, a: a, lanes: map[*session]*lane{}, frontier: -1, committed: -1}
+		p := &partition{ktp: k, a: a, lanes: map[*session]*lane{}, frontier: -1, committed: -1,
+			stats: m.mon.Partition(a.cfg.Name, k.topic, k.partition), lastMove: time.Now()}
 		if a.byKey {
 			p.keyBusy = map[string]int{}
 		}
@@ -302,6 +320,7 @@ func (m *Manager) dropLane(l *lane, crashed bool) {
 func maxLost(retries int) int { return retries + 5 }
 
 func (m *Manager) undeliver(p *partition, r *rec) {
+	p.stats.Undelivered(1)
 	l := r.lane
 	l.inflight--
 	l.s.inflight--
@@ -348,6 +367,8 @@ func (m *Manager) finalizeMove(l *lane) {
 func (m *Manager) startRevoke(req *revokeReq) {
 	now := time.Now()
 	req.deadline = now.Add(m.cfg.RevokeTimeout)
+	req.started = now
+	m.mon.Rebalances.Add(1)
 	for _, tp := range req.parts {
 		p := m.parts[tpKey{*tp.Topic, tp.Partition}]
 		if p == nil {
@@ -398,6 +419,7 @@ func (m *Manager) checkRevokes(now time.Time) {
 		for p := range only {
 			m.dropPartition(p, req.lost)
 		}
+		m.mon.RebalanceDuration.Observe(now.Sub(req.started))
 		close(req.done)
 	}
 	m.revokes = kept
@@ -429,6 +451,7 @@ func (m *Manager) dropPartition(p *partition, lost bool) {
 	p.lanes = nil
 	p.dropped = true
 	delete(m.parts, p.ktp)
+	m.mon.Release(p.ktp.topic, p.ktp.partition)
 	delete(p.a.parts, p.ktp)
 	m.log.Info("partition released", "agent", p.a.cfg.Name, "topic", p.ktp.topic, "partition", p.ktp.partition,
 		"committed", p.committed, "lost", lost, "uncommitted_records", p.len())

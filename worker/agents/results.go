@@ -21,7 +21,7 @@ func (m *Manager) results(s *session, res *Results) error {
 		if res.Epoch > m.epochSeq {
 			return badRequest("results for %s[%d] carry epoch %d, which this worker never issued", res.Topic, res.Partition, res.Epoch)
 		}
-		a.stats.stale += uint64(len(res.Results))
+		a.addStale(len(res.Results))
 		m.log.Debug("stale results dropped", "agent", a.cfg.Name, "instance", s.instance, "topic", res.Topic,
 			"partition", res.Partition, "epoch", res.Epoch, "results", len(res.Results))
 		return nil
@@ -63,6 +63,7 @@ func (m *Manager) results(s *session, res *Results) error {
 		l.inflight--
 		s.inflight--
 		p.inflight--
+		p.stats.Result(r.Status == StatusOK, r.Status == StatusRetry, rec.sentAt, now)
 		switch r.Status {
 		case StatusOK:
 			a.stats.acked++
@@ -110,7 +111,11 @@ func (m *Manager) results(s *session, res *Results) error {
 }
 
 func (m *Manager) onProduced(p *partition, r *rec) func(error) {
-	return func(err error) { m.in.push(&produceAck{p: p, r: r, err: err}) }
+	start := time.Now()
+	return func(err error) {
+		m.mon.ProduceLatency.Observe(time.Since(start))
+		m.in.push(&produceAck{p: p, r: r, err: err})
+	}
 }
 
 // retryOrDeadLetter schedules a redelivery after backoff, or dead-letters
@@ -149,6 +154,7 @@ func (m *Manager) deadLetter(p *partition, r *rec, reason string) {
 	r.lastErr = reason
 	r.dlq = true
 	p.a.stats.deadLettered++
+	p.stats.AddDeadLettered()
 	m.log.Warn("dead-lettering record", "agent", p.a.cfg.Name, "topic", p.ktp.topic, "partition", p.ktp.partition,
 		"offset", r.off, "attempts", r.attempt(), "err", reason)
 	m.produceDeadLetter(p, r)

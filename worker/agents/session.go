@@ -130,6 +130,8 @@ func (m *Manager) register(s *session) {
 	}
 	a.sessions = append(a.sessions, s)
 	a.stats.connects++
+	a.mon.Connects.Add(1)
+	a.mon.Sessions.Add(1)
 	m.log.Info("agent connected", "agent", a.cfg.Name, "instance", s.instance, "session", s.id, "peer", s.peer)
 	if a.byKey {
 		for _, p := range a.parts {
@@ -271,6 +273,8 @@ func (m *Manager) endSession(s *session, err error) {
 	a := s.agent
 	a.sessions = slices.DeleteFunc(a.sessions, func(x *session) bool { return x == s })
 	a.stats.disconnects++
+	a.mon.Disconnects.Add(1)
+	a.mon.Sessions.Add(-1)
 	m.log.Info("agent disconnected", "agent", a.cfg.Name, "instance", s.instance, "session", s.id, "err", err)
 	var orphans []*partition
 	for _, l := range s.sortedLanes() {
@@ -331,7 +335,7 @@ func (m *Manager) ack(s *session, ref PartitionRef, revoke bool) {
 	}
 	l := p.lanes[s]
 	if l == nil || l.epoch != ref.Epoch || !l.revoking {
-		s.agent.stats.stale++
+		s.agent.addStale(1)
 		return
 	}
 	if !p.revoking && !p.a.byKey {

@@ -62,13 +62,19 @@ func New(cfg *config.Config, opts Options) *App {
 		opts:         opts,
 		log:          opts.Logger,
 		startedAt:    time.Now(),
-		mon:          monitor.New(cfg.App, opts.Version),
+		mon:          monitor.New(cfg.App, opts.Version, cfg.Monitor.Enabled),
 		assigned:     map[TopicPartition]bool{},
 		pausedAgents: map[string]bool{},
 	}
 	a.setState(StateStarting)
 	return a
 }
+
+// Snapshot returns the worker's metrics now.
+func (a *App) Snapshot() monitor.Snapshot { return a.mon.Snapshot() }
+
+// WatchDropped counts a snapshot a slow Watch caller missed.
+func (a *App) WatchDropped() { a.mon.WatchDropped.Add(1) }
 
 // State returns the current lifecycle state.
 func (a *App) State() State { return State(a.state.Load()) }
@@ -156,6 +162,7 @@ func (a *App) Status() Status {
 	if a.kafkaErrs != nil {
 		st.KafkaErrors = a.kafkaErrs()
 	}
+	st.Stalled = a.mon.Stalls()
 	return st
 }
 

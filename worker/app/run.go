@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -70,7 +71,10 @@ func (a *App) Run(ctx context.Context) (err error) {
 		err = errors.Join(err, producer.Close(cctx))
 	}()
 
-	mgr := agents.New(agents.Config{App: a.cfg.App, Agents: a.cfg.Agents, Logger: a.log}, producer)
+	mgr := agents.New(agents.Config{
+		App: a.cfg.App, Agents: a.cfg.Agents, Logger: a.log,
+		Monitor: a.mon, StallTimeout: a.cfg.Monitor.StallTimeout.D(),
+	}, producer)
 	g, gctx := errgroup.WithContext(ctx)
 	if topics := a.sourceTopics(); len(topics) > 0 {
 		consumer, err := transport.NewConsumer(tcfg, topics, &consumerHandler{a: a, mgr: mgr}, topts...)
@@ -124,6 +128,9 @@ func (a *App) transportConfig() transport.Config {
 		c.MaxPollInterval = c.SessionTimeout
 	}
 	c.ReachTimeout = a.cfg.Kafka.ReachTimeout.D()
+	if a.cfg.Monitor.Enabled {
+		c.StatsInterval = a.cfg.Monitor.StatsInterval.D()
+	}
 	c.Overrides = a.cfg.Kafka.Properties
 	return c
 }
@@ -195,6 +202,30 @@ func (h *consumerHandler) Lost(parts []kafka.TopicPartition) {
 }
 
 func (h *consumerHandler) Message(msg *kafka.Message) { h.mgr.Message(msg) }
+
+// Stats takes librdkafka's statistics and records the consumer lag of
+// each owned partition.
+func (h *consumerHandler) Stats(js string) {
+	var st struct {
+		Topics map[string]struct {
+			Partitions map[string]struct {
+				Partition   int32 `json:"partition"`
+				ConsumerLag int64 `json:"consumer_lag"`
+			} `json:"partitions"`
+		} `json:"topics"`
+	}
+	if err := json.Unmarshal([]byte(js), &st); err != nil {
+		h.a.log.Debug("librdkafka statistics", "err", err)
+		return
+	}
+	for topic, t := range st.Topics {
+		for _, p := range t.Partitions {
+			if p.Partition >= 0 { // -1 is librdkafka's internal UA partition
+				h.a.mon.SetLag(topic, p.Partition, p.ConsumerLag)
+			}
+		}
+	}
+}
 
 // track records the assignment for status.
 func (a *App) track(parts []kafka.TopicPartition, add bool) {

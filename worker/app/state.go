@@ -2,7 +2,9 @@ package app
 
 import (
 	"errors"
+
 	"fmt"
+	"github.com/eddy-streams/eddy/worker/monitor"
 	"time"
 )
 
@@ -82,6 +84,7 @@ type Status struct {
 	PausedAgents        []string
 	Agents              []AgentSummary
 	KafkaErrors         []KafkaError
+	Stalled             []monitor.Stall
 	Warnings            []string
 }
 

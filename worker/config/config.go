@@ -38,6 +38,8 @@ type Config struct {
 	Log Log `yaml:"log"`
 	// Kafka tunes the Kafka clients.
 	Kafka Kafka `yaml:"kafka"`
+	// Monitor configures metrics and stall detection.
+	Monitor Monitor `yaml:"monitor"`
 	// Topics declares the topics the app reads or writes; missing ones are
 	// created at start, existing ones must have the declared partition count.
 	Topics []Topic `yaml:"topics"`
@@ -97,6 +99,20 @@ type Kafka struct {
 	SessionTimeout Duration `yaml:"session_timeout"`
 	// Properties are raw librdkafka properties applied last to every client.
 	Properties map[string]string `yaml:"properties"`
+}
+
+// Monitor configures metrics and stall detection.
+type Monitor struct {
+	// Enabled records per-event metrics (counters, latency histograms).
+	// Lifecycle metrics are always on. Default: true.
+	Enabled bool `yaml:"enabled"`
+	// StallTimeout is how long a partition with work waiting may go without
+	// its frontier moving, or an agent instance may hold an event without a
+	// result, before it is reported as stalled. Default: 30s.
+	StallTimeout Duration `yaml:"stall_timeout"`
+	// StatsInterval is how often librdkafka reports statistics (consumer
+	// lag). Default: 5s.
+	StatsInterval Duration `yaml:"stats_interval"`
 }
 
 // Topic declares a topic.
@@ -180,6 +196,11 @@ func DefaultConfig() *Config {
 			ReachTimeout:      Duration(15 * time.Second),
 			ReplicationFactor: 1,
 			SessionTimeout:    Duration(10 * time.Second),
+		},
+		Monitor: Monitor{
+			Enabled:       true,
+			StallTimeout:  Duration(30 * time.Second),
+			StatsInterval: Duration(5 * time.Second),
 		},
 	}
 }

@@ -1,24 +1,76 @@
-// Package monitor keeps the worker's metrics and exposes them to Prometheus.
+// Package monitor keeps the worker's metrics: counters, gauges and latency
+// histograms recorded with atomics on the hot path, read by snapshots
+// (MonitorService, workerctl top) and by Prometheus at scrape time.
 package monitor
 
 import (
+	"math"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
-// Monitor owns the worker's Prometheus registry. It is safe for concurrent use.
+// Monitor owns the worker's metrics. It is safe for concurrent use.
 type Monitor struct {
-	reg   *prometheus.Registry
-	state prometheus.Gauge
-	kafka *prometheus.CounterVec
+	enabled bool
+	reg     *prometheus.Registry
+	state   prometheus.Gauge
+	kafka   *prometheus.CounterVec
+
+	mu     sync.Mutex
+	parts  map[partKey]*PartitionStats
+	agents map[string]*AgentStats
+	stalls []Stall
+
+	// Rebalances counts consumer-group rebalances (assignments and
+	// revocations) since start.
+	Rebalances atomic.Uint64
+	// RebalanceDuration times each revocation: from Revoked to the commit.
+	RebalanceDuration Histogram
+	// ProduceLatency times Produce to acknowledgement.
+	ProduceLatency Histogram
+	// CommitLatency times offset commits.
+	CommitLatency Histogram
+	// WatchDropped counts snapshots not sent to slow watchers.
+	WatchDropped atomic.Uint64
+}
+
+type partKey struct {
+	topic     string
+	partition int32
+}
+
+// AgentStats are the session counters of one agent.
+type AgentStats struct {
+	Name         string
+	Sessions     atomic.Int64
+	Connects     atomic.Uint64
+	Disconnects  atomic.Uint64
+	StaleDropped atomic.Uint64
+}
+
+// Stall is a partition or agent instance that stopped making progress.
+type Stall struct {
+	Agent      string
+	Topic      string
+	Partition  int32
+	InstanceID string
+	Since      time.Time
+	Reason     string
 }
 
 // New returns a Monitor with Go runtime and process collectors registered,
-// labelled with the app name and version.
-func New(app, version string) *Monitor {
+// labelled with the app name and version. With enabled false, per-event
+// recording is off (Partition returns nil); lifecycle metrics remain.
+func New(app, version string, enabled bool) *Monitor {
 	reg := prometheus.NewRegistry()
 	m := &Monitor{
-		reg: reg,
+		enabled: enabled,
+		reg:     reg,
 		state: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "eddy_worker_state",
 			Help: "Lifecycle state: 1 STARTING, 2 RECOVERING, 3 RUNNING, 4 PAUSED, 5 STOPPING, 6 STOPPED.",
@@ -27,6 +79,8 @@ func New(app, version string) *Monitor {
 			Name: "eddy_kafka_errors_total",
 			Help: "Errors reported by the Kafka client, by librdkafka error code.",
 		}, []string{"code"}),
+		parts:  map[partKey]*PartitionStats{},
+		agents: map[string]*AgentStats{},
 	}
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "eddy_build_info",
@@ -37,7 +91,7 @@ func New(app, version string) *Monitor {
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		info, m.state, m.kafka,
+		info, m.state, m.kafka, collector{m},
 	)
 	return m
 }
@@ -50,3 +104,151 @@ func (m *Monitor) SetState(s int32) { m.state.Set(float64(s)) }
 
 // KafkaError counts one Kafka client error by its code name.
 func (m *Monitor) KafkaError(code string) { m.kafka.WithLabelValues(code).Inc() }
+
+// Partition returns the stats of a partition now owned by agent, creating
+// them; nil when recording is off. The same partition owned again later
+// continues its counters.
+func (m *Monitor) Partition(agent, topic string, partition int32) *PartitionStats {
+	if !m.enabled {
+		return nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := partKey{topic, partition}
+	s := m.parts[k]
+	if s == nil {
+		s = &PartitionStats{Agent: agent, Topic: topic, Partition: partition}
+		s.Lag.Store(-1)
+		s.Committed.Store(-1)
+		s.lastMove.Store(time.Now().UnixNano())
+		m.parts[k] = s
+	}
+	return s
+}
+
+// Release forgets a partition that left this worker (its series vanish).
+func (m *Monitor) Release(topic string, partition int32) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.parts, partKey{topic, partition})
+}
+
+// Agent returns the session counters of an agent, creating them.
+func (m *Monitor) Agent(name string) *AgentStats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	a := m.agents[name]
+	if a == nil {
+		a = &AgentStats{Name: name}
+		m.agents[name] = a
+	}
+	return a
+}
+
+// SetLag records librdkafka's consumer lag of a partition, if owned.
+func (m *Monitor) SetLag(topic string, partition int32, lag int64) {
+	m.mu.Lock()
+	s := m.parts[partKey{topic, partition}]
+	m.mu.Unlock()
+	s.SetLag(lag)
+}
+
+// SetStalls replaces the list of stalls.
+func (m *Monitor) SetStalls(stalls []Stall) {
+	m.mu.Lock()
+	m.stalls = stalls
+	m.mu.Unlock()
+}
+
+// Stalls returns the current stalls.
+func (m *Monitor) Stalls() []Stall {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]Stall(nil), m.stalls...)
+}
+
+// Snapshot is the worker's metrics at one moment.
+type Snapshot struct {
+	TakenAt    time.Time
+	Partitions []PartitionSnapshot
+	Agents     []AgentSnapshot
+	Rebalances uint64
+	Stalled    []Stall
+}
+
+// PartitionSnapshot are the counters of one partition.
+type PartitionSnapshot struct {
+	Agent, Topic                                      string
+	Partition                                         int32
+	Received, Delivered, Acked, Retried, DeadLettered uint64
+	InFlight, Lag, Committed                          int64
+	ProcessingP50, ProcessingP95, ProcessingP99       time.Duration
+	EndToEndP50, EndToEndP95, EndToEndP99             time.Duration
+	EventsPerSecond                                   float64
+}
+
+// AgentSnapshot are the counters of one agent.
+type AgentSnapshot struct {
+	Agent                        string
+	Sessions                     int64
+	Connects, Disconnects, Acked uint64
+	InFlight                     int64
+	StaleDropped                 uint64
+}
+
+// rateWindow is the shortest period a rate is measured over.
+const rateWindow = time.Second
+
+// Snapshot reads every counter. Rates are acked events per second over
+// the last rate window.
+func (m *Monitor) Snapshot() Snapshot {
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	snap := Snapshot{TakenAt: now, Rebalances: m.Rebalances.Load(), Stalled: append([]Stall(nil), m.stalls...)}
+	agents := map[string]*AgentSnapshot{}
+	for name, a := range m.agents {
+		agents[name] = &AgentSnapshot{Agent: name, Sessions: a.Sessions.Load(), Connects: a.Connects.Load(),
+			Disconnects: a.Disconnects.Load(), StaleDropped: a.StaleDropped.Load()}
+	}
+	for _, s := range m.parts {
+		ps := PartitionSnapshot{
+			Agent: s.Agent, Topic: s.Topic, Partition: s.Partition,
+			Received: s.Received.Load(), Delivered: s.Delivered.Load(), Acked: s.Acked.Load(),
+			Retried: s.Retried.Load(), DeadLettered: s.DeadLettered.Load(),
+			InFlight: s.InFlight.Load(), Lag: s.Lag.Load(), Committed: s.Committed.Load(),
+		}
+		var proc, e2e histSnapshot
+		s.Processing.addTo(&proc)
+		s.EndToEnd.addTo(&e2e)
+		ps.ProcessingP50, ps.ProcessingP95, ps.ProcessingP99 = proc.quantile(0.5), proc.quantile(0.95), proc.quantile(0.99)
+		ps.EndToEndP50, ps.EndToEndP95, ps.EndToEndP99 = e2e.quantile(0.5), e2e.quantile(0.95), e2e.quantile(0.99)
+		if since := now.Sub(s.lastSample); s.lastSample.IsZero() || since >= rateWindow {
+			if !s.lastSample.IsZero() {
+				s.rate.Store(math.Float64bits(float64(ps.Acked-s.lastAcked) / since.Seconds()))
+			}
+			s.lastAcked, s.lastSample = ps.Acked, now
+		}
+		ps.EventsPerSecond = math.Float64frombits(s.rate.Load())
+		snap.Partitions = append(snap.Partitions, ps)
+		a := agents[s.Agent]
+		if a == nil {
+			a = &AgentSnapshot{Agent: s.Agent}
+			agents[s.Agent] = a
+		}
+		a.Acked += ps.Acked
+		a.InFlight += ps.InFlight
+	}
+	for _, a := range agents {
+		snap.Agents = append(snap.Agents, *a)
+	}
+	sort.Slice(snap.Partitions, func(i, j int) bool {
+		x, y := snap.Partitions[i], snap.Partitions[j]
+		if x.Topic != y.Topic {
+			return x.Topic < y.Topic
+		}
+		return x.Partition < y.Partition
+	})
+	sort.Slice(snap.Agents, func(i, j int) bool { return snap.Agents[i].Agent < snap.Agents[j].Agent })
+	return snap
+}

@@ -77,6 +77,10 @@ type Config struct {
 	// Linger is the producer's linger.ms: how long a record may wait for
 	// others to join its batch. Millisecond resolution. Default: 5ms.
 	Linger time.Duration
+	// StatsInterval is librdkafka's statistics.interval.ms for the
+	// consumer: how often a Handler implementing StatsHandler receives the
+	// statistics JSON (consumer lag per partition). Default (0): off.
+	StatsInterval time.Duration
 	// IsolationLevel is the consumer's isolation.level. Default:
 	// ReadUncommitted. processing_guarantee exactly_once uses ReadCommitted.
 	IsolationLevel IsolationLevel
@@ -295,6 +299,9 @@ func (c Config) consumerConfig() kafka.ConfigMap {
 	}
 	if c.GroupInstanceID != "" {
 		m["group.instance.id"] = c.GroupInstanceID
+	}
+	if c.StatsInterval > 0 {
+		m["statistics.interval.ms"] = ms(c.StatsInterval)
 	}
 	// librdkafka requires heartbeat.interval.ms < session.timeout.ms; its
 	// default (3s) breaks short session timeouts.

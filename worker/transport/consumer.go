@@ -49,6 +49,13 @@ type Handler interface {
 	Message(msg *kafka.Message)
 }
 
+// StatsHandler is implemented by a Handler that wants librdkafka's
+// statistics JSON (see Config.StatsInterval). Stats runs on the poll
+// goroutine and must return quickly.
+type StatsHandler interface {
+	Stats(json string)
+}
+
 // pollTimeout is the longest one Poll call blocks; it bounds how late Run
 // notices its context end.
 const pollTimeout = 100 * time.Millisecond
@@ -216,6 +223,10 @@ func (c *Consumer) poll(kc *kafka.Consumer) error {
 			return nil
 		}
 		c.h.Message(e)
+	case *kafka.Stats:
+		if sh, ok := c.h.(StatsHandler); ok {
+			sh.Stats(e.String())
+		}
 	case kafka.Error:
 		c.rep.report(e, "", -1)
 		if e.IsFatal() {

@@ -1,0 +1,92 @@
+package agents
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/eddy-streams/eddy/worker/monitor"
+)
+
+// stallCheckEvery is how often stalls are looked for.
+const stallCheckEvery = time.Second
+
+// stallKey identifies one stall episode's subject: a partition, or an
+// instance holding events of a partition.
+type stallKey struct {
+	topic     string
+	partition int32
+	instance  string
+}
+
+// checkStalls reports partitions whose frontier has not moved for
+// StallTimeout while they have work waiting, and instances holding an event
+// without a result for StallTimeout. Each episode is logged once when it
+// starts and once when it ends; the current list goes to the monitor.
+// Partitions paused by the operator are not stalled.
+func (m *Manager) checkStalls(now time.Time) {
+	if now.Sub(m.lastStallCheck) < stallCheckEvery {
+		return
+	}
+	m.lastStallCheck = now
+	limit := m.cfg.StallTimeout
+	seen := map[stallKey]bool{}
+	report := func(k stallKey, agent, reason string, since time.Time) {
+		seen[k] = true
+		if st := m.stalls[k]; st != nil {
+			st.Reason = reason
+			return
+		}
+		m.stalls[k] = &monitor.Stall{Agent: agent, Topic: k.topic, Partition: k.partition, InstanceID: k.instance, Since: since, Reason: reason}
+		m.log.Warn("stalled", "agent", agent, "topic", k.topic, "partition", k.partition, "instance", k.instance,
+			"since", since.Format(time.RFC3339), "reason", reason)
+	}
+	for _, p := range m.parts {
+		if p.a.paused || p.revoking {
+			continue
+		}
+		waiting := p.len()
+		if lag := p.statsLag(); waiting > 0 || lag > 0 {
+			if idle := now.Sub(p.lastMove); idle >= limit {
+				reason := fmt.Sprintf("frontier has not moved for %s with %d records waiting", idle.Round(time.Second), waiting)
+				if len(p.lanes) == 0 {
+					reason += "; no agent instance is connected"
+				}
+				report(stallKey{topic: p.ktp.topic, partition: p.ktp.partition}, p.a.cfg.Name, reason, p.lastMove)
+			}
+		}
+		if p.inflight == 0 {
+			continue
+		}
+		oldest := map[*lane]*rec{}
+		for _, r := range p.recs[p.head:] {
+			if r.state == stateDelivered && oldest[r.lane] == nil {
+				oldest[r.lane] = r
+			}
+		}
+		for l, r := range oldest {
+			if held := now.Sub(r.sentAt); held >= limit {
+				k := stallKey{topic: p.ktp.topic, partition: p.ktp.partition, instance: l.s.instance}
+				report(k, p.a.cfg.Name, fmt.Sprintf("instance holds offset %d for %s without a result", r.off, held.Round(time.Second)), r.sentAt)
+			}
+		}
+	}
+	list := make([]monitor.Stall, 0, len(m.stalls))
+	for k, st := range m.stalls {
+		if !seen[k] {
+			m.log.Info("no longer stalled", "agent", st.Agent, "topic", k.topic, "partition", k.partition,
+				"instance", k.instance, "after", now.Sub(st.Since).Round(time.Second))
+			delete(m.stalls, k)
+			continue
+		}
+		list = append(list, *st)
+	}
+	m.mon.SetStalls(list)
+}
+
+// statsLag is librdkafka's consumer lag of the partition, or 0 unknown.
+func (p *partition) statsLag() int64 {
+	if p.stats == nil {
+		return 0
+	}
+	return max(p.stats.Lag.Load(), 0)
+}

@@ -1,0 +1,103 @@
+package monitor
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+var (
+	partLabels  = []string{"agent", "topic", "partition"}
+	agentLabels = []string{"agent"}
+
+	descReceived     = prometheus.NewDesc("eddy_events_received_total", "Records consumed from Kafka.", partLabels, nil)
+	descDelivered    = prometheus.NewDesc("eddy_events_delivered_total", "Events sent to agents, redeliveries included.", partLabels, nil)
+	descProcessed    = prometheus.NewDesc("eddy_events_processed_total", "Events whose agent result was OK.", partLabels, nil)
+	descRetried      = prometheus.NewDesc("eddy_events_retried_total", "RETRY results and failed produces.", partLabels, nil)
+	descDeadLettered = prometheus.NewDesc("eddy_events_dead_lettered_total", "Events sent to the dead-letter topic.", partLabels, nil)
+	descInFlight     = prometheus.NewDesc("eddy_events_in_flight", "Events delivered to agents without a result.", partLabels, nil)
+	descLag          = prometheus.NewDesc("eddy_consumer_lag", "Records between the committed offset and the partition end (librdkafka statistics; -1 unknown).", partLabels, nil)
+	descCommitted    = prometheus.NewDesc("eddy_committed_offset", "The last committed offset (the next to consume).", partLabels, nil)
+	descProcessing   = prometheus.NewDesc("eddy_processing_latency_seconds", "Time from delivering an event to an agent to its result.", agentLabels, nil)
+	descEndToEnd     = prometheus.NewDesc("eddy_end_to_end_latency_seconds", "Time from a record's timestamp to the commit that covers it.", agentLabels, nil)
+	descSessions     = prometheus.NewDesc("eddy_agent_sessions", "Connected agent instances.", agentLabels, nil)
+	descConnects     = prometheus.NewDesc("eddy_agent_connects_total", "Agent sessions opened.", agentLabels, nil)
+	descDisconnects  = prometheus.NewDesc("eddy_agent_disconnects_total", "Agent sessions closed.", agentLabels, nil)
+	descStale        = prometheus.NewDesc("eddy_stale_results_total", "Results and acknowledgements dropped for a stale epoch.", agentLabels, nil)
+	descStalled      = prometheus.NewDesc("eddy_stalled", "Partitions and agent instances that stopped making progress.", agentLabels, nil)
+	descRebalances   = prometheus.NewDesc("eddy_rebalances_total", "Consumer-group assignments and revocations.", nil, nil)
+	descRebalanceDur = prometheus.NewDesc("eddy_rebalance_duration_seconds", "Time to drain and commit revoked partitions.", nil, nil)
+	descProduce      = prometheus.NewDesc("eddy_produce_latency_seconds", "Time from producing a record to Kafka's acknowledgement.", nil, nil)
+	descCommit       = prometheus.NewDesc("eddy_commit_latency_seconds", "Time to commit offsets.", nil, nil)
+	descWatchDropped = prometheus.NewDesc("eddy_watch_snapshots_dropped_total", "Snapshots not sent to slow Watch callers.", nil, nil)
+)
+
+// collector exposes the monitor's atomics at scrape time, so recording
+// never touches Prometheus.
+type collector struct{ m *Monitor }
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descReceived, descDelivered, descProcessed, descRetried, descDeadLettered,
+		descInFlight, descLag, descCommitted, descProcessing, descEndToEnd, descSessions, descConnects,
+		descDisconnects, descStale, descStalled, descRebalances, descRebalanceDur, descProduce, descCommit, descWatchDropped} {
+		ch <- d
+	}
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	m := c.m
+	m.mu.Lock()
+	proc := map[string]*histSnapshot{}
+	e2e := map[string]*histSnapshot{}
+	stalled := map[string]int{}
+	for _, s := range m.parts {
+		l := []string{s.Agent, s.Topic, strconv.Itoa(int(s.Partition))}
+		counter := func(d *prometheus.Desc, v uint64) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), l...)
+		}
+		gauge := func(d *prometheus.Desc, v int64) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), l...)
+		}
+		counter(descReceived, s.Received.Load())
+		counter(descDelivered, s.Delivered.Load())
+		counter(descProcessed, s.Acked.Load())
+		counter(descRetried, s.Retried.Load())
+		counter(descDeadLettered, s.DeadLettered.Load())
+		gauge(descInFlight, s.InFlight.Load())
+		gauge(descLag, s.Lag.Load())
+		gauge(descCommitted, s.Committed.Load())
+		if proc[s.Agent] == nil {
+			proc[s.Agent], e2e[s.Agent] = &histSnapshot{}, &histSnapshot{}
+		}
+		s.Processing.addTo(proc[s.Agent])
+		s.EndToEnd.addTo(e2e[s.Agent])
+	}
+	for _, st := range m.stalls {
+		stalled[st.Agent]++
+	}
+	agents := make([]*AgentStats, 0, len(m.agents))
+	for _, a := range m.agents {
+		agents = append(agents, a)
+	}
+	m.mu.Unlock()
+
+	for agent, h := range proc {
+		ch <- prometheus.MustNewConstHistogram(descProcessing, h.count, h.sum, h.cumulative(), agent)
+		e := e2e[agent]
+		ch <- prometheus.MustNewConstHistogram(descEndToEnd, e.count, e.sum, e.cumulative(), agent)
+	}
+	for _, a := range agents {
+		ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(a.Sessions.Load()), a.Name)
+		ch <- prometheus.MustNewConstMetric(descConnects, prometheus.CounterValue, float64(a.Connects.Load()), a.Name)
+		ch <- prometheus.MustNewConstMetric(descDisconnects, prometheus.CounterValue, float64(a.Disconnects.Load()), a.Name)
+		ch <- prometheus.MustNewConstMetric(descStale, prometheus.CounterValue, float64(a.StaleDropped.Load()), a.Name)
+		ch <- prometheus.MustNewConstMetric(descStalled, prometheus.GaugeValue, float64(stalled[a.Name]), a.Name)
+	}
+	ch <- prometheus.MustNewConstMetric(descRebalances, prometheus.CounterValue, float64(m.Rebalances.Load()))
+	for d, h := range map[*prometheus.Desc]*Histogram{descRebalanceDur: &m.RebalanceDuration, descProduce: &m.ProduceLatency, descCommit: &m.CommitLatency} {
+		var s histSnapshot
+		h.addTo(&s)
+		ch <- prometheus.MustNewConstHistogram(d, s.count, s.sum, s.cumulative())
+	}
+	ch <- prometheus.MustNewConstMetric(descWatchDropped, prometheus.CounterValue, float64(m.WatchDropped.Load()))
+}

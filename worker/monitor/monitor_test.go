@@ -1,0 +1,81 @@
+package monitor
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestQuantiles(t *testing.T) {
+	var h Histogram
+	for i := 0; i < 990; i++ {
+		h.Observe(time.Millisecond)
+	}
+	for i := 0; i < 10; i++ {
+		h.Observe(5 * time.Second)
+	}
+	var s histSnapshot
+	h.addTo(&s)
+	if p50 := s.quantile(0.5); p50 < 500*time.Microsecond || p50 > time.Millisecond {
+		t.Errorf("p50: got %v, want about 1ms", p50)
+	}
+	if p99 := s.quantile(0.99); p99 > time.Millisecond {
+		t.Errorf("p99: got %v, want at most 1ms (990 of 1000 are 1ms)", p99)
+	}
+	if p999 := s.quantile(0.999); p999 < 2500*time.Millisecond || p999 > 5*time.Second {
+		t.Errorf("p99.9: got %v, want in the 2.5s-5s bucket", p999)
+	}
+}
+
+func TestCountersAndExposition(t *testing.T) {
+	m := New("app", "v1", true)
+	s := m.Partition("count", "lines", 3)
+	now := time.Now()
+	for i := 0; i < 7; i++ {
+		s.AddReceived(1)
+		s.AddDelivered(1)
+		s.Result(i < 5, i >= 5, now.Add(-time.Millisecond), now)
+	}
+	s.AddDeadLettered()
+	snap := m.Snapshot()
+	if len(snap.Partitions) != 1 {
+		t.Fatalf("partitions: got %d, want 1", len(snap.Partitions))
+	}
+	p := snap.Partitions[0]
+	if p.Received != 7 || p.Delivered != 7 || p.Acked != 5 || p.Retried != 2 || p.DeadLettered != 1 || p.InFlight != 0 {
+		t.Errorf("got %+v", p)
+	}
+	want := `
+# HELP eddy_events_processed_total Events whose agent result was OK.
+# TYPE eddy_events_processed_total counter
+eddy_events_processed_total{agent="count",partition="3",topic="lines"} 5
+`
+	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want), "eddy_events_processed_total"); err != nil {
+		t.Error(err)
+	}
+	if n, err := testutil.GatherAndLint(m.Registry()); err != nil || len(n) > 0 {
+		t.Errorf("lint: %v %v", err, n)
+	}
+	// A disabled monitor records nothing and costs nothing.
+	off := New("app", "v1", false)
+	if off.Partition("count", "lines", 0) != nil {
+		t.Errorf("disabled monitor returned partition stats")
+	}
+}
+
+// BenchmarkRecordEvent is the monitor's cost per event on the hot path:
+// received, delivered, result with a latency observation.
+func BenchmarkRecordEvent(b *testing.B) {
+	m := New("app", "v1", true)
+	s := m.Partition("count", "lines", 0)
+	now := time.Now()
+	sent := now.Add(-3 * time.Millisecond)
+	b.ReportAllocs()
+	for b.Loop() {
+		s.AddReceived(1)
+		s.AddDelivered(1)
+		s.Result(true, false, sent, now)
+	}
+}

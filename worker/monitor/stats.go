@@ -1,0 +1,116 @@
+package monitor
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// PartitionStats are the counters of one source partition on this worker.
+// The owner records with atomics (no locks); readers may read at any time.
+// A nil *PartitionStats records nothing, so recording can be switched off.
+type PartitionStats struct {
+	Agent     string
+	Topic     string
+	Partition int32
+
+	Received     atomic.Uint64
+	Delivered    atomic.Uint64
+	Acked        atomic.Uint64
+	Retried      atomic.Uint64
+	DeadLettered atomic.Uint64
+	InFlight     atomic.Int64
+	Lag          atomic.Int64 // from librdkafka statistics; -1 unknown
+	Committed    atomic.Int64
+	Processing   Histogram // delivered → result
+	EndToEnd     Histogram // record timestamp → committed
+
+	// lastMove is when the frontier last moved, in UnixNano.
+	lastMove atomic.Int64
+	// rate is acked events per second over the last sampling period,
+	// stored as math.Float64bits.
+	rate       atomic.Uint64
+	lastAcked  uint64    // sampler only
+	lastSample time.Time // sampler only
+}
+
+// Each recording method is a no-op on a nil receiver.
+
+func (s *PartitionStats) AddReceived(n int) {
+	if s != nil {
+		s.Received.Add(uint64(n))
+	}
+}
+
+func (s *PartitionStats) AddDelivered(n int) {
+	if s != nil {
+		s.Delivered.Add(uint64(n))
+		s.InFlight.Add(int64(n))
+	}
+}
+
+// Result records one result of a delivery made at deliveredAt.
+func (s *PartitionStats) Result(ok, retry bool, deliveredAt, now time.Time) {
+	if s == nil {
+		return
+	}
+	s.InFlight.Add(-1)
+	switch {
+	case ok:
+		s.Acked.Add(1)
+	case retry:
+		s.Retried.Add(1)
+	}
+	if !deliveredAt.IsZero() {
+		s.Processing.Observe(now.Sub(deliveredAt))
+	}
+}
+
+// Undelivered records deliveries taken back without a result.
+func (s *PartitionStats) Undelivered(n int) {
+	if s != nil {
+		s.InFlight.Add(-int64(n))
+	}
+}
+
+func (s *PartitionStats) AddDeadLettered() {
+	if s != nil {
+		s.DeadLettered.Add(1)
+	}
+}
+
+// FrontierMoved records that the frontier passed records at now.
+func (s *PartitionStats) FrontierMoved(now time.Time) {
+	if s != nil {
+		s.lastMove.Store(now.UnixNano())
+	}
+}
+
+// CommittedAt records a commit of offset, observing the end-to-end
+// latency of the records it covered (their timestamps, in UnixNano).
+func (s *PartitionStats) CommittedAt(offset int64, timestamps []int64, now time.Time) {
+	if s == nil {
+		return
+	}
+	s.Committed.Store(offset)
+	n := now.UnixNano()
+	for _, ts := range timestamps {
+		if ts > 0 {
+			s.EndToEnd.Observe(time.Duration(n - ts))
+		}
+	}
+}
+
+// SetLag records the consumer lag reported by librdkafka.
+func (s *PartitionStats) SetLag(lag int64) {
+	if s != nil {
+		s.Lag.Store(lag)
+	}
+}
+
+// LastMove is when the frontier last moved.
+func (s *PartitionStats) LastMove() time.Time {
+	if s == nil {
+		return time.Time{}
+	}
+	return time.Unix(0, s.lastMove.Load())
+}
