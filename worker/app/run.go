@@ -74,6 +74,8 @@ func (a *App) Run(ctx context.Context) (err error) {
 	mgr := agents.New(agents.Config{
 		App: a.cfg.App, Agents: a.cfg.Agents, Logger: a.log,
 		Monitor: a.mon, StallTimeout: a.cfg.Monitor.StallTimeout.D(),
+		CommitInterval: a.cfg.Commit.Interval.D(), CommitEvery: a.cfg.Commit.Every,
+		RevokeTimeout: a.cfg.Commit.RevokeTimeout.D(),
 	}, producer)
 	g, gctx := errgroup.WithContext(ctx)
 	if topics := a.sourceTopics(); len(topics) > 0 {

@@ -40,6 +40,8 @@ type Config struct {
 	Kafka Kafka `yaml:"kafka"`
 	// Monitor configures metrics and stall detection.
 	Monitor Monitor `yaml:"monitor"`
+	// Commit configures how often the commit frontier is committed.
+	Commit Commit `yaml:"commit"`
 	// Topics declares the topics the app reads or writes; missing ones are
 	// created at start, existing ones must have the declared partition count.
 	Topics []Topic `yaml:"topics"`
@@ -99,6 +101,21 @@ type Kafka struct {
 	SessionTimeout Duration `yaml:"session_timeout"`
 	// Properties are raw librdkafka properties applied last to every client.
 	Properties map[string]string `yaml:"properties"`
+}
+
+// Commit configures offset commits. Only the commit frontier is ever
+// committed; these settings trade commit traffic against how much is
+// processed again after a crash.
+type Commit struct {
+	// Interval commits the frontier at least this often. Default: 1s.
+	Interval Duration `yaml:"interval"`
+	// Every commits as soon as this many events are done since the last
+	// commit. Default: 10000.
+	Every int `yaml:"every"`
+	// RevokeTimeout is how long an agent instance may take to finish its
+	// in-flight events when its partitions are taken away (rebalance,
+	// shutdown) before they are given to the next owner. Default: 10s.
+	RevokeTimeout Duration `yaml:"revoke_timeout"`
 }
 
 // Monitor configures metrics and stall detection.
@@ -196,6 +213,11 @@ func DefaultConfig() *Config {
 			ReachTimeout:      Duration(15 * time.Second),
 			ReplicationFactor: 1,
 			SessionTimeout:    Duration(10 * time.Second),
+		},
+		Commit: Commit{
+			Interval:      Duration(time.Second),
+			Every:         10000,
+			RevokeTimeout: Duration(10 * time.Second),
 		},
 		Monitor: Monitor{
 			Enabled:       true,

@@ -59,6 +59,11 @@ func (c *Config) Validate() error {
 	positive("kafka.reach_timeout", c.Kafka.ReachTimeout, bad)
 	positive("kafka.session_timeout", c.Kafka.SessionTimeout, bad)
 	positive("monitor.stall_timeout", c.Monitor.StallTimeout, bad)
+	positive("commit.interval", c.Commit.Interval, bad)
+	positive("commit.revoke_timeout", c.Commit.RevokeTimeout, bad)
+	if c.Commit.Every < 1 {
+		bad("commit.every", "%d: must be at least 1", c.Commit.Every)
+	}
 	positive("monitor.stats_interval", c.Monitor.StatsInterval, bad)
 	if c.Kafka.ReplicationFactor < 1 {
 		bad("kafka.replication_factor", "%d: must be at least 1", c.Kafka.ReplicationFactor)
