@@ -43,6 +43,7 @@ var bins = sync.OnceValues(func() (map[string]string, error) {
 		"testagent": {"./integration/testagent"},
 		"router":    {"./examples/router"},
 		"orders":    {"./examples/router/orders"},
+		"wordcount": {"./examples/wordcount"},
 	} {
 		path := filepath.Join(dir, name)
 		cmd := exec.Command("go", append([]string{"build", "-o", path}, args...)...)
@@ -137,7 +138,15 @@ func appFile(t testing.TB, dir, body string) string {
 // given app file body and extra environment. It does not wait for RUNNING.
 func startWorker(t testing.TB, body string, env ...string) *workerProc {
 	t.Helper()
-	dir := t.TempDir()
+	return startWorkerIn(t, t.TempDir(), body, env...)
+}
+
+// startWorkerIn is startWorker with the worker's files (app file, address
+// file, data directory dir/data) in dir, so that a restarted worker finds
+// its table stores again.
+func startWorkerIn(t testing.TB, dir, body string, env ...string) *workerProc {
+	t.Helper()
+	_ = os.Remove(filepath.Join(dir, "addr.json"))
 	path := appFile(t, dir, body)
 	addrFile := filepath.Join(dir, "addr.json")
 	cmd := exec.Command(bin(t, "worker"), "-c", path,

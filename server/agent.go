@@ -205,6 +205,9 @@ func outbound(o agents.Outbound) *eddyv1.ConnectResponse {
 		for i, e := range b.Events {
 			evs[i] = &eddyv1.Event{Offset: e.Offset, Key: e.Key, Value: e.Value, Headers: headersProto(e.Headers),
 				Timestamp: timestamppb.New(e.Timestamp), Attempt: e.Attempt}
+			for _, st := range e.State {
+				evs[i].State = append(evs[i].State, &eddyv1.TableState{Table: st.Table, HasValue: st.HasValue, Value: st.Value})
+			}
 		}
 		return &eddyv1.ConnectResponse{Msg: &eddyv1.ConnectResponse_EventBatch{EventBatch: &eddyv1.EventBatch{
 			Topic: b.Topic, Partition: b.Partition, Epoch: b.Epoch, Events: evs}}}

@@ -102,6 +102,14 @@ func statusProto(st app.Status) *eddyv1.GetStatusResponse {
 		})
 	}
 	resp.Stalled = stallsProto(st.Stalled)
+	for _, r := range st.Recovery {
+		rp := &eddyv1.RecoveryProgress{Table: r.Table, Partition: r.Partition, Done: r.Done, Total: r.Total,
+			RecordsPerSecond: r.Rate}
+		if r.Remaining >= 0 {
+			rp.Remaining = durationpb.New(r.Remaining)
+		}
+		resp.Recovery = append(resp.Recovery, rp)
+	}
 	for _, e := range st.KafkaErrors {
 		resp.KafkaErrors = append(resp.KafkaErrors, &eddyv1.KafkaError{
 			At: timestamppb.New(e.At), Code: e.Code, Message: e.Message, Fatal: e.Fatal,

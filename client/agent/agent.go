@@ -221,8 +221,9 @@ func (a *Agent) connectOnce(ctx context.Context) (established bool, err error) {
 }
 
 // process runs the handler on one event and builds its result.
-func (a *Agent) process(ctx context.Context, s *session, topic string, partition int32, pe *eddyv1.Event) *eddyv1.Result {
+func (a *Agent) process(ctx context.Context, s *session, topic string, partition int32, pe *eddyv1.Event, ov *stateOverlay) *eddyv1.Result {
 	ev := newEvent(topic, partition, pe)
+	ov.apply(ev)
 	ev.onLate = func(what string) {
 		a.log.Warn(what+" called after the handler returned; ignored", "topic", topic, "partition", partition, "offset", pe.GetOffset())
 	}
@@ -236,6 +237,7 @@ func (a *Agent) process(ctx context.Context, s *session, topic string, partition
 	if st == StatusOK {
 		res.Produced, res.Mutations = produced, mutations
 	} else {
+		mutations = nil // not applied: later events must not see them
 		res.Error = err.Error()
 		a.log.Debug("event not OK", "topic", topic, "partition", partition, "offset", pe.GetOffset(),
 			"status", st.String(), "err", err)
@@ -249,7 +251,9 @@ func (a *Agent) process(ctx context.Context, s *session, topic string, partition
 			Error: fmt.Sprintf("result of %d bytes exceeds the %d bytes one message to the worker may carry; emit fewer or smaller records",
 				size, s.maxResultBytes),
 		}
+		mutations = nil
 	}
+	ov.record(pe.GetKey(), mutations)
 	return res
 }
 

@@ -20,16 +20,18 @@ type partition struct {
 	ctx    context.Context // the handlers' context
 	cancel context.CancelFunc
 
-	mu      sync.Mutex
-	queue   []*eddyv1.Event
-	stopped bool
-	stop    chan struct{} // closed by halt
-	wake    chan struct{} // an event was queued
-	done    chan struct{} // closed when run has returned
+	mu       sync.Mutex
+	queue    []queued
+	batchSeq uint64 // batches enqueued so far
+	stopped  bool
+	stop     chan struct{} // closed by halt
+	wake     chan struct{} // an event was queued
+	done     chan struct{} // closed when run has returned
 
 	// Owned by run.
 	pending      []*eddyv1.Result
 	pendingBytes int64
+	overlay      stateOverlay
 
 	// flushMu is held while results are sent, so that abandon can wait for
 	// a send in progress: nothing is sent after a RevokeAck.
@@ -59,7 +61,10 @@ func (p *partition) enqueue(evs []*eddyv1.Event) bool {
 		p.mu.Unlock()
 		return false
 	}
-	p.queue = append(p.queue, evs...)
+	p.batchSeq++
+	for _, ev := range evs {
+		p.queue = append(p.queue, queued{ev: ev, batch: p.batchSeq})
+	}
 	p.mu.Unlock()
 	select {
 	case p.wake <- struct{}{}:
@@ -79,9 +84,9 @@ func (p *partition) halt() (events int, bytes int64) {
 	}
 	p.stopped = true
 	close(p.stop)
-	for _, e := range p.queue {
+	for _, q := range p.queue {
 		events++
-		bytes += eventBytes(e)
+		bytes += eventBytes(q.ev)
 	}
 	p.queue = nil
 	return events, bytes
@@ -144,7 +149,7 @@ func (p *partition) run() {
 		p.prev = nil
 	}
 	for {
-		ev, ok := p.next()
+		ev, batch, ok := p.next()
 		if !ok {
 			break
 		}
@@ -154,7 +159,8 @@ func (p *partition) run() {
 			p.s.finished(1, eventBytes(ev))
 			break
 		}
-		res := p.s.a.process(p.ctx, p.s, p.key.topic, p.key.partition, ev)
+		p.overlay.startEvent(batch)
+		res := p.s.a.process(p.ctx, p.s, p.key.topic, p.key.partition, ev, &p.overlay)
 		p.release()
 		p.pending = append(p.pending, res)
 		p.pendingBytes += eventBytes(ev)
@@ -165,28 +171,35 @@ func (p *partition) run() {
 	p.flush()
 }
 
-// next returns the next event, waiting for one; false once halted or
-// cancelled.
-func (p *partition) next() (*eddyv1.Event, bool) {
+// queued is an event waiting to be processed, with the number of the
+// batch it came in.
+type queued struct {
+	ev    *eddyv1.Event
+	batch uint64
+}
+
+// next returns the next event and its batch number, waiting for one;
+// false once halted or cancelled.
+func (p *partition) next() (*eddyv1.Event, uint64, bool) {
 	for {
 		p.mu.Lock()
 		if p.stopped {
 			p.mu.Unlock()
-			return nil, false
+			return nil, 0, false
 		}
 		if len(p.queue) > 0 {
-			ev := p.queue[0]
-			p.queue[0] = nil
+			q := p.queue[0]
+			p.queue[0] = queued{}
 			p.queue = p.queue[1:]
 			p.mu.Unlock()
-			return ev, true
+			return q.ev, q.batch, true
 		}
 		p.mu.Unlock()
 		select {
 		case <-p.wake:
 		case <-p.stop:
 		case <-p.ctx.Done():
-			return nil, false
+			return nil, 0, false
 		}
 	}
 }

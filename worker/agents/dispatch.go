@@ -16,10 +16,13 @@ func (m *Manager) dispatch() {
 			continue
 		}
 		for _, p := range a.parts {
-			if p.revoking || p.scan >= len(p.recs) {
+			if p.revoking || p.recovering || p.scan >= len(p.recs) {
 				continue
 			}
-			if a.byKey {
+			// With tables, a key's next event must see the previous
+			// one's mutations: the key-busy rule applies in partition
+			// ordering too (its one lane is the owner's).
+			if a.byKey || a.tables {
 				m.dispatchByKey(p)
 			} else if l := p.ownerLane(); l != nil {
 				m.dispatchLane(p, l)
@@ -57,8 +60,9 @@ func (m *Manager) take(p *partition, l *lane, r *rec) {
 	p.a.stats.delivered++
 }
 
-func eventOf(r *rec) Event {
-	return Event{Offset: r.off, Key: r.key, Value: r.value, Headers: r.headers, Timestamp: r.ts, Attempt: r.tries + 1}
+func (m *Manager) eventOf(p *partition, r *rec) Event {
+	return Event{Offset: r.off, Key: r.key, Value: r.value, Headers: r.headers, Timestamp: r.ts, Attempt: r.tries + 1,
+		State: m.stateOf(p, r)}
 }
 
 // dispatchLane fills batches for the single owner of a partition.
@@ -85,7 +89,7 @@ func (m *Manager) dispatchLane(p *partition, l *lane) {
 				break
 			}
 			m.take(p, l, r)
-			batch = append(batch, eventOf(r))
+			batch = append(batch, m.eventOf(p, r))
 			bytes += r.size
 		}
 		if firstSkipped >= 0 {
@@ -175,7 +179,7 @@ func (m *Manager) dispatchByKey(p *partition) {
 			// so they cannot overtake it if it fails again.
 			blocked[k] = true
 		}
-		b.events = append(b.events, eventOf(r))
+		b.events = append(b.events, m.eventOf(p, r))
 		b.bytes += r.size
 	}
 	if firstSkipped >= 0 {

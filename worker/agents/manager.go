@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sort"
 	"sync"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/eddy-streams/eddy/worker/config"
 	"github.com/eddy-streams/eddy/worker/monitor"
+	"github.com/eddy-streams/eddy/worker/tables"
 	"github.com/eddy-streams/eddy/worker/transport"
 )
 
@@ -26,10 +28,21 @@ type Consumer interface {
 	Commit(offsets []kafka.TopicPartition) error
 }
 
-// Producer is what the manager needs from the Kafka producer: Produce calls
-// onDone exactly once, never inside Produce, and without blocking.
+// Producer is what the manager needs from the Kafka producer: Produce and
+// ProduceOffset call onDone exactly once, never inside the call, and
+// without blocking; ProduceOffset reports the record's offset (the
+// changelog offset a table store is checkpointed at).
 type Producer interface {
 	Produce(rec transport.Record, onDone func(error))
+	ProduceOffset(rec transport.Record, onDone func(offset int64, err error))
+}
+
+// Restorer brings a table partition's local store up to its changelog's
+// end; tables.Restorer is the real one. Restore is called off the
+// manager's goroutine, several at once; the returned store is the
+// manager's, which closes it when the partition leaves.
+type Restorer interface {
+	Restore(ctx context.Context, table string, partition int32) (*tables.Store, tables.Progress, error)
 }
 
 // Config configures the manager. Zero fields take the documented default.
@@ -73,6 +86,13 @@ type Config struct {
 	// StallTimeout is how long work may wait without progress before it is
 	// reported as stalled. Default: 30s.
 	StallTimeout time.Duration
+	// Restorer restores the table partitions of agents that declare
+	// tables, before any event of their partition is delivered. Required
+	// when an agent declares tables.
+	Restorer Restorer
+	// RestoreBackoff is the first wait before a failed restore is tried
+	// again (doubling up to 30 times it). Default: 200ms.
+	RestoreBackoff time.Duration
 }
 
 func (c *Config) defaults() {
@@ -97,6 +117,7 @@ func (c *Config) defaults() {
 	defD(&c.RetryBackoffMax, 10*time.Second)
 	defD(&c.RevokeTimeout, 10*time.Second)
 	defD(&c.StallTimeout, 30*time.Second)
+	defD(&c.RestoreBackoff, 200*time.Millisecond)
 	if c.Monitor == nil {
 		c.Monitor = monitor.New(c.App, "", false)
 	}
@@ -121,6 +142,9 @@ type Manager struct {
 	lastStallCheck time.Time
 	running        atomic.Bool
 	stopped        chan struct{}
+	ctx            context.Context // Run's: restores end with it
+	restores       sync.WaitGroup  // running restore goroutines
+	recovering     atomic.Int64    // partitions restoring their tables
 
 	// Owned by the Run goroutine.
 	agents     map[string]*agentState
@@ -141,6 +165,7 @@ type agentState struct {
 	cfg      config.Agent
 	mon      *monitor.AgentStats
 	byKey    bool
+	tables   bool // declares tables: key-busy dispatch, state with events
 	dlq      string
 	paused   bool
 	sessions []*session // in connection order
@@ -169,11 +194,12 @@ func New(cfg Config, producer Producer) *Manager {
 	m.prodQ.wake = make(chan struct{}, 1)
 	for _, a := range cfg.Agents {
 		m.agents[a.Name] = &agentState{
-			cfg:   a,
-			mon:   cfg.Monitor.Agent(a.Name),
-			byKey: a.Ordering == "key",
-			dlq:   DLQTopic(cfg.App, a.Name),
-			parts: map[tpKey]*partition{},
+			cfg:    a,
+			mon:    cfg.Monitor.Agent(a.Name),
+			byKey:  a.Ordering == "key",
+			tables: len(a.Tables) > 0,
+			dlq:    DLQTopic(cfg.App, a.Name),
+			parts:  map[tpKey]*partition{},
 		}
 	}
 	return m
@@ -281,6 +307,21 @@ type (
 		r   *rec
 		err error
 	}
+	recoveredReq struct {
+		p       *partition
+		stores  []*tables.Store
+		records int64
+		took    time.Duration
+		err     error
+	}
+	changelogAck struct {
+		p   *partition
+		r   *rec
+		tp  *tablePart
+		mut tables.Mutation
+		off int64
+		err error
+	}
 	pauseReq struct {
 		agent  string
 		paused bool
@@ -328,6 +369,12 @@ func (m *Manager) Run(ctx context.Context) error {
 		return errors.New("agents: Run called twice")
 	}
 	defer close(m.stopped)
+	for _, a := range m.agents {
+		if a.tables && m.cfg.Restorer == nil {
+			return fmt.Errorf("agents: agent %q declares tables but Config.Restorer is nil", a.cfg.Name)
+		}
+	}
+	m.ctx = ctx
 	stopProducer, producerDone := make(chan struct{}), make(chan struct{})
 	go m.runProducer(stopProducer, producerDone)
 	defer func() { close(stopProducer); <-producerDone }()
@@ -367,10 +414,15 @@ func (m *Manager) shutdown() {
 	// end it too, or its stream handler waits for Done forever. Open
 	// refuses new ones from here on.
 	for _, item := range m.in.close() {
-		if it, ok := item.(*openReq); ok {
+		switch it := item.(type) {
+		case *openReq:
 			it.s.ended = true
 			it.s.err = ErrShuttingDown
 			close(it.s.done)
+		case *recoveredReq:
+			for _, st := range it.stores {
+				_ = st.Close()
+			}
 		}
 	}
 	for _, a := range m.agents {
@@ -382,6 +434,14 @@ func (m *Manager) shutdown() {
 		close(r.done)
 	}
 	m.revokes = nil
+	// Partitions never revoked (the consumer did not stop first): their
+	// acknowledged mutations go to their stores, which are closed. Run's
+	// context is done, so restores under way end; wait for them, so no
+	// store is left open.
+	for _, p := range m.parts {
+		m.closeTables(p)
+	}
+	m.restores.Wait()
 }
 
 func (m *Manager) handle(item any) {
@@ -419,6 +479,10 @@ func (m *Manager) handle(item any) {
 		}
 	case *produceAck:
 		m.produced(it.p, it.r, it.err)
+	case *changelogAck:
+		m.changelogAcked(it)
+	case *recoveredReq:
+		m.recovered(it)
 	case *pauseReq:
 		for name, a := range m.agents {
 			if it.agent == "" || it.agent == name {
@@ -467,6 +531,7 @@ func (m *Manager) commitAll(only map[*partition]bool) {
 	}
 	m.lastCommit = time.Now()
 	m.doneCount = 0
+	m.flushTables()
 	if len(offsets) == 0 {
 		return
 	}
@@ -543,8 +608,9 @@ func (m *Manager) caughtUp() bool {
 
 // produceJob is one record for the producer goroutine.
 type produceJob struct {
-	rec    transport.Record
-	onDone func(error)
+	rec      transport.Record
+	onDone   func(error)
+	onOffset func(int64, error) // instead of onDone: ProduceOffset
 }
 
 // produceQueue hands records from the Run goroutine to the producer
@@ -559,9 +625,18 @@ type produceQueue struct {
 }
 
 func (m *Manager) produce(rec transport.Record, onDone func(error)) {
+	m.enqueueProduce(produceJob{rec: rec, onDone: onDone})
+}
+
+// produceOffset is produce for records whose offset matters (changelogs).
+func (m *Manager) produceOffset(rec transport.Record, onDone func(int64, error)) {
+	m.enqueueProduce(produceJob{rec: rec, onOffset: onDone})
+}
+
+func (m *Manager) enqueueProduce(j produceJob) {
 	q := &m.prodQ
 	q.mu.Lock()
-	q.jobs = append(q.jobs, produceJob{rec, onDone})
+	q.jobs = append(q.jobs, j)
 	n := len(q.jobs)
 	q.mu.Unlock()
 	if n == 1 {
@@ -583,7 +658,7 @@ func (m *Manager) runProducer(stop <-chan struct{}, done chan<- struct{}) {
 		jobs, q.jobs = q.jobs, jobs[:0]
 		q.mu.Unlock()
 		for i, j := range jobs {
-			m.producer.Produce(j.rec, j.onDone)
+			m.handOver(j)
 			jobs[i] = produceJob{}
 		}
 		if len(jobs) > 0 {
@@ -597,10 +672,18 @@ func (m *Manager) runProducer(stop <-chan struct{}, done chan<- struct{}) {
 			q.jobs = nil
 			q.mu.Unlock()
 			for _, j := range left {
-				m.producer.Produce(j.rec, j.onDone)
+				m.handOver(j)
 			}
 			return
 		}
+	}
+}
+
+func (m *Manager) handOver(j produceJob) {
+	if j.onOffset != nil {
+		m.producer.ProduceOffset(j.rec, j.onOffset)
+	} else {
+		m.producer.Produce(j.rec, j.onDone)
 	}
 }
 

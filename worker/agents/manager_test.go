@@ -189,6 +189,7 @@ type fakeProducer struct {
 	mu    sync.Mutex
 	calls []*produceCall
 	auto  bool // acknowledge every produce as soon as it is made
+	next  map[string]int64
 }
 
 func (p *fakeProducer) Produce(rec transport.Record, onDone func(error)) {
@@ -203,6 +204,26 @@ func (p *fakeProducer) Produce(rec transport.Record, onDone func(error)) {
 	if auto {
 		go onDone(nil)
 	}
+}
+
+// ProduceOffset is Produce reporting offsets counted per topic and
+// partition from 0, in produce order.
+func (p *fakeProducer) ProduceOffset(rec transport.Record, onDone func(int64, error)) {
+	p.mu.Lock()
+	if p.next == nil {
+		p.next = map[string]int64{}
+	}
+	k := fmt.Sprintf("%s/%d", rec.Topic, rec.Partition)
+	off := p.next[k]
+	p.next[k]++
+	p.mu.Unlock()
+	p.Produce(rec, func(err error) {
+		if err != nil {
+			onDone(-1, err)
+		} else {
+			onDone(off, nil)
+		}
+	})
 }
 
 func (p *fakeProducer) len() int {

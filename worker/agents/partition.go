@@ -62,26 +62,29 @@ type lane struct {
 
 // partition is the state of one owned source partition.
 type partition struct {
-	ktp       tpKey
-	a         *agentState
-	recs      []*rec // received, not yet passed by the frontier, in offset order
-	head      int    // recs[:head] are passed and released
-	scan      int    // no pending record before recs[scan]
-	bytes     int
-	lanes     map[*session]*lane
-	frontier  int64 // next offset to commit; -1 before the first done record
-	committed int64
-	paused    bool // paused in Kafka
-	full      bool // buffer full: paused until half is done
-	revoking  bool // leaving this worker: no more deliveries
-	dropped   bool
-	keyBusy   map[string]int // key ordering: delivered or retrying records per key
-	retrying  int
-	acking    int
-	inflight  int
-	stats     *monitor.PartitionStats // nil when per-event metrics are off
-	doneTs    []int64                 // timestamps of records passed since the last commit (metrics)
-	lastMove  time.Time               // when the frontier last moved
+	ktp           tpKey
+	a             *agentState
+	recs          []*rec // received, not yet passed by the frontier, in offset order
+	head          int    // recs[:head] are passed and released
+	scan          int    // no pending record before recs[scan]
+	bytes         int
+	lanes         map[*session]*lane
+	frontier      int64 // next offset to commit; -1 before the first done record
+	committed     int64
+	paused        bool // paused in Kafka
+	full          bool // buffer full: paused until half is done
+	revoking      bool // leaving this worker: no more deliveries
+	dropped       bool
+	keyBusy       map[string]int // key ordering or tables: delivered, retrying or acking records per key
+	tables        []*tablePart   // the agent's tables' partitions; nil without tables
+	recovering    bool           // restoring its tables: nothing is delivered yet
+	cancelRestore func()         // ends the restore under way
+	retrying      int
+	acking        int
+	inflight      int
+	stats         *monitor.PartitionStats // nil when per-event metrics are off
+	doneTs        []int64                 // timestamps of records passed since the last commit (metrics)
+	lastMove      time.Time               // when the frontier last moved
 }
 
 func (p *partition) len() int { return len(p.recs) - p.head }
@@ -236,10 +239,13 @@ func (m *Manager) assign(parts []kafka.TopicPartition) {
 		}
 		p := &partition{ktp: k, a: a, lanes: map[*session]*lane{}, frontier: -1, committed: -1,
 			stats: m.mon.Partition(a.cfg.Name, k.topic, k.partition), lastMove: time.Now()}
-		if a.byKey {
+		if a.byKey || a.tables {
 			p.keyBusy = map[string]int{}
 		}
 		m.parts[k] = p
+		if a.tables {
+			m.startRecovery(p)
+		}
 		a.parts[k] = p
 		if a.byKey {
 			for _, s := range a.sessions {
@@ -449,6 +455,7 @@ func (m *Manager) dropPartition(p *partition, lost bool) {
 		}
 	}
 	p.lanes = nil
+	m.closeTables(p)
 	p.dropped = true
 	delete(m.parts, p.ktp)
 	m.mon.Release(p.ktp.topic, p.ktp.partition)

@@ -48,8 +48,8 @@ func (m *Manager) results(s *session, res *Results) error {
 					return badRequest("result for offset %d produces a record without a topic", r.Offset)
 				}
 			}
-			for _, mu := range r.Mutations {
-				return badRequest("result for offset %d mutates table %q, which agent %q does not declare (tables are not supported yet)", r.Offset, mu.Table, a.cfg.Name)
+			if err := validateMutations(a, r.Offset, r.Mutations); err != nil {
+				return err
 			}
 		case StatusRetry, StatusDeadLetter:
 		default:
@@ -69,7 +69,7 @@ func (m *Manager) results(s *session, res *Results) error {
 			a.stats.acked++
 			rec.lane = nil
 			rec.lastErr = ""
-			if len(r.Produced) == 0 {
+			if len(r.Produced) == 0 && len(r.Mutations) == 0 {
 				if p.keyBusy != nil {
 					p.unbusy(rec.key)
 				}
@@ -77,13 +77,16 @@ func (m *Manager) results(s *session, res *Results) error {
 				m.doneCount++
 				continue
 			}
-			// In key ordering the key stays busy until Kafka has what the
-			// event produced: a failed produce redelivers the event, which
-			// must not be overtaken by the key's later events.
+			// In key ordering (and with tables) the key stays busy until
+			// Kafka has what the event produced and its changelog
+			// records: a failed produce redelivers the event, which must
+			// not be overtaken by the key's later events, and the next
+			// event of the key must see the mutations.
 			rec.state = stateAcking
 			p.acking++
-			rec.acks = len(r.Produced)
+			rec.acks = len(r.Produced) + len(r.Mutations)
 			rec.failed = nil
+			m.produceMutations(p, rec, r.Mutations)
 			for _, out := range r.Produced {
 				m.produce(transport.Record{
 					Topic:     out.Topic,

@@ -41,8 +41,8 @@ func (m *Manager) checkStalls(now time.Time) {
 			"since", since.Format(time.RFC3339), "reason", reason)
 	}
 	for _, p := range m.parts {
-		if p.a.paused || p.revoking {
-			continue
+		if p.a.paused || p.revoking || p.recovering {
+			continue // a restore reports its own progress
 		}
 		waiting := p.len()
 		if lag := p.statsLag(); waiting > 0 || lag > 0 {

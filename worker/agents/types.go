@@ -104,6 +104,17 @@ type Event struct {
 	Headers   []Header
 	Timestamp time.Time
 	Attempt   uint32
+	// State holds, for each table of the agent (in the app file's order),
+	// the key's current value. Empty for agents without tables.
+	State []TableState
+}
+
+// TableState is the value of one table for an event's key.
+type TableState struct {
+	Table string
+	// HasValue tells an absent key (false) from an empty value (true).
+	HasValue bool
+	Value    []byte
 }
 
 // Outbound is one message to an agent; exactly one field is set.

@@ -19,6 +19,7 @@ import (
 	"github.com/eddy-streams/eddy/worker/agents"
 	"github.com/eddy-streams/eddy/worker/config"
 	"github.com/eddy-streams/eddy/worker/monitor"
+	"github.com/eddy-streams/eddy/worker/tables"
 )
 
 // Options are what the worker process hands the app.
@@ -53,6 +54,43 @@ type App struct {
 	pausedAgents map[string]bool
 	kafkaErrs    func() []KafkaError
 	mgr          *agents.Manager
+	recovery     map[tablePartition]tables.Progress // restores under way
+}
+
+type tablePartition struct {
+	table     string
+	partition int32
+}
+
+// onRestoreProgress records a restore's progress for status; it runs on
+// the restoring goroutine.
+func (a *App) onRestoreProgress(p tables.Progress) {
+	if p.Standby {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	k := tablePartition{p.Table, p.Partition}
+	if p.Done {
+		delete(a.recovery, k)
+	} else {
+		a.recovery[k] = p
+	}
+}
+
+func (a *App) recoveryLocked() []RecoveryProgress {
+	var out []RecoveryProgress
+	for _, p := range a.recovery {
+		out = append(out, RecoveryProgress{Table: p.Table, Partition: p.Partition, Done: p.Records,
+			Total: p.Records + p.Remaining(), Rate: p.Rate, Remaining: p.ETA})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Table != out[j].Table {
+			return out[i].Table < out[j].Table
+		}
+		return out[i].Partition < out[j].Partition
+	})
+	return out
 }
 
 // New returns an app for a validated config.
@@ -65,6 +103,7 @@ func New(cfg *config.Config, opts Options) *App {
 		mon:          monitor.New(cfg.App, opts.Version, cfg.Monitor.Enabled),
 		assigned:     map[TopicPartition]bool{},
 		pausedAgents: map[string]bool{},
+		recovery:     map[tablePartition]tables.Progress{},
 	}
 	a.setState(StateStarting)
 	return a
@@ -163,6 +202,7 @@ func (a *App) Status() Status {
 		st.KafkaErrors = a.kafkaErrs()
 	}
 	st.Stalled = a.mon.Stalls()
+	st.Recovery = a.recoveryLocked()
 	return st
 }
 
@@ -329,7 +369,7 @@ func (a *App) TableInfos() []TableInfo {
 		info := TableInfo{
 			Name:            t.Name,
 			Partitions:      a.tablePartitions(t.Name),
-			ChangelogTopic:  a.cfg.App + "-" + t.Name + "-changelog",
+			ChangelogTopic:  tables.ChangelogTopic(a.cfg.App, t.Name),
 			StandbyReplicas: t.StandbyReplicas,
 		}
 		if w := t.Window; w != nil {
@@ -340,15 +380,8 @@ func (a *App) TableInfos() []TableInfo {
 	return out
 }
 
-// tablePartitions is the partition count of the source topic of the first
-// agent using the table (tables are partitioned like their source).
+// tablePartitions is the partition count of a table: that of its source
+// topics (tables are partitioned like their source).
 func (a *App) tablePartitions(table string) int32 {
-	for _, ag := range a.cfg.Agents {
-		if slices.Contains(ag.Tables, table) && len(ag.Topics) > 0 {
-			if t, ok := a.cfg.Topic(ag.Topics[0]); ok {
-				return int32(t.Partitions)
-			}
-		}
-	}
-	return 0
+	return int32(a.cfg.TablePartitions(table))
 }

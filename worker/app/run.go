@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/eddy-streams/eddy/worker/agents"
+	"github.com/eddy-streams/eddy/worker/tables"
 	"github.com/eddy-streams/eddy/worker/transport"
 )
 
@@ -23,9 +24,10 @@ const stopBudget = 10 * time.Second
 // stops them. It returns nil after a clean stop. Run may be called once.
 //
 // Start order (DESIGN.md §1): monitor (created with the app), Kafka admin
-// (reach the brokers within kafka.reach_timeout, create declared topics),
-// producer, consumer (joins the group). Tables and agents join this list as
-// they are built.
+// (reach the brokers within kafka.reach_timeout, create declared topics,
+// dead-letter and changelog topics), producer, table restorer, agents
+// manager, consumer (joins the group). Table partitions are restored by
+// the manager as their source partitions are assigned.
 //
 // Stop order, the reverse:
 //  1. state STOPPING (health NOT_SERVING);
@@ -71,11 +73,20 @@ func (a *App) Run(ctx context.Context) (err error) {
 		err = errors.Join(err, producer.Close(cctx))
 	}()
 
+	restorer, err := tables.NewRestorer(tables.Config{
+		App: a.cfg.App, Dir: a.cfg.DataDir, Kafka: tcfg, Logger: a.log, Errors: errLog,
+		OnProgress: a.onRestoreProgress,
+	})
+	if err != nil {
+		return err
+	}
+
 	mgr := agents.New(agents.Config{
 		App: a.cfg.App, Agents: a.cfg.Agents, Logger: a.log,
 		Monitor: a.mon, StallTimeout: a.cfg.Monitor.StallTimeout.D(),
 		CommitInterval: a.cfg.Commit.Interval.D(), CommitEvery: a.cfg.Commit.Every,
 		RevokeTimeout: a.cfg.Commit.RevokeTimeout.D(),
+		Restorer:      restorer,
 	}, producer)
 	g, gctx := errgroup.WithContext(ctx)
 	if topics := a.sourceTopics(); len(topics) > 0 {
@@ -152,6 +163,14 @@ func (a *App) topicSpecs() []transport.TopicSpec {
 			Partitions:        1,
 			ReplicationFactor: a.cfg.Kafka.ReplicationFactor,
 		})
+	}
+	// Changelogs: compacted, partitioned like their tables' source topics.
+	for _, t := range a.cfg.Tables {
+		n := a.cfg.TablePartitions(t.Name)
+		if n == 0 {
+			continue // no agent uses it: nothing would ever write it
+		}
+		specs = append(specs, tables.Changelog{App: a.cfg.App, Table: t.Name}.Spec(n, a.cfg.Kafka.ReplicationFactor))
 	}
 	return specs
 }

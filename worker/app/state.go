@@ -86,6 +86,22 @@ type Status struct {
 	KafkaErrors         []KafkaError
 	Stalled             []monitor.Stall
 	Warnings            []string
+	// Recovery lists the table partitions being restored now.
+	Recovery []RecoveryProgress
+}
+
+// RecoveryProgress is where one running restore of a table partition
+// stands.
+type RecoveryProgress struct {
+	Table     string
+	Partition int32
+	// Done is the changelog records applied so far; Total adds the
+	// offsets left (an upper bound: compaction leaves gaps).
+	Done, Total int64
+	// Rate is records per second; Remaining the estimated time left (-1:
+	// unknown).
+	Rate      float64
+	Remaining time.Duration
 }
 
 // AgentInfo describes one declared agent, for ListAgents.

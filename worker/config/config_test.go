@@ -89,6 +89,9 @@ func TestLoadBad(t *testing.T) {
 			[]string{`agents[0].ordering: "random"`}},
 		{"bad window type", strings.Replace(good, "tumbling", "sliding", 1),
 			[]string{`tables[0].window.type: "sliding"`}},
+		{"table partition mismatch", strings.Replace(strings.Replace(good, "- {name: lines, partitions: 8}", "- {name: lines, partitions: 8}\n  - {name: more, partitions: 4}", 1),
+			"agents:\n", "agents:\n  - {name: other, topics: [more], tables: [counts]}\n", 1),
+			[]string{`tables[0]: table "counts"`, `topic "more" has 4 partitions and topic "lines" has 8`}},
 		{"bad listen", good + "listen: {grpc: nowhere}\n", []string{`listen.grpc: "nowhere"`}},
 		{"not yaml", "app: [\n", []string{"not valid YAML"}},
 		{"empty", "", []string{"empty"}},
@@ -132,5 +135,18 @@ func TestApplyEnv(t *testing.T) {
 	env["EDDY_SHUTDOWN_TIMEOUT"] = "later"
 	if err := cfg.ApplyEnv(func(k string) string { return env[k] }); err == nil || !strings.Contains(err.Error(), "EDDY_SHUTDOWN_TIMEOUT") {
 		t.Errorf("got %v, want an error naming EDDY_SHUTDOWN_TIMEOUT", err)
+	}
+}
+
+func TestTablePartitions(t *testing.T) {
+	cfg, err := load(t, good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cfg.TablePartitions("counts"), 8; got != want {
+		t.Errorf("TablePartitions(counts) = %d, want %d", got, want)
+	}
+	if got := cfg.TablePartitions("nope"); got != 0 {
+		t.Errorf("TablePartitions(nope) = %d, want 0", got)
 	}
 }

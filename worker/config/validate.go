@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"regexp"
+	"slices"
 	"strconv"
 )
 
@@ -149,7 +150,54 @@ func (c *Config) Validate() error {
 			bad(f+".max_retries", "%d: must not be negative", *a.MaxRetries)
 		}
 	}
+	errs = append(errs, c.checkTablePartitions()...)
 	return errors.Join(errs...)
+}
+
+// checkTablePartitions checks that every table's source topics (the topics
+// of the agents that declare it) have one partition count: table partition
+// p lives with source partition p, so the changelog has exactly that many
+// partitions. Unknown names are reported elsewhere.
+func (c *Config) checkTablePartitions() []error {
+	var errs []error
+	for i, t := range c.Tables {
+		first, firstN := "", 0
+		for _, a := range c.Agents {
+			if !slices.Contains(a.Tables, t.Name) {
+				continue
+			}
+			for _, name := range a.Topics {
+				top, ok := c.Topic(name)
+				if !ok {
+					continue
+				}
+				if first == "" {
+					first, firstN = name, top.Partitions
+				} else if top.Partitions != firstN {
+					errs = append(errs, fmt.Errorf("tables[%d]: table %q is partitioned like its source topics, but topic %q has %d partitions and topic %q has %d",
+						i, t.Name, first, firstN, name, top.Partitions))
+				}
+			}
+		}
+	}
+	return errs
+}
+
+// TablePartitions returns the partition count of a table: that of the
+// source topics of the agents declaring it (Validate checks they agree),
+// or 0 when no agent uses it.
+func (c *Config) TablePartitions(table string) int {
+	for _, a := range c.Agents {
+		if !slices.Contains(a.Tables, table) {
+			continue
+		}
+		for _, name := range a.Topics {
+			if top, ok := c.Topic(name); ok {
+				return top.Partitions
+			}
+		}
+	}
+	return 0
 }
 
 func addr(field, v string, bad func(string, string, ...any)) {

@@ -67,7 +67,7 @@ type Producer struct {
 	space    chan struct{} // a delivery report arrived: the local queue has room
 
 	mu      sync.Mutex
-	pending map[uint64]func(error)
+	pending map[uint64]func(int64, error)
 	nextID  uint64
 
 	fatalOnce sync.Once
@@ -102,7 +102,7 @@ func NewProducer(cfg Config, opts ...Option) (*Producer, error) {
 		dlvDone: make(chan struct{}),
 		closeCh: make(chan struct{}),
 		space:   make(chan struct{}, 1),
-		pending: make(map[uint64]func(error)),
+		pending: make(map[uint64]func(int64, error)),
 		fatalCh: make(chan struct{}),
 	}
 	p.logsDone = forwardLogs(kp.Logs(), o.logger, "producer")
@@ -124,16 +124,30 @@ func NewProducer(cfg Config, opts ...Option) (*Producer, error) {
 // the Producer is closing. Safe for concurrent use.
 func (p *Producer) Produce(rec Record, onDone func(error)) {
 	if onDone == nil {
-		onDone = func(error) {}
+		p.ProduceOffset(rec, nil)
+		return
+	}
+	p.ProduceOffset(rec, func(_ int64, err error) { onDone(err) })
+}
+
+// ProduceOffset is Produce with the record's offset: onDone gets the offset
+// Kafka gave the record in its partition (from the delivery report) with a
+// nil error, or -1 with the error that failed it. The same rules hold: it
+// is called exactly once, never inside ProduceOffset, and must not block.
+// The changelog writes of tables need the offset: it becomes the local
+// store's checkpoint. Safe for concurrent use.
+func (p *Producer) ProduceOffset(rec Record, onDone func(offset int64, err error)) {
+	if onDone == nil {
+		onDone = func(int64, error) {}
 	}
 	p.inflight.RLock()
 	defer p.inflight.RUnlock()
 	if p.closing.Load() {
-		go onDone(ErrClosed)
+		go onDone(-1, ErrClosed)
 		return
 	}
 	if errp := p.fatalErr.Load(); errp != nil {
-		go onDone(fmt.Errorf("transport: producer failed: %w", *errp))
+		go onDone(-1, fmt.Errorf("transport: producer failed: %w", *errp))
 		return
 	}
 	p.mu.Lock()
@@ -178,7 +192,7 @@ func (p *Producer) Produce(rec Record, onDone func(error)) {
 			err = fmt.Errorf("%w: %w", ErrClosed, err)
 		}
 		if cb := p.take(id); cb != nil {
-			go cb(fmt.Errorf("transport: produce to %s[%d]: %w", rec.Topic, rec.Partition, err))
+			go cb(-1, fmt.Errorf("transport: produce to %s[%d]: %w", rec.Topic, rec.Partition, err))
 		}
 		return
 	}
@@ -187,7 +201,7 @@ func (p *Producer) Produce(rec Record, onDone func(error)) {
 // take removes and returns the callback of id, or nil if it was already
 // taken. Whoever takes a callback calls it: that is what makes each
 // callback run exactly once.
-func (p *Producer) take(id uint64) func(error) {
+func (p *Producer) take(id uint64) func(int64, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	cb, ok := p.pending[id]
@@ -221,7 +235,11 @@ func (p *Producer) deliveries() {
 				}
 			}
 			if cb := p.take(id); cb != nil {
-				cb(err)
+				off := int64(-1)
+				if err == nil {
+					off = int64(e.TopicPartition.Offset)
+				}
+				cb(off, err)
 			}
 			select {
 			case p.space <- struct{}{}:
@@ -305,10 +323,10 @@ func (p *Producer) close(ctx context.Context) error {
 
 	p.mu.Lock()
 	left := p.pending
-	p.pending = map[uint64]func(error){}
+	p.pending = map[uint64]func(int64, error){}
 	p.mu.Unlock()
 	for _, cb := range left {
-		cb(fmt.Errorf("%w: closed before Kafka acknowledged the record", ErrClosed))
+		cb(-1, fmt.Errorf("%w: closed before Kafka acknowledged the record", ErrClosed))
 	}
 	if n := int64(len(left)) + p.purged.Load(); n > 0 {
 		return fmt.Errorf("transport: producer closed with %d unacknowledged records: %w", n, ErrClosed)

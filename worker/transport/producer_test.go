@@ -3,6 +3,7 @@ package transport_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -162,5 +163,100 @@ func TestProduceUnknownTopicFails(t *testing.T) {
 		t.Logf("callback error: %v", err)
 	case <-time.After(waitTimeout):
 		t.Fatal("no callback for a record to a missing topic")
+	}
+}
+
+// TestProduceOffset checks that ProduceOffset reports each record's offset
+// in its partition, and that an independent consumer finds each record at
+// the offset reported.
+func TestProduceOffset(t *testing.T) {
+	const n = 200
+	topic := kafkatest.Topic(t, 2)
+	p := newProducer(t, testConfig(t))
+	type got struct {
+		off int64
+		err error
+	}
+	done := make(chan got, n)
+	for i := range n {
+		p.ProduceOffset(transport.Record{
+			Topic: topic, Partition: int32(i % 2), Key: []byte{byte(i)}, Value: []byte(strconv.Itoa(i)),
+		}, func(off int64, err error) { done <- got{off, err} })
+	}
+	offsets := make([]int64, 0, n)
+	for range n {
+		select {
+		case g := <-done:
+			if g.err != nil {
+				t.Fatalf("callback error: %v", g.err)
+			}
+			offsets = append(offsets, g.off)
+		case <-time.After(waitTimeout):
+			t.Fatal("missing callbacks")
+		}
+	}
+	// Each partition got n/2 records: offsets 0..n/2-1, each reported once
+	// per partition, so the multiset of offsets is {0..n/2-1} twice.
+	count := map[int64]int{}
+	for _, o := range offsets {
+		count[o]++
+	}
+	for o := int64(0); o < n/2; o++ {
+		if count[o] != 2 {
+			t.Errorf("offset %d reported %d times, want 2 (once per partition)", o, count[o])
+		}
+	}
+	if len(count) != n/2 {
+		t.Errorf("%d distinct offsets reported, want %d", len(count), n/2)
+	}
+
+	// The reported offset is where the record is: produce one more and
+	// read it back at that offset.
+	one := make(chan got, 1)
+	p.ProduceOffset(transport.Record{Topic: topic, Partition: 1, Key: []byte("last"), Value: []byte("v")},
+		func(off int64, err error) { one <- got{off, err} })
+	g := <-one
+	if g.err != nil || g.off != n/2 {
+		t.Fatalf("ProduceOffset = %d, %v; want %d, nil", g.off, g.err, n/2)
+	}
+	c, err := kafka.NewConsumer(&kafka.ConfigMap{
+		"bootstrap.servers": kafkatest.Bootstrap(t),
+		"group.id":          kafkatest.Group(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Assign([]kafka.TopicPartition{{Topic: &topic, Partition: 1, Offset: kafka.Offset(g.off)}}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := c.ReadMessage(waitTimeout)
+	if err != nil {
+		t.Fatalf("ReadMessage: %v", err)
+	}
+	if string(m.Key) != "last" || int64(m.TopicPartition.Offset) != g.off {
+		t.Errorf("read key %q at offset %d; want \"last\" at %d", m.Key, m.TopicPartition.Offset, g.off)
+	}
+}
+
+func TestProduceOffsetFailure(t *testing.T) {
+	cfg := transport.DefaultConfig()
+	cfg.Brokers = "127.0.0.1:1"
+	p, err := transport.NewProducer(cfg, transport.WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan int64, 1)
+	p.ProduceOffset(transport.Record{Topic: "nowhere", Partition: 0, Value: []byte("x")}, func(off int64, err error) {
+		if err == nil {
+			t.Error("callback without error for an unreachable broker")
+		}
+		done <- off
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_ = p.Close(ctx)
+	if off := <-done; off != -1 {
+		t.Errorf("failed record reported offset %d, want -1", off)
 	}
 }

@@ -1,0 +1,97 @@
+package agents
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/eddy-streams/eddy/worker/tables"
+)
+
+// startRecovery restores the tables of a newly assigned partition on a
+// goroutine of its own; nothing of the partition is delivered until its
+// result comes back through the inbox (recovered). A failed restore (the
+// broker unreachable, the store still held by a partition just revoked
+// here) is tried again with backoff until it succeeds or the partition
+// leaves.
+func (m *Manager) startRecovery(p *partition) {
+	p.tables = m.newTableParts(p)
+	p.recovering = true
+	ctx, cancel := context.WithCancel(m.ctx)
+	p.cancelRestore = cancel
+	m.recovering.Add(1)
+	m.restores.Add(1)
+	log := m.log.With("agent", p.a.cfg.Name, "topic", p.ktp.topic, "partition", p.ktp.partition)
+	names := append([]string(nil), p.a.cfg.Tables...)
+	go func() {
+		defer m.restores.Done()
+		start := time.Now()
+		req := &recoveredReq{p: p}
+		for _, name := range names {
+			st, records, err := m.restoreOne(ctx, log, name, p.ktp.partition)
+			if err != nil {
+				req.err = err
+				break
+			}
+			req.stores = append(req.stores, st)
+			req.records += records
+		}
+		req.took = time.Since(start)
+		if !m.in.push(req) { // the manager stopped: nobody takes the stores
+			for _, st := range req.stores {
+				_ = st.Close()
+			}
+		}
+	}()
+}
+
+// restoreOne restores one table partition, trying again until ctx ends.
+func (m *Manager) restoreOne(ctx context.Context, log interface {
+	Warn(string, ...any)
+}, table string, partition int32) (*tables.Store, int64, error) {
+	wait := m.cfg.RestoreBackoff
+	for {
+		st, prog, err := m.cfg.Restorer.Restore(ctx, table, partition)
+		if err == nil {
+			return st, prog.Records, nil
+		}
+		if ctx.Err() != nil {
+			return nil, 0, ctx.Err()
+		}
+		log.Warn("table restore failed; trying again", "table", table, "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 30*m.cfg.RestoreBackoff)
+	}
+}
+
+// recovered takes the end of a partition's restore: its stores are in
+// place and delivery may start, unless the partition left meanwhile.
+func (m *Manager) recovered(req *recoveredReq) {
+	m.recovering.Add(-1)
+	p := req.p
+	if req.err != nil || p.dropped || m.parts[p.ktp] != p {
+		for _, st := range req.stores {
+			_ = st.Close()
+		}
+		if req.err != nil && !errors.Is(req.err, context.Canceled) {
+			m.log.Warn("table restore ended", "agent", p.a.cfg.Name, "topic", p.ktp.topic, "partition", p.ktp.partition, "err", req.err)
+		}
+		return
+	}
+	for i, t := range p.tables {
+		t.store = req.stores[i]
+	}
+	p.recovering = false
+	p.cancelRestore = nil
+	p.lastMove = time.Now() // waiting for the restore was not a stall
+	m.log.Info("partition recovered; delivering", "agent", p.a.cfg.Name, "topic", p.ktp.topic,
+		"partition", p.ktp.partition, "tables", len(p.tables), "records", req.records, "took", req.took.Round(time.Millisecond))
+}
+
+// Recovering returns how many partitions are restoring their tables (none
+// of their events is delivered meanwhile). Safe for concurrent use.
+func (m *Manager) Recovering() int { return int(m.recovering.Load()) }
