@@ -10,7 +10,13 @@ TEST_TIMEOUT ?= 30m
 
 BENCH_EVENTS ?= 200000
 
-.PHONY: all build demo test test-unit bench proto lint kafka-fetch clean
+# Python SDK (sdk/python): a virtual environment with the pinned tools and test
+# dependencies of sdk/python/requirements-dev.txt, rebuilt when they change.
+PYTHON ?= python3
+PY_VENV := $(CURDIR)/sdk/python/.venv
+PY := $(PY_VENV)/bin/python
+
+.PHONY: all build demo test test-unit test-python bench proto lint kafka-fetch py-venv clean
 
 all: build
 
@@ -26,9 +32,25 @@ demo: build
 	$(GO) build $(TOOLS) -o $(BIN)/grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl
 	BIN=$(BIN) ./scripts/demo.sh
 
-## test: every test, with -race, against a real Apache Kafka broker the tests start
-test: kafka-fetch
+## test: every test, with -race, against a real Apache Kafka broker the tests start; then the Python SDK's
+test: kafka-fetch py-venv
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(MAKE) --no-print-directory test-python
+
+## test-python: the Python SDK's tests (pytest in the venv): unit tests on a fake worker, end to end
+## on the real worker and a real broker. pytest's status 5 (no tests collected) fails loudly.
+test-python: kafka-fetch py-venv
+	@rc=0; $(PY) -m pytest sdk/python/tests || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "test-python: pytest collected no tests" >&2; fi; exit $$rc
+
+## py-venv: sdk/python/.venv with the pinned requirements and the SDK installed (editable)
+py-venv: $(PY_VENV)/.stamp
+$(PY_VENV)/.stamp: sdk/python/requirements-dev.txt sdk/python/pyproject.toml
+	rm -rf $(PY_VENV)
+	$(PYTHON) -m venv $(PY_VENV)
+	$(PY) -m pip install -q -r sdk/python/requirements-dev.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e sdk/python
+	touch $@
 
 ## test-unit: the tests that need no broker (fast)
 test-unit:
@@ -43,11 +65,12 @@ bench: kafka-fetch
 kafka-fetch:
 	./scripts/kafka/fetch.sh
 
-## proto: regenerate gen/ from proto/ (local plugins, pinned versions)
-proto:
+## proto: regenerate gen/ and the Python SDK's stubs from proto/ (local plugins, pinned versions)
+proto: py-venv
 	$(GO) tool $(TOOLS) buf lint
 	rm -rf gen/eddy
 	$(GO) tool $(TOOLS) buf generate
+	$(PY) sdk/python/genproto.py
 
 ## lint: gofmt, go vet, buf lint
 lint:

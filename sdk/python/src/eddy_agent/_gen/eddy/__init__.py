@@ -1,0 +1,1 @@
+"""Generated from proto/ by sdk/python/genproto.py (make proto). Do not edit."""

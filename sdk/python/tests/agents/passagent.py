@@ -1,0 +1,54 @@
+"""The Python counterpart of integration/testagent, run as a real process by
+the end-to-end tests and bench.py: it copies each event to an output topic
+with headers naming its source, and can be told to fail on purpose.
+
+    passagent.py --addr HOST:PORT --name pass --out TOPIC [--poison VALUE]
+                 [--delay SECONDS] [--instance ID] [--credit N] [--token T]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+
+from eddy_agent import App, Event
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--addr", default=os.environ.get("EDDY_ADDR", "127.0.0.1:6066"))
+    ap.add_argument("--name", default="pass")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--instance", default=None)
+    ap.add_argument("--poison", default="", help="events with this value raise ValueError")
+    ap.add_argument("--delay", type=float, default=0.0, help="seconds spent on each event")
+    ap.add_argument("--credit", type=int, default=1000)
+    ap.add_argument("--token", default=None)
+    args = ap.parse_args()
+
+    app = App(args.addr, token=args.token, instance_id=args.instance, credit_events=args.credit)
+    poison = args.poison.encode()
+
+    @app.agent(args.name)
+    async def copy(ev: Event) -> None:
+        if poison and ev.value == poison:
+            raise ValueError(f"poison event at offset {ev.offset}")
+        if args.delay > 0:
+            await asyncio.sleep(args.delay)
+        ev.emit(
+            args.out,
+            key=ev.key,
+            value=ev.value,
+            headers=[
+                ("src.partition", str(ev.partition)),
+                ("src.offset", str(ev.offset)),
+                ("agent.sdk", "python"),
+            ],
+        )
+
+    app.main(log_level=os.environ.get("EDDY_LOG_LEVEL", "INFO"))
+
+
+if __name__ == "__main__":
+    main()
