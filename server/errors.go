@@ -22,9 +22,15 @@ func toStatus(log *slog.Logger, err error) error {
 		return err
 	}
 	var unknownAgent *app.UnknownAgentError
+	var unknownTable *app.UnknownTableError
+	var notOwned *app.NotOwnedError
 	switch {
-	case errors.As(err, &unknownAgent):
+	case errors.As(err, &unknownAgent), errors.As(err, &unknownTable), errors.Is(err, app.ErrKeyNotFound):
 		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, app.ErrBadPageToken), errors.Is(err, app.ErrBadRequest):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, app.ErrUnavailable), errors.As(err, &notOwned):
+		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, app.ErrNotRunning):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, context.Canceled):

@@ -4,6 +4,7 @@
 package server
 
 import (
+	"context"
 	"crypto/tls"
 	"log/slog"
 	"time"
@@ -44,7 +45,9 @@ type Core interface {
 	Resume(agent string) (app.State, []string, error)
 	Shutdown(reason string) time.Time
 	AgentInfos() []app.AgentInfo
-	TableInfos() []app.TableInfo
+	TableInfos(ctx context.Context) ([]app.TableInfo, error)
+	TableGet(ctx context.Context, table string, key []byte, windowStart *time.Time) (app.TableValue, error)
+	TableScan(ctx context.Context, table string, prefix []byte, limit int, token string) (app.ScanPage, error)
 	OpenAgentSession(agents.Hello) (*agents.Session, agents.Welcome, error)
 	State() app.State
 	Snapshot() monitor.Snapshot
@@ -62,6 +65,10 @@ type Config struct {
 	ProtectReads bool
 	// TLS enables TLS when set. Default: plaintext.
 	TLS *tls.Config
+	// ForwardTLS is the client TLS configuration for TableService reads
+	// forwarded to other workers, when TLS is set. Default: TLS verified
+	// against the system roots. Forwarded calls carry Token.
+	ForwardTLS *tls.Config
 	// Logger receives request logs and recovered panics. Required.
 	Logger *slog.Logger
 }
@@ -102,7 +109,18 @@ func New(cfg Config, core Core) (*grpc.Server, *health.Server) {
 	s := grpc.NewServer(opts...)
 	eddyv1.RegisterLifecycleServiceServer(s, &lifecycleServer{core: core, log: log})
 	eddyv1.RegisterAgentServiceServer(s, &agentServer{core: core, log: log, token: cfg.Token})
-	eddyv1.RegisterTableServiceServer(s, &tableServer{core: core, log: log})
+	fwdTLS := cfg.TLS
+	if fwdTLS != nil {
+		// Forwarded reads go to the other workers of the app, which serve
+		// the same certificate setup; verify them against the system roots
+		// unless ForwardTLS says otherwise.
+		fwdTLS = cfg.ForwardTLS
+		if fwdTLS == nil {
+			fwdTLS = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+	}
+	eddyv1.RegisterTableServiceServer(s, &tableServer{core: core, log: log,
+		fwd: &forwarder{token: cfg.Token, tls: fwdTLS, conns: map[string]*grpc.ClientConn{}}})
 	eddyv1.RegisterMonitorServiceServer(s, &monitorServer{core: core, log: log})
 	h := health.NewServer()
 	healthpb.RegisterHealthServer(s, h)

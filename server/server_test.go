@@ -27,6 +27,7 @@ import (
 // fakeCore is a worker runtime for the adapters; panicOnStatus makes
 // GetStatus panic to exercise recovery.
 type fakeCore struct {
+	fakeTables
 	panicOnStatus bool
 	paused        []string
 	dropped       atomic.Uint64
@@ -36,7 +37,7 @@ func (f *fakeCore) Status() app.Status {
 	if f.panicOnStatus {
 		panic("boom: secret internals")
 	}
-	return app.Status{State: app.StateRunning, App: "demo"}
+	return app.Status{State: app.StateRunning, App: "demo", WorkerID: f.workerID}
 }
 
 func (f *fakeCore) Pause(agent string) (app.State, []string, error) {
@@ -50,7 +51,6 @@ func (f *fakeCore) Pause(agent string) (app.State, []string, error) {
 func (f *fakeCore) Resume(string) (app.State, []string, error) { return app.StateRunning, nil, nil }
 func (f *fakeCore) Shutdown(string) time.Time                  { return time.Now() }
 func (f *fakeCore) AgentInfos() []app.AgentInfo                { return nil }
-func (f *fakeCore) TableInfos() []app.TableInfo                { return nil }
 func (f *fakeCore) State() app.State                           { return app.StateRunning }
 func (f *fakeCore) Snapshot() monitor.Snapshot {
 	// Large snapshots, so a reader that stops fills the stream's flow
@@ -151,9 +151,9 @@ func TestErrorMapping(t *testing.T) {
 	if got := status.Code(err); got != codes.NotFound || !strings.Contains(err.Error(), `unknown agent "nosuch"`) {
 		t.Errorf("got %v, want NotFound naming the agent", err)
 	}
-	_, err = eddyv1.NewTableServiceClient(conn).Get(context.Background(), &eddyv1.GetRequest{Table: "t"})
-	if got := status.Code(err); got != codes.Unimplemented || !strings.Contains(err.Error(), "not implemented") {
-		t.Errorf("got %v, want Unimplemented saying so", err)
+	_, err = eddyv1.NewTableServiceClient(conn).Get(context.Background(), &eddyv1.GetRequest{Table: "t", Key: []byte("k")})
+	if got := status.Code(err); got != codes.NotFound || !strings.Contains(err.Error(), `unknown table "t"`) {
+		t.Errorf("got %v, want NotFound naming the table", err)
 	}
 }
 

@@ -2,32 +2,62 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"log/slog"
+	"sync"
+	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
 	"github.com/eddy-streams/eddy/worker/app"
 )
 
+// ForwardedHeader marks a TableService call forwarded by another worker,
+// with that worker's id as the value. A forwarded call is answered
+// locally or fails: it is never forwarded again, so a stale view of the
+// group cannot make workers bounce a call between them.
+const ForwardedHeader = "eddy-forwarded-by"
+
+// forwardTimeout bounds a forwarded call when the caller set no deadline.
+const forwardTimeout = 10 * time.Second
+
 type tablesCore interface {
-	TableInfos() []app.TableInfo
+	TableInfos(ctx context.Context) ([]app.TableInfo, error)
+	TableGet(ctx context.Context, table string, key []byte, windowStart *time.Time) (app.TableValue, error)
+	TableScan(ctx context.Context, table string, prefix []byte, limit int, token string) (app.ScanPage, error)
+	Status() app.Status
 }
 
 type tableServer struct {
 	eddyv1.UnsafeTableServiceServer
 	core tablesCore
 	log  *slog.Logger
+	fwd  *forwarder
 }
 
-func (s *tableServer) ListTables(context.Context, *eddyv1.ListTablesRequest) (*eddyv1.ListTablesResponse, error) {
+func (s *tableServer) ListTables(ctx context.Context, _ *eddyv1.ListTablesRequest) (*eddyv1.ListTablesResponse, error) {
+	infos, err := s.core.TableInfos(ctx)
+	if err != nil {
+		return nil, toStatus(s.log, err)
+	}
 	resp := &eddyv1.ListTablesResponse{}
-	for _, t := range s.core.TableInfos() {
+	for _, t := range infos {
 		info := &eddyv1.TableInfo{
-			Name:            t.Name,
-			Partitions:      t.Partitions,
-			ChangelogTopic:  t.ChangelogTopic,
-			StandbyReplicas: uint32(t.StandbyReplicas),
+			Name:              t.Name,
+			Partitions:        t.Partitions,
+			ChangelogTopic:    t.ChangelogTopic,
+			StandbyReplicas:   uint32(t.StandbyReplicas),
+			ActivePartitions:  t.ActivePartitions,
+			StandbyPartitions: t.StandbyPartitions,
+			Keys:              t.Keys,
 		}
 		if t.WindowType != "" {
 			info.Window = &eddyv1.Window{
@@ -44,10 +74,146 @@ func (s *tableServer) ListTables(context.Context, *eddyv1.ListTablesRequest) (*e
 	return resp, nil
 }
 
-func (s *tableServer) Get(context.Context, *eddyv1.GetRequest) (*eddyv1.GetResponse, error) {
-	return nil, unimplemented("TableService.Get (tables)")
+// validateGet checks a GetRequest before the core sees it.
+func validateGet(req *eddyv1.GetRequest) error {
+	switch {
+	case req.GetTable() == "":
+		return status.Error(codes.InvalidArgument, "table is required")
+	case len(req.GetKey()) == 0:
+		return status.Error(codes.InvalidArgument, "key is required (tables never store an empty key)")
+	case req.WindowStart != nil && !req.WindowStart.IsValid():
+		return status.Error(codes.InvalidArgument, "window_start is not a valid timestamp")
+	}
+	return nil
 }
 
-func (s *tableServer) Scan(context.Context, *eddyv1.ScanRequest) (*eddyv1.ScanResponse, error) {
-	return nil, unimplemented("TableService.Scan (tables)")
+func (s *tableServer) Get(ctx context.Context, req *eddyv1.GetRequest) (*eddyv1.GetResponse, error) {
+	if err := validateGet(req); err != nil {
+		return nil, err
+	}
+	var ws *time.Time
+	if req.WindowStart != nil {
+		t := req.WindowStart.AsTime()
+		ws = &t
+	}
+	v, err := s.core.TableGet(ctx, req.GetTable(), req.GetKey(), ws)
+	var notOwned *app.NotOwnedError
+	if errors.As(err, &notOwned) {
+		return s.forwardGet(ctx, req, notOwned)
+	}
+	if err != nil {
+		return nil, toStatus(s.log, err)
+	}
+	return &eddyv1.GetResponse{Value: v.Value, Partition: v.Partition, ServedBy: v.ServedBy}, nil
+}
+
+// forwardGet asks the owner of the key's partition, unless the call was
+// forwarded already.
+func (s *tableServer) forwardGet(ctx context.Context, req *eddyv1.GetRequest, no *app.NotOwnedError) (*eddyv1.GetResponse, error) {
+	if by := metadata.ValueFromIncomingContext(ctx, ForwardedHeader); len(by) > 0 {
+		return nil, status.Errorf(codes.Unavailable,
+			"worker %s forwarded the read of table %q partition %d here, but this worker does not own it (%s); the partition probably moved: try again",
+			by[0], no.Table, no.Partition, no.Error())
+	}
+	if s.fwd == nil {
+		return nil, status.Errorf(codes.Unavailable, "%s; this worker does not forward reads", no.Error())
+	}
+	me := s.core.Status().WorkerID
+	resp, err := s.fwd.get(ctx, me, no.Addr, req)
+	if err != nil {
+		if _, ok := status.FromError(err); ok && status.Code(err) != codes.Unknown {
+			return nil, err // the owner's answer (NotFound, ...) as it is
+		}
+		s.log.Warn("forwarding a table read failed", "table", no.Table, "partition", no.Partition, "owner", no.WorkerID, "addr", no.Addr, "err", err)
+		return nil, status.Errorf(codes.Unavailable, "forwarding to the owner of table %q partition %d (worker %q at %s) failed: %v",
+			no.Table, no.Partition, no.WorkerID, no.Addr, err)
+	}
+	return resp, nil
+}
+
+// validateScan checks a ScanRequest before the core sees it.
+func validateScan(req *eddyv1.ScanRequest) error {
+	switch {
+	case req.GetTable() == "":
+		return status.Error(codes.InvalidArgument, "table is required")
+	case req.GetLimit() > app.MaxScanLimit:
+		return status.Errorf(codes.InvalidArgument, "limit %d is above the maximum of %d", req.GetLimit(), app.MaxScanLimit)
+	}
+	return nil
+}
+
+func (s *tableServer) Scan(ctx context.Context, req *eddyv1.ScanRequest) (*eddyv1.ScanResponse, error) {
+	if err := validateScan(req); err != nil {
+		return nil, err
+	}
+	page, err := s.core.TableScan(ctx, req.GetTable(), req.GetPrefix(), int(req.GetLimit()), req.GetPageToken())
+	if err != nil {
+		return nil, toStatus(s.log, err)
+	}
+	resp := &eddyv1.ScanResponse{
+		NextPageToken:       page.NextPageToken,
+		Partitions:          page.Partitions,
+		RestoringPartitions: page.Skipped,
+		ServedBy:            page.ServedBy,
+	}
+	for _, e := range page.Entries {
+		resp.Entries = append(resp.Entries, &eddyv1.Entry{Key: e.Key, Value: e.Value, Partition: e.Partition})
+	}
+	return resp, nil
+}
+
+// forwarder keeps client connections to the other workers, by address.
+// Safe for concurrent use.
+type forwarder struct {
+	token string
+	tls   *tls.Config // nil: plaintext
+
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+// maxForwardConns bounds the cached connections; past it all are closed
+// (workers come and go with new addresses).
+const maxForwardConns = 64
+
+func (f *forwarder) conn(addr string) (*grpc.ClientConn, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c, ok := f.conns[addr]; ok {
+		return c, nil
+	}
+	if len(f.conns) >= maxForwardConns {
+		for a, c := range f.conns {
+			_ = c.Close()
+			delete(f.conns, a)
+		}
+	}
+	creds := insecure.NewCredentials()
+	if f.tls != nil {
+		creds = credentials.NewTLS(f.tls)
+	}
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxSendMsgBytes)))
+	if err != nil {
+		return nil, err
+	}
+	f.conns[addr] = c
+	return c, nil
+}
+
+func (f *forwarder) get(ctx context.Context, me, addr string, req *eddyv1.GetRequest) (*eddyv1.GetResponse, error) {
+	c, err := f.conn(addr)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, forwardTimeout)
+		defer cancel()
+	}
+	md := metadata.Pairs(ForwardedHeader, me)
+	if f.token != "" {
+		md.Append("authorization", "Bearer "+f.token)
+	}
+	return eddyv1.NewTableServiceClient(c).Get(metadata.NewOutgoingContext(ctx, md), req)
 }

@@ -24,6 +24,9 @@ type printer interface {
 	status(*eddyv1.GetStatusResponse) error
 	agents(*eddyv1.ListAgentsResponse) error
 	stats(*eddyv1.GetSnapshotResponse) error
+	tables(*eddyv1.ListTablesResponse) error
+	get(key string, resp *eddyv1.GetResponse) error
+	scan(table string, resp *eddyv1.ScanResponse) error
 	pause(agent string, resp *eddyv1.PauseResponse) error
 	resume(agent string, resp *eddyv1.ResumeResponse) error
 	shutdown(*eddyv1.ShutdownResponse) error

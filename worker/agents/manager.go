@@ -494,6 +494,8 @@ func (m *Manager) handle(item any) {
 		}
 	case *infoReq:
 		it.reply <- m.info()
+	case *tableQuery:
+		it.handle(m)
 	}
 }
 

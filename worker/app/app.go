@@ -4,6 +4,7 @@
 package app
 
 import (
+	"context"
 	"errors"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -55,6 +56,8 @@ type App struct {
 	kafkaErrs    func() []KafkaError
 	mgr          *agents.Manager
 	recovery     map[tablePartition]tables.Progress // restores under way
+	describer    groupDescriber                     // set by Run once the admin client is up
+	members      members
 }
 
 type tablePartition struct {
@@ -362,8 +365,16 @@ func tps(in []kafka.TopicPartition) []TopicPartition {
 	return out
 }
 
-// TableInfos describes the declared tables.
-func (a *App) TableInfos() []TableInfo {
+// TableInfos describes the declared tables, with the partitions this
+// worker holds. Safe for concurrent use.
+func (a *App) TableInfos(ctx context.Context) ([]TableInfo, error) {
+	var stats []agents.TablePartStat
+	if mgr, err := a.manager(); err == nil {
+		if stats, err = mgr.TableStats(ctx); err != nil {
+			return nil, err
+		}
+	}
+	standby := a.standbyPartitions()
 	var out []TableInfo
 	for _, t := range a.cfg.Tables {
 		info := TableInfo{
@@ -375,9 +386,16 @@ func (a *App) TableInfos() []TableInfo {
 		if w := t.Window; w != nil {
 			info.WindowType, info.WindowSize, info.WindowStep, info.WindowExpires = w.Type, w.Size.D(), w.Step.D(), w.Expires.D()
 		}
+		for _, st := range stats {
+			if st.Table == t.Name {
+				info.ActivePartitions = append(info.ActivePartitions, st.Partition)
+				info.Keys += st.Keys
+			}
+		}
+		info.StandbyPartitions = standby[t.Name]
 		out = append(out, info)
 	}
-	return out
+	return out, nil
 }
 
 // tablePartitions is the partition count of a table: that of its source

@@ -108,7 +108,13 @@ func (a *App) Run(ctx context.Context) (err error) {
 	}()
 	a.mu.Lock()
 	a.mgr = mgr
+	a.describer = admin
 	a.mu.Unlock()
+	defer func() { // the admin client closes when Run returns
+		a.mu.Lock()
+		a.describer = nil
+		a.mu.Unlock()
+	}()
 	a.syncPause()
 
 	g.Go(func() error {

@@ -138,6 +138,13 @@ type TableInfo struct {
 	WindowSize      time.Duration
 	WindowStep      time.Duration
 	WindowExpires   time.Duration
+	// ActivePartitions are the partitions this worker owns (restoring
+	// ones included), StandbyPartitions those it keeps warm for others.
+	ActivePartitions  []int32
+	StandbyPartitions []int32
+	// Keys counts the keys of the active partitions, as the agents see
+	// them (restoring partitions not counted).
+	Keys int64
 }
 
 // UnknownAgentError is returned for an agent name the app file does not declare.

@@ -341,3 +341,40 @@ func (ad *Admin) Close() {
 		<-ad.logsDone
 	})
 }
+
+// GroupMember is one member of a consumer group, as the group coordinator
+// describes it.
+type GroupMember struct {
+	// ClientID is the member's client.id (Eddy workers advertise
+	// "eddy|<worker_id>|<grpc addr>" there).
+	ClientID string
+	// Host is the member's address as the broker saw it.
+	Host string
+	// Assignment is the partitions the member owns now.
+	Assignment []kafka.TopicPartition
+}
+
+// DescribeGroup returns the members of consumer group and their
+// assignments, at most 5s (or ctx) after asking. A group with no members
+// (or that does not exist) has none.
+func (ad *Admin) DescribeGroup(ctx context.Context, group string) ([]GroupMember, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+	}
+	res, err := ad.a.DescribeConsumerGroups(ctx, []string{group})
+	if err != nil {
+		return nil, fmt.Errorf("transport: describe consumer group %q: %w", group, err)
+	}
+	var out []GroupMember
+	for _, d := range res.ConsumerGroupDescriptions {
+		if d.Error.Code() != kafka.ErrNoError {
+			return nil, fmt.Errorf("transport: describe consumer group %q: %w", group, d.Error)
+		}
+		for _, m := range d.Members {
+			out = append(out, GroupMember{ClientID: m.ClientID, Host: m.Host, Assignment: m.Assignment.TopicPartitions})
+		}
+	}
+	return out, nil
+}

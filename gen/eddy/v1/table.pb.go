@@ -496,6 +496,15 @@ type ScanResponse struct {
 	Entries []*Entry `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
 	// NextPageToken continues the scan; empty when it is complete.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// Partitions are the table partitions this page covers: those the
+	// answering worker owns. Scan is not forwarded: scan each worker to cover
+	// every partition.
+	Partitions []int32 `protobuf:"varint,3,rep,packed,name=partitions,proto3" json:"partitions,omitempty"`
+	// RestoringPartitions are owned partitions still being restored from the
+	// changelog, not read.
+	RestoringPartitions []int32 `protobuf:"varint,4,rep,packed,name=restoring_partitions,json=restoringPartitions,proto3" json:"restoring_partitions,omitempty"`
+	// ServedBy is the worker id that answered.
+	ServedBy      string `protobuf:"bytes,5,opt,name=served_by,json=servedBy,proto3" json:"served_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -540,6 +549,27 @@ func (x *ScanResponse) GetEntries() []*Entry {
 func (x *ScanResponse) GetNextPageToken() string {
 	if x != nil {
 		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ScanResponse) GetPartitions() []int32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+func (x *ScanResponse) GetRestoringPartitions() []int32 {
+	if x != nil {
+		return x.RestoringPartitions
+	}
+	return nil
+}
+
+func (x *ScanResponse) GetServedBy() string {
+	if x != nil {
+		return x.ServedBy
 	}
 	return ""
 }
@@ -646,10 +676,15 @@ const file_eddy_v1_table_proto_rawDesc = "" +
 	"\x06prefix\x18\x02 \x01(\fR\x06prefix\x12\x14\n" +
 	"\x05limit\x18\x03 \x01(\rR\x05limit\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x04 \x01(\tR\tpageToken\"`\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"\xd0\x01\n" +
 	"\fScanResponse\x12(\n" +
 	"\aentries\x18\x01 \x03(\v2\x0e.eddy.v1.EntryR\aentries\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"M\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x03 \x03(\x05R\n" +
+	"partitions\x121\n" +
+	"\x14restoring_partitions\x18\x04 \x03(\x05R\x13restoringPartitions\x12\x1b\n" +
+	"\tserved_by\x18\x05 \x01(\tR\bservedBy\"M\n" +
 	"\x05Entry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x1c\n" +

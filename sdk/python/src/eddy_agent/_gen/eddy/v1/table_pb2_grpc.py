@@ -26,8 +26,9 @@ if _version_not_supported:
 
 
 class TableServiceStub:
-    """TableService reads tables. Any worker of the app answers for any key: it
-    serves partitions it owns and forwards the rest to their owner. Read-only.
+    """TableService reads tables. Any worker of the app answers Get for any key:
+    it serves partitions it owns and forwards the rest to their owner. Scan
+    reads the partitions of the worker asked. Read-only.
     """
 
     def __init__(self, channel):
@@ -54,8 +55,9 @@ class TableServiceStub:
 
 
 class TableServiceServicer:
-    """TableService reads tables. Any worker of the app answers for any key: it
-    serves partitions it owns and forwards the rest to their owner. Read-only.
+    """TableService reads tables. Any worker of the app answers Get for any key:
+    it serves partitions it owns and forwards the rest to their owner. Scan
+    reads the partitions of the worker asked. Read-only.
     """
 
     def ListTables(self, request, context):
@@ -73,7 +75,8 @@ class TableServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Scan(self, request, context):
-        """Scan reads keys in key order, optionally under a prefix, a page at a time.
+        """Scan reads keys in key order, optionally under a prefix, a page at a
+        time, from the partitions the answering worker owns.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -106,8 +109,9 @@ def add_TableServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class TableService:
-    """TableService reads tables. Any worker of the app answers for any key: it
-    serves partitions it owns and forwards the rest to their owner. Read-only.
+    """TableService reads tables. Any worker of the app answers Get for any key:
+    it serves partitions it owns and forwards the rest to their owner. Scan
+    reads the partitions of the worker asked. Read-only.
     """
 
     @staticmethod

@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/spf13/cobra"
+
+	"github.com/eddy-streams/eddy/client/admin"
+	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
+)
+
+func newTablesCommand(c *cli) *cobra.Command {
+	return &cobra.Command{
+		Use:   "tables",
+		Short: "List the app's tables and the partitions this worker holds",
+		Long: `List every table declared in the worker's app: partitions, changelog
+topic, standby replicas, window, then the partitions this worker owns
+(active), those it keeps warm copies of for other workers (standby), and the
+number of keys in its active partitions.
+
+Needs no token unless the worker protects reads.`,
+		Example: `  workerctl tables
+  workerctl tables -o json | jq '.tables[] | {name, keys}'`,
+		Args: usageArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return c.withClient(cmd, func(ctx context.Context, client *admin.Client) error {
+				resp, err := client.Tables().ListTables(ctx, &eddyv1.ListTablesRequest{})
+				if err != nil {
+					return fmt.Errorf("list tables: %w", err)
+				}
+				return c.printer().tables(resp)
+			})
+		},
+	}
+}
+
+func newGetCommand(c *cli) *cobra.Command {
+	return &cobra.Command{
+		Use:   "get TABLE KEY",
+		Short: "Read one key of a table, from whichever worker owns it",
+		Long: `Read the value of KEY in TABLE. Any worker answers: the one asked reads
+the key's partition itself when it owns it, or forwards the read to the
+owner. The answer includes the partition and the worker that served it.
+A key that is not in the table is an error (exit code 1).`,
+		Example: `  workerctl get counts kafka
+  workerctl get counts kafka -o json | jq -r .value | base64 -d`,
+		Args: usageArgs(cobra.ExactArgs(2)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.withClient(cmd, func(ctx context.Context, client *admin.Client) error {
+				resp, err := client.Tables().Get(ctx, &eddyv1.GetRequest{Table: args[0], Key: []byte(args[1])})
+				if err != nil {
+					return fmt.Errorf("get %s %q: %w", args[0], args[1], err)
+				}
+				return c.printer().get(args[1], resp)
+			})
+		},
+	}
+}
+
+type scanFlags struct {
+	prefix string
+	limit  uint32
+	all    bool
+	token  string
+}
+
+func newScanCommand(c *cli) *cobra.Command {
+	var f scanFlags
+	cmd := &cobra.Command{
+		Use:   "scan TABLE",
+		Short: "List the keys of a table held by this worker, in key order",
+		Long: `List the keys and values of TABLE in the partitions the worker asked owns,
+in key order (a key present in several partitions is listed once per
+partition). A scan is not forwarded: to cover every partition, scan every
+worker (the output names the partitions covered).
+
+One page of at most --limit entries is printed, with the token of the next
+page when there is more (--page-token continues); --all follows the pages to
+the end.`,
+		Example: `  workerctl scan counts --prefix ka
+  workerctl scan counts --all -o json | jq -r '.entries[] | .key | @base64d'`,
+		Args: usageArgs(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if f.limit > 10000 {
+				return newUsageError(cmd, "invalid --limit %d: at most 10000", f.limit)
+			}
+			return c.withClient(cmd, func(ctx context.Context, client *admin.Client) error {
+				req := &eddyv1.ScanRequest{Table: args[0], Prefix: []byte(f.prefix), Limit: f.limit, PageToken: f.token}
+				var out *eddyv1.ScanResponse
+				for {
+					resp, err := client.Tables().Scan(ctx, req)
+					if err != nil {
+						return fmt.Errorf("scan %s: %w", args[0], err)
+					}
+					if out == nil {
+						out = resp
+					} else {
+						out.Entries = append(out.Entries, resp.Entries...)
+						out.NextPageToken = resp.NextPageToken
+					}
+					if !f.all || resp.NextPageToken == "" {
+						break
+					}
+					req.PageToken = resp.NextPageToken
+				}
+				return c.printer().scan(args[0], out)
+			})
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.prefix, "prefix", "", "only keys starting with this")
+	fl.Uint32Var(&f.limit, "limit", 100, "entries per page (at most 10000)")
+	fl.BoolVar(&f.all, "all", false, "follow the pages to the end")
+	fl.StringVar(&f.token, "page-token", "", "continue from a page token printed by an earlier scan")
+	return cmd
+}
+
+func (p *jsonPrinter) tables(resp *eddyv1.ListTablesResponse) error { return p.message(resp) }
+
+func (p *jsonPrinter) get(_ string, resp *eddyv1.GetResponse) error { return p.message(resp) }
+
+func (p *jsonPrinter) scan(_ string, resp *eddyv1.ScanResponse) error { return p.message(resp) }
+
+func (p *tablePrinter) tables(resp *eddyv1.ListTablesResponse) error {
+	tw := newTabWriter(p.w)
+	if len(resp.GetTables()) == 0 {
+		fmt.Fprintln(tw, "Tables: none")
+		return tw.Flush()
+	}
+	fmt.Fprintln(tw, "TABLE\tPARTITIONS\tSTANDBYS\tWINDOW\tACTIVE\tSTANDBY\tKEYS\tCHANGELOG")
+	for _, t := range resp.GetTables() {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%d\t%s\n", t.GetName(), t.GetPartitions(), t.GetStandbyReplicas(),
+			windowText(t.GetWindow()), partitionList(t.GetActivePartitions()), partitionList(t.GetStandbyPartitions()),
+			t.GetKeys(), t.GetChangelogTopic())
+	}
+	return tw.Flush()
+}
+
+func windowText(w *eddyv1.Window) string {
+	if w == nil {
+		return "-"
+	}
+	s := w.GetType() + " " + w.GetSize().AsDuration().String()
+	if w.GetStep() != nil {
+		s += " step " + w.GetStep().AsDuration().String()
+	}
+	return s
+}
+
+// partitionList formats partitions compactly: 0-3,6.
+func partitionList(ps []int32) string {
+	if len(ps) == 0 {
+		return "-"
+	}
+	var b strings.Builder
+	for i := 0; i < len(ps); {
+		j := i
+		for j+1 < len(ps) && ps[j+1] == ps[j]+1 {
+			j++
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.Itoa(int(ps[i])))
+		if j > i {
+			b.WriteString("-" + strconv.Itoa(int(ps[j])))
+		}
+		i = j + 1
+	}
+	return b.String()
+}
+
+func (p *tablePrinter) get(key string, resp *eddyv1.GetResponse) error {
+	tw := newTabWriter(p.w)
+	fmt.Fprintln(tw, "KEY\tVALUE\tPARTITION\tSERVED BY")
+	fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", showBytes([]byte(key)), showBytes(resp.GetValue()), resp.GetPartition(), orDash(resp.GetServedBy()))
+	return tw.Flush()
+}
+
+func (p *tablePrinter) scan(table string, resp *eddyv1.ScanResponse) error {
+	tw := newTabWriter(p.w)
+	fmt.Fprintln(tw, "KEY\tVALUE\tPARTITION")
+	for _, e := range resp.GetEntries() {
+		fmt.Fprintf(tw, "%s\t%s\t%d\n", showBytes(e.GetKey()), showBytes(e.GetValue()), e.GetPartition())
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(p.w, "%d entries of table %s from partitions %s of worker %s", len(resp.GetEntries()), table,
+		partitionList(resp.GetPartitions()), orDash(resp.GetServedBy()))
+	if r := resp.GetRestoringPartitions(); len(r) > 0 {
+		fmt.Fprintf(p.w, " (restoring, not read: %s)", partitionList(r))
+	}
+	fmt.Fprintln(p.w)
+	if t := resp.GetNextPageToken(); t != "" {
+		fmt.Fprintf(p.w, "more: --page-token %s (or --all)\n", t)
+	}
+	return nil
+}
+
+// showBytes prints text as it is and anything else (control characters,
+// invalid UTF-8) Go-quoted.
+func showBytes(b []byte) string {
+	s := string(b)
+	if utf8.ValidString(s) && strconv.CanBackquote(s) && !strings.ContainsAny(s, "`\t ") && s != "" {
+		return s
+	}
+	return strconv.Quote(s)
+}

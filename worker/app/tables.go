@@ -1,0 +1,323 @@
+package app
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/eddy-streams/eddy/worker/agents"
+	"github.com/eddy-streams/eddy/worker/config"
+	"github.com/eddy-streams/eddy/worker/tables"
+	"github.com/eddy-streams/eddy/worker/transport"
+)
+
+// Limits of TableScan.
+const (
+	// DefaultScanLimit is the page size when the request gives none.
+	DefaultScanLimit = 100
+	// MaxScanLimit is the largest page a scan returns.
+	MaxScanLimit = 10000
+	// ownersTTL is how long a group description is reused to find the
+	// owners of partitions (forwarding, standby placement).
+	ownersTTL = 2 * time.Second
+)
+
+// Errors of the table reads.
+var (
+	// ErrKeyNotFound: the key is not in the table.
+	ErrKeyNotFound = errors.New("key not found")
+	// ErrBadPageToken: the page token is not one a scan of this table
+	// returned.
+	ErrBadPageToken = errors.New("bad page token")
+	// ErrBadRequest: the request cannot be answered as asked (the error
+	// says why).
+	ErrBadRequest = errors.New("bad request")
+	// ErrUnavailable: the partition cannot be read right now (restoring,
+	// owned by no worker, the owner unknown); try again.
+	ErrUnavailable = errors.New("table partition unavailable")
+)
+
+// UnknownTableError is returned for a table the app file does not declare.
+type UnknownTableError struct {
+	Name     string
+	Declared []string
+}
+
+func (e *UnknownTableError) Error() string {
+	return fmt.Sprintf("unknown table %q: declared tables are %s", e.Name, quoteList(e.Declared))
+}
+
+func quoteList(names []string) string {
+	if len(names) == 0 {
+		return "none"
+	}
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = fmt.Sprintf("%q", n)
+	}
+	return strings.Join(q, ", ")
+}
+
+// NotOwnedError is returned when another worker owns the table partition;
+// Addr is its control-plane address, to forward the read to.
+type NotOwnedError struct {
+	Table     string
+	Partition int32
+	WorkerID  string
+	Addr      string
+}
+
+func (e *NotOwnedError) Error() string {
+	return fmt.Sprintf("table %q partition %d is owned by worker %q at %s", e.Table, e.Partition, e.WorkerID, e.Addr)
+}
+
+// TableValue is the answer of TableGet.
+type TableValue struct {
+	Value     []byte
+	Partition int32
+	ServedBy  string // worker id
+}
+
+// ScanPage is one page of TableScan.
+type ScanPage struct {
+	Entries       []agents.TableEntry
+	NextPageToken string
+	// Partitions are the partitions read: those this worker owns.
+	Partitions []int32
+	// Skipped are owned partitions still restoring, not read.
+	Skipped  []int32
+	ServedBy string
+}
+
+// groupDescriber describes the consumer group (transport.Admin).
+type groupDescriber interface {
+	DescribeGroup(ctx context.Context, group string) ([]transport.GroupMember, error)
+}
+
+// Member is a worker of the app's consumer group.
+type Member struct {
+	WorkerID, Addr string
+	// Assigned are its source partitions.
+	Assigned []TopicPartition
+}
+
+// ParseClientID splits a worker's advertised client.id
+// "eddy|<worker_id>|<grpc addr>"; ok is false for other clients.
+func ParseClientID(id string) (workerID, addr string, ok bool) {
+	parts := strings.SplitN(id, "|", 3)
+	if len(parts) != 3 || parts[0] != "eddy" {
+		return "", "", false
+	}
+	return parts[1], parts[2], true
+}
+
+// members caches the group's description for ownersTTL.
+type members struct {
+	mu   sync.Mutex
+	at   time.Time
+	list []Member
+}
+
+// Members returns the workers of the group sorted by worker id, from a
+// description at most ownersTTL old (fresh when refresh is set).
+func (a *App) Members(ctx context.Context, refresh bool) ([]Member, error) {
+	a.mu.Lock()
+	d := a.describer
+	a.mu.Unlock()
+	if d == nil {
+		return nil, errNotRunning(a.State())
+	}
+	a.members.mu.Lock()
+	defer a.members.mu.Unlock()
+	if !refresh && time.Since(a.members.at) < ownersTTL {
+		return a.members.list, nil
+	}
+	ms, err := d.DescribeGroup(ctx, a.cfg.App)
+	if err != nil {
+		return nil, err
+	}
+	var out []Member
+	for _, m := range ms {
+		id, addr, ok := ParseClientID(m.ClientID)
+		if !ok {
+			continue
+		}
+		mem := Member{WorkerID: id, Addr: addr, Assigned: tps(m.Assignment)}
+		sortTPs(mem.Assigned)
+		out = append(out, mem)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].WorkerID < out[j].WorkerID })
+	a.members.list, a.members.at = out, time.Now()
+	return out, nil
+}
+
+// tableSource is the source topic of a table (the first agent's first
+// topic: a table has one source topic, docs/tables.md).
+func (a *App) tableSource(table string) (config.Table, string, error) {
+	var tc config.Table
+	declared := false
+	for _, t := range a.cfg.Tables {
+		if t.Name == table {
+			tc, declared = t, true
+		}
+	}
+	if !declared {
+		var names []string
+		for _, t := range a.cfg.Tables {
+			names = append(names, t.Name)
+		}
+		return tc, "", &UnknownTableError{Name: table, Declared: names}
+	}
+	for _, ag := range a.cfg.Agents {
+		if slices.Contains(ag.Tables, table) && len(ag.Topics) > 0 {
+			return tc, ag.Topics[0], nil
+		}
+	}
+	return tc, "", fmt.Errorf("table %q is used by no agent, so it has no partitions: %w", table, ErrBadRequest)
+}
+
+func (a *App) manager() (*agents.Manager, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.mgr == nil {
+		return nil, errNotRunning(State(a.state.Load()))
+	}
+	return a.mgr, nil
+}
+
+// TableGet reads key of table. The partition is the key's (murmur2, like
+// the producers); when this worker owns it the value is read locally
+// through the agents' view (acknowledged mutations included), otherwise a
+// *NotOwnedError names the owner to forward to. A windowed table needs
+// windowStart. Errors: *UnknownTableError, ErrKeyNotFound, ErrBadRequest,
+// ErrUnavailable, *NotOwnedError (all wrapped). Safe for concurrent use.
+func (a *App) TableGet(ctx context.Context, table string, key []byte, windowStart *time.Time) (TableValue, error) {
+	tc, src, err := a.tableSource(table)
+	if err != nil {
+		return TableValue{}, err
+	}
+	if len(key) == 0 {
+		return TableValue{}, fmt.Errorf("empty key: tables never store one: %w", ErrBadRequest)
+	}
+	n := a.tablePartitions(table)
+	part := tables.KeyPartition(key, n)
+	skey := key
+	if tc.Window != nil {
+		if windowStart == nil {
+			return TableValue{}, fmt.Errorf("table %q is windowed: give the window start: %w", table, ErrBadRequest)
+		}
+		skey = tables.WindowKey(key, *windowStart)
+	} else if windowStart != nil {
+		return TableValue{}, fmt.Errorf("table %q is not windowed: no window start: %w", table, ErrBadRequest)
+	}
+	mgr, err := a.manager()
+	if err != nil {
+		return TableValue{}, err
+	}
+	v, found, err := mgr.TableGet(ctx, table, part, skey)
+	switch {
+	case errors.Is(err, agents.ErrRecovering):
+		return TableValue{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	case errors.Is(err, agents.ErrNotOwned):
+		return TableValue{}, a.ownerOf(ctx, table, src, part)
+	case err != nil:
+		return TableValue{}, err
+	case !found:
+		return TableValue{}, fmt.Errorf("key %q in table %q (partition %d): %w", key, table, part, ErrKeyNotFound)
+	}
+	return TableValue{Value: v, Partition: part, ServedBy: a.cfg.WorkerID}, nil
+}
+
+// ownerOf returns the *NotOwnedError naming the owner of a partition, or
+// ErrUnavailable when no other worker owns it.
+func (a *App) ownerOf(ctx context.Context, table, topic string, part int32) error {
+	for _, refresh := range []bool{false, true} {
+		ms, err := a.Members(ctx, refresh)
+		if err != nil {
+			return fmt.Errorf("%w: finding the owner of table %q partition %d: %w", ErrUnavailable, table, part, err)
+		}
+		for _, m := range ms {
+			if m.WorkerID == a.cfg.WorkerID {
+				continue // a stale description: this worker does not own it now
+			}
+			if slices.Contains(m.Assigned, TopicPartition{topic, part}) {
+				return &NotOwnedError{Table: table, Partition: part, WorkerID: m.WorkerID, Addr: m.Addr}
+			}
+		}
+	}
+	return fmt.Errorf("%w: table %q partition %d (topic %q) is assigned to no worker right now (rebalancing?)", ErrUnavailable, table, part, topic)
+}
+
+// TableScan reads a page of table from the partitions this worker owns,
+// merged in (key, partition) order: a worker does not fan out to the
+// others (the page names the partitions it read). limit 0 is
+// DefaultScanLimit; above MaxScanLimit is ErrBadRequest. token is "" or a
+// NextPageToken of an earlier page. Safe for concurrent use.
+func (a *App) TableScan(ctx context.Context, table string, prefix []byte, limit int, token string) (ScanPage, error) {
+	if _, _, err := a.tableSource(table); err != nil {
+		return ScanPage{}, err
+	}
+	switch {
+	case limit == 0:
+		limit = DefaultScanLimit
+	case limit < 0 || limit > MaxScanLimit:
+		return ScanPage{}, fmt.Errorf("limit %d out of range: at most %d: %w", limit, MaxScanLimit, ErrBadRequest)
+	}
+	from, err := decodePageToken(token)
+	if err != nil {
+		return ScanPage{}, err
+	}
+	mgr, err := a.manager()
+	if err != nil {
+		return ScanPage{}, err
+	}
+	es, more, parts, skipped, err := mgr.TableScan(ctx, table, prefix, from, limit)
+	if err != nil {
+		return ScanPage{}, err
+	}
+	page := ScanPage{Entries: es, Partitions: parts, Skipped: skipped, ServedBy: a.cfg.WorkerID}
+	if more && len(es) > 0 {
+		last := es[len(es)-1]
+		page.NextPageToken = encodePageToken(last.Partition, last.Key)
+	}
+	return page, nil
+}
+
+// pageTokenV1 is the version byte of page tokens: v1 is
+// base64url(0x01, partition as 4 big-endian bytes, last key).
+const pageTokenV1 = 1
+
+func encodePageToken(part int32, key []byte) string {
+	b := make([]byte, 5, 5+len(key))
+	b[0] = pageTokenV1
+	binary.BigEndian.PutUint32(b[1:], uint32(part))
+	return base64.RawURLEncoding.EncodeToString(append(b, key...))
+}
+
+func decodePageToken(token string) (agents.ScanFrom, error) {
+	if token == "" {
+		return agents.ScanFrom{}, nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil || len(b) < 6 || b[0] != pageTokenV1 {
+		return agents.ScanFrom{}, fmt.Errorf("%w: %q is not a page token returned by Scan", ErrBadPageToken, token)
+	}
+	part := int32(binary.BigEndian.Uint32(b[1:5]))
+	if part < 0 {
+		return agents.ScanFrom{}, fmt.Errorf("%w: %q is not a page token returned by Scan", ErrBadPageToken, token)
+	}
+	return agents.ScanFrom{Set: true, Partition: part, Key: b[5:]}, nil
+}
+
+// standbyPartitions returns, by table, the partitions this worker keeps
+// warm standbys of, sorted.
+func (a *App) standbyPartitions() map[string][]int32 {
+	return nil
+}
