@@ -92,10 +92,10 @@ func TestStatusAndGrpcurl(t *testing.T) {
 	if resp["state"] != "WORKER_STATE_RUNNING" || resp["app"] != app {
 		t.Errorf("grpcurl GetStatus: got state=%v app=%v, want RUNNING %s", resp["state"], resp["app"], app)
 	}
-	// A capability not built yet says so.
+	// A table the app does not declare is a clear NotFound.
 	out, err = grpcurl(t, "-plaintext", "-d", `{"table":"t","key":"aw=="}`, w.GRPC, "eddy.v1.TableService/Get")
-	if err == nil || !strings.Contains(out, "Unimplemented") || !strings.Contains(out, "not implemented") {
-		t.Errorf("TableService/Get: got %v %q, want Unimplemented with a message", err, out)
+	if err == nil || !strings.Contains(out, "NotFound") || !strings.Contains(out, `unknown table "t"`) {
+		t.Errorf("TableService/Get of an unknown table: got %v %q, want NotFound naming the table", err, out)
 	}
 
 	// The table view of status names the essentials.
