@@ -43,6 +43,20 @@ type Producer interface {
 // manager's, which closes it when the partition leaves.
 type Restorer interface {
 	Restore(ctx context.Context, table string, partition int32) (*tables.Store, tables.Progress, error)
+	// Resume brings an open store (a standby replica's, handed over) up to
+	// its changelog's end; the store stays the caller's.
+	Resume(ctx context.Context, st *tables.Store) (tables.Progress, error)
+}
+
+// Standbys are the worker's standby replicas (tables.Standbys is the real
+// one). Take is called off the manager's goroutine when a partition's
+// tables are recovered: it stops the table partition's local replica, if
+// any, and hands its open store over (nil when there is none), so that
+// the recovery reads only the tail of the changelog; until Release (the
+// partition left), no replica of it is started.
+type Standbys interface {
+	Take(table string, partition int32) *tables.Store
+	Release(table string, partition int32)
 }
 
 // Config configures the manager. Zero fields take the documented default.
@@ -93,6 +107,9 @@ type Config struct {
 	// RestoreBackoff is the first wait before a failed restore is tried
 	// again (doubling up to 30 times it). Default: 200ms.
 	RestoreBackoff time.Duration
+	// Standbys, if set, hands over the stores of standby replicas on
+	// takeover. Default: none (every recovery opens the store itself).
+	Standbys Standbys
 }
 
 func (c *Config) defaults() {

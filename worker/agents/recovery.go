@@ -51,7 +51,7 @@ func (m *Manager) restoreOne(ctx context.Context, log interface {
 }, table string, partition int32) (*tables.Store, int64, error) {
 	wait := m.cfg.RestoreBackoff
 	for {
-		st, prog, err := m.cfg.Restorer.Restore(ctx, table, partition)
+		st, prog, err := m.takeOrRestore(ctx, table, partition)
 		if err == nil {
 			return st, prog.Records, nil
 		}
@@ -66,6 +66,23 @@ func (m *Manager) restoreOne(ctx context.Context, log interface {
 		}
 		wait = min(wait*2, 30*m.cfg.RestoreBackoff)
 	}
+}
+
+// takeOrRestore continues from the store of the partition's standby
+// replica when one runs here (its store is handed over, never opened a
+// second time: stores lock their file), else restores from the local
+// store on disk.
+func (m *Manager) takeOrRestore(ctx context.Context, table string, partition int32) (*tables.Store, tables.Progress, error) {
+	if m.cfg.Standbys != nil {
+		if st := m.cfg.Standbys.Take(table, partition); st != nil {
+			prog, err := m.cfg.Restorer.Resume(ctx, st)
+			if err != nil {
+				return nil, prog, errors.Join(err, st.Close())
+			}
+			return st, prog, nil
+		}
+	}
+	return m.cfg.Restorer.Restore(ctx, table, partition)
 }
 
 // recovered takes the end of a partition's restore: its stores are in

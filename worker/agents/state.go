@@ -194,5 +194,8 @@ func (m *Manager) closeTables(p *partition) {
 			}
 			t.store = nil
 		}
+		if m.cfg.Standbys != nil {
+			m.cfg.Standbys.Release(t.name, p.ktp.partition)
+		}
 	}
 }

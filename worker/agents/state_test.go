@@ -3,6 +3,7 @@ package agents_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -44,6 +45,10 @@ func (r *fakeRestorer) Restore(ctx context.Context, table string, partition int3
 	r.stores = append(r.stores, st)
 	r.mu.Unlock()
 	return st, tables.Progress{Table: table, Partition: partition, Done: true}, nil
+}
+
+func (r *fakeRestorer) Resume(ctx context.Context, st *tables.Store) (tables.Progress, error) {
+	return tables.Progress{Table: st.Table(), Partition: st.Partition(), Done: true}, ctx.Err()
 }
 
 func (r *fakeRestorer) store(i int) *tables.Store {
@@ -256,4 +261,67 @@ func TestRevokeDuringRestore(t *testing.T) {
 	})
 	h.m.Lost(tps("in", 0))
 	waitFor(t, wait, func() string { return "Recovering() to drop to 0" }, func() bool { return h.m.Recovering() == 0 })
+}
+
+// fakeStandbys hands over a store prepared by the test, once.
+type fakeStandbys struct {
+	mu       sync.Mutex
+	st       *tables.Store
+	taken    []string
+	released []string
+}
+
+func (s *fakeStandbys) Take(table string, partition int32) *tables.Store {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.taken = append(s.taken, fmt.Sprintf("%s/%d", table, partition))
+	st := s.st
+	s.st = nil
+	return st
+}
+
+func (s *fakeStandbys) Release(table string, partition int32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.released = append(s.released, fmt.Sprintf("%s/%d", table, partition))
+}
+
+// TestTakeoverFromStandby: a partition with a local standby replica
+// continues from the replica's open store (never opening it again) and
+// releases it when the partition leaves.
+func TestTakeoverFromStandby(t *testing.T) {
+	r := newFakeRestorer(t) // Restore never proceeds: it must not be used
+	st, err := tables.Open(r.dir, "counts", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Apply([]tables.Mutation{{Key: []byte("w"), Value: []byte("41")}}, 9); err != nil {
+		t.Fatal(err)
+	}
+	sbs := &fakeStandbys{st: st}
+	cfg := tableConfig(r, "")
+	cfg.Standbys = sbs
+	h := start(t, cfg)
+	a := h.open("count", "a", 100)
+	h.m.Assigned(tps("in", 1))
+	h.send(msg("in", 1, 0, "w", "x"))
+	e := a.takeEvents(1)[0]
+	if v, has := stateOf(t, e); !has || v != "41" {
+		t.Errorf("event sees %q/%v, want the standby's 41", v, has)
+	}
+	r.mu.Lock()
+	calls := r.calls
+	r.mu.Unlock()
+	if calls != 0 {
+		t.Errorf("Restore called %d times, want 0 (the standby's store is resumed)", calls)
+	}
+	h.m.Revoked(tps("in", 1))
+	if _, _, err := st.Get([]byte("w")); !errors.Is(err, tables.ErrClosed) {
+		t.Errorf("store after revoke: Get err %v, want ErrClosed", err)
+	}
+	sbs.mu.Lock()
+	defer sbs.mu.Unlock()
+	if !slices.Equal(sbs.taken, []string{"counts/1"}) || !slices.Equal(sbs.released, []string{"counts/1"}) {
+		t.Errorf("taken %v, released %v; want [counts/1] each", sbs.taken, sbs.released)
+	}
 }

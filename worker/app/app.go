@@ -58,6 +58,8 @@ type App struct {
 	recovery     map[tablePartition]tables.Progress // restores under way
 	describer    groupDescriber                     // set by Run once the admin client is up
 	members      members
+	standbys     *tables.Standbys // set by Run when a table has standby replicas
+	standbyKick  chan struct{}    // an assignment changed: re-place standbys
 }
 
 type tablePartition struct {
@@ -105,6 +107,7 @@ func New(cfg *config.Config, opts Options) *App {
 		startedAt:    time.Now(),
 		mon:          monitor.New(cfg.App, opts.Version, cfg.Monitor.Enabled),
 		assigned:     map[TopicPartition]bool{},
+		standbyKick:  make(chan struct{}, 1),
 		pausedAgents: map[string]bool{},
 		recovery:     map[tablePartition]tables.Progress{},
 	}

@@ -29,13 +29,18 @@ const stopBudget = 10 * time.Second
 // manager, consumer (joins the group). Table partitions are restored by
 // the manager as their source partitions are assigned.
 //
+// Standby replicas (tables with standby_replicas) are placed from the
+// group description by a loop of their own, started with the consumer.
+//
 // Stop order, the reverse:
 //  1. state STOPPING (health NOT_SERVING);
 //  2. consumer: revoke the assignment (committing what is done) and leave
-//     the group;
-//  3. producer: flush outstanding records, then close;
-//  4. admin client;
-//  5. state STOPPED.
+//     the group; the standby placement loop ends;
+//  3. agents manager;
+//  4. standby replicas: each store closed, checkpointed;
+//  5. producer: flush outstanding records, then close;
+//  6. admin client;
+//  7. state STOPPED.
 func (a *App) Run(ctx context.Context) (err error) {
 	if !a.running.CompareAndSwap(false, true) {
 		return errors.New("app: Run called twice")
@@ -81,13 +86,22 @@ func (a *App) Run(ctx context.Context) (err error) {
 		return err
 	}
 
-	mgr := agents.New(agents.Config{
+	// Standby replicas: closed after the manager stops (defers run in
+	// reverse), so a takeover under way still finds its replica.
+	var sbs *tables.Standbys
+	mcfg := agents.Config{
 		App: a.cfg.App, Agents: a.cfg.Agents, Logger: a.log,
 		Monitor: a.mon, StallTimeout: a.cfg.Monitor.StallTimeout.D(),
 		CommitInterval: a.cfg.Commit.Interval.D(), CommitEvery: a.cfg.Commit.Every,
 		RevokeTimeout: a.cfg.Commit.RevokeTimeout.D(),
 		Restorer:      restorer,
-	}, producer)
+	}
+	if a.wantsStandbys() {
+		sbs = tables.NewStandbys(restorer, a.log, 0)
+		defer func() { err = errors.Join(err, sbs.Close()) }()
+		mcfg.Standbys = sbs
+	}
+	mgr := agents.New(mcfg, producer)
 	g, gctx := errgroup.WithContext(ctx)
 	if topics := a.sourceTopics(); len(topics) > 0 {
 		consumer, err := transport.NewConsumer(tcfg, topics, &consumerHandler{a: a, mgr: mgr}, topts...)
@@ -109,6 +123,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	a.mu.Lock()
 	a.mgr = mgr
 	a.describer = admin
+	a.standbys = sbs
 	a.mu.Unlock()
 	defer func() { // the admin client closes when Run returns
 		a.mu.Lock()
@@ -116,6 +131,9 @@ func (a *App) Run(ctx context.Context) (err error) {
 		a.mu.Unlock()
 	}()
 	a.syncPause()
+	if sbs != nil {
+		g.Go(func() error { return a.runStandbys(gctx, sbs, a.standbyKick) })
+	}
 
 	g.Go(func() error {
 		select {
@@ -213,6 +231,7 @@ type consumerHandler struct {
 
 func (h *consumerHandler) Assigned(parts []kafka.TopicPartition) {
 	h.a.track(parts, true)
+	h.a.kickStandbys()
 	h.mgr.Assigned(parts)
 }
 
@@ -220,12 +239,14 @@ func (h *consumerHandler) Assigned(parts []kafka.TopicPartition) {
 func (h *consumerHandler) Revoked(parts []kafka.TopicPartition) {
 	h.mgr.Revoked(parts)
 	h.a.track(parts, false)
+	h.a.kickStandbys()
 }
 
 // Lost drops the partitions without committing; another worker owns them.
 func (h *consumerHandler) Lost(parts []kafka.TopicPartition) {
 	h.mgr.Lost(parts)
 	h.a.track(parts, false)
+	h.a.kickStandbys()
 }
 
 func (h *consumerHandler) Message(msg *kafka.Message) { h.mgr.Message(msg) }

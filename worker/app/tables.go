@@ -319,5 +319,11 @@ func decodePageToken(token string) (agents.ScanFrom, error) {
 // standbyPartitions returns, by table, the partitions this worker keeps
 // warm standbys of, sorted.
 func (a *App) standbyPartitions() map[string][]int32 {
-	return nil
+	a.mu.Lock()
+	sbs := a.standbys
+	a.mu.Unlock()
+	if sbs == nil {
+		return nil
+	}
+	return sbs.Partitions()
 }
