@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -52,6 +53,8 @@ func TestTableQueriesFromAnyWorker(t *testing.T) {
 		t.Fatalf("the corpus covers %d partitions, want 8", len(perPart))
 	}
 	served := map[string]int{}
+	forwarded := 0
+	ids := map[*workerProc]string{w1: fmt.Sprint(w1.status(t)["worker_id"]), w2: fmt.Sprint(w2.status(t)["worker_id"])}
 	for p, words := range perPart {
 		for _, word := range words {
 			for _, w := range []*workerProc{w1, w2} {
@@ -72,11 +75,18 @@ func TestTableQueriesFromAnyWorker(t *testing.T) {
 					t.Errorf("get %s on %s = %d (partition %d), want %d (partition %d)", word, w.GRPC, n, g.Partition, want[word], p)
 				}
 				served[g.ServedBy]++
+				if g.ServedBy != ids[w] {
+					forwarded++
+				}
 			}
 		}
 	}
-	if len(served) != 2 {
-		t.Errorf("answers served by %v, want both workers", served)
+	// Every key was asked of both workers, so unless one worker owns no
+	// partition of the table, both served; either way some calls were
+	// forwarded to the owner. (The sticky assignor balances all partitions
+	// of the group, not each topic, so one worker may own all of the table.)
+	if forwarded == 0 {
+		t.Errorf("answers served by %v: no call was forwarded", served)
 	}
 	if _, errOut, code := w1.ctl(t, "get", "counts", "no-such-word-xyz"); code != 1 || !strings.Contains(errOut, "not found") {
 		t.Errorf("get of a missing word: exit %d, %s", code, errOut)
