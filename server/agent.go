@@ -122,7 +122,9 @@ func receive(stream grpc.BidiStreamingServer[eddyv1.ConnectRequest, eddyv1.Conne
 		case *eddyv1.ConnectRequest_Hello:
 			return status.Error(codes.InvalidArgument, "Hello may only be the first message of Connect")
 		case *eddyv1.ConnectRequest_StateGet:
-			return status.Error(codes.Unimplemented, "StateGet is not implemented in this version of the worker yet (tables)")
+			g := m.StateGet
+			sess.StateGet(agents.StateGetRequest{RequestID: g.GetRequestId(), Topic: g.GetTopic(), Partition: g.GetPartition(),
+				Epoch: g.GetEpoch(), Table: g.GetTable(), Key: g.GetKey()})
 		default:
 			return status.Error(codes.InvalidArgument, "empty Connect message")
 		}
@@ -219,6 +221,10 @@ func outbound(o agents.Outbound) *eddyv1.ConnectResponse {
 		r := o.Revoke
 		return &eddyv1.ConnectResponse{Msg: &eddyv1.ConnectResponse_Revoke{Revoke: &eddyv1.Revoke{
 			Topic: r.Topic, Partition: r.Partition, Epoch: r.Epoch, Deadline: timestamppb.New(r.Deadline)}}}
+	case o.StateReply != nil:
+		r := o.StateReply
+		return &eddyv1.ConnectResponse{Msg: &eddyv1.ConnectResponse_StateReply{StateReply: &eddyv1.StateReply{
+			RequestId: r.RequestID, HasValue: r.HasValue, Value: r.Value, Error: r.Error}}}
 	default:
 		c := o.Committed
 		return &eddyv1.ConnectResponse{Msg: &eddyv1.ConnectResponse_Committed{Committed: &eddyv1.Committed{

@@ -221,9 +221,12 @@ func (a *Agent) connectOnce(ctx context.Context) (established bool, err error) {
 }
 
 // process runs the handler on one event and builds its result.
-func (a *Agent) process(ctx context.Context, s *session, topic string, partition int32, pe *eddyv1.Event, ov *stateOverlay) *eddyv1.Result {
+func (a *Agent) process(ctx context.Context, s *session, topic string, partition int32, epoch uint64, pe *eddyv1.Event, ov *stateOverlay) *eddyv1.Result {
 	ev := newEvent(topic, partition, pe)
 	ov.apply(ev)
+	ev.get = func(ctx context.Context, table string, key []byte) ([]byte, bool, error) {
+		return s.stateGet(ctx, topic, partition, epoch, table, key)
+	}
 	ev.onLate = func(what string) {
 		a.log.Warn(what+" called after the handler returned; ignored", "topic", topic, "partition", partition, "offset", pe.GetOffset())
 	}

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -72,6 +73,40 @@ type Event struct {
 	mutations []*eddyv1.Mutation
 	state     map[string]*eddyv1.TableState
 	onLate    func(what string) // called for uses after the handler returned
+	// get sends a StateGet for the event's partition; nil for literals.
+	get func(ctx context.Context, table string, key []byte) ([]byte, bool, error)
+}
+
+// ErrNoWorker is returned by Event.Get for an event not delivered by a
+// worker (an Event literal in a test).
+var ErrNoWorker = errors.New("agent: Event.Get needs an event delivered by the worker")
+
+// Get reads key of table in the event's partition, for keys other than the
+// event's own (whose value comes with the event: use State). It asks the
+// worker (StateGet in the protocol) and waits for the answer, or for ctx;
+// found is false when the key has no value. table must be one of the
+// agent's tables in the app file.
+//
+// Get sees acknowledged state only: the values the worker holds for the
+// partition, i.e. the mutations of events whose outcome was OK and whose
+// changelog records Kafka acknowledged. It does not see mutations still
+// pending: neither this event's SetState and DeleteState, nor those of
+// events in progress or whose results are not yet acknowledged. Handlers
+// may only write the event's own key: writes to other keys are not
+// supported, since only the event's key is kept busy while its mutations
+// are applied (the busy-key rule, docs/protocol.md).
+//
+// Errors: ctx's error; an error of the worker (the table is not declared,
+// the key is empty, the partition is still restoring, or "stale epoch"
+// when the partition was revoked or reassigned since the event was
+// delivered), as an error starting with "state get: "; an error when the
+// session with the worker ended before the answer; ErrNoWorker for an
+// Event literal. Safe for concurrent use while the handler runs.
+func (e *Event) Get(ctx context.Context, table string, key []byte) (value []byte, found bool, err error) {
+	if e.get == nil {
+		return nil, false, ErrNoWorker
+	}
+	return e.get(ctx, table, key)
 }
 
 func newEvent(topic string, partition int32, pe *eddyv1.Event) *Event {

@@ -160,7 +160,7 @@ func (p *partition) run() {
 			break
 		}
 		p.overlay.startEvent(batch)
-		res := p.s.a.process(p.ctx, p.s, p.key.topic, p.key.partition, ev, &p.overlay)
+		res := p.s.a.process(p.ctx, p.s, p.key.topic, p.key.partition, p.epoch, ev, &p.overlay)
 		p.release()
 		p.pending = append(p.pending, res)
 		p.pendingBytes += eventBytes(ev)

@@ -82,6 +82,10 @@ type session struct {
 	outEvents   int64 // credit in use from the worker's point of view
 	outBytes    int64
 	overshotLog bool
+
+	getMu   sync.Mutex
+	getSeq  uint64
+	getWait map[uint64]chan *eddyv1.StateReply // StateGets waiting for their reply
 }
 
 func newSession(a *Agent) *session {
@@ -231,8 +235,7 @@ func (s *session) dispatch(m *eddyv1.ConnectResponse) {
 	case *eddyv1.ConnectResponse_Committed:
 		s.committed(msg.Committed)
 	case *eddyv1.ConnectResponse_StateReply:
-		// StateGet is not sent by this version of the SDK.
-		s.log.Debug("ignoring a StateReply nobody asked for", "request_id", msg.StateReply.GetRequestId())
+		s.stateReply(msg.StateReply)
 	case *eddyv1.ConnectResponse_Welcome:
 		s.log.Warn("ignoring a second Welcome from the worker", "session", s.id)
 	default:
@@ -572,6 +575,59 @@ func (s *session) end(wait time.Duration) {
 		s.log.Warn("handlers still running after the session ended; they ignore their context",
 			"session", s.id)
 	}
+}
+
+// errStateGetEnded is returned by a StateGet whose session ended first.
+var errStateGetEnded = errors.New("state get: the session with the worker ended before the reply")
+
+// stateGet sends a StateGet with a fresh request id and waits for its
+// StateReply (routed by stateReply), for ctx or for the session's end.
+func (s *session) stateGet(ctx context.Context, topic string, partition int32, epoch uint64, table string, key []byte) ([]byte, bool, error) {
+	ch := make(chan *eddyv1.StateReply, 1)
+	s.getMu.Lock()
+	s.getSeq++
+	id := s.getSeq
+	if s.getWait == nil {
+		s.getWait = map[uint64]chan *eddyv1.StateReply{}
+	}
+	s.getWait[id] = ch
+	s.getMu.Unlock()
+	defer func() {
+		s.getMu.Lock()
+		delete(s.getWait, id)
+		s.getMu.Unlock()
+	}()
+	err := s.send(&eddyv1.ConnectRequest{Msg: &eddyv1.ConnectRequest_StateGet{StateGet: &eddyv1.StateGet{
+		RequestId: id, Topic: topic, Partition: partition, Epoch: epoch, Table: table, Key: key,
+	}}})
+	if err != nil {
+		return nil, false, fmt.Errorf("state get: send: %w", err)
+	}
+	select {
+	case r := <-ch:
+		if e := r.GetError(); e != "" {
+			return nil, false, fmt.Errorf("state get: table %q: %s", table, e)
+		}
+		return r.GetValue(), r.GetHasValue(), nil
+	case <-ctx.Done():
+		return nil, false, ctx.Err()
+	case <-s.closing:
+		return nil, false, errStateGetEnded
+	}
+}
+
+// stateReply hands a StateReply to the StateGet waiting for it; a reply
+// nobody waits for (its caller gave up) is dropped.
+func (s *session) stateReply(r *eddyv1.StateReply) {
+	s.getMu.Lock()
+	ch := s.getWait[r.GetRequestId()]
+	delete(s.getWait, r.GetRequestId())
+	s.getMu.Unlock()
+	if ch == nil {
+		s.log.Debug("ignoring a StateReply nobody waits for", "request_id", r.GetRequestId())
+		return
+	}
+	ch <- r // buffered, one reply per id
 }
 
 func eventBytes(e *eddyv1.Event) int64 { return int64(len(e.GetKey()) + len(e.GetValue())) }

@@ -29,6 +29,7 @@ func main() {
 		credit   = flag.Int("credit", 1000, "credit window in events")
 		token    = flag.String("token", "", "bearer token")
 		hangFile = flag.String("hang-file", "", "while this file exists, events are held without a result")
+		table    = flag.String("table", "", "table: events of key k0 set k0's value, others output k0's value read with Event.Get (\"k0=V\" or \"k0 absent\")")
 	)
 	flag.Parse()
 	if *out == "" {
@@ -46,10 +47,24 @@ func main() {
 		for *hangFile != "" && exists(*hangFile) {
 			time.Sleep(20 * time.Millisecond)
 		}
+		value := ev.Value
+		switch {
+		case *table != "" && string(ev.Key) == "k0":
+			ev.SetState(*table, ev.Value)
+		case *table != "":
+			v, found, err := ev.Get(ctx, *table, []byte("k0"))
+			if err != nil {
+				return agent.Retry(err)
+			}
+			value = []byte("k0 absent")
+			if found {
+				value = append([]byte("k0="), v...)
+			}
+		}
 		ev.EmitRecord(agent.Record{
 			Topic: *out,
 			Key:   ev.Key,
-			Value: ev.Value,
+			Value: value,
 			Headers: []agent.Header{
 				{Key: "src.partition", Value: []byte(strconv.Itoa(int(ev.Partition)))},
 				{Key: "src.offset", Value: []byte(strconv.FormatInt(ev.Offset, 10))},

@@ -488,6 +488,14 @@ func (m *Manager) handle(item any) {
 				m.endSession(it.s, err)
 			}
 		}
+	case *stateGetReq:
+		if !it.s.ended {
+			if err := m.stateGet(it.s, it.req); err != nil {
+				m.log.Warn("agent broke the protocol; ending its session", "agent", it.s.agent.cfg.Name,
+					"instance", it.s.instance, "err", err)
+				m.endSession(it.s, err)
+			}
+		}
 	case *ackReq:
 		if !it.s.ended {
 			m.ack(it.s, it.ref, it.revoke)

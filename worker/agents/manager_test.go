@@ -388,7 +388,8 @@ type fakeAgent struct {
 	epoch     map[tp]uint64     // epoch of the latest Assign
 	owned     map[tp]bool       // assigned and not revoked
 	revokes   []agents.Revoke
-	committed map[tp]int64 // latest Committed notice
+	committed map[tp]int64        // latest Committed notice
+	replies   []agents.StateReply // StateReplies received, not yet taken
 }
 
 func (h *harness) open(agent, instance string, credit uint32) *fakeAgent {
@@ -456,6 +457,8 @@ func (a *fakeAgent) record(o agents.Outbound) {
 			a.t.Errorf("%s: Committed %s went back from %d to %d", a.instance, k, prev, o.Committed.Offset)
 		}
 		a.committed[k] = o.Committed.Offset
+	case o.StateReply != nil:
+		a.replies = append(a.replies, *o.StateReply)
 	default:
 		a.t.Errorf("%s: empty Outbound", a.instance)
 	}

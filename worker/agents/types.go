@@ -123,6 +123,8 @@ type Outbound struct {
 	Revoke    *Revoke
 	Batch     *Batch
 	Committed *Committed
+	// StateReply answers a StateGet of the instance.
+	StateReply *StateReply
 }
 
 // Revoke takes a partition away from an instance.
