@@ -1,21 +1,20 @@
-"""Word count, the Python agent of examples/wordcount.
+"""Word count, the Python agents of examples/wordcount (the Python twin of
+the Go example there).
 
-Stage 1 (``split``, running today): reads lines of text from the ``lines``
-topic and emits one record per word to the ``words`` topic, keyed by the
-word, with the value ``b"1"``:
+``split`` reads lines of text from the ``lines`` topic and emits one record
+per word to the ``words`` topic, keyed by the word, with the value ``b"1"``:
 
     "the cat and the hat"  ->  (the, 1) (cat, 1) (and, 1) (the, 1) (hat, 1)
 
 Keying by the word sends every occurrence of a word to the same partition of
-``words``: that is the repartitioning a count needs.
+``words``: a table's state lives with the partition of its key, so the count
+of a word can only be kept where the word's events arrive.
 
-Stage 2 (``count``, for when the worker supports tables): reads ``words``
-and keeps a running count per word in the ``counts`` table. The worker
-delivers each event with the table's value for the event's key (the word)
-and applies ``set_state`` atomically with the offsets it commits, so counts
-survive restarts and rebalances. It is written below; to switch it on,
-declare the agent and the table in app.yaml (commented there) and uncomment
-its ``@app.agent("count")`` line.
+``count`` reads ``words`` and keeps the count of each word in the ``counts``
+table (the decimal count as the value), and emits ``word -> count`` to the
+``word-counts`` topic. The worker delivers each event with the table's value
+for the event's key and writes ``set_state`` to the table's changelog before
+the event counts as done, so counts survive restarts and rebalances.
 
 Run it against a worker running app.yaml (``$EDDY_ADDR``, else
 127.0.0.1:6066)::
@@ -37,7 +36,7 @@ from eddy_agent import App, DeadLetter, Event
 # topics for every run).
 WORDS = os.environ.get("WORDCOUNT_WORDS_TOPIC", "words")
 COUNTS = os.environ.get("WORDCOUNT_COUNTS_TABLE", "counts")
-TOTALS = os.environ.get("WORDCOUNT_TOTALS_TOPIC", "word-totals")
+OUT = os.environ.get("WORDCOUNT_OUT_TOPIC", "word-counts")
 
 _WORD = re.compile(r"\w+")
 
@@ -62,17 +61,30 @@ async def split(event: Event) -> None:
         event.emit(WORDS, key=word, value=b"1")
 
 
-# @app.agent("count")   # stage 2: uncomment once app.yaml declares it (tables)
+@app.agent("count")
 async def count(event: Event) -> None:
-    """words (keyed by word) -> running count per word in the counts table.
+    """words (keyed by word) -> count per word in the counts table, and
+    word -> count on the output topic.
 
-    ``event.state(COUNTS)`` is the word's count as of the events before this
-    one; ``set_state`` is applied only if the handler returns (OK), together
-    with the emitted total.
+    Adds the event's value (1 when empty) to ``event.state(COUNTS)``, the
+    word's count as of the events before this one. ``set_state`` and the
+    emitted count take effect only if the handler returns (OK). A value or a
+    stored count that is not a number is dead-lettered: retrying cannot fix it.
     """
-    n = int(event.state(COUNTS) or b"0") + int(event.value or b"1")
+    if not event.key:
+        raise DeadLetter("a word record needs the word as its key")
+    try:
+        add = int(event.value) if event.value else 1
+    except ValueError as e:
+        raise DeadLetter(f"value {event.value!r} is not a count") from e
+    stored = event.state(COUNTS)
+    try:
+        n = int(stored) if stored is not None else 0
+    except ValueError as e:
+        raise DeadLetter(f"table {COUNTS} holds {stored!r} for {event.key!r}, not a count") from e
+    n += add
     event.set_state(COUNTS, str(n))
-    event.emit(TOTALS, key=event.key, value=str(n))
+    event.emit(OUT, key=event.key, value=str(n))
 
 
 if __name__ == "__main__":

@@ -10,8 +10,10 @@ import random
 import re
 import signal
 import time
+from typing import Optional
 
 import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from eddy_agent import Agent, Event, UnauthenticatedError, UnknownAgentError
 from harness import (
@@ -59,21 +61,56 @@ def check_outputs(values: list[str], outs, exact: bool) -> None:
         assert not dup and len(outs) == len(values), f"{len(outs)} outputs, {len(dup)} duplicated inputs"
 
 
+def read_to_end(bootstrap: str, topic: str, partitions: int = 8, timeout: float = 60) -> list[tuple[int, int, str, Optional[str]]]:
+    """Every record of topic up to its current end offsets, as (partition,
+    offset, key, value), value None for a tombstone; in offset order per
+    partition. Offsets may have gaps (a compacted topic)."""
+    end = end_offsets(bootstrap, topic, partitions)
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": uniq("verify"), "enable.auto.commit": False})
+    try:
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        nxt = [0] * partitions
+        out: list[tuple[int, int, str, Optional[str]]] = []
+        deadline = time.monotonic() + timeout
+        while any(n < e for n, e in zip(nxt, end)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"reading {topic}: timed out at offsets {nxt} of {end}")
+            for m in c.consume(num_messages=1000, timeout=0.1):
+                if m.error() is not None:
+                    continue
+                v = m.value()
+                out.append((m.partition(), m.offset(), (m.key() or b"").decode(), None if v is None else v.decode()))
+                nxt[m.partition()] = m.offset() + 1
+        return out
+    finally:
+        c.close()
+
+
 def test_wordcount_exact_on_clean_run(kafka: str, bins, procs) -> None:
-    app, lines, words = uniq("wc"), uniq("lines"), uniq("words")
+    """examples/wordcount/python, both agents, against a real worker: once
+    the input is committed to its end, every word's last count on the output
+    topic, and the fold of the table's changelog, are the true counts."""
+    app, lines, words, out = uniq("wc"), uniq("lines"), uniq("words"), uniq("counts-out")
+    changelog = f"{app}-counts-changelog"
     body = f"""app: {app}
 brokers: {kafka}
 kafka: {{reach_timeout: 10s, session_timeout: 6s}}
 topics:
   - {{name: {lines}, partitions: 8}}
   - {{name: {words}, partitions: 8}}
+  - {{name: {out}, partitions: 8}}
 agents:
   - {{name: split, topics: [{lines}]}}
+  - {{name: count, topics: [{words}], tables: [counts]}}
+tables:
+  - {{name: counts}}
 """
     w = procs.add(Worker(bins, body).start())
-    w.wait_assigned(8)
-    procs.add(python_agent(WORDCOUNT, env={"EDDY_ADDR": w.grpc_addr, "WORDCOUNT_WORDS_TOPIC": words}))
+    w.wait_assigned(16)
+    env = {"EDDY_ADDR": w.grpc_addr, "WORDCOUNT_WORDS_TOPIC": words, "WORDCOUNT_OUT_TOPIC": out}
+    procs.add(python_agent(WORDCOUNT, env=env))
     w.wait_instances("split", 1, 8)
+    w.wait_instances("count", 1, 8)
 
     rnd = random.Random(6)
     vocab = ["the", "cat", "sat", "on", "mat", "Hat", "a", "dog's", "été", "x1"]
@@ -91,11 +128,16 @@ agents:
     try:
         got = r.read_until(60, f"{total} words and a dead letter", lambda g: len(g[words]) >= total and len(g[dlq]) >= 1)
         wait_committed_at_end(kafka, app, lines)
-        # Everything is committed, so every output is in Kafka: the topic
+        # Everything is committed, so every word is in Kafka: the topic
         # holds exactly the expected records, no more.
         assert sum(end_offsets(kafka, words, 8)) == total
+        # ...and count drains words: its outputs and changelog records are
+        # acknowledged before its offsets are committed.
+        wait_committed_at_end(kafka, app, words)
     finally:
         r.close()
+
+    # split: one (word, 1) per word, keyed by the word.
     recs = got[words]
     assert len(recs) == total
     assert got[dlq][0].headers["eddy.error"].startswith("line is not UTF-8: UnicodeDecodeError: ")
@@ -106,6 +148,31 @@ agents:
     for rec in recs:
         parts[rec.key].add(rec.partition)
     assert all(len(p) == 1 for p in parts.values())
+
+    # count: word -> count on the output topic. A word's records are on one
+    # partition, in offset order: the last one is the word's final count.
+    counts = read_to_end(kafka, out)
+    last: dict[str, str] = {}
+    seq = collections.defaultdict(list)
+    for part, _, word, value in sorted(counts):
+        assert value is not None
+        assert part == next(iter(parts[word])), f"{word}: count on partition {part}, words on {parts[word]}"
+        last[word] = value
+        seq[word].append(int(value))
+    assert {word: int(v) for word, v in last.items()} == dict(want)
+    # A clean run processes every word once: counts go 1, 2, ... n.
+    bad = {word: s for word, s in seq.items() if s != list(range(1, want[word] + 1))}
+    assert not bad, f"counts not 1..n for {sorted(bad)[:5]}"
+    assert len(counts) == total
+    assert not [x for x in w.agents() if x.name == "count" and x.unassigned]
+
+    # The table's changelog folds to the same counts (no tombstones: count
+    # never deletes).
+    fold: dict[str, str] = {}
+    for _, _, word, value in sorted(read_to_end(kafka, changelog)):
+        assert value is not None, f"tombstone for {word} in {changelog}"
+        fold[word] = value
+    assert {word: int(v) for word, v in fold.items()} == dict(want)
 
 
 def test_agent_killed_mid_stream_loses_nothing(kafka: str, bins, procs) -> None:

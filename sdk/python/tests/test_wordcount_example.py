@@ -25,7 +25,7 @@ async def test_split_emits_one_record_per_word(wordcount) -> None:
     assert [(r.topic, r.key, r.value) for r in ev.emitted] == [
         (wordcount.WORDS, w.encode(), b"1") for w in ["the", "cat", "the", "hat", "été"]
     ]
-    assert set(wordcount.app.agents) == {"split"}  # stage 2 is not registered yet
+    assert set(wordcount.app.agents) == {"split", "count"}
 
 
 async def test_split_dead_letters_invalid_utf8(wordcount) -> None:
@@ -41,6 +41,31 @@ async def test_count_keeps_state(wordcount) -> None:
     await wordcount.count(ev)
     assert ev.mutations == [Mutation(wordcount.COUNTS, b"cat", b"42")]
     assert [(r.key, r.value) for r in ev.emitted] == [(b"cat", b"42")]
+    assert [(r.topic, r.key, r.value) for r in ev.emitted] == [(wordcount.OUT, b"cat", b"42")]
     first = Event(key=b"dog", value=b"1")  # no value in the table yet
     await wordcount.count(first)
     assert first.state(wordcount.COUNTS) == b"1"
+    assert [(r.key, r.value) for r in first.emitted] == [(b"dog", b"1")]
+    empty = Event(key=b"dog", value=b"", state={wordcount.COUNTS: b"1"})  # no value: adds 1
+    await wordcount.count(empty)
+    assert empty.mutations == [Mutation(wordcount.COUNTS, b"dog", b"2")]
+    more = Event(key=b"dog", value=b"5", state={wordcount.COUNTS: b"2"})
+    await wordcount.count(more)
+    assert more.mutations == [Mutation(wordcount.COUNTS, b"dog", b"7")]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "stored", "error"),
+    [
+        (b"", b"1", None, "a word record needs the word as its key"),
+        (b"cat", b"one", None, "value b'one' is not a count: ValueError: "),
+        (b"cat", b"1", b"lots", "table counts holds b'lots' for b'cat', not a count: ValueError: "),
+    ],
+)
+async def test_count_dead_letters_bad_records(wordcount, key, value, stored, error) -> None:
+    ev = Event(key=key, value=value, state={} if stored is None else {wordcount.COUNTS: stored})
+    with pytest.raises(DeadLetter) as e:
+        await wordcount.count(ev)
+    assert status_of(e.value) is Status.DEAD_LETTER
+    assert error_text(e.value).startswith(error.replace("counts", wordcount.COUNTS, 1))
+    assert not ev.mutations and not ev.emitted
