@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -42,7 +41,7 @@ func BenchmarkWordCount(b *testing.B) {
 	a := benchWordCountApp(b, "warn")
 	w := startWorker(b, a.body)
 	w.waitAssigned(b, 16)
-	benchStartWordCount(b, w.GRPC, a)
+	startWordCount(b, w.GRPC, a)
 	w.waitInstances(b, "split", 1, 8)
 	w.waitInstances(b, "count", 1, 8)
 	if _, e, code := w.ctl(b, "pause"); code != 0 {
@@ -105,11 +104,11 @@ func BenchmarkRecovery(b *testing.B) {
 	dir := b.TempDir()
 	w := startWorkerIn(b, dir, a.body)
 	w.waitAssigned(b, 16)
-	ag := benchStartWordCount(b, w.GRPC, a)
+	ag := startWordCount(b, w.GRPC, a)
 	w.waitInstances(b, "count", 1, 8)
 	keys, values := vocabLines(2, lines, perLine, 10000)
 	produce(b, a.lines, keys, values)
-	benchWaitDrained(b, w, a.app, 3*time.Minute, a.lines, a.words)
+	waitDrained(b, w, a.app, 3*time.Minute, a.lines, a.words)
 	var changelog int64
 	for _, n := range endOffsets(b, a.changelog, 8) {
 		changelog += n
@@ -126,7 +125,7 @@ func BenchmarkRecovery(b *testing.B) {
 	b.ResetTimer()
 	w = startWorkerIn(b, dir, a.body)
 	w.waitState(b, time.Minute, "RUNNING")
-	restored := benchRestored(b, w, 8)
+	restored := restoredRecords(b, w, 8)
 	b.StopTimer()
 	if restored < changelog {
 		b.Fatalf("restored %d changelog records, the changelog has %d", restored, changelog)
@@ -149,7 +148,7 @@ func BenchmarkTableRSS(b *testing.B) {
 	a := benchWordCountApp(b, "warn")
 	w := startWorker(b, a.body)
 	w.waitAssigned(b, 16)
-	benchStartWordCount(b, w.GRPC, a)
+	startWordCount(b, w.GRPC, a)
 	w.waitInstances(b, "count", 1, 8)
 	keys := make([]string, n)
 	values := make([]string, n)
@@ -159,7 +158,7 @@ func BenchmarkTableRSS(b *testing.B) {
 	}
 	b.ResetTimer()
 	produce(b, a.words, keys, values)
-	benchWaitDrained(b, w, a.app, 3*time.Minute, a.words)
+	waitDrained(b, w, a.app, 3*time.Minute, a.words)
 	b.StopTimer()
 	out, errOut, code := w.ctl(b, "tables", "-o", "json")
 	if code != 0 {
@@ -204,57 +203,6 @@ tables:
   - {name: %s}
 `, a.app, kafkatest.Bootstrap(b), level, a.lines, a.words, a.out, a.lines, a.words, a.table, a.table)
 	return a
-}
-
-// benchStartWordCount is startWordCount for any testing.TB.
-func benchStartWordCount(b testing.TB, addr string, a wordCountApp) *agentProc {
-	b.Helper()
-	cmd := exec.Command(bin(b, "wordcount"), "--addr", addr, "--words", a.words, "--table", a.table, "--out", a.out)
-	cmd.Env = append(os.Environ(), "EDDY_TOKEN=")
-	p := &agentProc{cmd: cmd, log: &syncBuffer{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.log, p.log
-	if err := cmd.Start(); err != nil {
-		b.Fatalf("start wordcount: %v", err)
-	}
-	go func() { _ = cmd.Wait(); close(p.done) }()
-	b.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-p.done
-		if b.Failed() {
-			b.Logf("wordcount log (last 4k):\n%s", tail(p.log.String(), 4096))
-		}
-	})
-	return p
-}
-
-// benchWaitDrained is waitDrained for any testing.TB.
-func benchWaitDrained(b testing.TB, w *workerProc, app string, timeout time.Duration, topics ...string) {
-	b.Helper()
-	for _, topic := range topics {
-		end := endOffsets(b, topic, 8)
-		waitFor(b, timeout, "committed offsets of "+topic+" at the end", func() bool {
-			if w.exited() {
-				b.Fatalf("worker exited with %d", w.exitCode)
-			}
-			return atEnd(committed(b, app, topic, 8), end)
-		})
-	}
-}
-
-// benchRestored is restoredRecords for any testing.TB.
-func benchRestored(b testing.TB, w *workerProc, n int) int64 {
-	b.Helper()
-	var ms [][]string
-	waitFor(b, 2*time.Minute, fmt.Sprintf("%d restored table partitions in the log", n), func() bool {
-		ms = restoredRe.FindAllStringSubmatch(w.log.String(), -1)
-		return len(ms) >= n
-	})
-	var sum int64
-	for _, m := range ms {
-		v, _ := strconv.ParseInt(m[1], 10, 64)
-		sum += v
-	}
-	return sum
 }
 
 var logTimeRe = regexp.MustCompile(`^time=(\S+) `)

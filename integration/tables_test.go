@@ -45,7 +45,7 @@ tables:
 }
 
 // startWordCount runs examples/wordcount against a worker.
-func startWordCount(t *testing.T, addr string, a wordCountApp) *agentProc {
+func startWordCount(t testing.TB, addr string, a wordCountApp) *agentProc {
 	t.Helper()
 	cmd := exec.Command(bin(t, "wordcount"), "--addr", addr, "--words", a.words, "--table", a.table, "--out", a.out)
 	cmd.Env = append(os.Environ(), "EDDY_TOKEN=")
@@ -161,7 +161,7 @@ func foldChangelog(t *testing.T, topic string) map[string]int64 {
 }
 
 // waitDrained waits until the app's group committed the end of each topic.
-func waitDrained(t *testing.T, w *workerProc, app string, timeout time.Duration, topics ...string) {
+func waitDrained(t testing.TB, w *workerProc, app string, timeout time.Duration, topics ...string) {
 	t.Helper()
 	for _, topic := range topics {
 		end := endOffsets(t, topic, 8)
@@ -178,7 +178,7 @@ var restoredRe = regexp.MustCompile(`msg="table partition restored".* records=(\
 
 // restoredRecords waits until the worker logged n restored table
 // partitions and returns the changelog records they read.
-func restoredRecords(t *testing.T, w *workerProc, n int) int64 {
+func restoredRecords(t testing.TB, w *workerProc, n int) int64 {
 	t.Helper()
 	var ms [][]string
 	waitFor(t, 2*time.Minute, fmt.Sprintf("%d restored table partitions in the log", n), func() bool {

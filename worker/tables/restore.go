@@ -358,7 +358,7 @@ func (r *Restorer) newSession(st *Store, client string, log *slog.Logger) (*sess
 	}
 	return &session{
 		r: r, st: st, topic: ChangelogTopic(r.cfg.App, st.table), log: log, c: c, a: a,
-		logsDone: forwardLogs(c.Logs(), log, client),
+		logsDone: transport.ForwardLogs(c.Logs(), log, client),
 		lastErr:  map[kafka.ErrorCode]time.Time{},
 	}, nil
 }
@@ -700,33 +700,4 @@ func (t *tracker) report(now time.Time, force bool) {
 		t.log.Info(msg, "offset", t.p.Position, "records", t.p.Records, "remaining", t.p.Remaining(),
 			"rate", int64(t.p.Rate), "eta", t.p.ETA.Round(time.Second))
 	}
-}
-
-// forwardLogs turns librdkafka's log events into slog records until ch is
-// closed (the same mapping as the transport package: syslog levels up to 4
-// are warnings, 5 info, the rest debug; connection failures, which also
-// arrive as error events, debug).
-func forwardLogs(ch chan kafka.LogEvent, log *slog.Logger, client string) <-chan struct{} {
-	done := make(chan struct{})
-	if ch == nil {
-		close(done)
-		return done
-	}
-	go func() {
-		defer close(done)
-		for ev := range ch {
-			level := slog.LevelDebug
-			switch {
-			case ev.Tag == "FAIL":
-			case ev.Level <= 4:
-				level = slog.LevelWarn
-			case ev.Level == 5:
-				level = slog.LevelInfo
-			}
-			log.LogAttrs(context.Background(), level, ev.Message,
-				slog.String("component", "librdkafka"), slog.String("client", client),
-				slog.String("tag", ev.Tag))
-		}
-	}()
-	return done
 }

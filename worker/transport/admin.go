@@ -78,7 +78,7 @@ func NewAdmin(cfg Config, opts ...Option) (*Admin, error) {
 		a:      a,
 		events: make(chan struct{}),
 	}
-	ad.logsDone = forwardLogs(p.Logs(), o.logger, "admin")
+	ad.logsDone = ForwardLogs(p.Logs(), o.logger, "admin")
 	go ad.readEvents()
 	return ad, nil
 }

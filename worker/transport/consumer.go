@@ -181,7 +181,7 @@ func (c *Consumer) Run(ctx context.Context) (err error) {
 		c.closed.Store(true)
 		return fmt.Errorf("transport: create consumer: %w", err)
 	}
-	logsDone := forwardLogs(kc.Logs(), c.logger, "consumer")
+	logsDone := ForwardLogs(kc.Logs(), c.logger, "consumer")
 	c.life.Lock()
 	c.kc = kc
 	c.life.Unlock()

@@ -53,7 +53,7 @@ func buildOptions(opts []Option) options {
 	return o
 }
 
-// forwardLogs turns librdkafka log events into slog records until ch is
+// ForwardLogs turns librdkafka log events into slog records until ch is
 // closed (which the client does when it is closed), then closes the
 // returned channel. librdkafka uses syslog levels: 0-3 are errors, 4
 // warnings, 5 notices (slog Info), 6 info and 7 debug (both slog Debug:
@@ -61,7 +61,10 @@ func buildOptions(opts []Option) options {
 // level 3 and also arrives as an error event (which reporter logs), so
 // levels up to 4 become Warn here rather than Error, except connection
 // failures (tag FAIL), which become Debug.
-func forwardLogs(ch chan kafka.LogEvent, logger *slog.Logger, client string) <-chan struct{} {
+//
+// It is exported for other packages that run their own librdkafka clients
+// (tables' restore consumers), so every client logs the same way.
+func ForwardLogs(ch chan kafka.LogEvent, logger *slog.Logger, client string) <-chan struct{} {
 	done := make(chan struct{})
 	if ch == nil {
 		close(done)

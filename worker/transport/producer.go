@@ -105,7 +105,7 @@ func NewProducer(cfg Config, opts ...Option) (*Producer, error) {
 		pending: make(map[uint64]func(int64, error)),
 		fatalCh: make(chan struct{}),
 	}
-	p.logsDone = forwardLogs(kp.Logs(), o.logger, "producer")
+	p.logsDone = ForwardLogs(kp.Logs(), o.logger, "producer")
 	go p.deliveries()
 	return p, nil
 }
