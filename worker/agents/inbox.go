@@ -1,0 +1,130 @@
+package agents
+
+import (
+	"sync"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/eddy-streams/eddy/worker/tables"
+)
+
+// inbox is the manager's non-blocking input: records from the poll loop,
+// everything else as control items. Control items are handled before
+// records of the same round, so an assignment is in place before its
+// records.
+type inbox struct {
+	mu     sync.Mutex
+	msgs   []*kafka.Message
+	ctl    []any
+	wake   chan struct{}
+	closed bool // Run returned: nothing will be taken any more
+}
+
+func (b *inbox) notify() {
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (b *inbox) pushMsg(msg *kafka.Message) {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return
+	}
+	b.msgs = append(b.msgs, msg)
+	n := len(b.msgs)
+	b.mu.Unlock()
+	if n == 1 {
+		b.notify()
+	}
+}
+
+// push queues a control item; false once the inbox is closed.
+func (b *inbox) push(item any) bool {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return false
+	}
+	b.ctl = append(b.ctl, item)
+	b.mu.Unlock()
+	b.notify()
+	return true
+}
+
+// close refuses further items and returns the control items never taken.
+func (b *inbox) close() []any {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	ctl := b.ctl
+	b.msgs, b.ctl = nil, nil
+	return ctl
+}
+
+func (b *inbox) take(msgs []*kafka.Message, ctl []any) ([]*kafka.Message, []any) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	gotM, gotC := b.msgs, b.ctl
+	b.msgs, b.ctl = msgs[:0], ctl[:0]
+	return gotM, gotC
+}
+
+// Control items.
+type (
+	assignReq struct{ parts []kafka.TopicPartition }
+	revokeReq struct {
+		parts    []kafka.TopicPartition
+		lost     bool
+		started  time.Time
+		deadline time.Time
+		done     chan struct{}
+	}
+	openReq  struct{ s *session }
+	closeReq struct {
+		s   *session
+		err error
+	}
+	creditReq struct {
+		s      *session
+		events uint32
+		bytes  uint64
+	}
+	resultsReq struct {
+		s *session
+		r *Results
+	}
+	ackReq struct {
+		s      *session
+		ref    PartitionRef
+		revoke bool
+	}
+	produceAck struct {
+		p   *partition
+		r   *rec
+		err error
+	}
+	recoveredReq struct {
+		p       *partition
+		stores  []*tables.Store
+		records int64
+		took    time.Duration
+		err     error
+	}
+	changelogAck struct {
+		p   *partition
+		r   *rec
+		tp  *tablePart
+		mut tables.Mutation
+		off int64
+		err error
+	}
+	pauseReq struct {
+		agent  string
+		paused bool
+	}
+	infoReq struct{ reply chan []AgentInfo }
+)
