@@ -122,6 +122,10 @@ type workerProc struct {
 	HTTP     string
 	done     chan struct{}
 	exitCode int
+
+	connOnce sync.Once
+	grpcConn *grpc.ClientConn
+	connErr  error
 }
 
 // appFile writes an app file for a test into dir and returns its path.
@@ -282,14 +286,26 @@ func (w *workerProc) waitAssigned(t testing.TB, n int) []any {
 	return a
 }
 
+// conn returns the test's gRPC connection to the worker, dialled once and
+// closed when the test ends, so polling helpers do not dial each time.
+func (w *workerProc) conn(t testing.TB) *grpc.ClientConn {
+	t.Helper()
+	w.connOnce.Do(func() {
+		w.grpcConn, w.connErr = grpc.NewClient(w.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if w.connErr == nil {
+			t.Cleanup(func() { w.grpcConn.Close() })
+		}
+	})
+	if w.connErr != nil {
+		t.Fatal(w.connErr)
+	}
+	return w.grpcConn
+}
+
 // health asks grpc.health.v1 for the whole worker's status.
 func (w *workerProc) health(t testing.TB) healthpb.HealthCheckResponse_ServingStatus {
 	t.Helper()
-	conn, err := grpc.NewClient(w.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := w.conn(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
@@ -335,11 +351,7 @@ func (a *agentProc) kill() {
 // agents returns ListAgents from the worker.
 func (w *workerProc) agents(t testing.TB) []*eddyv1.AgentInfo {
 	t.Helper()
-	conn, err := grpc.NewClient(w.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := w.conn(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	resp, err := eddyv1.NewAgentServiceClient(conn).ListAgents(ctx, &eddyv1.ListAgentsRequest{})

@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
@@ -24,11 +22,7 @@ import (
 // snapshot returns `workerctl stats -o json`.
 func (w *workerProc) snapshot(t *testing.T) *eddyv1.Snapshot {
 	t.Helper()
-	conn, err := grpc.NewClient(w.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := w.conn(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	resp, err := eddyv1.NewMonitorServiceClient(conn).GetSnapshot(ctx, &eddyv1.GetSnapshotRequest{})
@@ -84,11 +78,7 @@ func TestMonitorCountsExactly(t *testing.T) {
 	w.waitInstances(t, "pass", 1, 8)
 
 	// A watcher that never reads must not hold anything up.
-	conn, err := grpc.NewClient(w.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := w.conn(t)
 	wctx, wcancel := context.WithCancel(context.Background())
 	defer wcancel()
 	if _, err := eddyv1.NewMonitorServiceClient(conn).Watch(wctx, &eddyv1.WatchRequest{Interval: durationpb.New(100 * time.Millisecond)}); err != nil {
