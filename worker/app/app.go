@@ -344,10 +344,11 @@ func (a *App) AgentInfos() []AgentInfo {
 		return out
 	}
 	var out []AgentInfo
+	lag := a.mon.LagByAgent()
 	for _, in := range mgr.Info() {
 		ai := AgentInfo{
 			Name: in.Name, Topics: in.Topics, Ordering: in.Ordering, Tables: in.Tables, Paused: in.Paused,
-			Unassigned: tps(in.Unassigned), InFlight: in.InFlight,
+			Unassigned: tps(in.Unassigned), InFlight: in.InFlight, Lag: lag[in.Name],
 		}
 		for _, s := range in.Instances {
 			ai.Instances = append(ai.Instances, InstanceInfo{

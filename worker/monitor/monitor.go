@@ -153,6 +153,20 @@ func (m *Monitor) SetLag(topic string, partition int32, lag int64) {
 	s.SetLag(lag)
 }
 
+// LagByAgent sums the known consumer lag (librdkafka statistics) of each
+// agent's owned partitions.
+func (m *Monitor) LagByAgent() map[string]int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string]int64{}
+	for _, s := range m.parts {
+		if lag := s.Lag.Load(); lag > 0 {
+			out[s.Agent] += lag
+		}
+	}
+	return out
+}
+
 // SetStalls replaces the list of stalls.
 func (m *Monitor) SetStalls(stalls []Stall) {
 	m.mu.Lock()

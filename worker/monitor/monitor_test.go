@@ -79,3 +79,17 @@ func BenchmarkRecordEvent(b *testing.B) {
 		s.Result(true, false, sent, now)
 	}
 }
+
+func TestLagByAgent(t *testing.T) {
+	m := New("app", "v1", true)
+	m.Partition("count", "lines", 0)
+	m.Partition("count", "lines", 1)
+	m.Partition("route", "orders", 0)
+	m.SetLag("lines", 0, 7)
+	m.SetLag("lines", 1, 5)
+	// orders[0] lag unknown (-1): not counted.
+	got := m.LagByAgent()
+	if got["count"] != 12 || got["route"] != 0 {
+		t.Errorf("got %v, want count 12, route 0", got)
+	}
+}
