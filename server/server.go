@@ -47,7 +47,9 @@ type Core interface {
 	AgentInfos() []app.AgentInfo
 	TableInfos(ctx context.Context) ([]app.TableInfo, error)
 	TableGet(ctx context.Context, table string, key []byte, windowStart *time.Time) (app.TableValue, error)
-	TableScan(ctx context.Context, table string, prefix []byte, limit int, token string) (app.ScanPage, error)
+	TableScan(ctx context.Context, table string, prefix []byte, limit int, token string, only []int32) (app.ScanPage, error)
+	TablePartitions(table string) (int32, error)
+	TableOwners(ctx context.Context, table string, parts []int32, refresh bool) ([]app.Owner, error)
 	OpenAgentSession(agents.Hello) (*agents.Session, agents.Welcome, error)
 	State() app.State
 	Snapshot() monitor.Snapshot

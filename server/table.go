@@ -32,7 +32,9 @@ const forwardTimeout = 10 * time.Second
 type tablesCore interface {
 	TableInfos(ctx context.Context) ([]app.TableInfo, error)
 	TableGet(ctx context.Context, table string, key []byte, windowStart *time.Time) (app.TableValue, error)
-	TableScan(ctx context.Context, table string, prefix []byte, limit int, token string) (app.ScanPage, error)
+	TableScan(ctx context.Context, table string, prefix []byte, limit int, token string, only []int32) (app.ScanPage, error)
+	TablePartitions(table string) (int32, error)
+	TableOwners(ctx context.Context, table string, parts []int32, refresh bool) ([]app.Owner, error)
 	Status() app.Status
 }
 
@@ -131,37 +133,6 @@ func (s *tableServer) forwardGet(ctx context.Context, req *eddyv1.GetRequest, no
 	return resp, nil
 }
 
-// validateScan checks a ScanRequest before the core sees it.
-func validateScan(req *eddyv1.ScanRequest) error {
-	switch {
-	case req.GetTable() == "":
-		return status.Error(codes.InvalidArgument, "table is required")
-	case req.GetLimit() > app.MaxScanLimit:
-		return status.Errorf(codes.InvalidArgument, "limit %d is above the maximum of %d", req.GetLimit(), app.MaxScanLimit)
-	}
-	return nil
-}
-
-func (s *tableServer) Scan(ctx context.Context, req *eddyv1.ScanRequest) (*eddyv1.ScanResponse, error) {
-	if err := validateScan(req); err != nil {
-		return nil, err
-	}
-	page, err := s.core.TableScan(ctx, req.GetTable(), req.GetPrefix(), int(req.GetLimit()), req.GetPageToken())
-	if err != nil {
-		return nil, toStatus(s.log, err)
-	}
-	resp := &eddyv1.ScanResponse{
-		NextPageToken:       page.NextPageToken,
-		Partitions:          page.Partitions,
-		RestoringPartitions: page.Skipped,
-		ServedBy:            page.ServedBy,
-	}
-	for _, e := range page.Entries {
-		resp.Entries = append(resp.Entries, &eddyv1.Entry{Key: e.Key, Value: e.Value, Partition: e.Partition})
-	}
-	return resp, nil
-}
-
 // forwarder keeps client connections to the other workers, by address.
 // Safe for concurrent use.
 type forwarder struct {
@@ -201,19 +172,38 @@ func (f *forwarder) conn(addr string) (*grpc.ClientConn, error) {
 	return c, nil
 }
 
-func (f *forwarder) get(ctx context.Context, me, addr string, req *eddyv1.GetRequest) (*eddyv1.GetResponse, error) {
+// client returns a TableService client of the worker at addr and the
+// context for a call forwarded by worker me (marked, authorized, bounded).
+func (f *forwarder) client(ctx context.Context, me, addr string) (eddyv1.TableServiceClient, context.Context, context.CancelFunc, error) {
 	c, err := f.conn(addr)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
+	cancel := context.CancelFunc(func() {})
 	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, forwardTimeout)
-		defer cancel()
 	}
 	md := metadata.Pairs(ForwardedHeader, me)
 	if f.token != "" {
 		md.Append("authorization", "Bearer "+f.token)
 	}
-	return eddyv1.NewTableServiceClient(c).Get(metadata.NewOutgoingContext(ctx, md), req)
+	return eddyv1.NewTableServiceClient(c), metadata.NewOutgoingContext(ctx, md), cancel, nil
+}
+
+func (f *forwarder) get(ctx context.Context, me, addr string, req *eddyv1.GetRequest) (*eddyv1.GetResponse, error) {
+	c, ctx, cancel, err := f.client(ctx, me, addr)
+	if err != nil {
+		return nil, err
+	}
+	defer cancel()
+	return c.Get(ctx, req)
+}
+
+func (f *forwarder) scan(ctx context.Context, me, addr string, req *eddyv1.ScanRequest) (*eddyv1.ScanResponse, error) {
+	c, ctx, cancel, err := f.client(ctx, me, addr)
+	if err != nil {
+		return nil, err
+	}
+	defer cancel()
+	return c.Scan(ctx, req)
 }

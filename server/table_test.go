@@ -1,8 +1,10 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -18,17 +20,23 @@ import (
 	"github.com/eddy-streams/eddy/worker/app"
 )
 
-// fakeTables is the tables part of fakeCore: table "counts" holds values;
-// keys in remote are owned by the worker at ownerAddr.
+// fakeTables is the tables part of fakeCore: table "counts" (4 partitions)
+// holds values for Get; keys in remote are owned by the worker at
+// ownerAddr. Scan reads entries of the partitions in scanParts (all when
+// nil); owners answer TableOwners.
 type fakeTables struct {
 	workerID  string
 	values    map[string]string
 	remote    map[string]bool
 	ownerAddr string
+	entries   []agents.TableEntry
+	scanParts []int32
+	owners    []app.Owner
 
 	mu        sync.Mutex
 	forwarded []string // ForwardedHeader values seen by TableGet
 	lastScan  [3]any   // prefix, limit, token
+	refreshed int      // TableOwners calls with refresh
 }
 
 func (f *fakeTables) TableInfos(context.Context) ([]app.TableInfo, error) {
@@ -53,19 +61,75 @@ func (f *fakeTables) TableGet(ctx context.Context, table string, key []byte, _ *
 	return app.TableValue{Value: []byte(v), Partition: 1, ServedBy: f.workerID}, nil
 }
 
-func (f *fakeTables) TableScan(_ context.Context, table string, prefix []byte, limit int, token string) (app.ScanPage, error) {
+func (f *fakeTables) owned() []int32 {
+	if f.scanParts == nil {
+		return []int32{0, 1, 2, 3}
+	}
+	return f.scanParts
+}
+
+func (f *fakeTables) TableScan(_ context.Context, table string, prefix []byte, limit int, token string, only []int32) (app.ScanPage, error) {
 	f.mu.Lock()
 	f.lastScan = [3]any{string(prefix), limit, token}
 	f.mu.Unlock()
-	if token == "bad" {
+	if table != "counts" {
+		return app.ScanPage{}, &app.UnknownTableError{Name: table, Declared: []string{"counts"}}
+	}
+	from, err := app.DecodePageToken(token)
+	if token == "bad" || err != nil {
 		return app.ScanPage{}, fmt.Errorf("%w: %q is not a page token returned by Scan", app.ErrBadPageToken, token)
 	}
-	return app.ScanPage{Entries: []agents.TableEntry{{Key: []byte("a"), Value: []byte("1"), Partition: 2}},
-		NextPageToken: "next", Partitions: []int32{0, 2}, ServedBy: f.workerID}, nil
+	parts := f.owned()
+	if len(only) > 0 {
+		parts = intersect(parts, only)
+	}
+	var es []agents.TableEntry
+	for _, e := range f.entries {
+		if slices.Contains(parts, e.Partition) && bytes.HasPrefix(e.Key, prefix) &&
+			(!from.Set || entryCmp(e, agents.TableEntry{Key: from.Key, Partition: from.Partition}) > 0) {
+			es = append(es, e)
+		}
+	}
+	slices.SortFunc(es, entryCmp)
+	page := app.ScanPage{Partitions: parts, ServedBy: f.workerID}
+	if len(es) > limit {
+		es = es[:limit]
+		page.NextPageToken = app.EncodePageToken(es[limit-1].Partition, es[limit-1].Key)
+	}
+	page.Entries = es
+	return page, nil
+}
+
+func (f *fakeTables) TablePartitions(table string) (int32, error) {
+	if table != "counts" {
+		return 0, &app.UnknownTableError{Name: table, Declared: []string{"counts"}}
+	}
+	return 4, nil
+}
+
+func (f *fakeTables) TableOwners(_ context.Context, table string, parts []int32, refresh bool) ([]app.Owner, error) {
+	f.mu.Lock()
+	if refresh {
+		f.refreshed++
+	}
+	f.mu.Unlock()
+	var out []app.Owner
+	left := slices.Clone(parts)
+	for _, o := range f.owners {
+		if in := intersect(o.Partitions, parts); len(in) > 0 {
+			out = append(out, app.Owner{WorkerID: o.WorkerID, Addr: o.Addr, Partitions: in})
+			left = slices.DeleteFunc(left, func(p int32) bool { return slices.Contains(in, p) })
+		}
+	}
+	if len(left) > 0 {
+		return nil, fmt.Errorf("%w: table %q partitions %v are assigned to no other worker", app.ErrUnavailable, table, left)
+	}
+	return out, nil
 }
 
 func TestTableService(t *testing.T) {
-	core := &fakeCore{fakeTables: fakeTables{workerID: "w1", values: map[string]string{"a": "1"}}}
+	core := &fakeCore{fakeTables: fakeTables{workerID: "w1", values: map[string]string{"a": "1"},
+		entries: []agents.TableEntry{{Key: []byte("a"), Value: []byte("1"), Partition: 2}, {Key: []byte("ab"), Value: []byte("2"), Partition: 0}}}}
 	tc := eddyv1.NewTableServiceClient(serve(t, Config{}, core))
 	ctx := context.Background()
 
@@ -80,9 +144,13 @@ func TestTableService(t *testing.T) {
 	if err != nil || string(g.Value) != "1" || g.ServedBy != "w1" {
 		t.Fatalf("Get a = %v, %v; want 1 served by w1", g, err)
 	}
-	sc, err := tc.Scan(ctx, &eddyv1.ScanRequest{Table: "counts", Prefix: []byte("a")})
-	if err != nil || len(sc.Entries) != 1 || sc.NextPageToken != "next" || len(sc.Partitions) != 2 {
-		t.Fatalf("Scan = %v, %v", sc, err)
+	sc, err := tc.Scan(ctx, &eddyv1.ScanRequest{Table: "counts", Prefix: []byte("a"), Limit: 1})
+	if err != nil || len(sc.Entries) != 1 || string(sc.Entries[0].Key) != "a" || sc.NextPageToken == "" || len(sc.Partitions) != 4 {
+		t.Fatalf("Scan = %v, %v; want a, a next page, 4 partitions", sc, err)
+	}
+	sc, err = tc.Scan(ctx, &eddyv1.ScanRequest{Table: "counts", Prefix: []byte("a"), PageToken: sc.NextPageToken})
+	if err != nil || len(sc.Entries) != 1 || string(sc.Entries[0].Key) != "ab" || sc.NextPageToken != "" {
+		t.Fatalf("Scan page 2 = %v, %v; want ab and the end", sc, err)
 	}
 
 	tests := []struct {
@@ -172,4 +240,96 @@ func FuzzValidateTableRequests(f *testing.F) {
 			t.Errorf("validateScan accepted %v", s)
 		}
 	})
+}
+
+// scanAll walks every page of a scan and returns "key/partition=value ".
+func scanAll(t *testing.T, tc eddyv1.TableServiceClient, req *eddyv1.ScanRequest) (string, *eddyv1.ScanResponse) {
+	t.Helper()
+	var b strings.Builder
+	var last *eddyv1.ScanResponse
+	for range 1000 {
+		r, err := tc.Scan(context.Background(), req)
+		if err != nil {
+			t.Fatalf("Scan %v: %v", req, err)
+		}
+		if len(r.Entries) > int(req.Limit) && req.Limit > 0 {
+			t.Fatalf("page of %d entries for limit %d", len(r.Entries), req.Limit)
+		}
+		for _, e := range r.Entries {
+			fmt.Fprintf(&b, "%s/%d=%s ", e.Key, e.Partition, e.Value)
+		}
+		last = r
+		if r.NextPageToken == "" {
+			return b.String(), last
+		}
+		req = &eddyv1.ScanRequest{Table: req.Table, Prefix: req.Prefix, Limit: req.Limit, PageToken: r.NextPageToken}
+	}
+	t.Fatal("scan did not end in 1000 pages")
+	return "", nil
+}
+
+// TestScanFannedOut: a scan on any worker covers every partition, in
+// (key, partition) order, whatever the page size: the asked worker reads
+// its partitions and merges the owner's pages of the others without
+// skipping or repeating an entry; a partition that moved is an error, not
+// a silent gap.
+func TestScanFannedOut(t *testing.T) {
+	var all []agents.TableEntry
+	for i := range 23 {
+		// Keys interleave across partitions; "k07" is in two partitions.
+		all = append(all, agents.TableEntry{Key: fmt.Appendf(nil, "k%02d", i), Value: fmt.Appendf(nil, "%d", i), Partition: int32(i*7) % 4})
+	}
+	all = append(all, agents.TableEntry{Key: []byte("k07"), Value: []byte("x"), Partition: 2})
+	sorted := slices.Clone(all)
+	slices.SortFunc(sorted, entryCmp)
+	var want, wantK1 strings.Builder
+	for _, e := range sorted {
+		fmt.Fprintf(&want, "%s/%d=%s ", e.Key, e.Partition, e.Value)
+		if bytes.HasPrefix(e.Key, []byte("k1")) {
+			fmt.Fprintf(&wantK1, "%s/%d=%s ", e.Key, e.Partition, e.Value)
+		}
+	}
+
+	owner := &fakeCore{fakeTables: fakeTables{workerID: "w2", entries: all, scanParts: []int32{1, 3}}}
+	ownerConn := serve(t, Config{}, owner)
+	core := &fakeCore{fakeTables: fakeTables{workerID: "w1", entries: all, scanParts: []int32{0, 2},
+		owners: []app.Owner{{WorkerID: "w2", Addr: ownerConn.Target(), Partitions: []int32{1, 3}}}}}
+	tc := eddyv1.NewTableServiceClient(serve(t, Config{}, core))
+
+	for _, limit := range []uint32{1, 2, 3, 5, 24, 0} {
+		got, last := scanAll(t, tc, &eddyv1.ScanRequest{Table: "counts", Limit: limit})
+		if got != want.String() {
+			t.Errorf("limit %d:\n got %s\nwant %s", limit, got, want.String())
+		}
+		if !slices.Equal(last.Partitions, []int32{0, 1, 2, 3}) || !slices.Equal(last.ForwardedTo, []string{"w2"}) || last.ServedBy != "w1" {
+			t.Errorf("limit %d: partitions %v forwarded to %v served by %s; want 0-3, w2, w1", limit, last.Partitions, last.ForwardedTo, last.ServedBy)
+		}
+	}
+	if got, _ := scanAll(t, tc, &eddyv1.ScanRequest{Table: "counts", Prefix: []byte("k1"), Limit: 4}); got != wantK1.String() {
+		t.Errorf("prefix k1:\n got %s\nwant %s", got, wantK1.String())
+	}
+
+	// The owner no longer holds partition 3: asked again from a fresh
+	// description, still missing, so the scan fails naming it.
+	owner.mu.Lock()
+	owner.scanParts = []int32{1}
+	owner.mu.Unlock()
+	_, err := tc.Scan(context.Background(), &eddyv1.ScanRequest{Table: "counts"})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "partitions [3] moved") {
+		t.Errorf("scan with a moved partition: %v, want Unavailable naming partition 3", err)
+	}
+	core.mu.Lock()
+	if core.refreshed != 1 {
+		t.Errorf("owners refreshed %d times, want 1", core.refreshed)
+	}
+	core.mu.Unlock()
+
+	// A bad token is the asked worker's InvalidArgument; no owner: Unavailable.
+	if _, err := tc.Scan(context.Background(), &eddyv1.ScanRequest{Table: "counts", PageToken: "bad"}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("bad token: %v", err)
+	}
+	core.owners = nil
+	if _, err := tc.Scan(context.Background(), &eddyv1.ScanRequest{Table: "counts"}); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "[1 3]") {
+		t.Errorf("no owner: %v, want Unavailable naming partitions 1 and 3", err)
+	}
 }

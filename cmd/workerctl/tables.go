@@ -72,11 +72,13 @@ func newScanCommand(c *cli) *cobra.Command {
 	var f scanFlags
 	cmd := &cobra.Command{
 		Use:   "scan TABLE",
-		Short: "List the keys of a table held by this worker, in key order",
-		Long: `List the keys and values of TABLE in the partitions the worker asked owns,
-in key order (a key present in several partitions is listed once per
-partition). A scan is not forwarded: to cover every partition, scan every
-worker (the output names the partitions covered).
+		Short: "List the keys of a table, in key order, from any worker",
+		Long: `List the keys and values of TABLE from every partition, in key order (a
+key present in several partitions is listed once per partition). The worker
+asked reads the partitions it owns and asks the owners of the others (the
+output names the workers). Partitions still being restored are not read and
+are named; a partition that has no owner during a rebalance makes the scan
+fail with exit code 1: try again.
 
 One page of at most --limit entries is printed, with the token of the next
 page when there is more (--page-token continues); --all follows the pages to
@@ -190,8 +192,11 @@ func (p *tablePrinter) scan(table string, resp *eddyv1.ScanResponse) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(p.w, "%d entries of table %s from partitions %s of worker %s", len(resp.GetEntries()), table,
+	fmt.Fprintf(p.w, "%d entries of table %s from partitions %s, served by worker %s", len(resp.GetEntries()), table,
 		partitionList(resp.GetPartitions()), orDash(resp.GetServedBy()))
+	if f := resp.GetForwardedTo(); len(f) > 0 {
+		fmt.Fprintf(p.w, " with %s", strings.Join(f, ", "))
+	}
 	if r := resp.GetRestoringPartitions(); len(r) > 0 {
 		fmt.Fprintf(p.w, " (restoring, not read: %s)", partitionList(r))
 	}

@@ -146,7 +146,7 @@ func TestScanCommand(t *testing.T) {
 		t.Errorf("--all -o json: %d entries, next %q, err %v:\n%s", len(js.Entries), js.Next, err, res.stdout)
 	}
 	res = runCLI(t, nil, "--addr", addr, "scan", "counts", "--prefix", "d")
-	if !strings.Contains(res.stdout, "1 entries") || !strings.Contains(res.stdout, "partitions 0-2 of worker w1") {
+	if !strings.Contains(res.stdout, "1 entries") || !strings.Contains(res.stdout, "partitions 0-2, served by worker w1") {
 		t.Errorf("--prefix d:\n%s", res.stdout)
 	}
 	if res := runCLI(t, nil, "--addr", addr, "scan", "counts", "--limit", "20000"); res.code != exitUsage {

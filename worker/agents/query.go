@@ -201,21 +201,28 @@ func (m *Manager) TableGet(ctx context.Context, table string, partition int32, k
 }
 
 // TableScan reads up to limit entries of table from the partitions this
-// worker owns, merged in (key, partition) order, whose key starts with
-// prefix and that come after from. more reports whether further entries
-// match. partitions are the partitions read; recovering partitions are
-// skipped and returned in skipped. Safe for concurrent use.
-func (m *Manager) TableScan(ctx context.Context, table string, prefix []byte, from ScanFrom, limit int) (entries []TableEntry, more bool, partitions, skipped []int32, err error) {
+// worker owns (those in only, when only is not empty), merged in (key,
+// partition) order, whose key starts with prefix and that come after from.
+// more reports whether further entries match. partitions are the
+// partitions read; recovering partitions are skipped and returned in
+// skipped. Safe for concurrent use.
+func (m *Manager) TableScan(ctx context.Context, table string, prefix []byte, from ScanFrom, limit int, only []int32) (entries []TableEntry, more bool, partitions, skipped []int32, err error) {
 	if limit <= 0 {
 		return nil, false, nil, nil, errors.New("scan limit must be positive")
 	}
 	var qerr error
 	err = m.query(ctx, func(m *Manager) {
 		live, rec := m.tablePartsOf(table)
+		wanted := func(p int32) bool { return len(only) == 0 || slices.Contains(only, p) }
 		for p := range rec {
-			skipped = append(skipped, p)
+			if wanted(p) {
+				skipped = append(skipped, p)
+			}
 		}
 		for p, t := range live {
+			if !wanted(p) {
+				continue
+			}
 			partitions = append(partitions, p)
 			es, err := t.scan(p, prefix, from, limit+1)
 			if err != nil {

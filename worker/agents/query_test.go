@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -94,7 +95,7 @@ func TestTableReads(t *testing.T) {
 	}
 
 	want := "a/0=10 b/0=2 b/1=x bb/0=new d/1=4 "
-	all, more, parts, _, err := h.m.TableScan(ctx, "counts", nil, agents.ScanFrom{}, 100)
+	all, more, parts, _, err := h.m.TableScan(ctx, "counts", nil, agents.ScanFrom{}, 100, nil)
 	if err != nil || more || entriesString(all) != want || len(parts) != 2 {
 		t.Fatalf("Scan = %q more=%v parts=%v err=%v, want %q", entriesString(all), more, parts, err, want)
 	}
@@ -102,7 +103,7 @@ func TestTableReads(t *testing.T) {
 		var got []agents.TableEntry
 		from := agents.ScanFrom{}
 		for {
-			page, more, _, _, err := h.m.TableScan(ctx, "counts", nil, from, size)
+			page, more, _, _, err := h.m.TableScan(ctx, "counts", nil, from, size, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -117,8 +118,11 @@ func TestTableReads(t *testing.T) {
 			t.Errorf("pages of %d: %q, want %q", size, entriesString(got), want)
 		}
 	}
-	if got, _, _, _, _ := h.m.TableScan(ctx, "counts", []byte("b"), agents.ScanFrom{}, 100); entriesString(got) != "b/0=2 b/1=x bb/0=new " {
+	if got, _, _, _, _ := h.m.TableScan(ctx, "counts", []byte("b"), agents.ScanFrom{}, 100, nil); entriesString(got) != "b/0=2 b/1=x bb/0=new " {
 		t.Errorf("prefix b: %q", entriesString(got))
+	}
+	if got, _, parts, _, _ := h.m.TableScan(ctx, "counts", nil, agents.ScanFrom{}, 100, []int32{1, 5}); entriesString(got) != "b/1=x d/1=4 " || !slices.Equal(parts, []int32{1}) {
+		t.Errorf("only partitions 1 and 5: %q from %v, want b/1=x d/1=4 from [1]", entriesString(got), parts)
 	}
 
 	stats, err := h.m.TableStats(ctx)

@@ -255,12 +255,13 @@ func (a *App) ownerOf(ctx context.Context, table, topic string, part int32) erro
 	return fmt.Errorf("%w: table %q partition %d (topic %q) is assigned to no worker right now (rebalancing?)", ErrUnavailable, table, part, topic)
 }
 
-// TableScan reads a page of table from the partitions this worker owns,
-// merged in (key, partition) order: a worker does not fan out to the
-// others (the page names the partitions it read). limit 0 is
+// TableScan reads a page of table from the partitions this worker owns
+// (those in only, when only is not empty), merged in (key, partition)
+// order. It does not ask other workers: the server fans a scan out to the
+// owners (TableOwners) and merges their pages. limit 0 is
 // DefaultScanLimit; above MaxScanLimit is ErrBadRequest. token is "" or a
 // NextPageToken of an earlier page. Safe for concurrent use.
-func (a *App) TableScan(ctx context.Context, table string, prefix []byte, limit int, token string) (ScanPage, error) {
+func (a *App) TableScan(ctx context.Context, table string, prefix []byte, limit int, token string, only []int32) (ScanPage, error) {
 	if _, _, err := a.tableSource(table); err != nil {
 		return ScanPage{}, err
 	}
@@ -270,7 +271,13 @@ func (a *App) TableScan(ctx context.Context, table string, prefix []byte, limit 
 	case limit < 0 || limit > MaxScanLimit:
 		return ScanPage{}, fmt.Errorf("limit %d out of range: at most %d: %w", limit, MaxScanLimit, ErrBadRequest)
 	}
-	from, err := decodePageToken(token)
+	n := a.tablePartitions(table)
+	for _, p := range only {
+		if p < 0 || p >= n {
+			return ScanPage{}, fmt.Errorf("table %q has partitions 0..%d, not %d: %w", table, n-1, p, ErrBadRequest)
+		}
+	}
+	from, err := DecodePageToken(token)
 	if err != nil {
 		return ScanPage{}, err
 	}
@@ -278,30 +285,87 @@ func (a *App) TableScan(ctx context.Context, table string, prefix []byte, limit 
 	if err != nil {
 		return ScanPage{}, err
 	}
-	es, more, parts, skipped, err := mgr.TableScan(ctx, table, prefix, from, limit)
+	es, more, parts, skipped, err := mgr.TableScan(ctx, table, prefix, from, limit, only)
 	if err != nil {
 		return ScanPage{}, err
 	}
 	page := ScanPage{Entries: es, Partitions: parts, Skipped: skipped, ServedBy: a.cfg.WorkerID}
 	if more && len(es) > 0 {
 		last := es[len(es)-1]
-		page.NextPageToken = encodePageToken(last.Partition, last.Key)
+		page.NextPageToken = EncodePageToken(last.Partition, last.Key)
 	}
 	return page, nil
+}
+
+// TablePartitions returns the partition count of a declared table.
+func (a *App) TablePartitions(table string) (int32, error) {
+	if _, _, err := a.tableSource(table); err != nil {
+		return 0, err
+	}
+	return a.tablePartitions(table), nil
+}
+
+// Owner is a worker owning some partitions of a table.
+type Owner struct {
+	WorkerID, Addr string
+	Partitions     []int32
+}
+
+// TableOwners groups parts of table by the other worker that owns them,
+// from the consumer group's description (a fresh one when refresh is set).
+// A partition assigned to no other worker is ErrUnavailable: during a
+// rebalance the caller tries again. Owners are sorted by worker id.
+func (a *App) TableOwners(ctx context.Context, table string, parts []int32, refresh bool) ([]Owner, error) {
+	_, src, err := a.tableSource(table)
+	if err != nil {
+		return nil, err
+	}
+	ms, err := a.Members(ctx, refresh)
+	if err != nil {
+		return nil, fmt.Errorf("%w: finding the owners of table %q: %w", ErrUnavailable, table, err)
+	}
+	var out []Owner
+	var orphans []int32
+	for _, p := range parts {
+		found := false
+		for _, m := range ms {
+			if m.WorkerID == a.cfg.WorkerID || !slices.Contains(m.Assigned, TopicPartition{src, p}) {
+				continue // this worker's entry is stale: it does not own p now
+			}
+			found = true
+			i := slices.IndexFunc(out, func(o Owner) bool { return o.WorkerID == m.WorkerID })
+			if i < 0 {
+				out = append(out, Owner{WorkerID: m.WorkerID, Addr: m.Addr})
+				i = len(out) - 1
+			}
+			out[i].Partitions = append(out[i].Partitions, p)
+			break
+		}
+		if !found {
+			orphans = append(orphans, p)
+		}
+	}
+	if len(orphans) > 0 {
+		return nil, fmt.Errorf("%w: table %q partitions %v (topic %q) are assigned to no other worker right now (rebalancing?)", ErrUnavailable, table, orphans, src)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].WorkerID < out[j].WorkerID })
+	return out, nil
 }
 
 // pageTokenV1 is the version byte of page tokens: v1 is
 // base64url(0x01, partition as 4 big-endian bytes, last key).
 const pageTokenV1 = 1
 
-func encodePageToken(part int32, key []byte) string {
+// EncodePageToken is the page token continuing a scan after (key, part).
+func EncodePageToken(part int32, key []byte) string {
 	b := make([]byte, 5, 5+len(key))
 	b[0] = pageTokenV1
 	binary.BigEndian.PutUint32(b[1:], uint32(part))
 	return base64.RawURLEncoding.EncodeToString(append(b, key...))
 }
 
-func decodePageToken(token string) (agents.ScanFrom, error) {
+// DecodePageToken is where a page token continues a scan; "" is the start.
+func DecodePageToken(token string) (agents.ScanFrom, error) {
 	if token == "" {
 		return agents.ScanFrom{}, nil
 	}

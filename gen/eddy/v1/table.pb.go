@@ -426,7 +426,11 @@ type ScanRequest struct {
 	// Limit is the most entries in the page (default 100, at most 10000).
 	Limit uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
 	// PageToken continues a previous scan; empty starts at the beginning.
-	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Partitions restricts the scan to these table partitions; empty reads
+	// every partition. A worker forwarding a scan sets it to the partitions
+	// it believes the owner holds.
+	Partitions    []int32 `protobuf:"varint,5,rep,packed,name=partitions,proto3" json:"partitions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -489,6 +493,13 @@ func (x *ScanRequest) GetPageToken() string {
 	return ""
 }
 
+func (x *ScanRequest) GetPartitions() []int32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
 // ScanResponse is one page of a scan.
 type ScanResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -496,15 +507,18 @@ type ScanResponse struct {
 	Entries []*Entry `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
 	// NextPageToken continues the scan; empty when it is complete.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
-	// Partitions are the table partitions this page covers: those the
-	// answering worker owns. Scan is not forwarded: scan each worker to cover
-	// every partition.
+	// Partitions are the table partitions this page covers (every partition
+	// asked for, less the restoring ones).
 	Partitions []int32 `protobuf:"varint,3,rep,packed,name=partitions,proto3" json:"partitions,omitempty"`
-	// RestoringPartitions are owned partitions still being restored from the
-	// changelog, not read.
+	// RestoringPartitions are partitions still being restored from the
+	// changelog by their owner, not read: the scan is incomplete.
 	RestoringPartitions []int32 `protobuf:"varint,4,rep,packed,name=restoring_partitions,json=restoringPartitions,proto3" json:"restoring_partitions,omitempty"`
-	// ServedBy is the worker id that answered.
-	ServedBy      string `protobuf:"bytes,5,opt,name=served_by,json=servedBy,proto3" json:"served_by,omitempty"`
+	// ServedBy is the worker id that answered; other workers that served
+	// partitions of the page are in ForwardedTo.
+	ServedBy string `protobuf:"bytes,5,opt,name=served_by,json=servedBy,proto3" json:"served_by,omitempty"`
+	// ForwardedTo are the worker ids asked for the partitions the answering
+	// worker does not own.
+	ForwardedTo   []string `protobuf:"bytes,6,rep,name=forwarded_to,json=forwardedTo,proto3" json:"forwarded_to,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -572,6 +586,13 @@ func (x *ScanResponse) GetServedBy() string {
 		return x.ServedBy
 	}
 	return ""
+}
+
+func (x *ScanResponse) GetForwardedTo() []string {
+	if x != nil {
+		return x.ForwardedTo
+	}
+	return nil
 }
 
 // Entry is one key and value of a table.
@@ -670,13 +691,16 @@ const file_eddy_v1_table_proto_rawDesc = "" +
 	"\vGetResponse\x12\x14\n" +
 	"\x05value\x18\x01 \x01(\fR\x05value\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x1b\n" +
-	"\tserved_by\x18\x03 \x01(\tR\bservedBy\"p\n" +
+	"\tserved_by\x18\x03 \x01(\tR\bservedBy\"\x90\x01\n" +
 	"\vScanRequest\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12\x16\n" +
 	"\x06prefix\x18\x02 \x01(\fR\x06prefix\x12\x14\n" +
 	"\x05limit\x18\x03 \x01(\rR\x05limit\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x04 \x01(\tR\tpageToken\"\xd0\x01\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x05 \x03(\x05R\n" +
+	"partitions\"\xf3\x01\n" +
 	"\fScanResponse\x12(\n" +
 	"\aentries\x18\x01 \x03(\v2\x0e.eddy.v1.EntryR\aentries\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1e\n" +
@@ -684,7 +708,8 @@ const file_eddy_v1_table_proto_rawDesc = "" +
 	"partitions\x18\x03 \x03(\x05R\n" +
 	"partitions\x121\n" +
 	"\x14restoring_partitions\x18\x04 \x03(\x05R\x13restoringPartitions\x12\x1b\n" +
-	"\tserved_by\x18\x05 \x01(\tR\bservedBy\"M\n" +
+	"\tserved_by\x18\x05 \x01(\tR\bservedBy\x12!\n" +
+	"\fforwarded_to\x18\x06 \x03(\tR\vforwardedTo\"M\n" +
 	"\x05Entry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x1c\n" +

@@ -28,16 +28,18 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// TableService reads tables. Any worker of the app answers Get for any key:
-// it serves partitions it owns and forwards the rest to their owner. Scan
-// reads the partitions of the worker asked. Read-only.
+// TableService reads tables. Any worker of the app answers Get and Scan for
+// any key: it serves the partitions it owns and forwards the rest to their
+// owners (found from the consumer group, where each worker advertises its
+// gRPC address). Read-only.
 type TableServiceClient interface {
 	// ListTables lists the declared tables.
 	ListTables(ctx context.Context, in *ListTablesRequest, opts ...grpc.CallOption) (*ListTablesResponse, error)
 	// Get reads one key. A missing key is NOT_FOUND.
 	Get(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*GetResponse, error)
-	// Scan reads keys in key order, optionally under a prefix, a page at a
-	// time, from the partitions the answering worker owns.
+	// Scan reads keys in (key, partition) order, optionally under a prefix,
+	// a page at a time, from every partition of the table: the answering
+	// worker reads its own and asks the owners of the others.
 	Scan(ctx context.Context, in *ScanRequest, opts ...grpc.CallOption) (*ScanResponse, error)
 }
 
@@ -83,16 +85,18 @@ func (c *tableServiceClient) Scan(ctx context.Context, in *ScanRequest, opts ...
 // All implementations must embed UnimplementedTableServiceServer
 // for forward compatibility.
 //
-// TableService reads tables. Any worker of the app answers Get for any key:
-// it serves partitions it owns and forwards the rest to their owner. Scan
-// reads the partitions of the worker asked. Read-only.
+// TableService reads tables. Any worker of the app answers Get and Scan for
+// any key: it serves the partitions it owns and forwards the rest to their
+// owners (found from the consumer group, where each worker advertises its
+// gRPC address). Read-only.
 type TableServiceServer interface {
 	// ListTables lists the declared tables.
 	ListTables(context.Context, *ListTablesRequest) (*ListTablesResponse, error)
 	// Get reads one key. A missing key is NOT_FOUND.
 	Get(context.Context, *GetRequest) (*GetResponse, error)
-	// Scan reads keys in key order, optionally under a prefix, a page at a
-	// time, from the partitions the answering worker owns.
+	// Scan reads keys in (key, partition) order, optionally under a prefix,
+	// a page at a time, from every partition of the table: the answering
+	// worker reads its own and asks the owners of the others.
 	Scan(context.Context, *ScanRequest) (*ScanResponse, error)
 	mustEmbedUnimplementedTableServiceServer()
 }

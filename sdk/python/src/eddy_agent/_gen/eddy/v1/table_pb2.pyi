@@ -73,30 +73,34 @@ class GetResponse(_message.Message):
     def __init__(self, value: _Optional[bytes] = ..., partition: _Optional[int] = ..., served_by: _Optional[str] = ...) -> None: ...
 
 class ScanRequest(_message.Message):
-    __slots__ = ("table", "prefix", "limit", "page_token")
+    __slots__ = ("table", "prefix", "limit", "page_token", "partitions")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     PREFIX_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     table: str
     prefix: bytes
     limit: int
     page_token: str
-    def __init__(self, table: _Optional[str] = ..., prefix: _Optional[bytes] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    partitions: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, table: _Optional[str] = ..., prefix: _Optional[bytes] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ..., partitions: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ScanResponse(_message.Message):
-    __slots__ = ("entries", "next_page_token", "partitions", "restoring_partitions", "served_by")
+    __slots__ = ("entries", "next_page_token", "partitions", "restoring_partitions", "served_by", "forwarded_to")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     RESTORING_PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    FORWARDED_TO_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[Entry]
     next_page_token: str
     partitions: _containers.RepeatedScalarFieldContainer[int]
     restoring_partitions: _containers.RepeatedScalarFieldContainer[int]
     served_by: str
-    def __init__(self, entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., partitions: _Optional[_Iterable[int]] = ..., restoring_partitions: _Optional[_Iterable[int]] = ..., served_by: _Optional[str] = ...) -> None: ...
+    forwarded_to: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., partitions: _Optional[_Iterable[int]] = ..., restoring_partitions: _Optional[_Iterable[int]] = ..., served_by: _Optional[str] = ..., forwarded_to: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Entry(_message.Message):
     __slots__ = ("key", "value", "partition")

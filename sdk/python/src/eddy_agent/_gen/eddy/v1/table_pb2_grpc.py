@@ -26,9 +26,10 @@ if _version_not_supported:
 
 
 class TableServiceStub:
-    """TableService reads tables. Any worker of the app answers Get for any key:
-    it serves partitions it owns and forwards the rest to their owner. Scan
-    reads the partitions of the worker asked. Read-only.
+    """TableService reads tables. Any worker of the app answers Get and Scan for
+    any key: it serves the partitions it owns and forwards the rest to their
+    owners (found from the consumer group, where each worker advertises its
+    gRPC address). Read-only.
     """
 
     def __init__(self, channel):
@@ -55,9 +56,10 @@ class TableServiceStub:
 
 
 class TableServiceServicer:
-    """TableService reads tables. Any worker of the app answers Get for any key:
-    it serves partitions it owns and forwards the rest to their owner. Scan
-    reads the partitions of the worker asked. Read-only.
+    """TableService reads tables. Any worker of the app answers Get and Scan for
+    any key: it serves the partitions it owns and forwards the rest to their
+    owners (found from the consumer group, where each worker advertises its
+    gRPC address). Read-only.
     """
 
     def ListTables(self, request, context):
@@ -75,8 +77,9 @@ class TableServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Scan(self, request, context):
-        """Scan reads keys in key order, optionally under a prefix, a page at a
-        time, from the partitions the answering worker owns.
+        """Scan reads keys in (key, partition) order, optionally under a prefix,
+        a page at a time, from every partition of the table: the answering
+        worker reads its own and asks the owners of the others.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -109,9 +112,10 @@ def add_TableServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class TableService:
-    """TableService reads tables. Any worker of the app answers Get for any key:
-    it serves partitions it owns and forwards the rest to their owner. Scan
-    reads the partitions of the worker asked. Read-only.
+    """TableService reads tables. Any worker of the app answers Get and Scan for
+    any key: it serves the partitions it owns and forwards the rest to their
+    owners (found from the consumer group, where each worker advertises its
+    gRPC address). Read-only.
     """
 
     @staticmethod
