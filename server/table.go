@@ -122,6 +122,14 @@ func (s *tableServer) forwardGet(ctx context.Context, req *eddyv1.GetRequest, no
 	}
 	me := s.core.Status().WorkerID
 	resp, err := s.fwd.get(ctx, me, no.Addr, req)
+	if status.Code(err) == codes.Unavailable {
+		// The owner named by a cached description may have lost the
+		// partition in a rebalance: ask the owner of a fresh one, once.
+		if owners, oerr := s.core.TableOwners(ctx, no.Table, []int32{no.Partition}, true); oerr == nil && len(owners) == 1 && owners[0].Addr != no.Addr {
+			no = &app.NotOwnedError{Table: no.Table, Partition: no.Partition, WorkerID: owners[0].WorkerID, Addr: owners[0].Addr}
+			resp, err = s.fwd.get(ctx, me, no.Addr, req)
+		}
+	}
 	if err != nil {
 		if _, ok := status.FromError(err); ok && status.Code(err) != codes.Unknown {
 			return nil, err // the owner's answer (NotFound, ...) as it is

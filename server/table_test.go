@@ -112,10 +112,11 @@ func (f *fakeTables) TableOwners(_ context.Context, table string, parts []int32,
 	if refresh {
 		f.refreshed++
 	}
+	owners := f.owners
 	f.mu.Unlock()
 	var out []app.Owner
 	left := slices.Clone(parts)
-	for _, o := range f.owners {
+	for _, o := range owners {
 		if in := intersect(o.Partitions, parts); len(in) > 0 {
 			out = append(out, app.Owner{WorkerID: o.WorkerID, Addr: o.Addr, Partitions: in})
 			left = slices.DeleteFunc(left, func(p int32) bool { return slices.Contains(in, p) })
@@ -218,9 +219,20 @@ func TestGetForwarded(t *testing.T) {
 		t.Errorf("Get moved: %v, want Unavailable (no second forward)", err)
 	}
 	owner.mu.Lock()
-	defer owner.mu.Unlock()
 	if len(owner.forwarded) != 3 || owner.forwarded[0] != "w1" {
 		t.Errorf("owner saw forwarded-by %v, want w1 three times", owner.forwarded)
+	}
+	owner.mu.Unlock()
+
+	// The cached owner lost the partition to w3: a fresh description
+	// names w3, which answers.
+	newOwner := &fakeCore{fakeTables: fakeTables{workerID: "w3", values: map[string]string{"moved": "7"}}}
+	core.mu.Lock()
+	core.owners = []app.Owner{{WorkerID: "w3", Addr: serve(t, Config{Token: "tok", ProtectReads: true}, newOwner).Target(), Partitions: []int32{3}}}
+	core.mu.Unlock()
+	g, err = tc.Get(ctx, &eddyv1.GetRequest{Table: "counts", Key: []byte("moved")})
+	if err != nil || string(g.Value) != "7" || g.ServedBy != "w3" {
+		t.Errorf("Get moved after the owner changed = %v, %v; want 7 served by w3", g, err)
 	}
 }
 
@@ -328,7 +340,9 @@ func TestScanFannedOut(t *testing.T) {
 	if _, err := tc.Scan(context.Background(), &eddyv1.ScanRequest{Table: "counts", PageToken: "bad"}); status.Code(err) != codes.InvalidArgument {
 		t.Errorf("bad token: %v", err)
 	}
+	core.mu.Lock()
 	core.owners = nil
+	core.mu.Unlock()
 	if _, err := tc.Scan(context.Background(), &eddyv1.ScanRequest{Table: "counts"}); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "[1 3]") {
 		t.Errorf("no owner: %v, want Unavailable naming partitions 1 and 3", err)
 	}
