@@ -3,7 +3,6 @@ package agents
 import (
 	"time"
 
-	"hash/fnv"
 	"slices"
 )
 
@@ -118,12 +117,16 @@ func (m *Manager) dispatchLane(p *partition, l *lane) {
 // in flight. Records of one key in one pass go to one lane, in order.
 func (m *Manager) dispatchByKey(p *partition) {
 	lanes := make([]*lane, 0, len(p.lanes))
+	credit := false
 	for _, l := range p.lanes {
 		if !l.revoking && !l.s.ended {
 			lanes = append(lanes, l)
+			credit = credit || l.s.creditEvents > 0
 		}
 	}
-	if len(lanes) == 0 {
+	if !credit {
+		// No lane can take an event: nothing to scan for (the common case
+		// under load, woken by acknowledgements while credit is used up).
 		return
 	}
 	// Stable routing: lanes sorted by instance id.
@@ -142,8 +145,10 @@ func (m *Manager) dispatchByKey(p *partition) {
 		full   bool
 	}
 	batches := make([]pending, len(lanes))
-	blocked := map[string]bool{} // keys that must wait for the rest of this pass
-	inBatch := map[string]bool{}
+	// Keys that must wait for the rest of this pass, beyond those busy
+	// before it (p.keyBusy without inBatch): skipped for a full lane, or
+	// retrying alone.
+	var blocked, inBatch map[string]bool
 	firstSkipped := -1
 	open := len(lanes)
 	for i := p.scan; i < len(p.recs) && open > 0; i++ {
@@ -151,8 +156,14 @@ func (m *Manager) dispatchByKey(p *partition) {
 		if r.state != statePending {
 			continue
 		}
-		k := string(r.key)
-		skip := blocked[k] || (!inBatch[k] && p.keyBusy[k] > 0)
+		skip := blocked[string(r.key)]
+		if !skip && p.keyBusy[string(r.key)] > 0 && !inBatch[string(r.key)] {
+			// Busy since before this pass: stays so for the whole pass.
+			if firstSkipped < 0 {
+				firstSkipped = i
+			}
+			continue
+		}
 		li := int(hashKey(r.key) % uint32(len(lanes)))
 		b := &batches[li]
 		if !skip && (b.full || !lanes[li].s.canTake(r.size, len(b.events)) ||
@@ -164,7 +175,10 @@ func (m *Manager) dispatchByKey(p *partition) {
 			skip = true
 		}
 		if skip {
-			blocked[k] = true
+			if blocked == nil {
+				blocked = map[string]bool{}
+			}
+			blocked[string(r.key)] = true
 			if firstSkipped < 0 {
 				firstSkipped = i
 			}
@@ -172,12 +186,18 @@ func (m *Manager) dispatchByKey(p *partition) {
 		}
 		m.take(p, lanes[li], r)
 		p.busy(r.key)
-		inBatch[k] = true
+		if inBatch == nil {
+			inBatch = map[string]bool{}
+		}
+		inBatch[string(r.key)] = true
 		if r.lastErr != "" {
 			// It failed before (RETRY or a failed produce): it goes
 			// alone, and the key's later events wait for its result,
 			// so they cannot overtake it if it fails again.
-			blocked[k] = true
+			if blocked == nil {
+				blocked = map[string]bool{}
+			}
+			blocked[string(r.key)] = true
 		}
 		b.events = append(b.events, m.eventOf(p, r))
 		b.bytes += r.size
@@ -199,8 +219,12 @@ func (m *Manager) dispatchByKey(p *partition) {
 	}
 }
 
+// hashKey is 32-bit FNV-1a of k (hash/fnv's, without its allocation).
 func hashKey(k []byte) uint32 {
-	h := fnv.New32a()
-	_, _ = h.Write(k)
-	return h.Sum32()
+	h := uint32(2166136261)
+	for _, c := range k {
+		h ^= uint32(c)
+		h *= 16777619
+	}
+	return h
 }
