@@ -9,6 +9,7 @@ LDFLAGS := -X main.version=$(VERSION)
 TEST_TIMEOUT ?= 30m
 
 BENCH_EVENTS ?= 200000
+BENCH_LINES ?= 200000
 
 # Python SDK (sdk/python): a virtual environment with the pinned tools and test
 # dependencies of sdk/python/requirements-dev.txt, rebuilt when they change.
@@ -16,7 +17,7 @@ PYTHON ?= python3
 PY_VENV := $(CURDIR)/sdk/python/.venv
 PY := $(PY_VENV)/bin/python
 
-.PHONY: all build demo test test-unit test-python bench proto lint kafka-fetch py-venv clean
+.PHONY: all build demo test test-unit test-python bench bench-peers bench-micro proto lint kafka-fetch py-venv clean
 
 all: build
 
@@ -56,10 +57,22 @@ $(PY_VENV)/.stamp: sdk/python/requirements-dev.txt sdk/python/pyproject.toml
 test-unit:
 	$(GO) test -race -count=1 ./worker/config/... ./server/... ./client/... ./cmd/...
 
-## bench: pass-through events/s of worker + Go agent against a raw librdkafka
-## consumer, side by side on the real broker (BENCH_EVENTS records each)
-bench: kafka-fetch
-	$(GO) test -run '^$$' -bench . -benchtime $(BENCH_EVENTS)x -count 1 -timeout 30m ./integration/
+## bench: Eddy side by side with the raw librdkafka limit, faust-streaming and Kafka Streams on one
+## input (BENCH_LINES lines) on the real broker; writes bench/RESULTS.md, results.json, results.png
+bench: kafka-fetch py-venv bench-peers
+	EDDY_BENCH_LINES=$(BENCH_LINES) $(GO) test -run '^$$' -bench 'Peers' -benchtime 1x -count 1 -timeout 25m ./integration/
+
+## bench-peers: build the Kafka Streams peer (Maven) and the faust-streaming venv (bench/peers/)
+bench-peers:
+	./bench/peers/kstreams/build.sh
+	./bench/peers/faust/setup.sh
+
+## bench-micro: the Go micro-benchmarks: pass-through and raw consume (BENCH_EVENTS records), word
+## count, recovery, table RSS, the monitor's per-event cost
+bench-micro: kafka-fetch
+	$(GO) test -run '^$$' -bench 'RawConsume|PassThrough' -benchtime $(BENCH_EVENTS)x -count 1 -timeout 30m ./integration/
+	$(GO) test -run '^$$' -bench 'WordCount|Recovery|TableRSS' -benchtime 1x -count 1 -timeout 30m ./integration/
+	$(GO) test -run '^$$' -bench . ./worker/monitor/
 
 ## kafka-fetch: download the Kafka broker jars into the cache (once)
 kafka-fetch:

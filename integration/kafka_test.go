@@ -46,8 +46,12 @@ func produce(t testing.TB, topic string, keys, values []string) []kafka.TopicPar
 		}
 	}()
 	for i, v := range values {
+		var key []byte // "": no key (null), spread over the partitions at random
+		if keys[i] != "" {
+			key = []byte(keys[i])
+		}
 		msg := &kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny},
-			Key: []byte(keys[i]), Value: []byte(v), Opaque: i}
+			Key: key, Value: []byte(v), Opaque: i}
 		for {
 			err := p.Produce(msg, nil)
 			if err == nil {

@@ -103,7 +103,7 @@ func newPeerBench(b *testing.B) *peerBench {
 		pb.addLine(l)
 	}
 	pb.input = kafkatest.Topic(b, 8)
-	keys := make([]string, len(lines)) // empty keys: lines are spread by murmur2_random
+	keys := make([]string, len(lines)) // no keys: lines are spread over the partitions at random
 	start := time.Now()
 	produce(b, pb.input, keys, lines)
 	b.Logf("input: %d lines, %d words, %d distinct, written in %s", pb.lines, pb.words, len(pb.wantWords), time.Since(start).Round(time.Millisecond))
@@ -323,12 +323,15 @@ func (pb *peerBench) eddyPass(b *testing.B, r *peerRow) {
 	w.waitInstances(b, "pass", 1, 8)
 	r.StartupS = time.Since(start).Seconds()
 	wt := watchOutput(b, out, "copy", pb.wantLines)
+	profile := make(chan string, 1)
+	go func() { profile <- pb.cpuProfile(b, w.HTTP, r.Name) }()
 	t0 := resumeWorker(b, w)
 	if r.finish(t0, wt, 5*time.Minute) {
 		pb.latency(b, r, wt)
 	}
 	r.rss(b, "worker", w.cmd.Process.Pid)
 	r.rss(b, "agent", ag.cmd.Process.Pid)
+	r.Profile = <-profile
 }
 
 func (pb *peerBench) eddyWordCount(lang string) func(b *testing.B, r *peerRow) {
@@ -389,7 +392,7 @@ func (pb *peerBench) cpuProfile(b *testing.B, httpAddr, name string) string {
 	if err := os.WriteFile(path, data, 0o644); err != nil {
 		return "profile: " + err.Error()
 	}
-	top, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=25", filepath.Join(pb.root, "bin", "worker"), path).CombinedOutput()
+	top, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=25", bin(b, "worker"), path).CombinedOutput()
 	if err != nil {
 		return fmt.Sprintf("profile: go tool pprof: %v\n%s", err, top)
 	}
