@@ -38,7 +38,7 @@ func BenchmarkPeers(b *testing.B) {
 	pb.row("eddy-pass", "worker + 1 Go agent process copying every line; at-least-once, commits on", pb.eddyPass)
 	pb.row("eddy-wc-go", "worker + Go agents (examples/wordcount: split -> words topic -> count with the counts table and its changelog)", pb.eddyWordCount("go"))
 	pb.row("eddy-wc-python", "worker + Python agents (examples/wordcount/python, same topology)", pb.eddyWordCount("python"))
-	pb.row("faust", "faust-streaming word count, table + changelog (bench/peers/faust/README.md)", pb.faust)
+	pb.row("faust", "faust-streaming word count, table + changelog (bench/peers/faust/README.md); its own input: the first EDDY_BENCH_FAUST_LINES lines of the corpus", pb.faust)
 	pb.row("kstreams", "Kafka Streams word count, RocksDB store + changelog, at_least_once, default commit interval (30 s) and cache", pb.kstreams(""))
 	pb.row("kstreams-1s", "Kafka Streams as above with commit.interval.ms=1000 (output flushed every second)", pb.kstreams("1000"))
 	pb.write()
@@ -46,20 +46,45 @@ func BenchmarkPeers(b *testing.B) {
 
 // peerBench is the state shared by the rows of BenchmarkPeers.
 type peerBench struct {
-	b     *testing.B
-	root  string
-	input string
-	only  []string
+	b    *testing.B
+	root string
+	only []string
 
-	lines     int64            // lines in the input topic (markers included)
-	words     int64            // words in them
-	wantWords map[string]int64 // word -> count over the input topic
-	wantLines map[string]int64 // line -> occurrences in the input topic
-	markers   int              // markers per row
-	seq       int              // row number, for marker names
+	main    *inputSet // the input of every row but faust
+	small   *inputSet // faust's: the first lines of the same corpus
+	markers int       // latency markers per row
+	seq     int       // row number, for marker names
 
 	rows []*peerRow
 	meta peerMeta
+}
+
+// inputSet is an input topic and what the systems must make of it.
+type inputSet struct {
+	topic     string
+	lines     int64            // lines in the topic (markers included)
+	words     int64            // words in them
+	wantWords map[string]int64 // word -> count over the topic
+	wantLines map[string]int64 // line -> occurrences in the topic
+}
+
+func newInputSet(b *testing.B, lines []string) *inputSet {
+	in := &inputSet{topic: kafkatest.Topic(b, 8), wantWords: map[string]int64{}, wantLines: map[string]int64{}}
+	for _, l := range lines {
+		in.add(l)
+	}
+	keys := make([]string, len(lines)) // no keys: lines are spread over the partitions at random
+	produce(b, in.topic, keys, lines)
+	return in
+}
+
+func (in *inputSet) add(l string) {
+	in.lines++
+	in.wantLines[l]++
+	for _, w := range strings.Fields(l) {
+		in.words++
+		in.wantWords[w]++
+	}
 }
 
 // peerRow is one system's result.
@@ -88,45 +113,51 @@ func newPeerBench(b *testing.B) *peerBench {
 	if err != nil {
 		b.Fatal(err)
 	}
-	n := 200000
-	if s := os.Getenv("EDDY_BENCH_LINES"); s != "" {
-		if n, err = strconv.Atoi(s); err != nil || n < 1000 {
-			b.Fatalf("EDDY_BENCH_LINES=%q: want a number of lines >= 1000", s)
-		}
-	}
-	pb := &peerBench{b: b, root: root, markers: 300, wantWords: map[string]int64{}, wantLines: map[string]int64{}}
+	n := envInt(b, "EDDY_BENCH_LINES", 200000)
+	nf := min(n, envInt(b, "EDDY_BENCH_FAUST_LINES", 10000))
+	pb := &peerBench{b: b, root: root, markers: 300}
 	if s := os.Getenv("EDDY_BENCH_SYSTEMS"); s != "" {
 		pb.only = strings.Split(s, ",")
 	}
 	lines := peerCorpus(42, n, 10000)
-	for _, l := range lines {
-		pb.addLine(l)
-	}
-	pb.input = kafkatest.Topic(b, 8)
-	keys := make([]string, len(lines)) // no keys: lines are spread over the partitions at random
 	start := time.Now()
-	produce(b, pb.input, keys, lines)
-	b.Logf("input: %d lines, %d words, %d distinct, written in %s", pb.lines, pb.words, len(pb.wantWords), time.Since(start).Round(time.Millisecond))
-	pb.meta = collectMeta(b, root, n)
+	pb.main = newInputSet(b, lines)
+	b.Logf("input: %d lines, %d words, %d distinct, written in %s", pb.main.lines, pb.main.words, len(pb.main.wantWords), time.Since(start).Round(time.Millisecond))
+	if pb.want("faust") {
+		pb.small = newInputSet(b, lines[:nf])
+	}
+	pb.meta = collectMeta(b, root, n, nf)
 	return pb
 }
 
-func (pb *peerBench) addLine(l string) {
-	pb.lines++
-	pb.wantLines[l]++
-	for _, w := range strings.Fields(l) {
-		pb.words++
-		pb.wantWords[w]++
+// envInt reads a size from the environment (at least 1000).
+func envInt(b *testing.B, name string, def int) int {
+	s := os.Getenv(name)
+	if s == "" {
+		return def
 	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1000 {
+		b.Fatalf("%s=%q: want a number of lines >= 1000", name, s)
+	}
+	return n
+}
+
+func (pb *peerBench) want(name string) bool {
+	return len(pb.only) == 0 || slices.Contains(pb.only, name)
 }
 
 // row runs one system as a sub-benchmark and keeps its result.
 func (pb *peerBench) row(name, setup string, run func(b *testing.B, r *peerRow)) {
-	if len(pb.only) > 0 && !slices.Contains(pb.only, name) {
+	if !pb.want(name) {
 		return
 	}
 	pb.seq++
-	r := &peerRow{Name: name, Setup: setup, Lines: pb.lines, Words: pb.words, RSSMiB: map[string]float64{}}
+	in := pb.main
+	if name == "faust" {
+		in = pb.small
+	}
+	r := &peerRow{Name: name, Setup: setup, Lines: in.lines, Words: in.words, RSSMiB: map[string]float64{}}
 	pb.rows = append(pb.rows, r)
 	ok := pb.b.Run(name, func(b *testing.B) {
 		run(b, r)
@@ -165,7 +196,7 @@ func (r *peerRow) finish(t0 time.Time, w *outWatch, timeout time.Duration) bool 
 // latency writes pb.markers one-word marker lines at 100/s into the input
 // and measures the time from each write to its reading on w. The markers
 // become part of the input for the rows after.
-func (pb *peerBench) latency(b *testing.B, r *peerRow, w *outWatch) {
+func (pb *peerBench) latency(b *testing.B, in *inputSet, r *peerRow, w *outWatch) {
 	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": kafkatest.Bootstrap(b), "linger.ms": 0, "acks": "all",
 		"partitioner": "murmur2_random", "go.delivery.reports": false})
 	if err != nil {
@@ -181,7 +212,7 @@ func (pb *peerBench) latency(b *testing.B, r *peerRow, w *outWatch) {
 		m := markerPrefix + letters(pb.seq*100000+i)
 		names = append(names, m)
 		sent[m] = time.Now()
-		if err := p.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &pb.input, Partition: kafka.PartitionAny},
+		if err := p.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &in.topic, Partition: kafka.PartitionAny},
 			Value: []byte(m)}, nil); err != nil {
 			b.Fatalf("produce a marker: %v", err)
 		}
@@ -190,7 +221,7 @@ func (pb *peerBench) latency(b *testing.B, r *peerRow, w *outWatch) {
 		b.Fatalf("%d markers not acknowledged in 30s", left)
 	}
 	for _, m := range names {
-		pb.addLine(m)
+		in.add(m)
 	}
 	var lat []time.Duration
 	deadline := time.Now().Add(90 * time.Second)
@@ -222,16 +253,16 @@ func (r *peerRow) rss(b *testing.B, name string, pid int) {
 
 func (pb *peerBench) rawRead(b *testing.B, r *peerRow) {
 	t0 := time.Now()
-	w := watchOutput(b, pb.input, "copy", pb.wantLines)
+	w := watchOutput(b, pb.main.topic, "copy", pb.main.wantLines)
 	if !r.finish(t0, w, 5*time.Minute) {
 		return
 	}
-	pb.latency(b, r, w)
+	pb.latency(b, pb.main, r, w)
 }
 
 func (pb *peerBench) rawCopy(b *testing.B, r *peerRow) {
 	out := kafkatest.Topic(b, 8)
-	w := watchOutput(b, out, "copy", pb.wantLines)
+	w := watchOutput(b, out, "copy", pb.main.wantLines)
 	c, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": kafkatest.Bootstrap(b), "group.id": kafkatest.Group(b),
 		"auto.offset.reset": "earliest", "enable.auto.commit": false, "fetch.wait.max.ms": 10})
 	if err != nil {
@@ -250,7 +281,7 @@ func (pb *peerBench) rawCopy(b *testing.B, r *peerRow) {
 	var stop atomic.Bool
 	copied := make(chan struct{})
 	t0 := time.Now()
-	if err := c.Subscribe(pb.input, nil); err != nil {
+	if err := c.Subscribe(pb.main.topic, nil); err != nil {
 		b.Fatal(err)
 	}
 	go func() {
@@ -276,14 +307,14 @@ func (pb *peerBench) rawCopy(b *testing.B, r *peerRow) {
 	if !r.finish(t0, w, 5*time.Minute) {
 		return
 	}
-	pb.latency(b, r, w)
+	pb.latency(b, pb.main, r, w)
 }
 
 // eddyApp is the app file of an Eddy row reading the bench input.
 func (pb *peerBench) eddyApp(b *testing.B, agents string, topics ...string) (body, app string) {
 	app = strings.ToLower(kafkatest.Group(b))
 	var ts strings.Builder
-	for _, t := range append([]string{pb.input}, topics...) {
+	for _, t := range append([]string{pb.main.topic}, topics...) {
 		fmt.Fprintf(&ts, "  - {name: %s, partitions: 8}\n", t)
 	}
 	return fmt.Sprintf(`app: %s
@@ -314,7 +345,7 @@ func resumeWorker(b *testing.B, w *workerProc) time.Time {
 
 func (pb *peerBench) eddyPass(b *testing.B, r *peerRow) {
 	out := kafkatest.Topic(b, 8)
-	body, _ := pb.eddyApp(b, fmt.Sprintf("  - {name: pass, topics: [%s]}\n", pb.input), out)
+	body, _ := pb.eddyApp(b, fmt.Sprintf("  - {name: pass, topics: [%s]}\n", pb.main.topic), out)
 	start := time.Now()
 	w := startWorker(b, body)
 	w.waitAssigned(b, 8)
@@ -322,12 +353,12 @@ func (pb *peerBench) eddyPass(b *testing.B, r *peerRow) {
 	ag := startAgent(b, w.GRPC, "pass", out)
 	w.waitInstances(b, "pass", 1, 8)
 	r.StartupS = time.Since(start).Seconds()
-	wt := watchOutput(b, out, "copy", pb.wantLines)
+	wt := watchOutput(b, out, "copy", pb.main.wantLines)
 	profile := make(chan string, 1)
 	go func() { profile <- pb.cpuProfile(b, w.HTTP, r.Name) }()
 	t0 := resumeWorker(b, w)
 	if r.finish(t0, wt, 5*time.Minute) {
-		pb.latency(b, r, wt)
+		pb.latency(b, pb.main, r, wt)
 	}
 	r.rss(b, "worker", w.cmd.Process.Pid)
 	r.rss(b, "agent", ag.cmd.Process.Pid)
@@ -338,7 +369,7 @@ func (pb *peerBench) eddyWordCount(lang string) func(b *testing.B, r *peerRow) {
 	return func(b *testing.B, r *peerRow) {
 		words, out := kafkatest.Topic(b, 8), kafkatest.Topic(b, 8)
 		body, _ := pb.eddyApp(b, fmt.Sprintf("  - {name: split, topics: [%s]}\n  - {name: count, topics: [%s], tables: [counts]}\ntables:\n  - {name: counts}\n",
-			pb.input, words), words, out)
+			pb.main.topic, words), words, out)
 		start := time.Now()
 		w := startWorker(b, body)
 		w.waitAssigned(b, 16)
@@ -356,7 +387,7 @@ func (pb *peerBench) eddyWordCount(lang string) func(b *testing.B, r *peerRow) {
 		w.waitInstances(b, "split", 1, 8)
 		w.waitInstances(b, "count", 1, 8)
 		r.StartupS = time.Since(start).Seconds()
-		wt := watchOutput(b, out, "counts", pb.wantWords)
+		wt := watchOutput(b, out, "counts", pb.main.wantWords)
 		profile := make(chan string, 1)
 		if lang == "go" {
 			go func() { profile <- pb.cpuProfile(b, w.HTTP, r.Name) }()
@@ -364,7 +395,7 @@ func (pb *peerBench) eddyWordCount(lang string) func(b *testing.B, r *peerRow) {
 		t0 := resumeWorker(b, w)
 		if r.finish(t0, wt, 8*time.Minute) {
 			r.WordsPerS = float64(r.Words) / r.Seconds
-			pb.latency(b, r, wt)
+			pb.latency(b, pb.main, r, wt)
 		}
 		r.rss(b, "worker", w.cmd.Process.Pid)
 		r.rss(b, lang+" agents", pid)
@@ -407,15 +438,15 @@ func (pb *peerBench) faust(b *testing.B, r *peerRow) {
 	}
 	out := kafkatest.Topic(b, 8)
 	start := time.Now()
-	p := startSysProc(b, "faust", dir, nil, py, "wordcount.py", "--bootstrap", kafkatest.Bootstrap(b), "--input", pb.input,
+	p := startSysProc(b, "faust", dir, nil, py, "wordcount.py", "--bootstrap", kafkatest.Bootstrap(b), "--input", pb.small.topic,
 		"--output", out, "--app-id", strings.ToLower(kafkatest.Group(b)), "--state-dir", b.TempDir())
-	wt := watchOutput(b, out, "counts", pb.wantWords)
+	wt := watchOutput(b, out, "counts", pb.small.wantWords)
 	p.waitReady(b, 2*time.Minute)
 	t0 := time.Now()
 	r.StartupS = t0.Sub(start).Seconds()
 	if r.finish(t0, wt, 8*time.Minute) {
 		r.WordsPerS = float64(r.Words) / r.Seconds
-		pb.latency(b, r, wt)
+		pb.latency(b, pb.small, r, wt)
 	}
 	r.rss(b, "faust worker", p.cmd.Process.Pid)
 }
@@ -427,20 +458,20 @@ func (pb *peerBench) kstreams(commitMs string) func(b *testing.B, r *peerRow) {
 			b.Fatalf("Kafka Streams jar missing (%v): run bench/peers/kstreams/build.sh (make bench does)", err)
 		}
 		out := kafkatest.Topic(b, 8)
-		args := []string{"java", "-jar", jar, "--bootstrap", kafkatest.Bootstrap(b), "--input", pb.input,
+		args := []string{"java", "-jar", jar, "--bootstrap", kafkatest.Bootstrap(b), "--input", pb.main.topic,
 			"--output", out, "--app-id", strings.ToLower(kafkatest.Group(b)), "--state-dir", b.TempDir()}
 		if commitMs != "" {
 			args = append(args, "--commit-interval-ms", commitMs)
 		}
 		start := time.Now()
 		p := startSysProc(b, "kafka streams", pb.root, nil, args...)
-		wt := watchOutput(b, out, "counts", pb.wantWords)
+		wt := watchOutput(b, out, "counts", pb.main.wantWords)
 		p.waitReady(b, 2*time.Minute)
 		t0 := time.Now()
 		r.StartupS = t0.Sub(start).Seconds()
 		if r.finish(t0, wt, 8*time.Minute) {
 			r.WordsPerS = float64(r.Words) / r.Seconds
-			pb.latency(b, r, wt)
+			pb.latency(b, pb.main, r, wt)
 		}
 		r.rss(b, "jvm", p.cmd.Process.Pid)
 	}
