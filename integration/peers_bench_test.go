@@ -39,8 +39,9 @@ func BenchmarkPeers(b *testing.B) {
 	pb.row("eddy-wc-go", "worker + Go agents (examples/wordcount: split -> words topic -> count with the counts table and its changelog)", pb.eddyWordCount("go"))
 	pb.row("eddy-wc-python", "worker + Python agents (examples/wordcount/python, same topology)", pb.eddyWordCount("python"))
 	pb.row("faust", "faust-streaming word count, table + changelog (bench/peers/faust/README.md); its own input: the first EDDY_BENCH_FAUST_LINES lines of the corpus", pb.faust)
-	pb.row("kstreams", "Kafka Streams word count, RocksDB store + changelog, at_least_once, default commit interval (30 s) and cache", pb.kstreams(""))
-	pb.row("kstreams-1s", "Kafka Streams as above with commit.interval.ms=1000 (output flushed every second)", pb.kstreams("1000"))
+	pb.row("kstreams", "Kafka Streams word count, RocksDB store + changelog, at_least_once, default commit interval (30 s) and cache", pb.kstreams())
+	pb.row("kstreams-1s", "Kafka Streams as above with commit.interval.ms=1000 (output flushed every second)", pb.kstreams("--commit-interval-ms", "1000"))
+	pb.row("kstreams-nocache", "Kafka Streams with commit.interval.ms=1000 and statestore.cache.max.bytes=0: every update to the changelog and the output, as Eddy and faust do", pb.kstreams("--commit-interval-ms", "1000", "--cache-max-bytes", "0"))
 	pb.write()
 }
 
@@ -103,9 +104,45 @@ type peerRow struct {
 	Markers    int                `json:"latency_markers"`
 	RSSMiB     map[string]float64 `json:"peak_rss_mib,omitempty"`
 	RSSTotal   float64            `json:"peak_rss_total_mib"`
+	CPUSeconds map[string]float64 `json:"cpu_seconds"` // during the throughput part, by process, broker included
 	OK         bool               `json:"correct"`
 	Error      string             `json:"error,omitempty"`
 	Profile    string             `json:"worker_cpu_profile_top,omitempty"`
+
+	procs map[string]int     // the system's processes, by name
+	cpu0  map[string]float64 // their CPU seconds at the start
+}
+
+// track adds a process of the system: its CPU time is counted from mark
+// and its peak RSS read by rssAll (unless it is the bench process).
+func (r *peerRow) track(name string, pid int) {
+	if r.procs == nil {
+		r.procs = map[string]int{}
+	}
+	r.procs[name] = pid
+}
+
+// mark notes the CPU time of the system's processes and of the broker at
+// the start of the throughput part.
+func (r *peerRow) mark(b *testing.B) {
+	r.track("broker", kafkatest.BrokerPID(b))
+	r.cpu0 = map[string]float64{}
+	for name, pid := range r.procs {
+		r.cpu0[name] = cpuSeconds(pid)
+	}
+}
+
+// rssAll records the peak RSS of the system's processes, just before they
+// stop (the broker and the bench process are not the system's).
+func (r *peerRow) rssAll(b *testing.B) {
+	for name, pid := range r.procs {
+		if name == "broker" || pid == os.Getpid() {
+			continue
+		}
+		v := peakRSSMiB(b, pid)
+		r.RSSMiB[name] = v
+		r.RSSTotal += v
+	}
 }
 
 func newPeerBench(b *testing.B) *peerBench {
@@ -190,6 +227,10 @@ func (r *peerRow) finish(t0 time.Time, w *outWatch, timeout time.Duration) bool 
 	}
 	r.Seconds = end.Sub(t0).Seconds()
 	r.EventsPerS = float64(r.Lines) / r.Seconds
+	r.CPUSeconds = map[string]float64{}
+	for name, pid := range r.procs {
+		r.CPUSeconds[name] = cpuSeconds(pid) - r.cpu0[name]
+	}
 	return true
 }
 
@@ -244,14 +285,9 @@ func (pb *peerBench) latency(b *testing.B, in *inputSet, r *peerRow, w *outWatch
 	r.P99Ms = float64(percentile(lat, 99).Microseconds()) / 1000
 }
 
-// rss records the peak RSS of the system's processes, just before they stop.
-func (r *peerRow) rss(b *testing.B, name string, pid int) {
-	v := peakRSSMiB(b, pid)
-	r.RSSMiB[name] = v
-	r.RSSTotal += v
-}
-
 func (pb *peerBench) rawRead(b *testing.B, r *peerRow) {
+	r.track("bench process", os.Getpid())
+	r.mark(b)
 	t0 := time.Now()
 	w := watchOutput(b, pb.main.topic, "copy", pb.main.wantLines)
 	if !r.finish(t0, w, 5*time.Minute) {
@@ -280,6 +316,8 @@ func (pb *peerBench) rawCopy(b *testing.B, r *peerRow) {
 	}()
 	var stop atomic.Bool
 	copied := make(chan struct{})
+	r.track("bench process", os.Getpid())
+	r.mark(b)
 	t0 := time.Now()
 	if err := c.Subscribe(pb.main.topic, nil); err != nil {
 		b.Fatal(err)
@@ -356,12 +394,14 @@ func (pb *peerBench) eddyPass(b *testing.B, r *peerRow) {
 	wt := watchOutput(b, out, "copy", pb.main.wantLines)
 	profile := make(chan string, 1)
 	go func() { profile <- pb.cpuProfile(b, w.HTTP, r.Name) }()
+	r.track("worker", w.cmd.Process.Pid)
+	r.track("agent", ag.cmd.Process.Pid)
+	r.mark(b)
 	t0 := resumeWorker(b, w)
 	if r.finish(t0, wt, 5*time.Minute) {
 		pb.latency(b, pb.main, r, wt)
 	}
-	r.rss(b, "worker", w.cmd.Process.Pid)
-	r.rss(b, "agent", ag.cmd.Process.Pid)
+	r.rssAll(b)
 	r.Profile = <-profile
 }
 
@@ -392,13 +432,15 @@ func (pb *peerBench) eddyWordCount(lang string) func(b *testing.B, r *peerRow) {
 		if lang == "go" {
 			go func() { profile <- pb.cpuProfile(b, w.HTTP, r.Name) }()
 		}
+		r.track("worker", w.cmd.Process.Pid)
+		r.track(lang+" agents", pid)
+		r.mark(b)
 		t0 := resumeWorker(b, w)
 		if r.finish(t0, wt, 8*time.Minute) {
 			r.WordsPerS = float64(r.Words) / r.Seconds
 			pb.latency(b, pb.main, r, wt)
 		}
-		r.rss(b, "worker", w.cmd.Process.Pid)
-		r.rss(b, lang+" agents", pid)
+		r.rssAll(b)
 		if lang == "go" {
 			r.Profile = <-profile
 		}
@@ -441,17 +483,19 @@ func (pb *peerBench) faust(b *testing.B, r *peerRow) {
 	p := startSysProc(b, "faust", dir, nil, py, "wordcount.py", "--bootstrap", kafkatest.Bootstrap(b), "--input", pb.small.topic,
 		"--output", out, "--app-id", strings.ToLower(kafkatest.Group(b)), "--state-dir", b.TempDir())
 	wt := watchOutput(b, out, "counts", pb.small.wantWords)
+	r.track("faust worker", p.cmd.Process.Pid)
 	p.waitReady(b, 2*time.Minute)
+	r.mark(b)
 	t0 := time.Now()
 	r.StartupS = t0.Sub(start).Seconds()
 	if r.finish(t0, wt, 8*time.Minute) {
 		r.WordsPerS = float64(r.Words) / r.Seconds
 		pb.latency(b, pb.small, r, wt)
 	}
-	r.rss(b, "faust worker", p.cmd.Process.Pid)
+	r.rssAll(b)
 }
 
-func (pb *peerBench) kstreams(commitMs string) func(b *testing.B, r *peerRow) {
+func (pb *peerBench) kstreams(flags ...string) func(b *testing.B, r *peerRow) {
 	return func(b *testing.B, r *peerRow) {
 		jar := filepath.Join(pb.root, "bench/peers/kstreams/target/wordcount.jar")
 		if _, err := os.Stat(jar); err != nil {
@@ -460,19 +504,19 @@ func (pb *peerBench) kstreams(commitMs string) func(b *testing.B, r *peerRow) {
 		out := kafkatest.Topic(b, 8)
 		args := []string{"java", "-jar", jar, "--bootstrap", kafkatest.Bootstrap(b), "--input", pb.main.topic,
 			"--output", out, "--app-id", strings.ToLower(kafkatest.Group(b)), "--state-dir", b.TempDir()}
-		if commitMs != "" {
-			args = append(args, "--commit-interval-ms", commitMs)
-		}
+		args = append(args, flags...)
 		start := time.Now()
 		p := startSysProc(b, "kafka streams", pb.root, nil, args...)
 		wt := watchOutput(b, out, "counts", pb.main.wantWords)
+		r.track("jvm", p.cmd.Process.Pid)
 		p.waitReady(b, 2*time.Minute)
+		r.mark(b)
 		t0 := time.Now()
 		r.StartupS = t0.Sub(start).Seconds()
 		if r.finish(t0, wt, 8*time.Minute) {
 			r.WordsPerS = float64(r.Words) / r.Seconds
 			pb.latency(b, pb.main, r, wt)
 		}
-		r.rss(b, "jvm", p.cmd.Process.Pid)
+		r.rssAll(b)
 	}
 }

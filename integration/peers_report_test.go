@@ -88,6 +88,7 @@ func collectMeta(b *testing.B, root string, lines, faustLines int) peerMeta {
 			"peak RSS":   "VmHWM of every process of the system, read just before it stops (raw rows run inside the bench process: not measured)",
 			"ready":      "Eddy: worker RUNNING, partitions assigned, agents connected (the worker paused meanwhile, then resumed); faust and Kafka Streams: the process prints READY (partitions assigned / state RUNNING)",
 			"guarantees": "all at-least-once with commits on; nothing is killed during the run",
+			"CPU s (run)": "user+system CPU seconds of each process of the system and of the broker from ready to the output complete (the machine has 2 cores: at most 2 CPU s per second of run)",
 		},
 	}
 }
@@ -133,8 +134,8 @@ func (pb *peerBench) markdown() string {
 	m := pb.meta
 	fmt.Fprintf(&s, "# Benchmark results\n\nWritten by `make bench` (BenchmarkPeers, integration/peers_bench_test.go) on %s.\n\n", m.Date)
 	fmt.Fprintf(&s, "Machine: %s.\n\n", m.Machine)
-	s.WriteString("| system | setup | events/s | words/s | ratio to raw-read | start-up s | p50 ms | p99 ms | peak RSS MiB | correct |\n")
-	s.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
+	s.WriteString("| system | setup | events/s | words/s | ratio to raw-read | start-up s | p50 ms | p99 ms | peak RSS MiB | CPU s (run) | correct |\n")
+	s.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
 	for _, r := range pb.rows {
 		rss := "-"
 		if r.RSSTotal > 0 {
@@ -144,13 +145,21 @@ func (pb *peerBench) markdown() string {
 			}
 			rss = fmt.Sprintf("%.0f (%s)", r.RSSTotal, strings.Join(parts, ", "))
 		}
+		cpu := "-"
+		if len(r.CPUSeconds) > 0 {
+			var parts []string
+			for _, k := range sortedKeys(r.CPUSeconds) {
+				parts = append(parts, fmt.Sprintf("%s %.1f", k, r.CPUSeconds[k]))
+			}
+			cpu = strings.Join(parts, ", ")
+		}
 		ok := "yes"
 		if !r.OK {
 			ok = "**NO**: " + r.Error
 		}
-		fmt.Fprintf(&s, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Name, r.Setup,
+		fmt.Fprintf(&s, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Name, r.Setup,
 			num(r.EventsPerS, "%.0f"), num(r.WordsPerS, "%.0f"), num(r.Ratio, "%.2f"), num(r.StartupS, "%.1f"),
-			num(r.P50Ms, "%.1f"), num(r.P99Ms, "%.1f"), rss, ok)
+			num(r.P50Ms, "%.1f"), num(r.P99Ms, "%.1f"), rss, cpu, ok)
 	}
 	s.WriteString("\n![events/s](results.png)\n\n## Versions\n\n")
 	for _, k := range sortedKeys(m.Versions) {

@@ -293,6 +293,25 @@ func peakRSSMiB(b testing.TB, pid int) float64 {
 	return float64(hwm) / 1024
 }
 
+// cpuSeconds is the user+system CPU time of a process so far (0 when it
+// has gone). /proc/PID/stat fields 14 and 15 count clock ticks of 1/100 s
+// (USER_HZ, 100 on Linux).
+func cpuSeconds(pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces: count from after ")".
+	i := strings.LastIndexByte(string(data), ')')
+	f := strings.Fields(string(data)[i+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100
+}
+
 // percentile returns the p-th percentile (0–100) of sorted durations.
 func percentile(sorted []time.Duration, p float64) time.Duration {
 	if len(sorted) == 0 {

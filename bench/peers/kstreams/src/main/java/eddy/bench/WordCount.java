@@ -30,7 +30,7 @@ import sun.misc.Signal;
  *
  * <pre>
  * java -jar wordcount.jar --bootstrap HOST:PORT --input TOPIC --output TOPIC \
- *     --app-id ID --state-dir DIR [--threads N] [--commit-interval-ms MS]
+ *     --app-id ID --state-dir DIR [--threads N] [--commit-interval-ms MS] [--cache-max-bytes N]
  * </pre>
  *
  * Input values are UTF-8 lines of words (keys are ignored). Output records
@@ -120,6 +120,11 @@ public final class WordCount {
         // Single-broker cluster: internal (repartition/changelog) topics get one replica.
         p.put(StreamsConfig.REPLICATION_FACTOR_CONFIG, 1);
         p.put(StreamsConfig.consumerPrefix(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG), "earliest");
+        if (a.cacheMaxBytes >= 0) {
+            // Only with --cache-max-bytes: 0 turns the record cache off, so every
+            // update goes to the changelog and the output, like Eddy and faust.
+            p.put(StreamsConfig.STATESTORE_CACHE_MAX_BYTES_CONFIG, a.cacheMaxBytes);
+        }
         if (a.commitIntervalMs >= 0) {
             // Only with --commit-interval-ms: the default (30 s) is kept otherwise.
             p.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, a.commitIntervalMs);
@@ -153,7 +158,7 @@ public final class WordCount {
     /** Command-line arguments. */
     static final class Args {
         static final String USAGE = "usage: java -jar wordcount.jar --bootstrap HOST:PORT --input TOPIC"
-                + " --output TOPIC --app-id ID --state-dir DIR [--threads N] [--commit-interval-ms MS]";
+                + " --output TOPIC --app-id ID --state-dir DIR [--threads N] [--commit-interval-ms MS] [--cache-max-bytes N]";
 
         String bootstrap;
         String input;
@@ -162,6 +167,7 @@ public final class WordCount {
         String stateDir;
         int threads = 1;
         long commitIntervalMs = -1;
+        long cacheMaxBytes = -1;
 
         static Args parse(String[] args) {
             Args a = new Args();
@@ -195,6 +201,16 @@ public final class WordCount {
                         }
                         if (a.commitIntervalMs < 0) {
                             throw new IllegalArgumentException("--commit-interval-ms must be >= 0");
+                        }
+                    }
+                    case "--cache-max-bytes" -> {
+                        try {
+                            a.cacheMaxBytes = Long.parseLong(v);
+                        } catch (NumberFormatException e) {
+                            throw new IllegalArgumentException("--cache-max-bytes: not a number: " + v);
+                        }
+                        if (a.cacheMaxBytes < 0) {
+                            throw new IllegalArgumentException("--cache-max-bytes must be >= 0");
                         }
                     }
                     default -> throw new IllegalArgumentException("unknown argument " + flag);
