@@ -82,12 +82,12 @@ func collectMeta(b *testing.B, root string, lines, faustLines int) peerMeta {
 			"python":             firstLine(root, faustPy, "--version"),
 		},
 		Settings: map[string]string{
-			"input":      fmt.Sprintf("%d keyless lines of 3-8 words (Zipf s=1.1 over 10,000 words), 8 partitions, written once; every system reads it with its own group, except faust: at its rate the whole input would take longer than the whole bench, so it reads its own topic with the first %d lines of the same corpus", lines, faustLines),
-			"events/s":   "input lines / (time from ready to the output complete and correct, read by an independent consumer)",
-			"latency":    "300 one-word marker lines written at 100/s after the input is done (each becomes part of the input of the next rows); time from the write to the marker's output being read",
-			"peak RSS":   "VmHWM of every process of the system, read just before it stops (raw rows run inside the bench process: not measured)",
-			"ready":      "Eddy: worker RUNNING, partitions assigned, agents connected (the worker paused meanwhile, then resumed); faust and Kafka Streams: the process prints READY (partitions assigned / state RUNNING)",
-			"guarantees": "all at-least-once with commits on; nothing is killed during the run",
+			"input":       fmt.Sprintf("%d keyless lines of 3-8 words (Zipf s=1.1 over 10,000 words), 8 partitions, written once; every system reads it with its own group, except faust: at its rate the whole input would take longer than the whole bench, so it reads its own topic with the first %d lines of the same corpus", lines, faustLines),
+			"events/s":    "input lines / (time from ready to the output complete and correct, read by an independent consumer)",
+			"latency":     "300 one-word marker lines written at 100/s after the input is done (each becomes part of the input of the next rows); time from the write to the marker's output being read",
+			"peak RSS":    "VmHWM of every process of the system, read just before it stops (raw rows run inside the bench process: not measured)",
+			"ready":       "Eddy: worker RUNNING, partitions assigned, agents connected (the worker paused meanwhile, then resumed); faust and Kafka Streams: the process prints READY (partitions assigned / state RUNNING)",
+			"guarantees":  "all at-least-once with commits on; nothing is killed during the run",
 			"CPU s (run)": "user+system CPU seconds of each process of the system and of the broker from ready to the output complete (the machine has 2 cores: at most 2 CPU s per second of run)",
 		},
 	}
