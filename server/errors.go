@@ -24,8 +24,9 @@ func toStatus(log *slog.Logger, err error) error {
 	var unknownAgent *app.UnknownAgentError
 	var unknownTable *app.UnknownTableError
 	var notOwned *app.NotOwnedError
+	var unknownTopic *app.UnknownTopicError
 	switch {
-	case errors.As(err, &unknownAgent), errors.As(err, &unknownTable), errors.Is(err, app.ErrKeyNotFound):
+	case errors.As(err, &unknownAgent), errors.As(err, &unknownTable), errors.As(err, &unknownTopic), errors.Is(err, app.ErrKeyNotFound):
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, app.ErrBadPageToken), errors.Is(err, app.ErrBadRequest):
 		return status.Error(codes.InvalidArgument, err.Error())

@@ -23,6 +23,7 @@ var mutating = map[string]bool{
 	eddyv1.LifecycleService_Pause_FullMethodName:    true,
 	eddyv1.LifecycleService_Resume_FullMethodName:   true,
 	eddyv1.LifecycleService_Shutdown_FullMethodName: true,
+	eddyv1.TopicService_Send_FullMethodName:         true,
 }
 
 // exempt lists services that never need the token: health probes and

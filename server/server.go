@@ -50,6 +50,7 @@ type Core interface {
 	TableScan(ctx context.Context, table string, prefix []byte, limit int, token string, only []int32) (app.ScanPage, error)
 	TablePartitions(table string) (int32, error)
 	TableOwners(ctx context.Context, table string, parts []int32, refresh bool) ([]app.Owner, error)
+	Send(ctx context.Context, rec app.SendRecord) (app.SendResult, error)
 	OpenAgentSession(agents.Hello) (*agents.Session, agents.Welcome, error)
 	State() app.State
 	Snapshot() monitor.Snapshot
@@ -124,6 +125,7 @@ func New(cfg Config, core Core) (*grpc.Server, *health.Server) {
 	eddyv1.RegisterTableServiceServer(s, &tableServer{core: core, log: log,
 		fwd: &forwarder{token: cfg.Token, tls: fwdTLS, conns: map[string]*grpc.ClientConn{}}})
 	eddyv1.RegisterMonitorServiceServer(s, &monitorServer{core: core, log: log})
+	eddyv1.RegisterTopicServiceServer(s, &topicServer{core: core, log: log})
 	h := health.NewServer()
 	healthpb.RegisterHealthServer(s, h)
 	reflection.Register(s)
@@ -138,6 +140,7 @@ var Services = []string{
 	eddyv1.AgentService_ServiceDesc.ServiceName,
 	eddyv1.TableService_ServiceDesc.ServiceName,
 	eddyv1.MonitorService_ServiceDesc.ServiceName,
+	eddyv1.TopicService_ServiceDesc.ServiceName,
 }
 
 // SetServing sets every health entry to SERVING or NOT_SERVING.

@@ -37,6 +37,7 @@ type fakeTables struct {
 	forwarded []string // ForwardedHeader values seen by TableGet
 	lastScan  [3]any   // prefix, limit, token
 	refreshed int      // TableOwners calls with refresh
+	sent      []app.SendRecord
 }
 
 func (f *fakeTables) TableInfos(context.Context) ([]app.TableInfo, error) {

@@ -37,6 +37,7 @@ type Client struct {
 	lifecycle eddyv1.LifecycleServiceClient
 	agents    eddyv1.AgentServiceClient
 	tables    eddyv1.TableServiceClient
+	topics    eddyv1.TopicServiceClient
 	monitor   eddyv1.MonitorServiceClient
 
 	// lastDialErr is the most recent failed connection attempt, nil once one
@@ -101,6 +102,7 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 	c.lifecycle = eddyv1.NewLifecycleServiceClient(conn)
 	c.agents = eddyv1.NewAgentServiceClient(conn)
 	c.tables = eddyv1.NewTableServiceClient(conn)
+	c.topics = eddyv1.NewTopicServiceClient(conn)
 	c.monitor = eddyv1.NewMonitorServiceClient(conn)
 	return c, nil
 }
@@ -197,6 +199,10 @@ func (c *Client) Agents() eddyv1.AgentServiceClient { return c.agents }
 // Its errors are classified like those of Client's methods. Safe for
 // concurrent use.
 func (c *Client) Tables() eddyv1.TableServiceClient { return c.tables }
+
+// Topics returns the generated TopicService client over this connection.
+// Safe for concurrent use.
+func (c *Client) Topics() eddyv1.TopicServiceClient { return c.topics }
 
 // Monitor returns the generated MonitorService client over this connection.
 // Its errors are classified like those of Client's methods. Safe for

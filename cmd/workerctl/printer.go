@@ -30,6 +30,7 @@ type printer interface {
 	pause(agent string, resp *eddyv1.PauseResponse) error
 	resume(agent string, resp *eddyv1.ResumeResponse) error
 	shutdown(*eddyv1.ShutdownResponse) error
+	send(topic string, resp *eddyv1.SendResponse) error
 	version(v string) error
 }
 

@@ -146,6 +146,7 @@ func newRootCommand(stdout, stderr io.Writer, getenv func(string) string) *cobra
 		newPauseCommand(c),
 		newResumeCommand(c),
 		newShutdownCommand(c),
+		newSendCommand(c),
 		newVersionCommand(c),
 	)
 	return root

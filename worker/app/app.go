@@ -21,6 +21,7 @@ import (
 	"github.com/eddy-streams/eddy/worker/config"
 	"github.com/eddy-streams/eddy/worker/monitor"
 	"github.com/eddy-streams/eddy/worker/tables"
+	"github.com/eddy-streams/eddy/worker/transport"
 )
 
 // Options are what the worker process hands the app.
@@ -57,6 +58,7 @@ type App struct {
 	mgr          *agents.Manager
 	recovery     map[tablePartition]tables.Progress // restores under way
 	describer    groupDescriber                     // set by Run once the admin client is up
+	producer     *transport.Producer                // set by Run: Send writes through it
 	members      members
 	standbys     *tables.Standbys // set by Run when a table has standby replicas
 	standbyKick  chan struct{}    // an assignment changed: re-place standbys

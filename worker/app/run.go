@@ -124,10 +124,12 @@ func (a *App) Run(ctx context.Context) (err error) {
 	a.mgr = mgr
 	a.describer = admin
 	a.standbys = sbs
+	a.producer = producer
 	a.mu.Unlock()
-	defer func() { // the admin client closes when Run returns
+	defer func() { // the admin client and the producer close when Run returns
 		a.mu.Lock()
 		a.describer = nil
+		a.producer = nil
 		a.mu.Unlock()
 	}()
 	a.syncPause()

@@ -1,0 +1,42 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
+	"github.com/eddy-streams/eddy/worker/app"
+)
+
+type topicCore interface {
+	Send(ctx context.Context, rec app.SendRecord) (app.SendResult, error)
+}
+
+type topicServer struct {
+	eddyv1.UnsafeTopicServiceServer
+	core topicCore
+	log  *slog.Logger
+}
+
+func (s *topicServer) Send(ctx context.Context, req *eddyv1.SendRequest) (*eddyv1.SendResponse, error) {
+	if req.GetTopic() == "" {
+		return nil, status.Error(codes.InvalidArgument, "topic is required")
+	}
+	rec := app.SendRecord{Topic: req.GetTopic(), Key: req.GetKey(), Value: req.GetValue(), Partition: req.Partition}
+	for _, h := range req.GetHeaders() {
+		if h.GetKey() == "" {
+			return nil, status.Error(codes.InvalidArgument, "a header needs a key")
+		}
+		rec.Headers = append(rec.Headers, kafka.Header{Key: h.GetKey(), Value: h.GetValue()})
+	}
+	res, err := s.core.Send(ctx, rec)
+	if err != nil {
+		return nil, toStatus(s.log, err)
+	}
+	return &eddyv1.SendResponse{Partition: res.Partition, Offset: res.Offset, Timestamp: timestamppb.New(res.Timestamp)}, nil
+}
