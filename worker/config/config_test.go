@@ -21,6 +21,7 @@ agents:
 tables:
   - name: counts
     standby_replicas: 1
+  - name: recent
     window: {type: tumbling, size: 1m, expires: 1h}
 `
 
@@ -45,7 +46,7 @@ func TestLoadGood(t *testing.T) {
 	if got, want := cfg.ShutdownTimeout.D(), 5*time.Second; got != want {
 		t.Errorf("shutdown_timeout: got %v, want %v", got, want)
 	}
-	if got, want := cfg.Tables[0].Window.Size.D(), time.Minute; got != want {
+	if got, want := cfg.Tables[1].Window.Size.D(), time.Minute; got != want {
 		t.Errorf("window.size: got %v, want %v", got, want)
 	}
 	if got, want := cfg.Agents[0].Ordering, "partition"; got != want {
@@ -73,7 +74,9 @@ func TestLoadBad(t *testing.T) {
 		{"bad duration", strings.Replace(good, "5s", "5 parsecs", 1),
 			[]string{"shutdown_timeout", `invalid duration "5 parsecs"`}},
 		{"bad window duration", strings.Replace(good, "size: 1m", "size: soon", 1),
-			[]string{"tables[0].window.size", `invalid duration "soon"`}},
+			[]string{"tables[1].window.size", `invalid duration "soon"`}},
+		{"windowed table of an agent", strings.Replace(good, "tables: [counts]", "tables: [counts, recent]", 1),
+			[]string{`agents[0].tables[1]: table "recent" is windowed, and windowed tables are not delivered to agents yet`}},
 		{"unknown table", strings.Replace(good, "tables: [counts]", "tables: [cnts]", 1),
 			[]string{`agents[0].tables[0]: unknown table "cnts"`}},
 		{"unknown topic", strings.Replace(good, "topics: [lines]", "topics: [line]", 1),
@@ -88,7 +91,7 @@ func TestLoadBad(t *testing.T) {
 		{"bad ordering", strings.Replace(good, "tables: [counts]\n", "tables: [counts]\n    ordering: random\n", 1),
 			[]string{`agents[0].ordering: "random"`}},
 		{"bad window type", strings.Replace(good, "tumbling", "sliding", 1),
-			[]string{`tables[0].window.type: "sliding"`}},
+			[]string{`tables[1].window.type: "sliding"`}},
 		{"table partition mismatch", strings.Replace(strings.Replace(good, "- {name: lines, partitions: 8}", "- {name: lines, partitions: 8}\n  - {name: more, partitions: 4}", 1),
 			"agents:\n", "agents:\n  - {name: other, topics: [more], tables: [counts]}\n", 1),
 			[]string{`tables[0]: table "counts"`, `topic "more" has 4 partitions and topic "lines" has 8`}},
