@@ -266,6 +266,11 @@ func (pb *peerBench) latency(b *testing.B, in *inputSet, r *peerRow, w *outWatch
 		b.Fatal(err)
 	}
 	defer p.Close()
+	// Connected before the clock runs: a marker's latency is not the
+	// producer's start-up.
+	if _, err := p.GetMetadata(&in.topic, false, 10000); err != nil {
+		b.Fatalf("producer metadata: %v", err)
+	}
 	sent := map[string]time.Time{}
 	var names []string
 	tick := time.NewTicker(10 * time.Millisecond)
