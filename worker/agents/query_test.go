@@ -67,16 +67,17 @@ func TestTableReads(t *testing.T) {
 		t.Fatalf("Get of partition 2: err %v, want ErrNotOwned", err)
 	}
 
-	// a=10 and delete c, acknowledged but not applied.
-	h.send(msg("in", 0, 0, "a", "x"))
-	b := a.nextBatch()
-	a.reply(b, agents.Result{Offset: 0, Status: agents.StatusOK, Mutations: []agents.Mutation{
+	// a=10, delete c, bb=new (each by an event of its key), acknowledged
+	// but not applied.
+	for i, mu := range []agents.Mutation{
 		{Table: "counts", Key: []byte("a"), Value: []byte("10")},
 		{Table: "counts", Key: []byte("c"), Delete: true},
 		{Table: "counts", Key: []byte("bb"), Value: []byte("new")},
-	}})
-	h.prod.waitCalls(t, 3)
-	for i := range 3 {
+	} {
+		h.send(msg("in", 0, int64(i), string(mu.Key), "x"))
+		b := a.nextBatch()
+		a.reply(b, agents.Result{Offset: int64(i), Status: agents.StatusOK, Mutations: []agents.Mutation{mu}})
+		h.prod.waitCalls(t, i+1)
 		h.prod.answer(t, i, nil)
 	}
 	h.settle()

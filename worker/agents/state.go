@@ -1,6 +1,7 @@
 package agents
 
 import (
+	"bytes"
 	"slices"
 
 	"github.com/eddy-streams/eddy/worker/tables"
@@ -84,8 +85,11 @@ func (m *Manager) stateOf(p *partition, r *rec) []TableState {
 }
 
 // validateMutations checks the mutations of one OK result: declared
-// tables, non-empty keys.
-func validateMutations(a *agentState, off int64, muts []Mutation) error {
+// tables, and only the event's own key. The busy-key rule orders the
+// events of one key; an event changing another key could race that key's
+// own events in flight (each would overwrite the other's update), so it is
+// refused: a lost update is never possible.
+func validateMutations(a *agentState, off int64, key []byte, muts []Mutation) error {
 	for _, mu := range muts {
 		if !slices.Contains(a.cfg.Tables, mu.Table) {
 			return badRequest("result for offset %d mutates table %q, which agent %q does not declare (declared: %v)",
@@ -93,6 +97,10 @@ func validateMutations(a *agentState, off int64, muts []Mutation) error {
 		}
 		if len(mu.Key) == 0 {
 			return badRequest("result for offset %d mutates table %q with an empty key", off, mu.Table)
+		}
+		if !bytes.Equal(mu.Key, key) {
+			return badRequest("result for offset %d mutates key %q of table %q, but an event may only change its own key (%q): events of that key may be in flight and would overwrite each other",
+				off, mu.Key, mu.Table, key)
 		}
 	}
 	return nil

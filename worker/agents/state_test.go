@@ -201,6 +201,8 @@ func TestBadMutationsEndSession(t *testing.T) {
 	}{
 		{"undeclared table", agents.Mutation{Table: "cnts", Key: []byte("k")}, `table "cnts"`},
 		{"empty key", agents.Mutation{Table: "counts"}, "empty key"},
+		{"another key", agents.Mutation{Table: "counts", Key: []byte("other"), Value: []byte("1")},
+			`mutates key "other" of table "counts", but an event may only change its own key ("k")`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -763,7 +763,8 @@ type Mutation struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Table is a table declared for the agent.
 	Table string `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
-	// Key is the table key.
+	// Key is the table key: the event's own key (a mutation of another key
+	// is refused, since only the event's key is kept busy).
 	Key []byte `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
 	// Value is the new value; ignored when Delete is set.
 	Value []byte `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
