@@ -57,6 +57,7 @@ type App struct {
 	kafkaErrs    func() []KafkaError
 	mgr          *agents.Manager
 	recovery     map[tablePartition]tables.Progress // restores under way
+	restored     map[string]int64                   // changelog records read by restores, by table
 	describer    groupDescriber                     // set by Run once the admin client is up
 	producer     *transport.Producer                // set by Run: Send writes through it
 	members      members
@@ -78,6 +79,11 @@ func (a *App) onRestoreProgress(p tables.Progress) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	k := tablePartition{p.Table, p.Partition}
+	if prev := a.recovery[k].Records; p.Records >= prev {
+		a.restored[p.Table] += p.Records - prev
+	} else {
+		a.restored[p.Table] += p.Records // a new attempt after a failed one
+	}
 	if p.Done {
 		delete(a.recovery, k)
 	} else {
@@ -112,7 +118,9 @@ func New(cfg *config.Config, opts Options) *App {
 		standbyKick:  make(chan struct{}, 1),
 		pausedAgents: map[string]bool{},
 		recovery:     map[tablePartition]tables.Progress{},
+		restored:     map[string]int64{},
 	}
+	a.mon.Registry().MustRegister(restoreCollector{a})
 	a.setState(StateStarting)
 	return a
 }
