@@ -20,6 +20,9 @@ import (
 
 // Limits of TableScan.
 const (
+	// scanChunk is the most keys one read on the agents manager's
+	// goroutine returns; a larger page takes several.
+	scanChunk = 1000
 	// DefaultScanLimit is the page size when the request gives none.
 	DefaultScanLimit = 100
 	// MaxScanLimit is the largest page a scan returns.
@@ -285,9 +288,22 @@ func (a *App) TableScan(ctx context.Context, table string, prefix []byte, limit 
 	if err != nil {
 		return ScanPage{}, err
 	}
-	es, more, parts, skipped, err := mgr.TableScan(ctx, table, prefix, from, limit, only)
-	if err != nil {
-		return ScanPage{}, err
+	// Read in chunks: each holds the agents manager's goroutine (which owns
+	// the overlays and delivers events) for at most scanChunk keys.
+	var es []agents.TableEntry
+	var parts, skipped []int32
+	more := true
+	for more && len(es) < limit {
+		var chunk []agents.TableEntry
+		chunk, more, parts, skipped, err = mgr.TableScan(ctx, table, prefix, from, min(limit-len(es), scanChunk), only)
+		if err != nil {
+			return ScanPage{}, err
+		}
+		es = append(es, chunk...)
+		if len(chunk) > 0 {
+			last := chunk[len(chunk)-1]
+			from = agents.ScanFrom{Set: true, Key: last.Key, Partition: last.Partition}
+		}
 	}
 	page := ScanPage{Entries: es, Partitions: parts, Skipped: skipped, ServedBy: a.cfg.WorkerID}
 	if more && len(es) > 0 {
