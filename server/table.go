@@ -122,7 +122,7 @@ func (s *tableServer) forwardGet(ctx context.Context, req *eddyv1.GetRequest, no
 	}
 	me := s.core.Status().WorkerID
 	resp, err := s.fwd.get(ctx, me, no.Addr, req)
-	if status.Code(err) == codes.Unavailable {
+	if c := status.Code(err); c == codes.Unavailable || c == codes.Unknown { // Unknown: not a gRPC status, e.g. no connection
 		// The owner named by a cached description may have lost the
 		// partition in a rebalance: ask the owner of a fresh one, once.
 		if owners, oerr := s.core.TableOwners(ctx, no.Table, []int32{no.Partition}, true); oerr == nil && len(owners) == 1 && owners[0].Addr != no.Addr {

@@ -337,6 +337,15 @@ func TestScanFannedOut(t *testing.T) {
 	}
 	core.mu.Unlock()
 
+	// The owner is unreachable: Unavailable naming the partitions and why.
+	core.mu.Lock()
+	core.owners = []app.Owner{{WorkerID: "w9", Addr: "127.0.0.1:1", Partitions: []int32{1, 3}}}
+	core.mu.Unlock()
+	_, err = tc.Scan(context.Background(), &eddyv1.ScanRequest{Table: "counts"})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "partitions [1 3] could not be read") || !strings.Contains(err.Error(), `worker "w9" at 127.0.0.1:1`) {
+		t.Errorf("scan with an unreachable owner: %v, want Unavailable naming partitions 1, 3 and worker w9", err)
+	}
+
 	// A bad token is the asked worker's InvalidArgument; no owner: Unavailable.
 	if _, err := tc.Scan(context.Background(), &eddyv1.ScanRequest{Table: "counts", PageToken: "bad"}); status.Code(err) != codes.InvalidArgument {
 		t.Errorf("bad token: %v", err)
@@ -346,5 +355,19 @@ func TestScanFannedOut(t *testing.T) {
 	core.mu.Unlock()
 	if _, err := tc.Scan(context.Background(), &eddyv1.ScanRequest{Table: "counts"}); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "[1 3]") {
 		t.Errorf("no owner: %v, want Unavailable naming partitions 1 and 3", err)
+	}
+}
+
+// TestScanMergeEmptyPage: when every entry read sorts after the cut of a
+// page that has more (entries of a partition not asked for, dropped), the
+// page is empty but not the end: its token continues after the cut.
+func TestScanMergeEmptyPage(t *testing.T) {
+	m := newScanMerge(2, "w1")
+	m.add([]agents.TableEntry{{Key: []byte("b"), Partition: 0}, {Key: []byte("c"), Partition: 0}}, nil, []int32{0}, nil)
+	m.add([]agents.TableEntry{{Key: []byte("d"), Partition: 1}}, &agents.TableEntry{Key: []byte("a"), Partition: 5}, []int32{1}, nil)
+	r := m.response()
+	from, err := app.DecodePageToken(r.NextPageToken)
+	if len(r.Entries) != 0 || err != nil || !from.Set || string(from.Key) != "a" || from.Partition != 5 {
+		t.Fatalf("page %v with token %q (%+v, %v); want no entries and a token after a/5", r.Entries, r.NextPageToken, from, err)
 	}
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 
@@ -62,8 +63,9 @@ func (s *tableServer) Scan(ctx context.Context, req *eddyv1.ScanRequest) (*eddyv
 	}
 	// A partition that moved between the group's description and the
 	// forwarded call is asked again once, from a fresh description.
+	var lastErr error
 	for _, refresh := range []bool{false, true} {
-		if len(missing) == 0 {
+		if len(missing) == 0 || ctx.Err() != nil {
 			break
 		}
 		owners, err := s.core.TableOwners(ctx, req.GetTable(), missing, refresh)
@@ -73,22 +75,27 @@ func (s *tableServer) Scan(ctx context.Context, req *eddyv1.ScanRequest) (*eddyv
 			}
 			continue
 		}
-		if err := s.scanOwners(ctx, req, limit, owners, m); err != nil {
+		if lastErr, err = s.scanOwners(ctx, req, limit, owners, m); err != nil {
 			return nil, err
 		}
 		missing = m.uncovered(want)
 	}
-	if len(missing) > 0 {
-		return nil, status.Errorf(codes.Unavailable, "table %q partitions %v moved while they were scanned (rebalancing?); try again", req.GetTable(), missing)
+	switch {
+	case len(missing) == 0:
+		return m.response(), nil
+	case ctx.Err() != nil:
+		return nil, toStatus(s.log, ctx.Err())
+	case lastErr != nil:
+		return nil, status.Errorf(codes.Unavailable, "table %q partitions %v could not be read from their owners (last error: %v); try again", req.GetTable(), missing, lastErr)
 	}
-	return m.response(), nil
+	return nil, status.Errorf(codes.Unavailable, "table %q partitions %v moved while they were scanned (rebalancing?); try again", req.GetTable(), missing)
 }
 
 // scanOwners asks each owner, in parallel, for the page of its partitions
 // and adds the answers to m. An owner that is unreachable or no longer owns
-// the partitions leaves them uncovered; any other error of an owner (a bad
-// page token, say) is the answer.
-func (s *tableServer) scanOwners(ctx context.Context, req *eddyv1.ScanRequest, limit int, owners []app.Owner, m *scanMerge) error {
+// the partitions leaves them uncovered (unreachable is the first result);
+// any other error of an owner (a bad page token, say) is the answer.
+func (s *tableServer) scanOwners(ctx context.Context, req *eddyv1.ScanRequest, limit int, owners []app.Owner, m *scanMerge) (unreachable, err error) {
 	me := s.core.Status().WorkerID
 	resps := make([]*eddyv1.ScanResponse, len(owners))
 	errs := make([]error, len(owners))
@@ -105,9 +112,10 @@ func (s *tableServer) scanOwners(ctx context.Context, req *eddyv1.ScanRequest, l
 	for i, o := range owners {
 		if err := errs[i]; err != nil {
 			if st, ok := status.FromError(err); ok && st.Code() != codes.Unavailable && st.Code() != codes.Unknown && st.Code() != codes.DeadlineExceeded {
-				return err
+				return nil, err
 			}
 			s.log.Warn("forwarding a table scan failed", "table", req.GetTable(), "partitions", o.Partitions, "owner", o.WorkerID, "addr", o.Addr, "err", err)
+			unreachable = fmt.Errorf("worker %q at %s: %w", o.WorkerID, o.Addr, err)
 			continue
 		}
 		r := resps[i]
@@ -120,7 +128,7 @@ func (s *tableServer) scanOwners(ctx context.Context, req *eddyv1.ScanRequest, l
 		cut := lastIf(es, r.GetNextPageToken() != "")
 		m.add(keepParts(es, o.Partitions), cut, intersect(r.GetPartitions(), o.Partitions), intersect(r.GetRestoringPartitions(), o.Partitions))
 	}
-	return nil
+	return unreachable, nil
 }
 
 // scanMerge merges the pages of several workers, each in (key, partition)
@@ -200,9 +208,14 @@ func (m *scanMerge) response() *eddyv1.ScanResponse {
 	for _, e := range es {
 		resp.Entries = append(resp.Entries, &eddyv1.Entry{Key: e.Key, Value: e.Value, Partition: e.Partition})
 	}
-	if more && len(es) > 0 {
+	switch {
+	case more && len(es) > 0:
 		last := es[len(es)-1]
 		resp.NextPageToken = app.EncodePageToken(last.Partition, last.Key)
+	case more:
+		// Every entry read sorts after the cut, which came from a
+		// partition not asked for (a stale owner's): continue after it.
+		resp.NextPageToken = app.EncodePageToken(m.cut.Partition, m.cut.Key)
 	}
 	return resp
 }

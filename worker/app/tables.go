@@ -289,21 +289,27 @@ func (a *App) TableScan(ctx context.Context, table string, prefix []byte, limit 
 		return ScanPage{}, err
 	}
 	// Read in chunks: each holds the agents manager's goroutine (which owns
-	// the overlays and delivers events) for at most scanChunk keys.
-	var es []agents.TableEntry
-	var parts, skipped []int32
-	more := true
+	// the overlays and delivers events) for at most scanChunk keys. The
+	// partitions the first chunk read are the page's: later chunks read
+	// only those, and one that left meanwhile fails the page (rather than
+	// a gap, or a partition reported read that was read only in part).
+	es, more, parts, skipped, err := mgr.TableScan(ctx, table, prefix, from, min(limit, scanChunk), only)
+	if err != nil {
+		return ScanPage{}, err
+	}
 	for more && len(es) < limit {
+		last := es[len(es)-1]
+		from = agents.ScanFrom{Set: true, Key: last.Key, Partition: last.Partition}
 		var chunk []agents.TableEntry
-		chunk, more, parts, skipped, err = mgr.TableScan(ctx, table, prefix, from, min(limit-len(es), scanChunk), only)
+		var now []int32
+		chunk, more, now, _, err = mgr.TableScan(ctx, table, prefix, from, min(limit-len(es), scanChunk), parts)
 		if err != nil {
 			return ScanPage{}, err
 		}
-		es = append(es, chunk...)
-		if len(chunk) > 0 {
-			last := chunk[len(chunk)-1]
-			from = agents.ScanFrom{Set: true, Key: last.Key, Partition: last.Partition}
+		if len(now) != len(parts) {
+			return ScanPage{}, fmt.Errorf("%w: table %q: partitions %v left this worker during the scan; try again", ErrUnavailable, table, missingFrom(parts, now))
 		}
+		es = append(es, chunk...)
 	}
 	page := ScanPage{Entries: es, Partitions: parts, Skipped: skipped, ServedBy: a.cfg.WorkerID}
 	if more && len(es) > 0 {
@@ -311,6 +317,17 @@ func (a *App) TableScan(ctx context.Context, table string, prefix []byte, limit 
 		page.NextPageToken = EncodePageToken(last.Partition, last.Key)
 	}
 	return page, nil
+}
+
+// missingFrom returns the partitions of want not in got.
+func missingFrom(want, got []int32) []int32 {
+	var out []int32
+	for _, p := range want {
+		if !slices.Contains(got, p) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // TablePartitions returns the partition count of a declared table.
