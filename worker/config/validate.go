@@ -169,6 +169,23 @@ func (c *Config) checkTablePartitions() []error {
 	var errs []error
 	for i, t := range c.Tables {
 		first, firstN := "", 0
+		var sources []string
+		for _, a := range c.Agents {
+			if slices.Contains(a.Tables, t.Name) {
+				for _, name := range a.Topics {
+					if !slices.Contains(sources, name) {
+						sources = append(sources, name)
+					}
+				}
+			}
+		}
+		if len(sources) > 1 {
+			// Table partition p lives with source partition p, but the
+			// consumer group may give partition p of each topic to a
+			// different worker: both would write table partition p.
+			errs = append(errs, fmt.Errorf("tables[%d]: table %q has source topics %q: a table needs exactly one source topic (partition p of each could go to a different worker, and both would write table partition p)",
+				i, t.Name, sources))
+		}
 		for _, a := range c.Agents {
 			if !slices.Contains(a.Tables, t.Name) {
 				continue
