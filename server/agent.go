@@ -169,7 +169,13 @@ func resultsOf(r *eddyv1.Results) *agents.Results {
 			}
 		}
 		for _, m := range x.GetMutations() {
-			res.Mutations = append(res.Mutations, agents.Mutation{Table: m.GetTable(), Key: m.GetKey(), Value: m.GetValue(), Delete: m.GetDelete()})
+			mu := agents.Mutation{Table: m.GetTable(), Key: m.GetKey(), Value: m.GetValue(), Delete: m.GetDelete()}
+			if ws := m.GetWindowStart(); ws != nil {
+				// An invalid timestamp names no window of the event: the
+				// manager refuses it with the others.
+				mu.WindowStart = ws.AsTime()
+			}
+			res.Mutations = append(res.Mutations, mu)
 		}
 		out.Results[i] = res
 	}
@@ -208,7 +214,11 @@ func outbound(o agents.Outbound) *eddyv1.ConnectResponse {
 			evs[i] = &eddyv1.Event{Offset: e.Offset, Key: e.Key, Value: e.Value, Headers: headersProto(e.Headers),
 				Timestamp: timestamppb.New(e.Timestamp), Attempt: e.Attempt}
 			for _, st := range e.State {
-				evs[i].State = append(evs[i].State, &eddyv1.TableState{Table: st.Table, HasValue: st.HasValue, Value: st.Value})
+				ts := &eddyv1.TableState{Table: st.Table, HasValue: st.HasValue, Value: st.Value}
+				if !st.WindowStart.IsZero() {
+					ts.WindowStart = timestamppb.New(st.WindowStart)
+				}
+				evs[i].State = append(evs[i].State, ts)
 			}
 		}
 		return &eddyv1.ConnectResponse{Msg: &eddyv1.ConnectResponse_EventBatch{EventBatch: &eddyv1.EventBatch{

@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"sync"
 	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
 )
@@ -71,8 +75,9 @@ type Event struct {
 	errs      []error
 	produced  []*eddyv1.Record
 	mutations []*eddyv1.Mutation
-	state     map[string]*eddyv1.TableState
-	onLate    func(what string) // called for uses after the handler returned
+	state     map[string]*eddyv1.TableState // by stateKey
+	windows   map[string][]time.Time        // windowed table → its delivered window starts, oldest first
+	onLate    func(what string)             // called for uses after the handler returned
 	// get sends a StateGet for the event's partition; nil for literals.
 	get func(ctx context.Context, table string, key []byte) ([]byte, bool, error)
 }
@@ -130,10 +135,27 @@ func newEvent(topic string, partition int32, pe *eddyv1.Event) *Event {
 	if st := pe.GetState(); len(st) > 0 {
 		ev.state = make(map[string]*eddyv1.TableState, len(st))
 		for _, s := range st {
-			ev.state[s.GetTable()] = s
+			var start time.Time
+			if ws := s.GetWindowStart(); ws != nil {
+				start = ws.AsTime()
+				if ev.windows == nil {
+					ev.windows = map[string][]time.Time{}
+				}
+				ev.windows[s.GetTable()] = append(ev.windows[s.GetTable()], start)
+			}
+			ev.state[stateKey(s.GetTable(), start)] = s
 		}
 	}
 	return ev
+}
+
+// stateKey names the state of a table (start zero) or of one window of a
+// windowed table.
+func stateKey(table string, start time.Time) string {
+	if start.IsZero() {
+		return table
+	}
+	return table + "\x00" + strconv.FormatInt(start.UnixNano(), 10)
 }
 
 // Emit asks the worker to produce a record with key and value to topic if
@@ -228,11 +250,85 @@ func (e *Event) mutate(m *eddyv1.Mutation) {
 		e.errs = append(e.errs, errors.New("SetState/DeleteState: empty table"))
 		return
 	}
+	var start time.Time
+	_, plain := e.state[m.GetTable()]
+	switch ws := m.GetWindowStart(); {
+	case ws == nil && len(e.windows[m.GetTable()]) > 0:
+		e.errs = append(e.errs, fmt.Errorf("SetState/DeleteState: table %q is windowed: use SetWindowState/DeleteWindowState", m.GetTable()))
+		return
+	case ws != nil && plain:
+		e.errs = append(e.errs, fmt.Errorf("SetWindowState/DeleteWindowState: table %q is not windowed: use SetState/DeleteState", m.GetTable()))
+		return
+	case ws != nil:
+		start = ws.AsTime()
+		if !slices.ContainsFunc(e.windows[m.GetTable()], start.Equal) {
+			e.errs = append(e.errs, fmt.Errorf("SetWindowState/DeleteWindowState: %s is not the start of a window of table %q delivered with the event (see Windows)",
+				start.UTC().Format(time.RFC3339Nano), m.GetTable()))
+			return
+		}
+	}
 	e.mutations = append(e.mutations, m)
 	if e.state == nil {
 		e.state = map[string]*eddyv1.TableState{}
 	}
-	e.state[m.GetTable()] = &eddyv1.TableState{Table: m.GetTable(), HasValue: !m.GetDelete(), Value: m.GetValue()}
+	e.state[stateKey(m.GetTable(), start)] = &eddyv1.TableState{Table: m.GetTable(), HasValue: !m.GetDelete(), Value: m.GetValue(), WindowStart: m.GetWindowStart()}
+}
+
+// Window is one window of a windowed table for the event's key: its start
+// and value (Found is false when the window has no value yet).
+type Window struct {
+	Start time.Time
+	Value []byte
+	Found bool
+}
+
+// Windows returns the windows of a windowed table that the event's
+// timestamp falls in and that have not expired (one for a tumbling
+// window, about size/step for a hopping one), oldest first, with their
+// values as delivered and changed by SetWindowState and DeleteWindowState
+// since. Empty for a plain table (use State) and for a keyless event.
+func (e *Event) Windows(table string) []Window {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []Window
+	for _, start := range e.windows[table] {
+		s := e.state[stateKey(table, start)]
+		out = append(out, Window{Start: start, Value: s.GetValue(), Found: s.GetHasValue()})
+	}
+	return out
+}
+
+// DeliverWindows sets the windows of a windowed table an Event literal was
+// delivered with, oldest first: for tests of handlers (the worker delivers
+// them with real events).
+func (e *Event) DeliverWindows(table string, ws ...Window) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.state == nil {
+		e.state = map[string]*eddyv1.TableState{}
+	}
+	if e.windows == nil {
+		e.windows = map[string][]time.Time{}
+	}
+	for _, w := range ws {
+		e.windows[table] = append(e.windows[table], w.Start)
+		e.state[stateKey(table, w.Start)] = &eddyv1.TableState{Table: table, HasValue: w.Found, Value: w.Value, WindowStart: timestamppb.New(w.Start)}
+	}
+}
+
+// SetWindowState sets the value of the window of table starting at start
+// (one of Windows) for the event's key, applied by the worker if the
+// outcome is OK. A start that is not one of the event's windows fails the
+// event (the worker would refuse it). Safe for concurrent use until the
+// handler returns.
+func (e *Event) SetWindowState(table string, start time.Time, value []byte) {
+	e.mutate(&eddyv1.Mutation{Table: table, Key: e.Key, Value: value, WindowStart: timestamppb.New(start)})
+}
+
+// DeleteWindowState removes the event's key from the window of table
+// starting at start if the outcome is OK.
+func (e *Event) DeleteWindowState(table string, start time.Time) {
+	e.mutate(&eddyv1.Mutation{Table: table, Key: e.Key, Delete: true, WindowStart: timestamppb.New(start)})
 }
 
 // late must be called with e.mu held.

@@ -1,6 +1,10 @@
 package agent
 
-import eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
+import (
+	"time"
+
+	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
+)
 
 // stateOverlay makes an event see the state changes of the earlier events
 // of its key in the same EventBatch. The worker delivers a key's queued
@@ -12,7 +16,7 @@ import eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
 // partition's goroutine.
 type stateOverlay struct {
 	batch uint64
-	vals  map[string]map[string]*eddyv1.TableState // key → table → state
+	vals  map[string]map[string]*eddyv1.TableState // key → stateKey → state
 }
 
 // startEvent drops the overlay when the event starts a new batch.
@@ -28,11 +32,16 @@ func (o *stateOverlay) apply(ev *Event) {
 	if o == nil || len(o.vals) == 0 {
 		return
 	}
-	for table, v := range o.vals[string(ev.Key)] {
+	for sk, v := range o.vals[string(ev.Key)] {
+		if v.GetWindowStart() != nil {
+			if _, delivered := ev.state[sk]; !delivered {
+				continue // a window this event's timestamp is not in
+			}
+		}
 		if ev.state == nil {
 			ev.state = map[string]*eddyv1.TableState{}
 		}
-		ev.state[table] = v
+		ev.state[sk] = v
 	}
 }
 
@@ -53,6 +62,10 @@ func (o *stateOverlay) record(key []byte, muts []*eddyv1.Mutation) {
 			byTable = map[string]*eddyv1.TableState{}
 			o.vals[string(key)] = byTable
 		}
-		byTable[m.GetTable()] = &eddyv1.TableState{Table: m.GetTable(), HasValue: !m.GetDelete(), Value: m.GetValue()}
+		var start time.Time
+		if ws := m.GetWindowStart(); ws != nil {
+			start = ws.AsTime()
+		}
+		byTable[stateKey(m.GetTable(), start)] = &eddyv1.TableState{Table: m.GetTable(), HasValue: !m.GetDelete(), Value: m.GetValue(), WindowStart: m.GetWindowStart()}
 	}
 }

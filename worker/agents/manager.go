@@ -106,6 +106,11 @@ type Config struct {
 	// RestoreBackoff is the first wait before a failed restore is tried
 	// again (doubling up to 30 times it). Default: 200ms.
 	RestoreBackoff time.Duration
+	// Windows are the windows of the windowed tables, by table name.
+	Windows map[string]tables.Window
+	// WindowSweepEvery is how often, at most, a pass over a windowed table
+	// partition's store looks for expired windows. Default: 10s.
+	WindowSweepEvery time.Duration
 	// Standbys, if set, hands over the stores of standby replicas on
 	// takeover. Default: none (every recovery opens the store itself).
 	Standbys Standbys
@@ -129,6 +134,7 @@ func (c *Config) defaults() {
 	def(&c.BufferBytes, 32<<20)
 	def(&c.CommitEvery, 10000)
 	defD(&c.CommitInterval, time.Second)
+	defD(&c.WindowSweepEvery, 10*time.Second)
 	defD(&c.RetryBackoffMin, 100*time.Millisecond)
 	defD(&c.RetryBackoffMax, 10*time.Second)
 	defD(&c.RevokeTimeout, 10*time.Second)

@@ -48,7 +48,7 @@ func (m *Manager) results(s *session, res *Results) error {
 					return badRequest("result for offset %d produces a record without a topic", r.Offset)
 				}
 			}
-			if err := validateMutations(a, r.Offset, rec.key, r.Mutations); err != nil {
+			if err := validateMutations(p, rec, r.Mutations); err != nil {
 				return err
 			}
 		case StatusRetry, StatusDeadLetter:

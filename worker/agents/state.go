@@ -3,6 +3,7 @@ package agents
 import (
 	"bytes"
 	"slices"
+	"time"
 
 	"github.com/eddy-streams/eddy/worker/tables"
 )
@@ -20,7 +21,14 @@ import (
 // event of the key sees them, and a changelog write that fails never
 // leaves a value behind that Kafka does not have.
 type tablePart struct {
-	name      string
+	name   string
+	window *tables.Window // nil for a plain table
+	// Expiry of a windowed table: the window keys whose tombstones are
+	// not acknowledged yet, where the incremental sweep continues, and
+	// when the last full pass ended.
+	expiring  map[string]bool
+	sweepFrom []byte
+	sweptAt   time.Time
 	changelog tables.Changelog
 	store     *tables.Store // nil until the partition is recovered
 	overlay   map[string]overlayValue
@@ -42,11 +50,15 @@ type ackedMutation struct {
 func (m *Manager) newTableParts(p *partition) []*tablePart {
 	var out []*tablePart
 	for _, name := range p.a.cfg.Tables {
-		out = append(out, &tablePart{
+		t := &tablePart{
 			name:      name,
 			changelog: tables.Changelog{App: m.cfg.App, Table: name},
 			overlay:   map[string]overlayValue{},
-		})
+		}
+		if w, ok := m.cfg.Windows[name]; ok {
+			t.window = &w
+		}
+		out = append(out, t)
 	}
 	return out
 }
@@ -66,22 +78,54 @@ func (t *tablePart) get(key []byte) (TableState, error) {
 	return st, err
 }
 
-// stateOf returns the state of r's key in each table of p.
+// stateOf returns the state of r's key in each table of p: for a windowed
+// table, one per live window of r's timestamp, oldest first.
 func (m *Manager) stateOf(p *partition, r *rec) []TableState {
 	if len(p.tables) == 0 {
 		return nil
 	}
-	out := make([]TableState, len(p.tables))
-	for i, t := range p.tables {
-		st, err := t.get(r.key)
-		if err != nil {
-			// The store is in memory: an error means it was closed under
-			// us, which the owner goroutine never does while delivering.
-			m.log.Error("table read failed", "table", t.name, "partition", p.ktp.partition, "err", err)
+	out := make([]TableState, 0, len(p.tables))
+	for _, t := range p.tables {
+		if t.window == nil {
+			out = append(out, m.readState(p, t, r.key))
+			continue
 		}
-		out[i] = st
+		if len(r.key) == 0 {
+			continue // a keyless event has no state
+		}
+		for _, start := range t.liveWindows(r.ts, p.streamTime) {
+			st := m.readState(p, t, tables.WindowKey(r.key, start))
+			st.WindowStart = start
+			out = append(out, st)
+		}
 	}
 	return out
+}
+
+func (m *Manager) readState(p *partition, t *tablePart, key []byte) TableState {
+	st, err := t.get(key)
+	if err != nil {
+		// The store is in memory: an error means it was closed under us,
+		// which the owner goroutine never does while delivering.
+		m.log.Error("table read failed", "table", t.name, "partition", p.ktp.partition, "err", err)
+	}
+	return st
+}
+
+// liveWindows are the starts of the windows ts falls in that have not
+// expired at stream time now.
+func (t *tablePart) liveWindows(ts, now time.Time) []time.Time {
+	starts := t.window.Starts(ts)
+	return slices.DeleteFunc(starts, func(s time.Time) bool { return t.window.Expired(s, now) })
+}
+
+// storeKey is the key a mutation changes in the store and the changelog:
+// the window key for a windowed table.
+func (t *tablePart) storeKey(mu Mutation) []byte {
+	if t.window == nil {
+		return mu.Key
+	}
+	return tables.WindowKey(mu.Key, mu.WindowStart)
 }
 
 // validateMutations checks the mutations of one OK result: declared
@@ -89,7 +133,8 @@ func (m *Manager) stateOf(p *partition, r *rec) []TableState {
 // events of one key; an event changing another key could race that key's
 // own events in flight (each would overwrite the other's update), so it is
 // refused: a lost update is never possible.
-func validateMutations(a *agentState, off int64, key []byte, muts []Mutation) error {
+func validateMutations(p *partition, rec *rec, muts []Mutation) error {
+	a, off, key := p.a, rec.off, rec.key
 	for _, mu := range muts {
 		if !slices.Contains(a.cfg.Tables, mu.Table) {
 			return badRequest("result for offset %d mutates table %q, which agent %q does not declare (declared: %v)",
@@ -101,6 +146,14 @@ func validateMutations(a *agentState, off int64, key []byte, muts []Mutation) er
 		if !bytes.Equal(mu.Key, key) {
 			return badRequest("result for offset %d mutates key %q of table %q, but an event may only change its own key (%q): events of that key may be in flight and would overwrite each other",
 				off, mu.Key, mu.Table, key)
+		}
+		t := p.tableOf(mu.Table)
+		switch {
+		case t.window == nil && !mu.WindowStart.IsZero():
+			return badRequest("result for offset %d mutates table %q with a window start, but the table is not windowed", off, mu.Table)
+		case t.window != nil && !slices.ContainsFunc(t.window.Starts(rec.ts), mu.WindowStart.Equal):
+			return badRequest("result for offset %d mutates table %q at window start %s, which is not one of the event's windows (%v): a windowed mutation needs the start of a window delivered with the event",
+				off, mu.Table, mu.WindowStart.UTC().Format(time.RFC3339Nano), t.window.Starts(rec.ts))
 		}
 	}
 	return nil
@@ -121,7 +174,7 @@ func (p *partition) tableOf(name string) *tablePart {
 func (m *Manager) produceMutations(p *partition, r *rec, muts []Mutation) {
 	for _, mu := range muts {
 		t := p.tableOf(mu.Table)
-		tm := tables.Mutation{Key: mu.Key, Value: mu.Value, Delete: mu.Delete}
+		tm := tables.Mutation{Key: t.storeKey(mu), Value: mu.Value, Delete: mu.Delete}
 		recs, err := t.changelog.Records(p.ktp.partition, []tables.Mutation{tm})
 		if err != nil { // validated: cannot happen, but never lose an ack
 			m.in.push(&changelogAck{p: p, r: r, tp: t, mut: tm, off: -1, err: err})
@@ -137,6 +190,13 @@ func (m *Manager) produceMutations(p *partition, r *rec, muts []Mutation) {
 // acknowledged mutation joins the overlay (and waits to be applied), then
 // it counts as one of the record's acks.
 func (m *Manager) changelogAcked(a *changelogAck) {
+	if a.r == nil { // an expiry tombstone: no event waits for it
+		delete(a.tp.expiring, string(a.mut.Key))
+		if a.err != nil {
+			m.log.Warn("writing the tombstone of an expired window failed; the next sweep tries again", "table", a.tp.name, "partition", a.p.ktp.partition, "err", a.err)
+			return
+		}
+	}
 	if a.err == nil && !a.p.dropped {
 		t := a.tp
 		t.acked = append(t.acked, ackedMutation{mut: a.mut, off: a.off})
@@ -144,7 +204,9 @@ func (m *Manager) changelogAcked(a *changelogAck) {
 			t.overlay[string(a.mut.Key)] = overlayValue{value: a.mut.Value, deleted: a.mut.Delete, off: a.off}
 		}
 	}
-	m.produced(a.p, a.r, a.err)
+	if a.r != nil {
+		m.produced(a.p, a.r, a.err)
+	}
 }
 
 // flushTables applies every partition's acknowledged mutations to its
@@ -153,7 +215,58 @@ func (m *Manager) flushTables() {
 	for _, p := range m.parts {
 		for _, t := range p.tables {
 			m.flushTable(p, t)
+			if t.window != nil && !p.dropped && !p.revoking {
+				m.expireWindows(p, t, m.now)
+			}
 		}
+	}
+}
+
+// sweepKeys bounds an expiry sweep: a commit cycle looks at up to
+// sweepKeys window keys of a windowed table partition, continuing where
+// the last one stopped; a pass over the whole store starts at most every
+// Config.WindowSweepEvery.
+const sweepKeys = 5000
+
+// expireWindows deletes windows that expired at the partition's stream
+// time: a tombstone goes to the changelog, and once Kafka acknowledges it
+// the delete joins the overlay and the store like any mutation.
+func (m *Manager) expireWindows(p *partition, t *tablePart, now time.Time) {
+	if t.store == nil || p.streamTime.IsZero() || (t.sweepFrom == nil && now.Sub(t.sweptAt) < m.cfg.WindowSweepEvery) {
+		return
+	}
+	var expired [][]byte
+	seen := 0
+	var last []byte
+	err := t.store.Range(nil, t.sweepFrom, func(k, _ []byte) bool {
+		seen++
+		last = k
+		if _, start, err := tables.SplitWindowKey(k); err == nil && t.window.Expired(start, p.streamTime) && !t.expiring[string(k)] {
+			expired = append(expired, k)
+		}
+		return seen < sweepKeys
+	})
+	if err != nil {
+		return
+	}
+	if seen < sweepKeys {
+		t.sweepFrom, t.sweptAt = nil, now // the pass is complete
+	} else {
+		t.sweepFrom = last
+	}
+	for _, k := range expired {
+		tm := tables.Mutation{Key: k, Delete: true}
+		recs, err := t.changelog.Records(p.ktp.partition, []tables.Mutation{tm})
+		if err != nil {
+			continue
+		}
+		if t.expiring == nil {
+			t.expiring = map[string]bool{}
+		}
+		t.expiring[string(k)] = true
+		m.produceOffset(recs[0], func(off int64, err error) {
+			m.in.push(&changelogAck{p: p, tp: t, mut: tm, off: off, err: err})
+		})
 	}
 }
 

@@ -50,6 +50,9 @@ type Mutation struct {
 	Key    []byte
 	Value  []byte
 	Delete bool
+	// WindowStart names the window of a windowed table; zero for a plain
+	// table.
+	WindowStart time.Time
 }
 
 // Result is the outcome of one delivered event.
@@ -115,6 +118,9 @@ type TableState struct {
 	// HasValue tells an absent key (false) from an empty value (true).
 	HasValue bool
 	Value    []byte
+	// WindowStart is the window's start for a windowed table; zero for a
+	// plain table.
+	WindowStart time.Time
 }
 
 // Outbound is one message to an agent; exactly one field is set.

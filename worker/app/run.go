@@ -95,6 +95,16 @@ func (a *App) Run(ctx context.Context) (err error) {
 		CommitInterval: a.cfg.Commit.Interval.D(), CommitEvery: a.cfg.Commit.Every,
 		RevokeTimeout: a.cfg.Commit.RevokeTimeout.D(),
 		Restorer:      restorer,
+		Windows:       map[string]tables.Window{},
+	}
+	for _, t := range a.cfg.Tables {
+		if w := t.Window; w != nil {
+			win, err := tables.NewWindow(w.Type, w.Size.D(), w.Step.D(), w.Expires.D())
+			if err != nil {
+				return fmt.Errorf("tables: %q: %w", t.Name, err)
+			}
+			mcfg.Windows[t.Name] = win
+		}
 	}
 	if a.wantsStandbys() {
 		sbs = tables.NewStandbys(restorer, a.log, 0)

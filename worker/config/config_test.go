@@ -75,8 +75,6 @@ func TestLoadBad(t *testing.T) {
 			[]string{"shutdown_timeout", `invalid duration "5 parsecs"`}},
 		{"bad window duration", strings.Replace(good, "size: 1m", "size: soon", 1),
 			[]string{"tables[1].window.size", `invalid duration "soon"`}},
-		{"windowed table of an agent", strings.Replace(good, "tables: [counts]", "tables: [counts, recent]", 1),
-			[]string{`agents[0].tables[1]: table "recent" is windowed, and windowed tables are not delivered to agents yet`}},
 		{"unknown table", strings.Replace(good, "tables: [counts]", "tables: [cnts]", 1),
 			[]string{`agents[0].tables[0]: unknown table "cnts"`}},
 		{"unknown topic", strings.Replace(good, "topics: [lines]", "topics: [line]", 1),

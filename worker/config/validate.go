@@ -83,7 +83,6 @@ func (c *Config) Validate() error {
 		}
 	}
 	tables := map[string]bool{}
-	windowed := map[string]bool{}
 	for i, t := range c.Tables {
 		f := "tables[" + strconv.Itoa(i) + "]"
 		name(f+".name", t.Name)
@@ -95,7 +94,6 @@ func (c *Config) Validate() error {
 			bad(f+".standby_replicas", "%d: must not be negative", t.StandbyReplicas)
 		}
 		if w := t.Window; w != nil {
-			windowed[t.Name] = true
 			switch w.Type {
 			case "tumbling":
 				if w.Step != 0 {
@@ -139,11 +137,6 @@ func (c *Config) Validate() error {
 		for j, t := range a.Tables {
 			if !tables[t] {
 				bad(f+".tables["+strconv.Itoa(j)+"]", "unknown table %q (declare it under tables)", t)
-			}
-			if windowed[t] {
-				// Refused rather than delivered per key: the agent would
-				// see one value across all windows (docs/tables.md).
-				bad(f+".tables["+strconv.Itoa(j)+"]", "table %q is windowed, and windowed tables are not delivered to agents yet: declare it without window", t)
 			}
 		}
 		switch a.Ordering {

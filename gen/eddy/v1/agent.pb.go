@@ -769,7 +769,11 @@ type Mutation struct {
 	// Value is the new value; ignored when Delete is set.
 	Value []byte `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
 	// Delete removes the key.
-	Delete        bool `protobuf:"varint,4,opt,name=delete,proto3" json:"delete,omitempty"`
+	Delete bool `protobuf:"varint,4,opt,name=delete,proto3" json:"delete,omitempty"`
+	// WindowStart names the window of a windowed table the mutation
+	// changes: one of the windows delivered with the event (Event.state).
+	// Required for a windowed table, not allowed for a plain one.
+	WindowStart   *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=window_start,json=windowStart,proto3" json:"window_start,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -830,6 +834,13 @@ func (x *Mutation) GetDelete() bool {
 		return x.Delete
 	}
 	return false
+}
+
+func (x *Mutation) GetWindowStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.WindowStart
+	}
+	return nil
 }
 
 // AssignAck acknowledges an Assign.
@@ -1403,7 +1414,10 @@ type Event struct {
 	Headers []*Header `protobuf:"bytes,4,rep,name=headers,proto3" json:"headers,omitempty"`
 	// Timestamp is the record timestamp.
 	Timestamp *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
-	// State holds, for each table declared for the agent, its value for Key.
+	// State holds, for each table declared for the agent, its value for Key;
+	// for a windowed table, one entry per window the event's timestamp falls
+	// in that has not expired (one for tumbling windows, about size/step for
+	// hopping ones), oldest first, each with its WindowStart.
 	State []*TableState `protobuf:"bytes,6,rep,name=state,proto3" json:"state,omitempty"`
 	// Attempt counts deliveries of this event, from 1.
 	Attempt       uint32 `protobuf:"varint,7,opt,name=attempt,proto3" json:"attempt,omitempty"`
@@ -1498,7 +1512,10 @@ type TableState struct {
 	// HasValue tells an absent key from an empty value.
 	HasValue bool `protobuf:"varint,2,opt,name=has_value,json=hasValue,proto3" json:"has_value,omitempty"`
 	// Value is the current value.
-	Value         []byte `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	Value []byte `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	// WindowStart is the start of the window this state belongs to, for a
+	// windowed table; unset for a plain one.
+	WindowStart   *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=window_start,json=windowStart,proto3" json:"window_start,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1550,6 +1567,13 @@ func (x *TableState) GetHasValue() bool {
 func (x *TableState) GetValue() []byte {
 	if x != nil {
 		return x.Value
+	}
+	return nil
+}
+
+func (x *TableState) GetWindowStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.WindowStart
 	}
 	return nil
 }
@@ -2042,12 +2066,13 @@ const file_eddy_v1_agent_proto_rawDesc = "" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x03 \x01(\fR\x05value\x12)\n" +
-	"\aheaders\x18\x04 \x03(\v2\x0f.eddy.v1.HeaderR\aheaders\"`\n" +
+	"\aheaders\x18\x04 \x03(\v2\x0f.eddy.v1.HeaderR\aheaders\"\x9f\x01\n" +
 	"\bMutation\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x03 \x01(\fR\x05value\x12\x16\n" +
-	"\x06delete\x18\x04 \x01(\bR\x06delete\"U\n" +
+	"\x06delete\x18\x04 \x01(\bR\x06delete\x12=\n" +
+	"\fwindow_start\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vwindowStart\"U\n" +
 	"\tAssignAck\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x14\n" +
@@ -2096,12 +2121,13 @@ const file_eddy_v1_agent_proto_rawDesc = "" +
 	"\aheaders\x18\x04 \x03(\v2\x0f.eddy.v1.HeaderR\aheaders\x128\n" +
 	"\ttimestamp\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x12)\n" +
 	"\x05state\x18\x06 \x03(\v2\x13.eddy.v1.TableStateR\x05state\x12\x18\n" +
-	"\aattempt\x18\a \x01(\rR\aattempt\"U\n" +
+	"\aattempt\x18\a \x01(\rR\aattempt\"\x94\x01\n" +
 	"\n" +
 	"TableState\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12\x1b\n" +
 	"\thas_value\x18\x02 \x01(\bR\bhasValue\x12\x14\n" +
-	"\x05value\x18\x03 \x01(\fR\x05value\"W\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\x12=\n" +
+	"\fwindow_start\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vwindowStart\"W\n" +
 	"\tCommitted\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +
@@ -2215,26 +2241,28 @@ var file_eddy_v1_agent_proto_depIdxs = []int32{
 	7,  // 15: eddy.v1.Result.produced:type_name -> eddy.v1.Record
 	8,  // 16: eddy.v1.Result.mutations:type_name -> eddy.v1.Mutation
 	25, // 17: eddy.v1.Record.headers:type_name -> eddy.v1.Header
-	13, // 18: eddy.v1.Welcome.limits:type_name -> eddy.v1.Limits
-	26, // 19: eddy.v1.Revoke.deadline:type_name -> google.protobuf.Timestamp
-	17, // 20: eddy.v1.EventBatch.events:type_name -> eddy.v1.Event
-	25, // 21: eddy.v1.Event.headers:type_name -> eddy.v1.Header
-	26, // 22: eddy.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
-	18, // 23: eddy.v1.Event.state:type_name -> eddy.v1.TableState
-	23, // 24: eddy.v1.ListAgentsResponse.agents:type_name -> eddy.v1.AgentInfo
-	24, // 25: eddy.v1.AgentInfo.instances:type_name -> eddy.v1.AgentInstance
-	27, // 26: eddy.v1.AgentInfo.unassigned:type_name -> eddy.v1.TopicPartition
-	26, // 27: eddy.v1.AgentInstance.connected_at:type_name -> google.protobuf.Timestamp
-	27, // 28: eddy.v1.AgentInstance.partitions:type_name -> eddy.v1.TopicPartition
-	1,  // 29: eddy.v1.AgentService.Connect:input_type -> eddy.v1.ConnectRequest
-	21, // 30: eddy.v1.AgentService.ListAgents:input_type -> eddy.v1.ListAgentsRequest
-	2,  // 31: eddy.v1.AgentService.Connect:output_type -> eddy.v1.ConnectResponse
-	22, // 32: eddy.v1.AgentService.ListAgents:output_type -> eddy.v1.ListAgentsResponse
-	31, // [31:33] is the sub-list for method output_type
-	29, // [29:31] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	26, // 18: eddy.v1.Mutation.window_start:type_name -> google.protobuf.Timestamp
+	13, // 19: eddy.v1.Welcome.limits:type_name -> eddy.v1.Limits
+	26, // 20: eddy.v1.Revoke.deadline:type_name -> google.protobuf.Timestamp
+	17, // 21: eddy.v1.EventBatch.events:type_name -> eddy.v1.Event
+	25, // 22: eddy.v1.Event.headers:type_name -> eddy.v1.Header
+	26, // 23: eddy.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
+	18, // 24: eddy.v1.Event.state:type_name -> eddy.v1.TableState
+	26, // 25: eddy.v1.TableState.window_start:type_name -> google.protobuf.Timestamp
+	23, // 26: eddy.v1.ListAgentsResponse.agents:type_name -> eddy.v1.AgentInfo
+	24, // 27: eddy.v1.AgentInfo.instances:type_name -> eddy.v1.AgentInstance
+	27, // 28: eddy.v1.AgentInfo.unassigned:type_name -> eddy.v1.TopicPartition
+	26, // 29: eddy.v1.AgentInstance.connected_at:type_name -> google.protobuf.Timestamp
+	27, // 30: eddy.v1.AgentInstance.partitions:type_name -> eddy.v1.TopicPartition
+	1,  // 31: eddy.v1.AgentService.Connect:input_type -> eddy.v1.ConnectRequest
+	21, // 32: eddy.v1.AgentService.ListAgents:input_type -> eddy.v1.ListAgentsRequest
+	2,  // 33: eddy.v1.AgentService.Connect:output_type -> eddy.v1.ConnectResponse
+	22, // 34: eddy.v1.AgentService.ListAgents:output_type -> eddy.v1.ListAgentsResponse
+	33, // [33:35] is the sub-list for method output_type
+	31, // [31:33] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_eddy_v1_agent_proto_init() }

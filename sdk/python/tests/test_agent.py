@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import re
 import signal
@@ -18,6 +19,7 @@ from eddy_agent import (
     App,
     DeadLetter,
     Event,
+    Mutation,
     NotSupportedError,
     ProtocolVersionError,
     ProtocolViolationError,
@@ -25,6 +27,7 @@ from eddy_agent import (
     Retry,
     UnauthenticatedError,
     UnknownAgentError,
+    Window,
 )
 from eddy_agent._gen.eddy.v1 import agent_pb2 as pb
 from fakeworker import FakeSession, FakeWorker, event, header
@@ -283,6 +286,166 @@ async def test_state_overlay_within_batch(fw: FakeWorker, run) -> None:
     assert [(m.key, m.value) for m in r.mutations] == [(b"a", b"101")]
 
 
+def window_state(table: str, seconds: int, nanos: int = 0, value: bytes | None = None) -> pb.TableState:
+    """The TableState of one window of a windowed table (value None: absent)."""
+    st = pb.TableState(table=table, has_value=value is not None, value=value or b"")
+    st.window_start.seconds, st.window_start.nanos = seconds, nanos
+    return st
+
+
+UTC = datetime.timezone.utc
+W0 = 1_700_000_000  # a window start, in seconds
+
+
+async def test_windowed_state_mapping(fw: FakeWorker, run) -> None:
+    # Two windows of a hopping table, oldest first, next to a plain table:
+    # windows() gives them with UTC datetimes (milliseconds kept); state()
+    # gives None for the windowed table; window mutations carry their start.
+    seen: list[list[Window]] = []
+
+    async def handler(ev: Event) -> None:
+        ws = ev.windows("hop")
+        seen.append(ws)
+        assert ev.state("hop") is None, "state() of a windowed table is None"
+        assert ev.windows("counts") == [], "windows() of a plain table is empty"
+        assert ev.windows("undeclared") == []
+        n = int(ws[1].value or b"0")
+        ev.set_window_state("hop", ws[1].start, str(n + 1))
+        ev.delete_window_state("hop", ws[0].start)
+        ev.set_state("counts", b"1")
+        assert ev.windows("hop") == [Window(ws[0].start, None), Window(ws[1].start, str(n + 1).encode())]
+        assert ev.state("counts") == b"1"
+
+    run.start(handler)
+    s = await fw.session()
+    await assigned(s, 0)
+    e = event(
+        7,
+        key=b"k1",
+        state=[
+            pb.TableState(table="counts", has_value=False),
+            window_state("hop", W0, 0, b"old"),
+            window_state("hop", W0 + 30, 250_000_000, b"41"),
+        ],
+    )
+    s.batch(T, 0, 1, [e])
+    r = (await s.expect("results")).results[0]
+    assert r.status == pb.RESULT_STATUS_OK, r.error
+    start0 = datetime.datetime.fromtimestamp(W0, UTC)
+    start1 = start0 + datetime.timedelta(seconds=30, milliseconds=250)
+    assert seen[0] == [Window(start0, b"old"), Window(start1, b"41")]
+    assert all(w.start.tzinfo is not None and w.start.utcoffset() == datetime.timedelta(0) for w in seen[0])
+    got = [
+        (m.table, m.key, m.value, m.delete, m.HasField("window_start"), m.window_start.seconds, m.window_start.nanos)
+        for m in r.mutations
+    ]
+    assert got == [
+        ("hop", b"k1", b"42", False, True, W0 + 30, 250_000_000),
+        ("hop", b"k1", b"", True, True, W0, 0),
+        ("counts", b"k1", b"1", False, False, 0, 0),  # plain: no window_start
+    ]
+
+
+async def test_window_overlay_within_batch(fw: FakeWorker, run) -> None:
+    # A tumbling window count: later events of the key in the batch see the
+    # changes of the earlier OK events in the same window (not those of a
+    # failed event), an event in another window does not see them, and
+    # plain tables keep their overlay alongside.
+    async def handler(ev: Event) -> None:
+        (w,) = ev.windows("per-min")
+        ev.set_window_state("per-min", w.start, str(int(w.value or b"0") + 1))
+        ev.set_state("total", str(int(ev.state("total") or b"0") + 1))
+        if ev.value == b"fail":
+            raise Retry("not now")
+
+    run.start(handler)
+    s = await fw.session()
+    await assigned(s, 0)
+    total = pb.TableState(table="total", has_value=True, value=b"10")
+
+    def ev(offset: int, key: bytes, win: int, value: bytes = b"", had: bytes | None = None) -> pb.Event:
+        return event(offset, value, key, state=[total, window_state("per-min", win, 0, had)])
+
+    s.batch(
+        T,
+        0,
+        1,
+        [
+            ev(0, b"a", W0),
+            ev(1, b"b", W0, had=b"5"),
+            ev(2, b"a", W0, b"fail"),  # not OK: its changes are not seen
+            ev(3, b"a", W0),
+            ev(4, b"a", W0 + 60),  # the next window: starts from what was delivered
+            ev(5, b"b", W0, had=b"5"),
+        ],
+    )
+    res = (await s.expect("results")).results
+    got = {r.offset: [(m.table, m.key, m.value, m.window_start.seconds) for m in r.mutations] for r in res}
+    assert got == {
+        0: [("per-min", b"a", b"1", W0), ("total", b"a", b"11", 0)],
+        1: [("per-min", b"b", b"6", W0), ("total", b"b", b"11", 0)],
+        2: [],
+        3: [("per-min", b"a", b"2", W0), ("total", b"a", b"12", 0)],
+        4: [("per-min", b"a", b"1", W0 + 60), ("total", b"a", b"13", 0)],
+        5: [("per-min", b"b", b"7", W0), ("total", b"b", b"12", 0)],
+    }
+    # The next batch brings fresh state.
+    s.batch(T, 0, 1, [ev(6, b"a", W0, had=b"100")])
+    r = (await s.until("results"))[-1].results.results[0]
+    assert [(m.value, m.window_start.seconds) for m in r.mutations][0] == (b"101", W0)
+
+
+async def test_window_start_not_delivered_is_retry(fw: FakeWorker, run) -> None:
+    # A start naming no delivered window would make the worker end the
+    # session: the SDK raises in the handler instead (outcome RETRY).
+    async def handler(ev: Event) -> None:
+        ev.set_window_state("per-min", datetime.datetime.fromtimestamp(W0 + 60, UTC), b"1")
+
+    run.start(handler)
+    s = await fw.session()
+    await assigned(s, 0)
+    s.batch(T, 0, 1, [event(0, state=[window_state("per-min", W0)])])
+    r = (await s.expect("results")).results[0]
+    assert r.status == pb.RESULT_STATUS_RETRY and not r.mutations
+    assert "no window of table 'per-min' starting at" in r.error, r.error
+
+
+def test_window_state_checks() -> None:
+    start = datetime.datetime(2024, 1, 2, 3, 4, tzinfo=UTC)
+    ev = Event(
+        key=b"k",
+        state={"plain": b"1"},
+        windows={"w": [(start + datetime.timedelta(minutes=1), b"2"), Window(start, None)]},
+    )
+    assert ev.windows("w") == [Window(start, None), Window(start + datetime.timedelta(minutes=1), b"2")]
+    with pytest.raises(ValueError, match="timezone-aware"):
+        ev.set_window_state("w", start.replace(tzinfo=None), b"x")
+    with pytest.raises(ValueError, match="timezone-aware"):
+        ev.delete_window_state("w", datetime.datetime(2024, 1, 2, 3, 4))
+    with pytest.raises(TypeError, match="must be a datetime"):
+        ev.set_window_state("w", 1_700_000_000, b"x")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="empty table"):
+        ev.set_window_state("", start, b"x")
+    with pytest.raises(ValueError, match="not windowed"):
+        ev.set_window_state("plain", start, b"x")
+    with pytest.raises(ValueError, match="is windowed"):
+        ev.set_state("w", b"x")
+    with pytest.raises(ValueError, match="is windowed"):
+        ev.delete_state("w")
+    with pytest.raises(ValueError, match="no window"):
+        ev.set_window_state("w", start + datetime.timedelta(milliseconds=1), b"x")
+    assert ev.mutations == []
+    # Another time zone names the same instant.
+    ev.set_window_state("w", start.astimezone(datetime.timezone(datetime.timedelta(hours=2))), "3")
+    assert ev.windows("w")[0] == Window(start, b"3")
+    assert ev.mutations == [Mutation("w", b"k", b"3", start)]
+    assert ev.mutations[0].window_start.tzinfo is not None  # type: ignore[union-attr]
+    assert ev.state("w") is None
+    # Naive datetimes are refused when building an event too.
+    with pytest.raises(ValueError, match="timezone-aware"):
+        Event(windows={"w": [(datetime.datetime(2024, 1, 1), None)]})
+
+
 async def test_sync_handler_and_late_calls_ignored(fw: FakeWorker, run) -> None:
     kept: list[Event] = []
 
@@ -298,6 +461,8 @@ async def test_sync_handler_and_late_calls_ignored(fw: FakeWorker, run) -> None:
     assert res.results[0].status == pb.RESULT_STATUS_OK
     kept[0].emit("late", value=b"x")  # after the handler returned: ignored
     kept[0].set_state("t", b"x")
+    kept[0].set_window_state("w", datetime.datetime.now(datetime.timezone.utc), b"x")
+    kept[0].delete_window_state("w", datetime.datetime.now(datetime.timezone.utc))
     assert [r.topic for r in kept[0].emitted] == ["out"]
     assert kept[0].mutations == []
 

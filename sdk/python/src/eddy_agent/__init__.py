@@ -49,7 +49,7 @@ from .errors import (
     error_text,
     status_of,
 )
-from .event import Event, Header, Mutation, Record
+from .event import Event, Header, Mutation, Record, Window
 
 __version__ = "0.1.0"
 
@@ -79,6 +79,7 @@ __all__ = [
     "Status",
     "UnauthenticatedError",
     "UnknownAgentError",
+    "Window",
     "error_text",
     "status_of",
 ]

@@ -16,13 +16,13 @@ import collections
 import inspect
 import time
 import types
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import grpc
 
 from ._gen.eddy.v1 import agent_pb2 as pb
 from .errors import DeadLetter, Retry, Status, error_text, status_of
-from .event import Event
+from .event import Event, _ns_of
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -590,10 +590,12 @@ class Partition:
         # State overlay: the worker delivers a key's queued events together
         # in one batch, each with the state the key had before the batch.
         # An event must see the state changes of the earlier OK events of
-        # its key in the same batch: key -> table -> value (None: deleted).
-        # Dropped when the next batch starts (it brings fresh state).
+        # its key in the same batch: key -> table -> value (None: deleted)
+        # for plain tables, key -> (table, window start in ns) -> value for
+        # windowed ones. Dropped when the next batch starts (it brings fresh
+        # state).
         self.overlay_batch = 0
-        self.overlay: dict[bytes, dict[str, Optional[bytes]]] = {}
+        self.overlay: dict[bytes, dict[Union[str, tuple[str, int]], Optional[bytes]]] = {}
         self.stopped = False
         self.abandoned = False  # results are no longer sent
         self.cancel_requested = False
@@ -750,7 +752,7 @@ class Partition:
         if self.overlay:
             seen = self.overlay.get(ev.key)
             if seen:
-                ev._state.update(seen)
+                ev._apply_overlay(seen)
         err: Optional[BaseException] = None
         try:
             r = s.a._handler(ev)
@@ -789,9 +791,12 @@ class Partition:
                 add_mutation = res.mutations.add
                 for m in ev._mutations:
                     if m.value is None:
-                        add_mutation(table=m.table, key=m.key, delete=True)
+                        pm = add_mutation(table=m.table, key=m.key, delete=True)
                     else:
-                        add_mutation(table=m.table, key=m.key, value=m.value)
+                        pm = add_mutation(table=m.table, key=m.key, value=m.value)
+                    if m.window_start is not None:
+                        sec, nanos = divmod(_ns_of("window start", m.window_start), 1_000_000_000)
+                        pm.window_start.seconds, pm.window_start.nanos = sec, nanos
         else:
             st = status_of(err)
             res.status = _STATUS[st]
@@ -820,7 +825,10 @@ class Partition:
             # Applied by the worker: later events of the key in this batch see them.
             seen = self.overlay.setdefault(ev.key, {})
             for m in ev._mutations:
-                seen[m.table] = m.value
+                if m.window_start is None:
+                    seen[m.table] = m.value
+                else:
+                    seen[(m.table, _ns_of("window start", m.window_start))] = m.value
         self._sized(size + 8)  # field tag and length prefix
 
     def _add_result(self) -> Any:

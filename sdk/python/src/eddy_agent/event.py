@@ -6,7 +6,7 @@ import datetime
 from collections.abc import Iterable, Mapping
 from typing import Any, Callable, NamedTuple, Union
 
-__all__ = ["Event", "Header", "Headers", "Mutation", "Record"]
+__all__ = ["Event", "Header", "Headers", "Mutation", "Record", "Window"]
 
 Header = tuple[str, bytes]
 """One Kafka record header: ``(key, value)``. Keys may repeat."""
@@ -40,6 +40,44 @@ class Mutation(NamedTuple):
     """The table key: the event's key."""
     value: bytes | None
     """The new value; ``None`` deletes the key."""
+    window_start: datetime.datetime | None = None
+    """For a windowed table, the start of the window changed (UTC); ``None`` for a plain table."""
+
+
+class Window(NamedTuple):
+    """The value of a windowed table for the event's key in one window (see :meth:`Event.windows`)."""
+
+    start: datetime.datetime
+    """The window's start: a timezone-aware UTC datetime (Kafka timestamps have millisecond precision)."""
+    value: bytes | None
+    """The window's value, or ``None`` when the key has no value in that window."""
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+_NS = 1_000_000_000
+
+
+def _ns_of(what: str, dt: Any) -> int:
+    """Nanoseconds since the Unix epoch of a timezone-aware datetime."""
+    if not isinstance(dt, datetime.datetime):
+        raise TypeError(f"{what} must be a datetime, not {type(dt).__name__}")
+    if dt.tzinfo is None or dt.utcoffset() is None:
+        raise ValueError(
+            f"{what} must be a timezone-aware datetime, not naive {dt.isoformat()} "
+            "(use e.g. datetime.timezone.utc, as in Window.start)"
+        )
+    d = dt - _EPOCH
+    return (d.days * 86_400 + d.seconds) * _NS + d.microseconds * 1000
+
+
+def _dt_of_ns(ns: int) -> datetime.datetime:
+    """The UTC datetime of nanoseconds since the Unix epoch (to the microsecond)."""
+    return _EPOCH + datetime.timedelta(microseconds=ns // 1000)
+
+
+def _ts_ns(ts: Any) -> int:
+    """Nanoseconds since the Unix epoch of a google.protobuf.Timestamp."""
+    return ts.seconds * _NS + ts.nanos
 
 
 def _to_bytes(what: str, v: BytesLike | None) -> bytes:
@@ -73,7 +111,8 @@ class Event:
     """One Kafka record delivered to a handler, and what the handler asks for.
 
     The attributes are the record as read from Kafka; treat them as read-only.
-    :meth:`emit`, :meth:`set_state` and :meth:`delete_state` collect what the
+    :meth:`emit`, :meth:`set_state`, :meth:`delete_state`,
+    :meth:`set_window_state` and :meth:`delete_window_state` collect what the
     worker should do **if the outcome is OK**: records and state changes are
     discarded when the handler raises. Calls made after the handler returned
     are ignored and logged.
@@ -97,6 +136,7 @@ class Event:
         "_ts_proto",
         "attempt",
         "_state",
+        "_windows",
         "_produced",
         "_mutations",
         "_closed",
@@ -129,11 +169,15 @@ class Event:
         timestamp: datetime.datetime | None = None,
         attempt: int = 1,
         state: Mapping[str, bytes | None] | None = None,
+        windows: Mapping[str, Iterable[tuple[datetime.datetime, bytes | None]]] | None = None,
     ) -> None:
         """Create an event, for tests of handlers.
 
-        ``state`` gives tables' values for the event's key, as the worker would
-        deliver them (``None``: the key has no value in that table).
+        ``state`` gives plain tables' values for the event's key, as the worker
+        would deliver them (``None``: the key has no value in that table).
+        ``windows`` gives windowed tables' windows for the event's key, as
+        :class:`Window` s or ``(start, value)`` pairs with timezone-aware
+        starts, for example ``{"per-minute": [Window(start, b"3")]}``.
         """
         self.topic = topic
         self.partition = partition
@@ -145,6 +189,13 @@ class Event:
         self._ts_proto: Any = None
         self.attempt = attempt
         self._state: dict[str, bytes | None] = dict(state) if state else {}
+        # Windowed tables: table -> window start (ns since the epoch) -> value.
+        self._windows: dict[str, dict[int, bytes | None]] = {}
+        if windows:
+            for table, ws in windows.items():
+                got = self._windows[table] = {}
+                for start, v in ws:
+                    got[_ns_of("window start", start)] = v
         self._produced: list[Record] = []
         self._mutations: list[Mutation] = []
         self._closed = False
@@ -163,7 +214,17 @@ class Event:
         ev._timestamp = None
         ev._ts_proto = pe.timestamp if pe.HasField("timestamp") else None
         ev.attempt = pe.attempt
-        ev._state = {st.table: (st.value if st.has_value else None) for st in pe.state} if len(pe.state) else {}
+        ev._state = {}
+        ev._windows = {}
+        if len(pe.state):
+            for st in pe.state:
+                if st.HasField("window_start"):
+                    w = ev._windows.get(st.table)
+                    if w is None:
+                        w = ev._windows[st.table] = {}
+                    w[_ts_ns(st.window_start)] = st.value if st.has_value else None
+                else:
+                    ev._state[st.table] = st.value if st.has_value else None
         ev._produced = []
         ev._mutations = []
         ev._closed = False
@@ -238,7 +299,8 @@ class Event:
         the earlier events of the key in the same batch whose outcome was OK,
         and by this handler's :meth:`set_state` and :meth:`delete_state`. Tables are declared
         per agent in the app file (``tables: [...]``); a table that is not one of
-        the agent's also gives ``None``.
+        the agent's also gives ``None``, and so does a windowed table (one with
+        ``window:``), whose values are per window: see :meth:`windows`.
         """
         return self._state.get(table)
 
@@ -247,12 +309,17 @@ class Event:
 
         The worker writes it to the table's changelog topic, then to its store,
         before committing the event. ``table`` must be one of the agent's
-        tables in the app file.
+        tables in the app file, and not a windowed one (``ValueError``: use
+        :meth:`set_window_state`).
         """
         self._mutate(table, _to_bytes("value", value))
 
     def delete_state(self, table: str) -> None:
-        """Remove the event's key from ``table`` if the outcome is OK."""
+        """Remove the event's key from ``table`` if the outcome is OK.
+
+        ``table`` must not be a windowed table (``ValueError``: use
+        :meth:`delete_window_state`).
+        """
         self._mutate(table, None)
 
     def _mutate(self, table: str, value: bytes | None) -> None:
@@ -260,10 +327,87 @@ class Event:
             return
         if not table:
             raise ValueError("set_state/delete_state: empty table")
+        if table in self._windows:
+            raise ValueError(
+                f"set_state/delete_state: table {table!r} is windowed: use set_window_state/delete_window_state"
+            )
         self._mutations.append(Mutation(table, self.key, value))
         self._state[table] = value
 
+    def windows(self, table: str) -> list[Window]:
+        """The windows of windowed ``table`` for the event's key, oldest first.
+
+        For a table declared with ``window:`` in the app file, the worker
+        delivers with each event one window per window the event's timestamp
+        falls in that has not expired: one for tumbling windows, several for
+        hopping ones. Each :class:`Window` has its ``start`` (UTC) and the
+        key's ``value`` in it (``None``: no value), as delivered, changed by
+        the earlier events of the key in the same batch whose outcome was OK
+        and by this handler's :meth:`set_window_state` and
+        :meth:`delete_window_state`. A plain table, a table that is not one of
+        the agent's and a late event whose windows have all expired give
+        ``[]``. The list is a copy.
+        """
+        w = self._windows.get(table)
+        if not w:
+            return []
+        return [Window(_dt_of_ns(ns), w[ns]) for ns in sorted(w)]
+
+    def set_window_state(self, table: str, start: datetime.datetime, value: BytesLike) -> None:
+        """Set the value of windowed ``table`` for the event's key in the window
+        starting at ``start``, if the outcome is OK.
+
+        ``start`` must be the start of one of the windows delivered with the
+        event (a :attr:`Window.start` from :meth:`windows`), as a
+        timezone-aware datetime: a naive one raises ``ValueError``, a value
+        that is no datetime ``TypeError``. A start that names no delivered
+        window, and a table that is not windowed, raise ``ValueError``
+        (the worker would refuse the result). Raised from the handler, these
+        make the outcome RETRY like any other exception.
+        """
+        self._mutate_window(table, start, _to_bytes("value", value))
+
+    def delete_window_state(self, table: str, start: datetime.datetime) -> None:
+        """Remove the event's key from windowed ``table`` in the window starting
+        at ``start``, if the outcome is OK. ``start`` as for :meth:`set_window_state`."""
+        self._mutate_window(table, start, None)
+
+    def _mutate_window(self, table: str, start: datetime.datetime, value: bytes | None) -> None:
+        what = "set_window_state/delete_window_state"
+        if self._late(what):
+            return
+        if not table:
+            raise ValueError(f"{what}: empty table")
+        ns = _ns_of(f"{what}: window start", start)
+        if table in self._state:
+            raise ValueError(f"{what}: table {table!r} is not windowed: use set_state/delete_state")
+        w = self._windows.get(table)
+        if w is not None and ns not in w:
+            have = ", ".join(_dt_of_ns(n).isoformat() for n in sorted(w)) or "none"
+            raise ValueError(
+                f"{what}: no window of table {table!r} starting at {start.isoformat()} "
+                f"was delivered with the event (windows: {have})"
+            )
+        self._mutations.append(Mutation(table, self.key, value, _dt_of_ns(ns)))
+        if w is not None:
+            w[ns] = value
+
+    def _apply_overlay(self, seen: Mapping[str | tuple[str, int], bytes | None]) -> None:
+        """Apply the changes of earlier OK events of the key in the batch:
+        table -> value for plain tables, (table, window start ns) -> value for
+        windowed ones (only to windows delivered with this event)."""
+        for k, v in seen.items():
+            if isinstance(k, str):
+                self._state[k] = v
+            else:
+                table, ns = k
+                w = self._windows.get(table)
+                if w is not None and ns in w:
+                    w[ns] = v
+
     @property
     def mutations(self) -> list[Mutation]:
-        """The state changes asked for so far, in order (a copy). Meant for tests."""
+        """The state changes asked for so far, in order (a copy). Meant for tests.
+
+        Changes of windowed tables have their :attr:`Mutation.window_start` set."""
         return list(self._mutations)

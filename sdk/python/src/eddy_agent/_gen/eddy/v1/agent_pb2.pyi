@@ -115,16 +115,18 @@ class Record(_message.Message):
     def __init__(self, topic: _Optional[str] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., headers: _Optional[_Iterable[_Union[_common_pb2.Header, _Mapping]]] = ...) -> None: ...
 
 class Mutation(_message.Message):
-    __slots__ = ("table", "key", "value", "delete")
+    __slots__ = ("table", "key", "value", "delete", "window_start")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     DELETE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_START_FIELD_NUMBER: _ClassVar[int]
     table: str
     key: bytes
     value: bytes
     delete: bool
-    def __init__(self, table: _Optional[str] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., delete: _Optional[bool] = ...) -> None: ...
+    window_start: _timestamp_pb2.Timestamp
+    def __init__(self, table: _Optional[str] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., delete: _Optional[bool] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class AssignAck(_message.Message):
     __slots__ = ("topic", "partition", "epoch")
@@ -235,14 +237,16 @@ class Event(_message.Message):
     def __init__(self, offset: _Optional[int] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., headers: _Optional[_Iterable[_Union[_common_pb2.Header, _Mapping]]] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Iterable[_Union[TableState, _Mapping]]] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class TableState(_message.Message):
-    __slots__ = ("table", "has_value", "value")
+    __slots__ = ("table", "has_value", "value", "window_start")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     HAS_VALUE_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_START_FIELD_NUMBER: _ClassVar[int]
     table: str
     has_value: bool
     value: bytes
-    def __init__(self, table: _Optional[str] = ..., has_value: _Optional[bool] = ..., value: _Optional[bytes] = ...) -> None: ...
+    window_start: _timestamp_pb2.Timestamp
+    def __init__(self, table: _Optional[str] = ..., has_value: _Optional[bool] = ..., value: _Optional[bytes] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Committed(_message.Message):
     __slots__ = ("topic", "partition", "offset")
