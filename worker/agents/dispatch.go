@@ -60,6 +60,11 @@ func (m *Manager) take(p *partition, l *lane, r *rec) {
 }
 
 func (m *Manager) eventOf(p *partition, r *rec) Event {
+	// Stream time moves with delivery, not with fetching: a buffer filled
+	// far ahead must not expire the windows of the events still in it.
+	if r.ts.After(p.streamTime) {
+		p.streamTime = r.ts
+	}
 	return Event{Offset: r.off, Key: r.key, Value: r.value, Headers: r.headers, Timestamp: r.ts, Attempt: r.tries + 1,
 		State: m.stateOf(p, r)}
 }

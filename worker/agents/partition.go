@@ -85,7 +85,7 @@ type partition struct {
 	stats         *monitor.PartitionStats // nil when per-event metrics are off
 	doneTs        []int64                 // timestamps of records passed since the last commit (metrics)
 	lastMove      time.Time               // when the frontier last moved
-	streamTime    time.Time               // the highest record timestamp received (windows expire by it)
+	streamTime    time.Time               // the highest timestamp of the events delivered (windows expire by it)
 }
 
 func (p *partition) len() int { return len(p.recs) - p.head }
@@ -178,9 +178,6 @@ func (m *Manager) receive(msg *kafka.Message) {
 		return
 	}
 	r := &rec{off: off, key: msg.Key, value: msg.Value, ts: msg.Timestamp, size: len(msg.Key) + len(msg.Value)}
-	if r.ts.After(p.streamTime) {
-		p.streamTime = r.ts
-	}
 	if len(msg.Headers) > 0 {
 		r.headers = make([]Header, len(msg.Headers))
 		for i, h := range msg.Headers {
