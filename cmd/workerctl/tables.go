@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/eddy-streams/eddy/client/admin"
 	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
@@ -39,19 +42,32 @@ Needs no token unless the worker protects reads.`,
 }
 
 func newGetCommand(c *cli) *cobra.Command {
-	return &cobra.Command{
+	var window string
+	cmd := &cobra.Command{
 		Use:   "get TABLE KEY",
 		Short: "Read one key of a table, from whichever worker owns it",
 		Long: `Read the value of KEY in TABLE. Any worker answers: the one asked reads
 the key's partition itself when it owns it, or forwards the read to the
 owner. The answer includes the partition and the worker that served it.
-A key that is not in the table is an error (exit code 1).`,
+A key that is not in the table is an error (exit code 1).
+
+A windowed table needs --window-start: the start of the window, as RFC 3339
+(2026-11-27T13:05:00Z) or Unix milliseconds.`,
 		Example: `  workerctl get counts kafka
-  workerctl get counts kafka -o json | jq -r .value | base64 -d`,
+  workerctl get counts kafka -o json | jq -r .value | base64 -d
+  workerctl get per_minute kafka --window-start 2026-11-27T13:05:00Z`,
 		Args: usageArgs(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			req := &eddyv1.GetRequest{Table: args[0], Key: []byte(args[1])}
+			if window != "" {
+				ws, err := parseWindowStart(window)
+				if err != nil {
+					return newUsageError(cmd, "invalid --window-start %q: %v", window, err)
+				}
+				req.WindowStart = timestamppb.New(ws)
+			}
 			return c.withClient(cmd, func(ctx context.Context, client *admin.Client) error {
-				resp, err := client.Tables().Get(ctx, &eddyv1.GetRequest{Table: args[0], Key: []byte(args[1])})
+				resp, err := client.Tables().Get(ctx, req)
 				if err != nil {
 					return fmt.Errorf("get %s %q: %w", args[0], args[1], err)
 				}
@@ -59,6 +75,20 @@ A key that is not in the table is an error (exit code 1).`,
 			})
 		},
 	}
+	cmd.Flags().StringVar(&window, "window-start", "", "window start of a windowed table: RFC 3339 or Unix milliseconds")
+	return cmd
+}
+
+// parseWindowStart reads RFC 3339 or Unix milliseconds.
+func parseWindowStart(s string) (time.Time, error) {
+	if ms, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return time.UnixMilli(ms), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, errors.New("want RFC 3339 (2026-11-27T13:05:00Z) or Unix milliseconds")
+	}
+	return t, nil
 }
 
 type scanFlags struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -57,6 +58,9 @@ func (f *fakeTables) ListTables(context.Context, *eddyv1.ListTablesRequest) (*ed
 func (f *fakeTables) Get(_ context.Context, req *eddyv1.GetRequest) (*eddyv1.GetResponse, error) {
 	if req.Table != "counts" {
 		return nil, status.Errorf(codes.NotFound, "unknown table %q: declared tables are \"counts\"", req.Table)
+	}
+	if req.WindowStart != nil {
+		return &eddyv1.GetResponse{Value: []byte(fmt.Sprintf("window %d", req.WindowStart.AsTime().UnixMilli())), Partition: 3, ServedBy: "w2"}, nil
 	}
 	if string(req.Key) == "missing" {
 		return nil, status.Error(codes.NotFound, `key "missing" in table "counts" (partition 3): key not found`)
@@ -118,6 +122,9 @@ func TestGetCommand(t *testing.T) {
 		{[]string{"get", "counts", "missing"}, exitError, "", "key not found"},
 		{[]string{"get", "cnts", "x"}, exitError, "", `declared tables are "counts"`},
 		{[]string{"get", "counts"}, exitUsage, "", "accepts 2 arg"},
+		{[]string{"get", "counts", "kafka", "--window-start", "2023-11-14T22:13:00Z"}, exitOK, "window 1699999980000", ""},
+		{[]string{"get", "counts", "kafka", "--window-start", "1699999980000"}, exitOK, "window 1699999980000", ""},
+		{[]string{"get", "counts", "kafka", "--window-start", "yesterday"}, exitUsage, "", `invalid --window-start "yesterday"`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
