@@ -2,9 +2,11 @@ package integration
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -90,6 +92,12 @@ tables:
 		if err != nil || string(resp.GetValue()) != strconv.Itoa(n) {
 			t.Errorf("perminute[%s @ %s] = %q, %v; want %d", key, time.Unix(unix, 0).UTC().Format(time.TimeOnly), resp.GetValue(), err, n)
 		}
+	}
+	// workerctl reads one window too.
+	k0 := fmt.Sprintf("k0@%d", base.Unix())
+	out, errOut, code := w.ctl(t, "get", "perminute", "k0", "--window-start", strconv.FormatInt(base.UnixMilli(), 10), "-o", "json")
+	if code != 0 || !strings.Contains(out, `"value": "`+base64.StdEncoding.EncodeToString([]byte(strconv.Itoa(want[k0])))+`"`) {
+		t.Errorf("workerctl get perminute k0 --window-start %d: exit %d, %s %s; want %d", base.UnixMilli(), code, out, errOut, want[k0])
 	}
 	if len(want) != 30 {
 		t.Errorf("%d (key, minute) pairs, want 30", len(want))
