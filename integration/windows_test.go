@@ -99,6 +99,26 @@ tables:
 	if code != 0 || !strings.Contains(out, `"value": "`+base64.StdEncoding.EncodeToString([]byte(strconv.Itoa(want[k0])))+`"`) {
 		t.Errorf("workerctl get perminute k0 --window-start %d: exit %d, %s %s; want %d", base.UnixMilli(), code, out, errOut, want[k0])
 	}
+	// workerctl scan lists plain keys with their window starts: k0's three
+	// minutes, in time order, with the true counts.
+	out, errOut, code = w.ctl(t, "scan", "perminute", "--prefix", "k0", "--all")
+	if code != 0 {
+		t.Fatalf("workerctl scan perminute: exit %d: %s", code, errOut)
+	}
+	var rows []string
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) == 4 && f[0] == "k0" {
+			rows = append(rows, f[1]+"="+f[2])
+		}
+	}
+	var wantRows []string
+	for m := range 3 {
+		start := base.Add(time.Duration(m) * time.Minute)
+		wantRows = append(wantRows, start.UTC().Format(time.RFC3339Nano)+"="+strconv.Itoa(want[fmt.Sprintf("k0@%d", start.Unix())]))
+	}
+	if strings.Join(rows, " ") != strings.Join(wantRows, " ") || !strings.Contains(out, "WINDOW START") {
+		t.Errorf("scan rows %v, want %v:\n%s", rows, wantRows, out)
+	}
 	if len(want) != 30 {
 		t.Errorf("%d (key, minute) pairs, want 30", len(want))
 	}

@@ -49,6 +49,7 @@ type Core interface {
 	TableGet(ctx context.Context, table string, key []byte, windowStart *time.Time) (app.TableValue, error)
 	TableScan(ctx context.Context, table string, prefix []byte, limit int, token string, only []int32) (app.ScanPage, error)
 	TablePartitions(table string) (int32, error)
+	TableWindowed(table string) bool
 	TableOwners(ctx context.Context, table string, parts []int32, refresh bool) ([]app.Owner, error)
 	Send(ctx context.Context, rec app.SendRecord) (app.SendResult, error)
 	OpenAgentSession(agents.Hello) (*agents.Session, agents.Welcome, error)

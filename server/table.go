@@ -34,6 +34,7 @@ type tablesCore interface {
 	TableGet(ctx context.Context, table string, key []byte, windowStart *time.Time) (app.TableValue, error)
 	TableScan(ctx context.Context, table string, prefix []byte, limit int, token string, only []int32) (app.ScanPage, error)
 	TablePartitions(table string) (int32, error)
+	TableWindowed(table string) bool
 	TableOwners(ctx context.Context, table string, parts []int32, refresh bool) ([]app.Owner, error)
 	Status() app.Status
 }

@@ -18,6 +18,7 @@ import (
 	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
 	"github.com/eddy-streams/eddy/worker/agents"
 	"github.com/eddy-streams/eddy/worker/app"
+	"github.com/eddy-streams/eddy/worker/tables"
 )
 
 // fakeTables is the tables part of fakeCore: table "counts" (4 partitions)
@@ -100,6 +101,8 @@ func (f *fakeTables) TableScan(_ context.Context, table string, prefix []byte, l
 	page.Entries = es
 	return page, nil
 }
+
+func (f *fakeTables) TableWindowed(table string) bool { return table == "windowed" }
 
 func (f *fakeTables) TablePartitions(table string) (int32, error) {
 	if table != "counts" {
@@ -369,5 +372,17 @@ func TestScanMergeEmptyPage(t *testing.T) {
 	from, err := app.DecodePageToken(r.NextPageToken)
 	if len(r.Entries) != 0 || err != nil || !from.Set || string(from.Key) != "a" || from.Partition != 5 {
 		t.Fatalf("page %v with token %q (%+v, %v); want no entries and a token after a/5", r.Entries, r.NextPageToken, from, err)
+	}
+}
+
+// TestSplitWindowKeys: the client's page of a windowed table has plain keys
+// and window starts.
+func TestSplitWindowKeys(t *testing.T) {
+	start := time.UnixMilli(1700000040000)
+	resp := &eddyv1.ScanResponse{Entries: []*eddyv1.Entry{{Key: tables.WindowKey([]byte("k\x00y"), start), Value: []byte("3")}}}
+	splitWindowKeys(resp)
+	e := resp.Entries[0]
+	if string(e.Key) != "k\x00y" || !e.GetWindowStart().AsTime().Equal(start) || string(e.Value) != "3" {
+		t.Errorf("entry %v, want key k\\x00y at %v = 3", e, start)
 	}
 }

@@ -10,10 +10,12 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
 	"github.com/eddy-streams/eddy/worker/agents"
 	"github.com/eddy-streams/eddy/worker/app"
+	"github.com/eddy-streams/eddy/worker/tables"
 )
 
 // validateScan checks a ScanRequest before the core sees it.
@@ -82,7 +84,11 @@ func (s *tableServer) Scan(ctx context.Context, req *eddyv1.ScanRequest) (*eddyv
 	}
 	switch {
 	case len(missing) == 0:
-		return m.response(), nil
+		resp := m.response()
+		if s.core.TableWindowed(req.GetTable()) {
+			splitWindowKeys(resp)
+		}
+		return resp, nil
 	case ctx.Err() != nil:
 		return nil, toStatus(s.log, ctx.Err())
 	case lastErr != nil:
@@ -218,6 +224,18 @@ func (m *scanMerge) response() *eddyv1.ScanResponse {
 		resp.NextPageToken = app.EncodePageToken(m.cut.Partition, m.cut.Key)
 	}
 	return resp
+}
+
+// splitWindowKeys turns the window keys of a windowed table's page into
+// the plain key and the window start, for the client. Only the page going
+// to the client: forwarded pages keep the store keys the merge orders by,
+// and the page token is built from them.
+func splitWindowKeys(resp *eddyv1.ScanResponse) {
+	for _, e := range resp.GetEntries() {
+		if key, start, err := tables.SplitWindowKey(e.GetKey()); err == nil {
+			e.Key, e.WindowStart = key, timestamppb.New(start)
+		}
+	}
 }
 
 func keepParts(es []agents.TableEntry, parts []int32) []agents.TableEntry {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -215,8 +216,18 @@ func (p *tablePrinter) get(key string, resp *eddyv1.GetResponse) error {
 
 func (p *tablePrinter) scan(table string, resp *eddyv1.ScanResponse) error {
 	tw := newTabWriter(p.w)
-	fmt.Fprintln(tw, "KEY\tVALUE\tPARTITION")
+	windowed := slices.ContainsFunc(resp.GetEntries(), func(e *eddyv1.Entry) bool { return e.GetWindowStart() != nil })
+	if windowed {
+		fmt.Fprintln(tw, "KEY\tWINDOW START\tVALUE\tPARTITION")
+	} else {
+		fmt.Fprintln(tw, "KEY\tVALUE\tPARTITION")
+	}
 	for _, e := range resp.GetEntries() {
+		if windowed {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", showBytes(e.GetKey()), e.GetWindowStart().AsTime().UTC().Format(time.RFC3339Nano),
+				showBytes(e.GetValue()), e.GetPartition())
+			continue
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\n", showBytes(e.GetKey()), showBytes(e.GetValue()), e.GetPartition())
 	}
 	if err := tw.Flush(); err != nil {

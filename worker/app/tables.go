@@ -330,6 +330,13 @@ func missingFrom(want, got []int32) []int32 {
 	return out
 }
 
+// TableWindowed reports whether a declared table is windowed (its keys
+// are window keys, tables.WindowKey).
+func (a *App) TableWindowed(table string) bool {
+	tc, _, err := a.tableSource(table)
+	return err == nil && tc.Window != nil
+}
+
 // TablePartitions returns the partition count of a declared table.
 func (a *App) TablePartitions(table string) (int32, error) {
 	if _, _, err := a.tableSource(table); err != nil {

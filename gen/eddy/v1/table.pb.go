@@ -603,7 +603,10 @@ type Entry struct {
 	// Value is the value.
 	Value []byte `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
 	// Partition is the table partition holding the key.
-	Partition     int32 `protobuf:"varint,3,opt,name=partition,proto3" json:"partition,omitempty"`
+	Partition int32 `protobuf:"varint,3,opt,name=partition,proto3" json:"partition,omitempty"`
+	// WindowStart is the start of the entry's window, for a windowed table
+	// (Key is then the plain key); entries are in (key, window start) order.
+	WindowStart   *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=window_start,json=windowStart,proto3" json:"window_start,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -659,6 +662,13 @@ func (x *Entry) GetPartition() int32 {
 	return 0
 }
 
+func (x *Entry) GetWindowStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.WindowStart
+	}
+	return nil
+}
+
 var File_eddy_v1_table_proto protoreflect.FileDescriptor
 
 const file_eddy_v1_table_proto_rawDesc = "" +
@@ -709,11 +719,12 @@ const file_eddy_v1_table_proto_rawDesc = "" +
 	"partitions\x121\n" +
 	"\x14restoring_partitions\x18\x04 \x03(\x05R\x13restoringPartitions\x12\x1b\n" +
 	"\tserved_by\x18\x05 \x01(\tR\bservedBy\x12!\n" +
-	"\fforwarded_to\x18\x06 \x03(\tR\vforwardedTo\"M\n" +
+	"\fforwarded_to\x18\x06 \x03(\tR\vforwardedTo\"\x8c\x01\n" +
 	"\x05Entry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x1c\n" +
-	"\tpartition\x18\x03 \x01(\x05R\tpartition2\xbc\x01\n" +
+	"\tpartition\x18\x03 \x01(\x05R\tpartition\x12=\n" +
+	"\fwindow_start\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vwindowStart2\xbc\x01\n" +
 	"\fTableService\x12E\n" +
 	"\n" +
 	"ListTables\x12\x1a.eddy.v1.ListTablesRequest\x1a\x1b.eddy.v1.ListTablesResponse\x120\n" +
@@ -756,17 +767,18 @@ var file_eddy_v1_table_proto_depIdxs = []int32{
 	9,  // 4: eddy.v1.Window.expires:type_name -> google.protobuf.Duration
 	10, // 5: eddy.v1.GetRequest.window_start:type_name -> google.protobuf.Timestamp
 	8,  // 6: eddy.v1.ScanResponse.entries:type_name -> eddy.v1.Entry
-	0,  // 7: eddy.v1.TableService.ListTables:input_type -> eddy.v1.ListTablesRequest
-	4,  // 8: eddy.v1.TableService.Get:input_type -> eddy.v1.GetRequest
-	6,  // 9: eddy.v1.TableService.Scan:input_type -> eddy.v1.ScanRequest
-	1,  // 10: eddy.v1.TableService.ListTables:output_type -> eddy.v1.ListTablesResponse
-	5,  // 11: eddy.v1.TableService.Get:output_type -> eddy.v1.GetResponse
-	7,  // 12: eddy.v1.TableService.Scan:output_type -> eddy.v1.ScanResponse
-	10, // [10:13] is the sub-list for method output_type
-	7,  // [7:10] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	10, // 7: eddy.v1.Entry.window_start:type_name -> google.protobuf.Timestamp
+	0,  // 8: eddy.v1.TableService.ListTables:input_type -> eddy.v1.ListTablesRequest
+	4,  // 9: eddy.v1.TableService.Get:input_type -> eddy.v1.GetRequest
+	6,  // 10: eddy.v1.TableService.Scan:input_type -> eddy.v1.ScanRequest
+	1,  // 11: eddy.v1.TableService.ListTables:output_type -> eddy.v1.ListTablesResponse
+	5,  // 12: eddy.v1.TableService.Get:output_type -> eddy.v1.GetResponse
+	7,  // 13: eddy.v1.TableService.Scan:output_type -> eddy.v1.ScanResponse
+	11, // [11:14] is the sub-list for method output_type
+	8,  // [8:11] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_eddy_v1_table_proto_init() }

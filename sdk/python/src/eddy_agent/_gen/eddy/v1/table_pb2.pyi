@@ -103,11 +103,13 @@ class ScanResponse(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., partitions: _Optional[_Iterable[int]] = ..., restoring_partitions: _Optional[_Iterable[int]] = ..., served_by: _Optional[str] = ..., forwarded_to: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Entry(_message.Message):
-    __slots__ = ("key", "value", "partition")
+    __slots__ = ("key", "value", "partition", "window_start")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_START_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     value: bytes
     partition: int
-    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., partition: _Optional[int] = ...) -> None: ...
+    window_start: _timestamp_pb2.Timestamp
+    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., partition: _Optional[int] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
