@@ -96,7 +96,7 @@ func (f *fakeTables) TableScan(_ context.Context, table string, prefix []byte, l
 	page := app.ScanPage{Partitions: parts, ServedBy: f.workerID}
 	if len(es) > limit {
 		es = es[:limit]
-		page.NextPageToken = app.EncodePageToken(es[limit-1].Partition, es[limit-1].Key)
+		page.More = true
 	}
 	page.Entries = es
 	return page, nil

@@ -45,7 +45,7 @@ func (s *tableServer) Scan(ctx context.Context, req *eddyv1.ScanRequest) (*eddyv
 		return nil, toStatus(s.log, err)
 	}
 	m := newScanMerge(limit, local.ServedBy)
-	m.add(local.Entries, lastIf(local.Entries, local.NextPageToken != ""), local.Partitions, local.Skipped)
+	m.add(local.Entries, lastIf(local.Entries, local.More), local.Partitions, local.Skipped)
 	if len(metadata.ValueFromIncomingContext(ctx, ForwardedHeader)) > 0 {
 		return m.response(), nil // answered locally: never forwarded twice
 	}

@@ -90,8 +90,10 @@ type TableValue struct {
 
 // ScanPage is one page of TableScan.
 type ScanPage struct {
-	Entries       []agents.TableEntry
-	NextPageToken string
+	Entries []agents.TableEntry
+	// More is set when entries after the last one match: the server's
+	// page token continues after it (EncodePageToken).
+	More bool
 	// Partitions are the partitions read: those this worker owns.
 	Partitions []int32
 	// Skipped are owned partitions still restoring, not read.
@@ -263,7 +265,7 @@ func (a *App) ownerOf(ctx context.Context, table, topic string, part int32) erro
 // order. It does not ask other workers: the server fans a scan out to the
 // owners (TableOwners) and merges their pages. limit 0 is
 // DefaultScanLimit; above MaxScanLimit is ErrBadRequest. token is "" or a
-// NextPageToken of an earlier page. Safe for concurrent use.
+// page token from EncodePageToken. Safe for concurrent use.
 func (a *App) TableScan(ctx context.Context, table string, prefix []byte, limit int, token string, only []int32) (ScanPage, error) {
 	if _, _, err := a.tableSource(table); err != nil {
 		return ScanPage{}, err
@@ -311,12 +313,7 @@ func (a *App) TableScan(ctx context.Context, table string, prefix []byte, limit 
 		}
 		es = append(es, chunk...)
 	}
-	page := ScanPage{Entries: es, Partitions: parts, Skipped: skipped, ServedBy: a.cfg.WorkerID}
-	if more && len(es) > 0 {
-		last := es[len(es)-1]
-		page.NextPageToken = EncodePageToken(last.Partition, last.Key)
-	}
-	return page, nil
+	return ScanPage{Entries: es, More: more && len(es) > 0, Partitions: parts, Skipped: skipped, ServedBy: a.cfg.WorkerID}, nil
 }
 
 // missingFrom returns the partitions of want not in got.
