@@ -170,9 +170,9 @@ func newPeerBench(b *testing.B) *peerBench {
 }
 
 // warmProducerIDs makes the broker hand out its first producer id: on a
-// fresh broker that loads the transaction coordinator (about 10 s), which
-// would otherwise be charged to the start-up of the first system with an
-// idempotent producer (Eddy, Kafka Streams and faust all use one).
+// fresh broker that loads the transaction coordinator ("Coordinator load
+// in progress" while it does), which would otherwise be charged to the
+// start-up of the first system with an idempotent producer.
 func warmProducerIDs(b *testing.B) {
 	topic := kafkatest.Topic(b, 1)
 	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": kafkatest.Bootstrap(b), "enable.idempotence": true,
@@ -376,8 +376,8 @@ func (pb *peerBench) rawCopy(b *testing.B, r *peerRow) {
 }
 
 // eddyApp is the app file of an Eddy row reading the bench input.
-func (pb *peerBench) eddyApp(b *testing.B, agents string, topics ...string) (body, app string) {
-	app = strings.ToLower(kafkatest.Group(b))
+func (pb *peerBench) eddyApp(b *testing.B, agents string, topics ...string) string {
+	app := strings.ToLower(kafkatest.Group(b))
 	var ts strings.Builder
 	for _, t := range append([]string{pb.main.topic}, topics...) {
 		fmt.Fprintf(&ts, "  - {name: %s, partitions: 8}\n", t)
@@ -389,11 +389,11 @@ log: {level: warn}
 kafka: {reach_timeout: 10s, session_timeout: 6s}
 topics:
 %sagents:
-%s`, app, kafkatest.Bootstrap(b), ts.String(), agents), app
+%s`, app, kafkatest.Bootstrap(b), ts.String(), agents)
 }
 
-// pauseForAgents pauses the worker so the clock starts when the agents
-// are connected: Resume is the start, like a peer's READY.
+// pauseWorker pauses the worker while the agents connect, so the clock
+// starts at resumeWorker, like a peer's READY.
 func pauseWorker(b *testing.B, w *workerProc) {
 	if _, e, code := w.ctl(b, "pause"); code != 0 {
 		b.Fatalf("pause: %s", e)
@@ -410,7 +410,7 @@ func resumeWorker(b *testing.B, w *workerProc) time.Time {
 
 func (pb *peerBench) eddyPass(b *testing.B, r *peerRow) {
 	out := kafkatest.Topic(b, 8)
-	body, _ := pb.eddyApp(b, fmt.Sprintf("  - {name: pass, topics: [%s]}\n", pb.main.topic), out)
+	body := pb.eddyApp(b, fmt.Sprintf("  - {name: pass, topics: [%s]}\n", pb.main.topic), out)
 	start := time.Now()
 	w := startWorker(b, body)
 	w.waitAssigned(b, 8)
@@ -435,7 +435,7 @@ func (pb *peerBench) eddyPass(b *testing.B, r *peerRow) {
 func (pb *peerBench) eddyWordCount(lang string) func(b *testing.B, r *peerRow) {
 	return func(b *testing.B, r *peerRow) {
 		words, out := kafkatest.Topic(b, 8), kafkatest.Topic(b, 8)
-		body, _ := pb.eddyApp(b, fmt.Sprintf("  - {name: split, topics: [%s]}\n  - {name: count, topics: [%s], tables: [counts]}\ntables:\n  - {name: counts}\n",
+		body := pb.eddyApp(b, fmt.Sprintf("  - {name: split, topics: [%s]}\n  - {name: count, topics: [%s], tables: [counts]}\ntables:\n  - {name: counts}\n",
 			pb.main.topic, words), words, out)
 		start := time.Now()
 		w := startWorker(b, body)

@@ -51,16 +51,14 @@ type SendResult struct {
 // ErrBadRequest (partition out of range, too large), ErrNotRunning (all
 // wrapped). Safe for concurrent use.
 func (a *App) Send(ctx context.Context, rec SendRecord) (SendResult, error) {
-	partitions := -1
-	var names []string
-	for _, t := range a.cfg.Topics {
-		names = append(names, t.Name)
-		if t.Name == rec.Topic {
-			partitions = t.Partitions
-		}
-	}
+	topic, declared := a.cfg.Topic(rec.Topic)
+	partitions := topic.Partitions
 	switch {
-	case partitions < 0:
+	case !declared:
+		var names []string
+		for _, t := range a.cfg.Topics {
+			names = append(names, t.Name)
+		}
 		return SendResult{}, &UnknownTopicError{Name: rec.Topic, Declared: names}
 	case rec.Partition != nil && (*rec.Partition < 0 || int(*rec.Partition) >= partitions):
 		return SendResult{}, fmt.Errorf("topic %q has partitions 0..%d, not %d: %w", rec.Topic, partitions-1, *rec.Partition, ErrBadRequest)
