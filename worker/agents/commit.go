@@ -9,40 +9,121 @@ import (
 	"github.com/eddy-streams/eddy/worker/transport"
 )
 
-// commitAll commits the frontier of every partition that moved past its
-// last commit, and tells the owners.
-func (m *Manager) commitAll(only map[*partition]bool) {
-	var offsets []kafka.TopicPartition
-	var ps []*partition
-	for _, p := range m.parts {
-		if only != nil && !only[p] {
-			continue
-		}
-		if p.frontier > p.committed {
-			offsets = append(offsets, kafka.TopicPartition{Topic: &p.ktp.topic, Partition: p.ktp.partition, Offset: kafka.Offset(p.frontier)})
-			ps = append(ps, p)
-		}
+// Commits run on a goroutine of their own (runCommitter), one at a time: a
+// synchronous OffsetCommit waits for the group coordinator, which can take
+// as long as Kafka has none, and the Run goroutine must keep handling
+// rebalances, results and acknowledgements meanwhile (a revoke that waited
+// for a commit stuck behind another one was given up by the consumer, and
+// the partition's next assignment found the old one still there). Each
+// commit names the frontiers it commits; a partition's committed offset
+// moves when Kafka accepted them, however far the frontier moved since.
+
+// commitJob is one commit for the committer goroutine.
+type commitJob struct {
+	offsets []kafka.TopicPartition
+	parts   []*partition
+	at      []int64   // the frontier committed for parts[i]
+	doneTs  [][]int64 // parts[i]'s timestamps passed before this commit (metrics)
+	// fence: a membership check after a pause (freeze.go); it may commit
+	// a partition's starting offset.
+	fence bool
+}
+
+// commitDone is the outcome of a commitJob, back on the Run goroutine.
+type commitDone struct {
+	job  *commitJob
+	err  error
+	took time.Duration
+}
+
+// runCommitter commits the jobs it is given until jobs is closed.
+func (m *Manager) runCommitter(jobs <-chan *commitJob, done chan<- struct{}) {
+	defer close(done)
+	for j := range jobs {
+		start := time.Now()
+		err := m.consumer.Commit(j.offsets)
+		m.in.push(&commitDone{job: j, err: err, took: time.Since(start)})
+	}
+}
+
+// commitAll starts a commit of the frontier of every partition (of only,
+// if set) that moved past its last commit, unless one is in flight: then
+// it returns false, and the caller tries again later. Each commit cycle
+// applies the tables' acknowledged mutations to their stores first.
+func (m *Manager) commitAll(only map[*partition]bool) bool {
+	if m.committing {
+		return false
 	}
 	m.lastCommit = time.Now()
 	m.doneCount = 0
 	m.flushTables()
-	if len(offsets) == 0 {
+	j := &commitJob{}
+	for _, p := range m.parts {
+		if only != nil && !only[p] {
+			continue
+		}
+		m.addToCommit(j, p)
+	}
+	for _, req := range m.revokes { // partitions leaving (no longer in m.parts once superseded)
+		for _, p := range req.ps {
+			if !p.dropped && m.parts[p.ktp] != p && (only == nil || only[p]) {
+				m.addToCommit(j, p)
+			}
+		}
+	}
+	if len(j.offsets) == 0 {
+		return true
+	}
+	m.committing = true
+	m.commitQ <- j // never blocks: at most one job is in flight
+	return true
+}
+
+func (m *Manager) addToCommit(j *commitJob, p *partition) {
+	if p.frontier <= p.committed {
 		return
 	}
-	start := time.Now()
-	err := m.consumer.Commit(offsets)
-	m.mon.CommitLatency.Observe(time.Since(start))
-	if err != nil && !onlyNotAssigned(err) {
-		m.log.Warn("commit failed; will retry", "err", err)
-		return
+	j.offsets = append(j.offsets, kafka.TopicPartition{Topic: &p.ktp.topic, Partition: p.ktp.partition, Offset: kafka.Offset(p.frontier)})
+	j.parts = append(j.parts, p)
+	j.at = append(j.at, p.frontier)
+	j.doneTs = append(j.doneTs, p.doneTs)
+	p.doneTs = nil
+}
+
+// committed takes the outcome of a commit.
+func (m *Manager) committed(d *commitDone) {
+	m.committing = false
+	m.mon.CommitLatency.Observe(d.took)
+	ok := d.err == nil || onlyNotAssigned(d.err)
+	if !ok && !d.job.fence {
+		m.log.Warn("commit failed; will retry", "err", d.err)
 	}
-	for _, p := range ps {
-		p.committed = p.frontier
-		p.stats.CommittedAt(p.committed, p.doneTs, time.Now())
-		p.doneTs = p.doneTs[:0]
+	now := time.Now()
+	if d.job.fence {
+		defer m.fenceDone(ok, d.err)
+	}
+	for i, p := range d.job.parts {
+		if p.dropped {
+			continue
+		}
+		if !ok {
+			// Keep the timestamps for the next commit's latency figures.
+			p.doneTs = append(d.job.doneTs[i], p.doneTs...)
+			continue
+		}
+		if d.job.at[i] <= p.committed {
+			continue
+		}
+		p.committed = d.job.at[i]
+		p.stats.CommittedAt(p.committed, d.job.doneTs[i], now)
 		for _, l := range p.lanes {
 			m.send(l.s, Outbound{Committed: &Committed{Topic: p.ktp.topic, Partition: p.ktp.partition, Offset: p.committed}})
 		}
+	}
+	if !ok {
+		// Try again at the next cycle, not at once: a failing coordinator
+		// would otherwise be asked in a loop.
+		m.lastCommit = now
 	}
 }
 
@@ -75,10 +156,10 @@ func onlyNotAssigned(err error) bool {
 	return false
 }
 
-// Besides the interval and the count, it commits soon (at most every
-// idleCommitGap) once the worker has caught up — nothing buffered
-// anywhere — so a quiet stream's last events are not left uncommitted for
-// a whole interval.
+// maybeCommit commits on the interval and after CommitEvery events.
+// Besides, it commits soon (at most every idleCommitGap) once the worker
+// has caught up — nothing buffered anywhere — so a quiet stream's last
+// events are not left uncommitted for a whole interval.
 func (m *Manager) maybeCommit(now time.Time) {
 	switch {
 	case m.doneCount >= m.cfg.CommitEvery, now.Sub(m.lastCommit) >= m.cfg.CommitInterval:

@@ -77,10 +77,19 @@ func (b *inbox) take(msgs []*kafka.Message, ctl []any) ([]*kafka.Message, []any)
 type (
 	assignReq struct{ parts []kafka.TopicPartition }
 	revokeReq struct {
-		parts    []kafka.TopicPartition
-		lost     bool
-		started  time.Time
+		parts []kafka.TopicPartition
+		lost  bool
+		// ps are the partitions it gives up, as they were when it began:
+		// a partition assigned again meanwhile is a new one (see assign).
+		ps      []*partition
+		started time.Time
+		// deadline ends the agents' time to finish their events;
+		// drainBy ends the wait for Kafka's acknowledgements of what they
+		// produced and for the final commit (see checkRevokes).
 		deadline time.Time
+		drainBy  time.Time
+		drained  bool
+		lastTry  time.Time // the last final commit started
 		done     chan struct{}
 	}
 	openReq  struct{ s *session }
@@ -127,4 +136,6 @@ type (
 		paused bool
 	}
 	infoReq struct{ reply chan []AgentInfo }
+	// funcReq runs f on the Run goroutine (tests look at its state).
+	funcReq struct{ f func() }
 )

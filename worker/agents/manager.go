@@ -91,6 +91,18 @@ type Config struct {
 	// in-flight events before they are delivered to the next owner.
 	// Default: 10s.
 	RevokeTimeout time.Duration
+	// MessageTimeout is the producer's message timeout: a record Kafka
+	// has not acknowledged by then is failed. A partition leaving this
+	// worker waits up to this long past RevokeTimeout for the
+	// acknowledgements of what it produced, so none of its writes lands
+	// after the next owner's. Default: 10s.
+	MessageTimeout time.Duration
+	// FreezeGap is how long the process may stand still (SIGSTOP, a
+	// paused VM) before the manager suspects it lost its partitions
+	// without knowing, and produces nothing more until the group confirms
+	// it still owns them (freeze.go). It must be shorter than the session
+	// timeout less the heartbeat interval. Default: 5s.
+	FreezeGap time.Duration
 	// Logger receives lifecycle and protocol logs. Required.
 	Logger *slog.Logger
 	// Monitor receives metrics and stalls. Default: a monitor that records
@@ -138,6 +150,8 @@ func (c *Config) defaults() {
 	defD(&c.RetryBackoffMin, 100*time.Millisecond)
 	defD(&c.RetryBackoffMax, 10*time.Second)
 	defD(&c.RevokeTimeout, 10*time.Second)
+	defD(&c.MessageTimeout, 10*time.Second)
+	defD(&c.FreezeGap, 5*time.Second)
 	defD(&c.StallTimeout, 30*time.Second)
 	defD(&c.RestoreBackoff, 200*time.Millisecond)
 	if c.Monitor == nil {
@@ -161,6 +175,7 @@ type Manager struct {
 	mon            *monitor.Monitor
 	now            time.Time // set by dispatch: the time of the deliveries it makes
 	stalls         map[stallKey]*monitor.Stall
+	unknownSince   map[tpKey]time.Time // assigned by Kafka, not known here (stall.go)
 	lastStallCheck time.Time
 	running        atomic.Bool
 	stopped        chan struct{}
@@ -172,6 +187,13 @@ type Manager struct {
 	agents     map[string]*agentState
 	parts      map[tpKey]*partition
 	revokes    []*revokeReq
+	committing bool            // a commit is in flight on the committer goroutine
+	commitQ    chan *commitJob // to the committer goroutine; holds the one in flight
+	freeze     *freezeGuard
+	// fenceWait are the producer goroutine's waits for a membership
+	// check (freeze.go), fenceAt when the next check may start.
+	fenceWait  []*suspectReq
+	fenceAt    time.Time
 	epochSeq   uint64
 	lastCommit time.Time
 	doneCount  int // events done since the last commit
@@ -203,17 +225,20 @@ type agentStats struct {
 func New(cfg Config, producer Producer) *Manager {
 	cfg.defaults()
 	m := &Manager{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		mon:      cfg.Monitor,
-		stalls:   map[stallKey]*monitor.Stall{},
-		producer: producer,
-		stopped:  make(chan struct{}),
-		agents:   map[string]*agentState{},
-		parts:    map[tpKey]*partition{},
+		cfg:          cfg,
+		log:          cfg.Logger,
+		mon:          cfg.Monitor,
+		stalls:       map[stallKey]*monitor.Stall{},
+		unknownSince: map[tpKey]time.Time{},
+		producer:     producer,
+		stopped:      make(chan struct{}),
+		agents:       map[string]*agentState{},
+		parts:        map[tpKey]*partition{},
 	}
 	m.in.wake = make(chan struct{}, 1)
 	m.prodQ.wake = make(chan struct{}, 1)
+	m.commitQ = make(chan *commitJob, 1)
+	m.freeze = newFreezeGuard(cfg.FreezeGap)
 	for _, a := range cfg.Agents {
 		m.agents[a.Name] = &agentState{
 			cfg:    a,
@@ -253,7 +278,9 @@ func (m *Manager) revoke(parts []kafka.TopicPartition, lost bool) {
 	select {
 	case <-req.done:
 	case <-m.stopped:
-	case <-time.After(m.cfg.RevokeTimeout + 10*time.Second):
+	case <-time.After(m.cfg.RevokeTimeout + m.drainTimeout() + 10*time.Second):
+		// checkRevokes ends every revoke by its drainBy; this is only a
+		// bound in case the Run goroutine is stuck.
 		m.log.Error("revoke did not finish in time; giving the partitions up uncommitted", "partitions", len(parts))
 	}
 }
@@ -280,6 +307,16 @@ func (m *Manager) Run(ctx context.Context) error {
 	stopProducer, producerDone := make(chan struct{}), make(chan struct{})
 	go m.runProducer(stopProducer, producerDone)
 	defer func() { close(stopProducer); <-producerDone }()
+	stopPulse := make(chan struct{})
+	go m.freeze.run(stopPulse, func(d time.Duration) {
+		m.mon.Freezes.Add(1)
+		m.log.Warn("the worker's process stood still; it may have lost its partitions without knowing, so it produces nothing until the group confirms them",
+			"for", d.Round(time.Millisecond), "limit", m.cfg.FreezeGap)
+	})
+	defer close(stopPulse)
+	committerDone := make(chan struct{})
+	go m.runCommitter(m.commitQ, committerDone)
+	defer func() { close(m.commitQ); <-committerDone }()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	m.lastCommit = time.Now()
@@ -305,6 +342,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		}
 		m.dispatch()
 		now := time.Now()
+		m.checkFence(now)
 		m.maybeCommit(now)
 		m.checkRevokes(now)
 		m.checkStalls(now)
@@ -335,6 +373,8 @@ func (m *Manager) shutdown() {
 	for _, r := range m.revokes {
 		close(r.done)
 	}
+	// The producer goroutine fails what it holds once it is stopped.
+	m.fenceWait = nil
 	m.revokes = nil
 	// Partitions never revoked (the consumer did not stop first): their
 	// acknowledged mutations go to their stores, which are closed. Run's
@@ -391,6 +431,12 @@ func (m *Manager) handle(item any) {
 		m.produced(it.p, it.r, it.err)
 	case *changelogAck:
 		m.changelogAcked(it)
+	case *commitDone:
+		m.committed(it)
+	case *funcReq:
+		it.f()
+	case *suspectReq:
+		m.suspected(it)
 	case *recoveredReq:
 		m.recovered(it)
 	case *pauseReq:

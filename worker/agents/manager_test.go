@@ -94,8 +94,13 @@ type fakeConsumer struct {
 	commits   [][]kafka.TopicPartition
 	committed map[tp]int64
 	commitErr error
-	problems  []string // commits that went backwards
+	failNext  int                    // the next commits to fail with errCommitRefused
+	assigned  []kafka.TopicPartition // what Assignment reports
+	problems  []string               // commits that went backwards
 }
+
+// errCommitRefused is what a fake commit fails with (setFailNext).
+var errCommitRefused = errors.New("fake: commit refused")
 
 func newFakeConsumer() *fakeConsumer {
 	return &fakeConsumer{paused: map[tp]bool{}, committed: map[tp]int64{}}
@@ -129,6 +134,10 @@ func (c *fakeConsumer) Commit(offsets []kafka.TopicPartition) error {
 	c.commits = append(c.commits, cp)
 	if c.commitErr != nil {
 		return c.commitErr
+	}
+	if c.failNext > 0 {
+		c.failNext--
+		return errCommitRefused
 	}
 	for _, o := range offsets {
 		k := tpOf(o)
@@ -168,6 +177,26 @@ func (c *fakeConsumer) setCommitErr(err error) {
 	c.commitErr = err
 }
 
+// Assignment is what the test set with setAssignment.
+func (c *fakeConsumer) Assignment() []kafka.TopicPartition {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.assigned)
+}
+
+func (c *fakeConsumer) setAssignment(parts []kafka.TopicPartition) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.assigned = parts
+}
+
+// setFailNext makes the next n commits fail.
+func (c *fakeConsumer) setFailNext(n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.failNext = n
+}
+
 func (c *fakeConsumer) pauseLog() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -190,6 +219,21 @@ type fakeProducer struct {
 	calls []*produceCall
 	auto  bool // acknowledge every produce as soon as it is made
 	next  map[string]int64
+	// purges counts PurgeQueued calls.
+	purges int
+}
+
+// PurgeQueued records the call; the fake queues nothing.
+func (p *fakeProducer) PurgeQueued() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.purges++
+}
+
+func (p *fakeProducer) purgeCalls() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.purges
 }
 
 func (p *fakeProducer) Produce(rec transport.Record, onDone func(error)) {
@@ -339,6 +383,8 @@ func start(t *testing.T, cfg agents.Config) *harness {
 // handled and dispatched.
 func (h *harness) settle() {
 	h.m.Info()
+	h.m.Info()
+	h.m.Quiesce() // commits run on a goroutine of their own
 	h.m.Info()
 }
 

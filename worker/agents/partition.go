@@ -1,12 +1,14 @@
 package agents
 
 import (
+	"slices"
 	"sort"
-
-	"github.com/eddy-streams/eddy/worker/monitor"
+	"sync/atomic"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/eddy-streams/eddy/worker/monitor"
 )
 
 // recState is where one received record stands.
@@ -86,6 +88,17 @@ type partition struct {
 	doneTs        []int64                 // timestamps of records passed since the last commit (metrics)
 	lastMove      time.Time               // when the frontier last moved
 	streamTime    time.Time               // the highest timestamp of the events delivered (windows expire by it)
+	// prev is the previous assignment of the same partition, still
+	// leaving: nothing is restored or delivered until it is gone (see
+	// assign).
+	prev *partition
+	// superseded: assigned again while leaving; it finishes leaving
+	// without a commit.
+	superseded bool
+	// gone is set once the partition left (or was lost): records of it
+	// still queued for the producer are failed, not produced. Read by the
+	// producer goroutine.
+	gone atomic.Bool
 }
 
 func (p *partition) len() int { return len(p.recs) - p.head }
@@ -228,6 +241,15 @@ func (m *Manager) applyPause(p *partition) {
 }
 
 // assign takes partitions newly assigned by Kafka.
+//
+// A partition may come back while this worker still gives it up: the
+// consumer waits only so long for a revoke (Revoked), then lets Kafka have
+// the partition, which can hand it straight back. The old partition then
+// leaves as its revoke goes on (it is no longer in m.parts, so nothing new
+// of it is delivered or received), and the new one starts from the
+// committed offset. The new one's tables are restored only once the old
+// one has nothing in flight: a changelog write of the old one landing
+// after the restore read the end would put the table back.
 func (m *Manager) assign(parts []kafka.TopicPartition) {
 	if len(parts) > 0 {
 		m.mon.Rebalances.Add(1)
@@ -235,17 +257,25 @@ func (m *Manager) assign(parts []kafka.TopicPartition) {
 	for _, tp := range parts {
 		k := tpKey{*tp.Topic, tp.Partition}
 		a := m.agentOf(k.topic)
-		if a == nil || m.parts[k] != nil {
+		if a == nil {
 			continue
 		}
+		old := m.parts[k]
+		if old != nil {
+			m.supersede(old)
+		}
 		p := &partition{ktp: k, a: a, lanes: map[*session]*lane{}, frontier: -1, committed: -1,
-			stats: m.mon.Partition(a.cfg.Name, k.topic, k.partition), lastMove: time.Now()}
+			stats: m.mon.Partition(a.cfg.Name, k.topic, k.partition), lastMove: time.Now(), prev: old}
 		if a.byKey || a.tables {
 			p.keyBusy = map[string]int{}
 		}
 		m.parts[k] = p
 		if a.tables {
-			m.startRecovery(p)
+			p.tables = m.newTableParts(p)
+			p.recovering = true
+			if old == nil {
+				m.startRecovery(p)
+			}
 		}
 		a.parts[k] = p
 		if a.byKey {
@@ -256,6 +286,56 @@ func (m *Manager) assign(parts []kafka.TopicPartition) {
 			m.addLane(p, s)
 		}
 		m.applyPause(p)
+	}
+}
+
+// supersede takes old, a partition still leaving, out of the partitions
+// this worker serves: its assignment came back as a new partition. Its
+// revoke finishes as if lost (it is committed no more: the new partition
+// commits from now on).
+func (m *Manager) supersede(old *partition) {
+	m.log.Warn("partition assigned again before its revoke finished; the old assignment is dropped",
+		"agent", old.a.cfg.Name, "topic", old.ktp.topic, "partition", old.ktp.partition,
+		"in_flight", old.inflight, "acking", old.acking)
+	old.revoking = true
+	old.superseded = true
+	for _, l := range old.lanes {
+		m.revokeLane(l, time.Now())
+	}
+	delete(m.parts, old.ktp)
+	delete(old.a.parts, old.ktp)
+	found := false
+	for _, req := range m.revokes {
+		if slices.Contains(req.ps, old) {
+			found = true
+		}
+	}
+	if !found {
+		// Not being revoked (the consumer never told us it left): it
+		// leaves now, like a lost partition.
+		now := time.Now()
+		req := &revokeReq{lost: true, ps: []*partition{old}, started: now, deadline: now, drainBy: now.Add(m.drainTimeout()),
+			done: make(chan struct{})}
+		m.revokes = append(m.revokes, req)
+	}
+}
+
+// drainTimeout is how long, past the agents' revoke deadline, a leaving
+// partition waits for Kafka to acknowledge what it produced and for its
+// final commit: the producer fails a record it could not deliver within
+// MessageTimeout, so past that nothing of the partition is in flight.
+func (m *Manager) drainTimeout() time.Duration { return m.cfg.MessageTimeout + time.Second }
+
+// startPending starts the partition that waited for its previous
+// assignment to leave.
+func (m *Manager) startPending(old *partition) {
+	p := m.parts[old.ktp]
+	if p == nil || p.prev != old {
+		return
+	}
+	p.prev = nil
+	if p.a.tables {
+		m.startRecovery(p)
 	}
 }
 
@@ -374,6 +454,11 @@ func (m *Manager) finalizeMove(l *lane) {
 func (m *Manager) startRevoke(req *revokeReq) {
 	now := time.Now()
 	req.deadline = now.Add(m.cfg.RevokeTimeout)
+	req.drainBy = req.deadline.Add(m.drainTimeout())
+	if req.lost {
+		req.deadline = now
+		req.drainBy = now
+	}
 	req.started = now
 	m.mon.Rebalances.Add(1)
 	for _, tp := range req.parts {
@@ -381,8 +466,10 @@ func (m *Manager) startRevoke(req *revokeReq) {
 		if p == nil {
 			continue
 		}
+		req.ps = append(req.ps, p)
 		p.revoking = true
 		if req.lost {
+			p.gone.Store(true) // what it still has queued is not produced
 			continue
 		}
 		for _, l := range p.lanes {
@@ -391,45 +478,111 @@ func (m *Manager) startRevoke(req *revokeReq) {
 	}
 	m.revokes = append(m.revokes, req)
 	m.checkRevokes(now)
+	if req.lost {
+		// The whole assignment is lost (librdkafka reports no less): what
+		// the producer still queues for it must not go out after the next
+		// owners' writes. Records already sent are beyond recall; the
+		// producer's message timeout bounds how late they can land.
+		if pq, ok := m.producer.(interface{ PurgeQueued() }); ok {
+			pq.PurgeQueued()
+		}
+	}
 }
 
-// checkRevokes finishes revocations whose partitions are quiet (or whose
-// deadline passed): commit the frontier (unless lost), drop the state.
+// checkRevokes finishes revocations, in three steps:
+//  1. The agents finish the events delivered to them, until the revoke
+//     deadline; past it, what they still hold goes back to pending (it is
+//     not done here, and the next owner gets it).
+//  2. Kafka acknowledges every record the partition produced: until then
+//     a write of this worker could land after the next owner's. Bounded
+//     by the producer's message timeout (drainBy).
+//  3. The frontier is committed (not for a lost partition), retried on
+//     failure until drainBy.
+//
+// Then the partitions are dropped. Lost partitions skip all three: they may
+// already be another worker's.
 // It also finalizes lanes moving between instances.
 func (m *Manager) checkRevokes(now time.Time) {
 	kept := m.revokes[:0]
 	for _, req := range m.revokes {
-		ready := req.lost || now.After(req.deadline)
-		if !ready {
-			ready = true
-			for _, tp := range req.parts {
-				if p := m.parts[tpKey{*tp.Topic, tp.Partition}]; p != nil && !p.quiet() {
-					ready = false
-					break
-				}
-			}
-		}
-		if !ready {
+		if !m.revokeDone(req, now) {
 			kept = append(kept, req)
 			continue
 		}
-		only := map[*partition]bool{}
-		for _, tp := range req.parts {
-			if p := m.parts[tpKey{*tp.Topic, tp.Partition}]; p != nil {
-				p.advance()
-				only[p] = true
+		for _, p := range req.ps {
+			if !p.dropped {
+				m.dropPartition(p, req.lost || p.superseded)
 			}
-		}
-		if !req.lost {
-			m.commitAll(only)
-		}
-		for p := range only {
-			m.dropPartition(p, req.lost)
 		}
 		m.mon.RebalanceDuration.Observe(now.Sub(req.started))
 		close(req.done)
 	}
 	m.revokes = kept
+}
+
+// revokeDone advances req through the steps of checkRevokes and reports
+// whether it is finished.
+func (m *Manager) revokeDone(req *revokeReq, now time.Time) bool {
+	if req.lost {
+		return true
+	}
+	late := now.After(req.drainBy)
+	if !req.drained {
+		for _, p := range req.ps {
+			if p.dropped || p.inflight == 0 {
+				continue
+			}
+			if !now.After(req.deadline) && !p.superseded {
+				return false
+			}
+			m.takeBack(p) // step 1's deadline passed
+		}
+		for _, p := range req.ps {
+			if !p.dropped && p.acking > 0 && !late {
+				return false
+			}
+		}
+		req.drained = true
+		for _, p := range req.ps {
+			if !p.dropped {
+				p.advance()
+			}
+		}
+	}
+	pending := false
+	only := map[*partition]bool{}
+	for _, p := range req.ps {
+		if !p.dropped && !p.superseded && p.frontier > p.committed {
+			pending = true
+			only[p] = true
+		}
+	}
+	if !pending {
+		return true
+	}
+	if late {
+		m.log.Error("final commit of revoked partitions did not succeed in time; their next owner processes again from the last commit",
+			"partitions", len(only), "waited", now.Sub(req.started).Round(time.Millisecond))
+		return true
+	}
+	if !m.committing && now.Sub(req.lastTry) >= 100*time.Millisecond {
+		req.lastTry = now
+		m.commitAll(only)
+	}
+	return false
+}
+
+// takeBack ends p's lanes: the events delivered on them and not answered
+// go back to pending (its instances had their time), and a late result is
+// stale.
+func (m *Manager) takeBack(p *partition) {
+	for _, l := range p.lanes {
+		if l.moveTo != nil {
+			l.moveTo.pendingIn--
+			l.moveTo = nil
+		}
+		m.dropLane(l, false)
+	}
 }
 
 // dropPartition forgets a partition that left this worker.
@@ -458,9 +611,14 @@ func (m *Manager) dropPartition(p *partition, lost bool) {
 	p.lanes = nil
 	m.closeTables(p)
 	p.dropped = true
-	delete(m.parts, p.ktp)
-	m.mon.Release(p.ktp.topic, p.ktp.partition)
-	delete(p.a.parts, p.ktp)
+	p.gone.Store(true)
+	if m.parts[p.ktp] == p {
+		delete(m.parts, p.ktp)
+		delete(p.a.parts, p.ktp)
+		m.mon.Release(p.ktp.topic, p.ktp.partition)
+	} else {
+		defer m.startPending(p) // its next assignment waited for it
+	}
 	m.log.Info("partition released", "agent", p.a.cfg.Name, "topic", p.ktp.topic, "partition", p.ktp.partition,
 		"committed", p.committed, "lost", lost, "uncommitted_records", p.len())
 }

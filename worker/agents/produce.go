@@ -1,13 +1,19 @@
 package agents
 
 import (
+	"errors"
 	"sync"
 
 	"github.com/eddy-streams/eddy/worker/transport"
 )
 
+// errPartitionGone fails a record whose partition left this worker (or was
+// lost) before the record was handed to Kafka.
+var errPartitionGone = errors.New("the partition left this worker before the record was produced")
+
 // produceJob is one record for the producer goroutine.
 type produceJob struct {
+	p        *partition // the source partition it is produced for
 	rec      transport.Record
 	onDone   func(error)
 	onOffset func(int64, error) // instead of onDone: ProduceOffset
@@ -24,13 +30,13 @@ type produceQueue struct {
 	wake chan struct{}
 }
 
-func (m *Manager) produce(rec transport.Record, onDone func(error)) {
-	m.enqueueProduce(produceJob{rec: rec, onDone: onDone})
+func (m *Manager) produce(p *partition, rec transport.Record, onDone func(error)) {
+	m.enqueueProduce(produceJob{p: p, rec: rec, onDone: onDone})
 }
 
 // produceOffset is produce for records whose offset matters (changelogs).
-func (m *Manager) produceOffset(rec transport.Record, onDone func(int64, error)) {
-	m.enqueueProduce(produceJob{rec: rec, onOffset: onDone})
+func (m *Manager) produceOffset(p *partition, rec transport.Record, onDone func(int64, error)) {
+	m.enqueueProduce(produceJob{p: p, rec: rec, onOffset: onDone})
 }
 
 func (m *Manager) enqueueProduce(j produceJob) {
@@ -58,7 +64,13 @@ func (m *Manager) runProducer(stop <-chan struct{}, done chan<- struct{}) {
 		jobs, q.jobs = q.jobs, jobs[:0]
 		q.mu.Unlock()
 		for i, j := range jobs {
-			m.handOver(j)
+			// Checked before every record: the process may stand still
+			// between two of them (a whole batch is taken at once).
+			if m.confirmOwnership(stop) {
+				m.handOver(j)
+			} else {
+				fail(j, ErrShuttingDown)
+			}
 			jobs[i] = produceJob{}
 		}
 		if len(jobs) > 0 {
@@ -72,14 +84,51 @@ func (m *Manager) runProducer(stop <-chan struct{}, done chan<- struct{}) {
 			q.jobs = nil
 			q.mu.Unlock()
 			for _, j := range left {
-				m.handOver(j)
+				if m.confirmOwnership(nil) {
+					m.handOver(j)
+				} else {
+					fail(j, ErrShuttingDown)
+				}
 			}
 			return
 		}
 	}
 }
 
+// confirmOwnership returns once the worker may produce: at once, unless
+// the process stood still long enough to have lost its partitions without
+// knowing (freeze.go); then once the manager confirmed it still owns them,
+// or they were lost. It returns false when stop is closed first.
+func (m *Manager) confirmOwnership(stop <-chan struct{}) bool {
+	frozen, stood := m.freeze.suspect()
+	if !frozen {
+		return true
+	}
+	req := &suspectReq{resume: make(chan struct{}), stood: stood}
+	if !m.in.push(req) {
+		return false
+	}
+	select {
+	case <-req.resume:
+		return true
+	case <-stop:
+		return false
+	}
+}
+
+func fail(j produceJob, err error) {
+	if j.onOffset != nil {
+		j.onOffset(-1, err)
+	} else if j.onDone != nil {
+		j.onDone(err)
+	}
+}
+
 func (m *Manager) handOver(j produceJob) {
+	if j.p != nil && j.p.gone.Load() {
+		fail(j, errPartitionGone)
+		return
+	}
 	if j.onOffset != nil {
 		m.producer.ProduceOffset(j.rec, j.onOffset)
 	} else {

@@ -15,8 +15,6 @@ import (
 // here) is tried again with backoff until it succeeds or the partition
 // leaves.
 func (m *Manager) startRecovery(p *partition) {
-	p.tables = m.newTableParts(p)
-	p.recovering = true
 	ctx, cancel := context.WithCancel(m.ctx)
 	p.cancelRestore = cancel
 	m.recovering.Add(1)

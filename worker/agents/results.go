@@ -88,7 +88,7 @@ func (m *Manager) results(s *session, res *Results) error {
 			rec.failed = nil
 			m.produceMutations(p, rec, r.Mutations)
 			for _, out := range r.Produced {
-				m.produce(transport.Record{
+				m.produce(p, transport.Record{
 					Topic:     out.Topic,
 					Partition: transport.AnyPartition,
 					Key:       out.Key,
@@ -191,7 +191,7 @@ func (m *Manager) produceDeadLetter(p *partition, r *rec) {
 		header("eddy.offset", strconv.FormatInt(r.off, 10)),
 		header("eddy.attempts", strconv.Itoa(int(r.attempt()))),
 	)
-	m.produce(transport.Record{
+	m.produce(p, transport.Record{
 		Topic: p.a.dlq, Partition: transport.AnyPartition, Key: r.key, Value: r.value, Headers: hs, Timestamp: r.ts,
 	}, m.onProduced(p, r))
 }

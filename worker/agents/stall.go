@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
 	"github.com/eddy-streams/eddy/worker/monitor"
 )
 
@@ -40,6 +42,7 @@ func (m *Manager) checkStalls(now time.Time) {
 		m.log.Warn("stalled", "agent", agent, "topic", k.topic, "partition", k.partition, "instance", k.instance,
 			"since", since.Format(time.RFC3339), "reason", reason)
 	}
+	m.checkUnknownAssigned(now, report)
 	for _, p := range m.parts {
 		if p.a.paused || p.revoking || p.recovering {
 			continue // a restore reports its own progress
@@ -89,4 +92,40 @@ func (p *partition) statsLag() int64 {
 		return 0
 	}
 	return max(p.stats.Lag.Load(), 0)
+}
+
+// checkUnknownAssigned reports partitions Kafka assigned to this worker's
+// consumer that the manager has not known for StallTimeout: their records
+// would be dropped, and nothing else would say so (the failure mode of a
+// partition that is assigned but silent).
+func (m *Manager) checkUnknownAssigned(now time.Time, report func(stallKey, string, string, time.Time)) {
+	ar, ok := m.consumer.(interface {
+		Assignment() []kafka.TopicPartition
+	})
+	if !ok {
+		return
+	}
+	seen := map[tpKey]bool{}
+	for _, tp := range ar.Assignment() {
+		k := tpKey{*tp.Topic, tp.Partition}
+		a := m.agentOf(k.topic)
+		if a == nil || m.parts[k] != nil {
+			continue
+		}
+		seen[k] = true
+		since, ok := m.unknownSince[k]
+		if !ok {
+			m.unknownSince[k] = now
+			continue
+		}
+		if now.Sub(since) >= m.cfg.StallTimeout {
+			report(stallKey{topic: k.topic, partition: k.partition}, a.cfg.Name,
+				"assigned to this worker by Kafka but not served by it (no agent delivery)", since)
+		}
+	}
+	for k := range m.unknownSince {
+		if !seen[k] {
+			delete(m.unknownSince, k)
+		}
+	}
 }

@@ -180,7 +180,7 @@ func (m *Manager) produceMutations(p *partition, r *rec, muts []Mutation) {
 			m.in.push(&changelogAck{p: p, r: r, tp: t, mut: tm, off: -1, err: err})
 			continue
 		}
-		m.produceOffset(recs[0], func(off int64, err error) {
+		m.produceOffset(p, recs[0], func(off int64, err error) {
 			m.in.push(&changelogAck{p: p, r: r, tp: t, mut: tm, off: off, err: err})
 		})
 	}
@@ -264,7 +264,7 @@ func (m *Manager) expireWindows(p *partition, t *tablePart, now time.Time) {
 			t.expiring = map[string]bool{}
 		}
 		t.expiring[string(k)] = true
-		m.produceOffset(recs[0], func(off int64, err error) {
+		m.produceOffset(p, recs[0], func(off int64, err error) {
 			m.in.push(&changelogAck{p: p, tp: t, mut: tm, off: off, err: err})
 		})
 	}

@@ -93,9 +93,14 @@ func (a *App) Run(ctx context.Context) (err error) {
 		App: a.cfg.App, Agents: a.cfg.Agents, Logger: a.log,
 		Monitor: a.mon, StallTimeout: a.cfg.Monitor.StallTimeout.D(),
 		CommitInterval: a.cfg.Commit.Interval.D(), CommitEvery: a.cfg.Commit.Every,
-		RevokeTimeout: a.cfg.Commit.RevokeTimeout.D(),
-		Restorer:      restorer,
-		Windows:       map[string]tables.Window{},
+		RevokeTimeout:  a.cfg.Commit.RevokeTimeout.D(),
+		MessageTimeout: a.cfg.EffectiveMessageTimeout(),
+		// A pause of a third of the session timeout is suspect: losing the
+		// partitions takes at least the session timeout less one heartbeat
+		// interval (at most a third).
+		FreezeGap: a.cfg.Kafka.SessionTimeout.D() / 3,
+		Restorer:  restorer,
+		Windows:   map[string]tables.Window{},
 	}
 	for _, t := range a.cfg.Tables {
 		if w := t.Window; w != nil {
@@ -177,6 +182,7 @@ func (a *App) transportConfig() transport.Config {
 		c.MaxPollInterval = c.SessionTimeout
 	}
 	c.ReachTimeout = a.cfg.Kafka.ReachTimeout.D()
+	c.MessageTimeout = a.cfg.EffectiveMessageTimeout()
 	if a.cfg.Monitor.Enabled {
 		c.StatsInterval = a.cfg.Monitor.StatsInterval.D()
 	}

@@ -99,6 +99,14 @@ type Kafka struct {
 	StaticMembership bool `yaml:"static_membership"`
 	// SessionTimeout is the consumer group session timeout. Default: 10s.
 	SessionTimeout Duration `yaml:"session_timeout"`
+	// MessageTimeout is the producer's message timeout: a record Kafka has
+	// not acknowledged by then is failed (and its event retried). It must
+	// stay below two thirds of SessionTimeout, so that a record queued
+	// before the worker stood still long enough to lose its partitions
+	// expires instead of landing after the next owner's writes; a leaving
+	// partition waits this long, at most, for its records' acknowledgements.
+	// Default (0): half of SessionTimeout, at most Commit.RevokeTimeout.
+	MessageTimeout Duration `yaml:"message_timeout"`
 	// Properties are raw librdkafka properties applied last to every client.
 	Properties map[string]string `yaml:"properties"`
 }
@@ -116,6 +124,15 @@ type Commit struct {
 	// in-flight events when its partitions are taken away (rebalance,
 	// shutdown) before they are given to the next owner. Default: 10s.
 	RevokeTimeout Duration `yaml:"revoke_timeout"`
+}
+
+// EffectiveMessageTimeout is Kafka.MessageTimeout, or its default: half of
+// the session timeout, at most the revoke timeout.
+func (c *Config) EffectiveMessageTimeout() time.Duration {
+	if d := c.Kafka.MessageTimeout.D(); d > 0 {
+		return d
+	}
+	return min(c.Kafka.SessionTimeout.D()/2, c.Commit.RevokeTimeout.D())
 }
 
 // Monitor configures metrics and stall detection.

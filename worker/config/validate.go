@@ -59,6 +59,11 @@ func (c *Config) Validate() error {
 	}
 	positive("kafka.reach_timeout", c.Kafka.ReachTimeout, bad)
 	positive("kafka.session_timeout", c.Kafka.SessionTimeout, bad)
+	if mt, st := c.Kafka.MessageTimeout.D(), c.Kafka.SessionTimeout.D(); mt < 0 {
+		bad("kafka.message_timeout", "%s: must not be negative", mt)
+	} else if mt > 0 && mt*3 >= st*2 {
+		bad("kafka.message_timeout", "%s: must be below two thirds of kafka.session_timeout (%s): a record queued before the worker stood still long enough to lose its partitions must expire, not land after their next owner's writes", mt, st)
+	}
 	positive("monitor.stall_timeout", c.Monitor.StallTimeout, bad)
 	positive("commit.interval", c.Commit.Interval, bad)
 	positive("commit.revoke_timeout", c.Commit.RevokeTimeout, bad)

@@ -26,6 +26,7 @@ var (
 	descStale        = prometheus.NewDesc("eddy_stale_results_total", "Results and acknowledgements dropped for a stale epoch.", agentLabels, nil)
 	descStalled      = prometheus.NewDesc("eddy_stalled", "Partitions and agent instances that stopped making progress.", agentLabels, nil)
 	descRebalances   = prometheus.NewDesc("eddy_rebalances_total", "Consumer-group assignments and revocations.", nil, nil)
+	descFreezes      = prometheus.NewDesc("eddy_freezes_total", "Times the worker's process stood still long enough to have lost its partitions unknowingly; it then produces nothing until the group confirms them.", nil, nil)
 	descRebalanceDur = prometheus.NewDesc("eddy_rebalance_duration_seconds", "Time to drain and commit revoked partitions.", nil, nil)
 	descProduce      = prometheus.NewDesc("eddy_produce_latency_seconds", "Time from producing a record to Kafka's acknowledgement.", nil, nil)
 	descCommit       = prometheus.NewDesc("eddy_commit_latency_seconds", "Time to commit offsets.", nil, nil)
@@ -39,7 +40,7 @@ type collector struct{ m *Monitor }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descReceived, descDelivered, descProcessed, descRetried, descDeadLettered,
 		descInFlight, descLag, descCommitted, descProcessing, descEndToEnd, descSessions, descConnects,
-		descDisconnects, descStale, descStalled, descRebalances, descRebalanceDur, descProduce, descCommit, descWatchDropped} {
+		descDisconnects, descStale, descStalled, descRebalances, descFreezes, descRebalanceDur, descProduce, descCommit, descWatchDropped} {
 		ch <- d
 	}
 }
@@ -94,6 +95,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descStalled, prometheus.GaugeValue, float64(stalled[a.Name]), a.Name)
 	}
 	ch <- prometheus.MustNewConstMetric(descRebalances, prometheus.CounterValue, float64(m.Rebalances.Load()))
+	ch <- prometheus.MustNewConstMetric(descFreezes, prometheus.CounterValue, float64(m.Freezes.Load()))
 	for d, h := range map[*prometheus.Desc]*Histogram{descRebalanceDur: &m.RebalanceDuration, descProduce: &m.ProduceLatency, descCommit: &m.CommitLatency} {
 		var s histSnapshot
 		h.addTo(&s)

@@ -29,6 +29,9 @@ type Monitor struct {
 	// Rebalances counts consumer-group rebalances (assignments and
 	// revocations) since start.
 	Rebalances atomic.Uint64
+	// Freezes counts the times the worker's process stood still long
+	// enough to have lost its partitions unknowingly (docs/agents.md).
+	Freezes atomic.Uint64
 	// RebalanceDuration times each revocation: from Revoked to the commit.
 	RebalanceDuration Histogram
 	// ProduceLatency times Produce to acknowledgement.

@@ -77,6 +77,10 @@ type Config struct {
 	// Linger is the producer's linger.ms: how long a record may wait for
 	// others to join its batch. Millisecond resolution. Default: 5ms.
 	Linger time.Duration
+	// MessageTimeout is the producer's message.timeout.ms: a record not
+	// acknowledged by then is failed to its callback. Millisecond
+	// resolution. Default (0): librdkafka's, 5 minutes.
+	MessageTimeout time.Duration
 	// StatsInterval is librdkafka's statistics.interval.ms for the
 	// consumer: how often a Handler implementing StatsHandler receives the
 	// statistics JSON (consumer lag per partition). Default (0): off.
@@ -152,6 +156,7 @@ func (c Config) Validate() error {
 		{"MaxPollInterval", c.MaxPollInterval},
 		{"ReachTimeout", c.ReachTimeout},
 		{"Linger", c.Linger},
+		{"MessageTimeout", c.MessageTimeout},
 	} {
 		if d.v < 0 {
 			return fmt.Errorf("transport: %s: must not be negative, got %s", d.name, d.v)
@@ -276,6 +281,9 @@ func (c Config) producerConfig() kafka.ConfigMap {
 		"go.produce.channel.size": 1,
 	} {
 		m[k] = v
+	}
+	if c.MessageTimeout > 0 {
+		m["message.timeout.ms"] = ms(c.MessageTimeout)
 	}
 	return c.apply(m)
 }

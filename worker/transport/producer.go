@@ -227,9 +227,11 @@ func (p *Producer) deliveries() {
 				var kerr kafka.Error
 				purged := errors.As(e.TopicPartition.Error, &kerr) &&
 					(kerr.Code() == kafka.ErrPurgeQueue || kerr.Code() == kafka.ErrPurgeInflight)
-				if purged {
+				if purged && p.closing.Load() {
 					p.purged.Add(1)
 					err = fmt.Errorf("%w: %w", ErrClosed, err)
+				} else if purged {
+					err = fmt.Errorf("%w: %w", ErrPurged, err)
 				} else {
 					p.rep.report(e.TopicPartition.Error, topic, e.TopicPartition.Partition)
 				}
@@ -255,6 +257,26 @@ func (p *Producer) deliveries() {
 				})
 			}
 		}
+	}
+}
+
+// ErrPurged fails a record that PurgeQueued withdrew before it was sent.
+var ErrPurged = errors.New("transport: record withdrawn before it was sent (the worker lost its partitions)")
+
+// PurgeQueued withdraws every record waiting in librdkafka's queue that
+// has not been sent to a broker yet; their callbacks get ErrPurged.
+// Records already sent are left alone: their fate is the broker's. A worker
+// calls it when it lost its partitions, so that nothing it queued for them
+// goes out after their next owner's writes. Safe for concurrent use; a
+// no-op once Close began.
+func (p *Producer) PurgeQueued() {
+	p.inflight.RLock()
+	defer p.inflight.RUnlock()
+	if p.closing.Load() {
+		return
+	}
+	if err := p.p.Purge(kafka.PurgeQueue | kafka.PurgeNonBlocking); err != nil {
+		p.rep.report(err, "", -1)
 	}
 }
 

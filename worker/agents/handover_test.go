@@ -1,0 +1,252 @@
+package agents_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eddy-streams/eddy/worker/agents"
+	"github.com/eddy-streams/eddy/worker/monitor"
+)
+
+// Handover: a partition leaving this worker must leave nothing behind that
+// could land after its next owner's writes, must commit what it finished,
+// and must not be confused with its own next assignment
+// (docs/agents.md, "Rebalances and handover").
+
+func outRec(v string) agents.Record {
+	return agents.Record{Topic: "out", Key: []byte("k"), Value: []byte(v)}
+}
+
+// TestRevokeWaitsForProduceAcksPastDeadline: the agents' revoke deadline
+// passes while Kafka has not acknowledged an output of the partition yet;
+// the revoke waits for it (a record acknowledged after the partition left
+// could land after the next owner's), then commits past it.
+func TestRevokeWaitsForProduceAcksPastDeadline(t *testing.T) {
+	cfg := noCommitConfig()
+	cfg.RevokeTimeout = 50 * time.Millisecond
+	cfg.MessageTimeout = 5 * time.Second
+	h := start(t, cfg)
+	h.m.Assigned(tps("in", 0))
+	h.sendRange("in", 0, 0, 2)
+	h.settle()
+	a := h.open("count", "a", 100)
+	b := a.nextBatch()
+	a.reply(b, ok(0, outRec("x")), ok(1))
+	h.prod.waitCalls(t, 1)
+
+	done := revokeAsync(h, false, 0)
+	select {
+	case <-done:
+		t.Fatalf("Revoked returned while an output of in[0] was not acknowledged (committed %d)", h.cons.committedAt("in", 0))
+	case <-time.After(10 * cfg.RevokeTimeout): // well past the agents' deadline
+	}
+	h.prod.answer(t, 0, nil)
+	select {
+	case <-done:
+	case <-time.After(wait):
+		t.Fatal("Revoked did not return once the output was acknowledged")
+	}
+	if got := h.cons.committedAt("in", 0); got != 2 {
+		t.Errorf("committed in[0] = %d, want 2", got)
+	}
+}
+
+// TestRevokeRetriesFailedFinalCommit: the last commit before a partition
+// is handed back fails once; it is tried again within the revoke's time,
+// so the next owner does not process everything since the previous commit
+// again.
+func TestRevokeRetriesFailedFinalCommit(t *testing.T) {
+	cfg := noCommitConfig()
+	cfg.RevokeTimeout = time.Second
+	h := start(t, cfg)
+	h.m.Assigned(tps("in", 0))
+	h.sendRange("in", 0, 0, 3)
+	h.settle()
+	a := h.open("count", "a", 100)
+	a.okAll(a.nextBatch())
+	h.settle()
+	h.cons.setFailNext(1)
+	select {
+	case <-revokeAsync(h, false, 0):
+	case <-time.After(wait):
+		t.Fatal("Revoked did not return")
+	}
+	if got := h.cons.committedAt("in", 0); got != 3 {
+		t.Errorf("committed in[0] = %d after a failed and a retried commit, want 3", got)
+	}
+	if n := h.cons.commitCalls(); n != 2 {
+		t.Errorf("%d commits, want 2 (one failed, one retried)", n)
+	}
+}
+
+// TestAssignedAgainWhileRevokePending: the consumer stopped waiting for a
+// revoke (an agent holds events past the deadline the consumer allows) and
+// Kafka handed the partition straight back. The new assignment is served:
+// its records are delivered under a new epoch and committed; the old
+// one's late results are stale.
+func TestAssignedAgainWhileRevokePending(t *testing.T) {
+	cfg := noCommitConfig()
+	cfg.RevokeTimeout = time.Minute
+	h := start(t, cfg)
+	h.m.Assigned(tps("in", 0))
+	h.sendRange("in", 0, 0, 3)
+	h.settle()
+	a := h.open("count", "a", 100)
+	held := a.nextBatch()
+	old := revokeAsync(h, false, 0)
+	waitFor(t, wait, func() string { return "Revoke of in[0]" }, func() bool { a.pump(); return len(a.revokes) == 1 })
+
+	h.m.Assigned(tps("in", 0))
+	h.sendRange("in", 0, 0, 3) // consumption starts again at the committed offset
+	var bs []*agents.Batch
+	n := 0
+	waitFor(t, wait, func() string { return "the 3 records of the new assignment delivered" }, func() bool {
+		a.pump()
+		for _, b := range a.batches {
+			bs = append(bs, b)
+			n += len(b.Events)
+		}
+		a.batches = nil
+		return n >= 3
+	})
+	for i, b := range bs {
+		if b.Epoch == held.Epoch || b.Events[0].Offset != int64(i) && len(bs) == 3 {
+			t.Fatalf("batch %d after the new assignment: epoch %d offsets %v, want a new epoch (old %d)", i, b.Epoch, offsets(b), held.Epoch)
+		}
+	}
+	select {
+	case <-old:
+	case <-time.After(wait):
+		t.Fatal("the old revoke did not finish once the partition was assigned again")
+	}
+	a.okAll(held) // late, for the old assignment: dropped as stale
+	for _, b := range bs {
+		a.okAll(b)
+	}
+	h.settle()
+	if !a.alive() {
+		t.Fatalf("session ended: %v", a.s.Err())
+	}
+	select {
+	case <-revokeAsync(h, false, 0):
+	case <-time.After(wait):
+		t.Fatal("Revoked of the new assignment did not return")
+	}
+	if got := h.cons.committedAt("in", 0); got != 3 {
+		t.Errorf("committed in[0] = %d, want 3", got)
+	}
+}
+
+// TestStoodStillHoldsWritesUntilMembershipConfirmed: after the process
+// stood still longer than FreezeGap, nothing more is produced until a
+// commit made after the pause succeeds (the group still has this worker's
+// partitions); then the held records go out.
+func TestStoodStillHoldsWritesUntilMembershipConfirmed(t *testing.T) {
+	cfg := noCommitConfig()
+	cfg.FreezeGap = 200 * time.Millisecond
+	h := start(t, cfg)
+	h.m.Assigned(tps("in", 0))
+	h.sendRange("in", 0, 0, 2)
+	h.settle()
+	a := h.open("count", "a", 100)
+	b := a.nextBatch()
+	h.cons.setFailNext(2) // the coordinator does not answer at first
+	h.m.StandStill(time.Minute)
+	a.reply(b, ok(0, outRec("x")), ok(1, outRec("y")))
+	waitFor(t, wait, func() string { return "two failed membership checks and a third one" }, func() bool {
+		return h.cons.commitCalls() >= 3
+	})
+	h.prod.waitCalls(t, 2)
+	if n := h.cons.commitCalls(); n < 3 {
+		t.Fatalf("records produced after %d commits, want a successful one (the third) first", n)
+	}
+	if h.m.HoldingWrites() {
+		t.Error("still holding writes after the membership was confirmed")
+	}
+	// The check committed the partition's starting offset: nothing done yet
+	// (the outputs were not acknowledged).
+	if got := h.cons.committedAt("in", 0); got != 0 {
+		t.Errorf("committed in[0] = %d, want 0", got)
+	}
+}
+
+// TestStoodStillThenLostProducesNothing: after a pause that cost the
+// partitions, the membership check keeps failing; Kafka then reports them
+// lost. What the agent answered meanwhile is never produced.
+func TestStoodStillThenLostProducesNothing(t *testing.T) {
+	cfg := noCommitConfig()
+	cfg.FreezeGap = 200 * time.Millisecond
+	h := start(t, cfg)
+	h.m.Assigned(tps("in", 0))
+	h.sendRange("in", 0, 0, 2)
+	h.settle()
+	a := h.open("count", "a", 100)
+	b := a.nextBatch()
+	h.cons.setFailNext(1 << 30) // not a member any more
+	h.m.StandStill(time.Minute)
+	a.reply(b, ok(0, outRec("x")), ok(1, outRec("y")))
+	waitFor(t, wait, func() string { return "a membership check" }, func() bool { return h.cons.commitCalls() >= 1 })
+	if !h.m.HoldingWrites() {
+		t.Fatal("not holding writes after the pause")
+	}
+	h.m.Lost(tps("in", 0))
+	waitFor(t, wait, func() string { return "writes released once the partition was lost" }, func() bool {
+		return !h.m.HoldingWrites()
+	})
+	// A record of a partition assigned afterwards goes out; the producer
+	// keeps the order of records, so the held ones were dealt with first.
+	h.m.Assigned(tps("in", 1))
+	h.send(msg("in", 1, 0, "k", "v"))
+	b1 := a.nextBatch()
+	a.reply(b1, ok(0, outRec("z")))
+	h.prod.waitCalls(t, 1)
+	if n, r := h.prod.len(), h.prod.record(0); n != 1 || string(r.Value) != "z" {
+		t.Errorf("produced %d records, first %q; want only z: nothing of the partition lost during the pause", n, r.Value)
+	}
+}
+
+// TestLostPurgesQueuedRecords: a lost assignment withdraws what the
+// producer still queues (it must not go out after the next owners'
+// writes); an orderly revoke does not.
+func TestLostPurgesQueuedRecords(t *testing.T) {
+	h := start(t, noCommitConfig())
+	h.m.Assigned(tps("in", 0, 1))
+	h.settle()
+	<-revokeAsync(h, false, 1)
+	if n := h.prod.purgeCalls(); n != 0 {
+		t.Errorf("%d purges after an orderly revoke, want 0", n)
+	}
+	<-revokeAsync(h, true, 0)
+	if n := h.prod.purgeCalls(); n != 1 {
+		t.Errorf("%d purges after the assignment was lost, want 1", n)
+	}
+}
+
+// TestAssignedButUnknownIsStalled: a partition Kafka assigned to this
+// worker that the manager does not serve (its records would be dropped)
+// is reported as stalled, and no longer once it is served.
+func TestAssignedButUnknownIsStalled(t *testing.T) {
+	cfg := testConfig()
+	cfg.StallTimeout = 50 * time.Millisecond
+	cfg.Monitor = monitor.New("app", "", false)
+	h := start(t, cfg)
+	h.cons.setAssignment(tps("in", 0, 1))
+	h.m.Assigned(tps("in", 0)) // in[1] never reaches the manager
+	stalled := func(part int32) bool {
+		for _, st := range cfg.Monitor.Stalls() {
+			if st.Topic == "in" && st.Partition == part && strings.Contains(st.Reason, "not served") {
+				return true
+			}
+		}
+		return false
+	}
+	waitFor(t, wait, func() string { return fmt.Sprintf("in[1] reported stalled: %+v", cfg.Monitor.Stalls()) },
+		func() bool { return stalled(1) })
+	if stalled(0) {
+		t.Error("in[0], which the manager serves, is reported as not served")
+	}
+	h.m.Assigned(tps("in", 1))
+	waitFor(t, wait, func() string { return "in[1] no longer stalled" }, func() bool { return !stalled(1) })
+}
