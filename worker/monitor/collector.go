@@ -13,7 +13,7 @@ var (
 	descReceived     = prometheus.NewDesc("eddy_events_received_total", "Records consumed from Kafka.", partLabels, nil)
 	descDelivered    = prometheus.NewDesc("eddy_events_delivered_total", "Events sent to agents, redeliveries included.", partLabels, nil)
 	descProcessed    = prometheus.NewDesc("eddy_events_processed_total", "Events whose agent result was OK.", partLabels, nil)
-	descRetried      = prometheus.NewDesc("eddy_events_retried_total", "RETRY results and failed produces.", partLabels, nil)
+	descRetried      = prometheus.NewDesc("eddy_events_retried_total", "RETRY results.", partLabels, nil)
 	descDeadLettered = prometheus.NewDesc("eddy_events_dead_lettered_total", "Events sent to the dead-letter topic.", partLabels, nil)
 	descInFlight     = prometheus.NewDesc("eddy_events_in_flight", "Events delivered to agents without a result.", partLabels, nil)
 	descLag          = prometheus.NewDesc("eddy_consumer_lag", "Records between the committed offset and the partition end (librdkafka statistics; -1 unknown).", partLabels, nil)
