@@ -158,9 +158,9 @@ func (m *Manager) onProduced(p *partition, r *rec, w *write) func(error) {
 // refuseOutputs returns why records of an OK result may not be produced,
 // or "": agents write only the topics in Config.Outputs, never a changelog
 // or a dead-letter topic (docs/protocol.md, "What an agent may produce").
-// Such a record is not a protocol
-// violation (the agent may have been configured with a wrong topic name):
-// the event is refused, not the session.
+// Such a record is not a protocol violation (the agent may have been
+// configured with a wrong topic name): the event is refused, not the
+// session.
 func (m *Manager) refuseOutputs(outs []Record) string {
 	for _, out := range outs {
 		switch {
