@@ -13,8 +13,8 @@ import (
 )
 
 // An OK result keeps its key busy until Kafka acknowledged what it
-// produced: if that produce fails, the event is redelivered before the
-// key's later events.
+// produced: if that produce fails, the record is produced again, and the
+// key's later events wait until Kafka has it.
 func TestProduceFailureKeepsKeyOrder(t *testing.T) {
 	h := start(t, keyConfig())
 	h.m.Assigned(tps("in", 0))
@@ -26,9 +26,14 @@ func TestProduceFailureKeepsKeyOrder(t *testing.T) {
 	h.send(msg("in", 0, 1, "k1", "v"))
 	a.noBatch() // k1 is busy until offset 0's record is in Kafka
 	h.prod.answer(t, 0, errors.New("produce failed"))
-	b := a.nextBatch()
-	if got := offsets(b); !slices.Equal(got, []int64{0}) {
-		t.Fatalf("got %v, want offset 0 again before 1", got)
+	h.prod.waitCalls(t, 2) // produced again after a backoff
+	if r := h.prod.record(1); r.Topic != "out" || string(r.Value) != "x" {
+		t.Fatalf("second produce %s %q, want out \"x\" again", r.Topic, r.Value)
+	}
+	a.noBatch() // still busy: neither offset 0 again nor offset 1
+	h.prod.answer(t, 1, nil)
+	if got := offsets(a.nextBatch()); !slices.Equal(got, []int64{1}) {
+		t.Fatalf("got %v, want offset 1 once offset 0's record is in Kafka", got)
 	}
 }
 

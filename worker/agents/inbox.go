@@ -114,6 +114,7 @@ type (
 	produceAck struct {
 		p   *partition
 		r   *rec
+		w   *write // what was produced, to produce it again
 		err error
 	}
 	recoveredReq struct {

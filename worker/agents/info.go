@@ -21,21 +21,30 @@ func (m *Manager) Info() []AgentInfo {
 
 // AgentInfo describes one agent on this worker.
 type AgentInfo struct {
-	Name, Ordering  string
-	Topics, Tables  []string
-	Paused          bool
-	Instances       []InstanceInfo
-	Unassigned      []kafka.TopicPartition
-	InFlight        int64
-	Delivered       uint64
-	Acked           uint64
-	Retried         uint64
-	DeadLettered    uint64
-	StaleDropped    uint64
-	Connects        uint64
-	Disconnects     uint64
-	AssignedCount   int
-	BufferedRecords int
+	Name, Ordering string
+	Topics, Tables []string
+	Paused         bool
+	Instances      []InstanceInfo
+	Unassigned     []kafka.TopicPartition
+	InFlight       int64
+	Delivered      uint64
+	Acked          uint64
+	Retried        uint64
+	DeadLettered   uint64
+	StaleDropped   uint64
+	// Refused counts OK results refused for a record to a topic agents may
+	// not write (Config.Outputs); their events were dead-lettered.
+	Refused uint64
+	// ProduceRetries counts produce attempts of the worker's that failed
+	// and were retried (outputs, changelog writes, dead letters).
+	ProduceRetries uint64
+	// DeadLettersWithoutValue counts dead letters Kafka refused in full
+	// and that were written without the value.
+	DeadLettersWithoutValue uint64
+	Connects                uint64
+	Disconnects             uint64
+	AssignedCount           int
+	BufferedRecords         int
 }
 
 // InstanceInfo describes one connected instance.
@@ -54,7 +63,9 @@ func (m *Manager) info() []AgentInfo {
 			Name: a.cfg.Name, Ordering: a.cfg.Ordering, Topics: a.cfg.Topics, Tables: a.cfg.Tables,
 			Paused: a.paused, Delivered: a.stats.delivered, Acked: a.stats.acked, Retried: a.stats.retried,
 			DeadLettered: a.stats.deadLettered, StaleDropped: a.stats.stale,
-			Connects: a.stats.connects, Disconnects: a.stats.disconnects, AssignedCount: len(a.parts),
+			Refused: a.stats.refused, ProduceRetries: a.stats.produceRetries,
+			DeadLettersWithoutValue: a.stats.deadLettersNoValue,
+			Connects:                a.stats.connects, Disconnects: a.stats.disconnects, AssignedCount: len(a.parts),
 		}
 		for _, s := range a.sessions {
 			ii := InstanceInfo{InstanceID: s.instance, SessionID: s.id, Peer: s.peer, ConnectedAt: s.connectedAt,

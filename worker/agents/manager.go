@@ -64,6 +64,17 @@ type Config struct {
 	App string
 	// Agents are the declared agents (validated).
 	Agents []config.Agent
+	// Outputs are the topics agents may write records to: the app's
+	// declared topics minus its internal ones (changelogs and dead-letter
+	// topics). An OK result with a record for any other topic (internal,
+	// or not declared) is refused at once: none of its records or
+	// mutations is applied, the event goes to the agent's dead-letter
+	// topic with the reason (naming the topic) in eddy.error, and the
+	// partition moves on. The session is not ended: the refusal is logged
+	// (Warn, code INVALID_ARGUMENT) and counted
+	// (eddy_agent_results_refused_total); see docs/protocol.md. Default:
+	// none (every produced record is refused).
+	Outputs []string
 	// MaxBatchEvents bounds the events of one EventBatch. Default: 500.
 	MaxBatchEvents int
 	// MaxBatchBytes bounds the key+value bytes of one EventBatch, well under
@@ -168,6 +179,8 @@ func DLQTopic(app, agent string) string { return app + "-" + agent + "-dlq" }
 type Manager struct {
 	cfg            Config
 	log            *slog.Logger
+	outputs        map[string]bool // Config.Outputs
+	internal       map[string]bool // changelogs and dead-letter topics of the agents
 	producer       Producer
 	consumer       Consumer
 	in             inbox
@@ -219,6 +232,7 @@ type agentState struct {
 
 type agentStats struct {
 	connects, disconnects, delivered, acked, retried, deadLettered, stale uint64
+	refused, produceRetries, deadLettersNoValue                           uint64
 }
 
 // New returns a manager. Attach must be called before Run.
@@ -234,6 +248,11 @@ func New(cfg Config, producer Producer) *Manager {
 		stopped:      make(chan struct{}),
 		agents:       map[string]*agentState{},
 		parts:        map[tpKey]*partition{},
+		outputs:      map[string]bool{},
+		internal:     map[string]bool{},
+	}
+	for _, t := range cfg.Outputs {
+		m.outputs[t] = true
 	}
 	m.in.wake = make(chan struct{}, 1)
 	m.prodQ.wake = make(chan struct{}, 1)
@@ -247,6 +266,10 @@ func New(cfg Config, producer Producer) *Manager {
 			tables: len(a.Tables) > 0,
 			dlq:    DLQTopic(cfg.App, a.Name),
 			parts:  map[tpKey]*partition{},
+		}
+		m.internal[DLQTopic(cfg.App, a.Name)] = true
+		for _, t := range a.Tables {
+			m.internal[tables.ChangelogTopic(cfg.App, t)] = true
 		}
 	}
 	return m
@@ -428,7 +451,7 @@ func (m *Manager) handle(item any) {
 			it.s.agent.addStale(1) // as for results above
 		}
 	case *produceAck:
-		m.produced(it.p, it.r, it.err)
+		m.produced(it.p, it.r, it.w, it.err)
 	case *changelogAck:
 		m.changelogAcked(it)
 	case *commitDone:

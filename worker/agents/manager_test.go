@@ -218,9 +218,18 @@ type fakeProducer struct {
 	mu    sync.Mutex
 	calls []*produceCall
 	auto  bool // acknowledge every produce as soon as it is made
-	next  map[string]int64
+	// fail, if set, answers auto-acknowledged produces: the error Kafka
+	// would give the record, or nil.
+	fail func(transport.Record) error
+	next map[string]int64
 	// purges counts PurgeQueued calls.
 	purges int
+}
+
+// kafkaErr is a produce error as transport.Producer reports it: a
+// kafka.Error with code, wrapped.
+func kafkaErr(code kafka.ErrorCode) error {
+	return fmt.Errorf("transport: produce to t[0]: %w", kafka.NewError(code, code.String(), false))
 }
 
 // PurgeQueued records the call; the fake queues nothing.
@@ -240,13 +249,17 @@ func (p *fakeProducer) Produce(rec transport.Record, onDone func(error)) {
 	p.mu.Lock()
 	c := &produceCall{rec: rec, onDone: onDone}
 	p.calls = append(p.calls, c)
-	auto := p.auto
+	auto, fail := p.auto, p.fail
 	if auto {
 		c.done = true
 	}
 	p.mu.Unlock()
 	if auto {
-		go onDone(nil)
+		var err error
+		if fail != nil {
+			err = fail(rec)
+		}
+		go onDone(err)
 	}
 }
 
@@ -323,6 +336,7 @@ func testConfig() agents.Config {
 	return agents.Config{
 		App:             "app",
 		Agents:          []config.Agent{agentCfg("count", "", 3, "in")},
+		Outputs:         []string{"out"},
 		MaxBatchEvents:  100,
 		BufferEvents:    1000,
 		CommitInterval:  10 * time.Millisecond,

@@ -30,23 +30,28 @@ const (
 
 // rec is one received record of a partition.
 type rec struct {
-	off     int64
-	key     []byte
-	value   []byte
-	headers []Header
-	ts      time.Time
-	size    int
-	state   recState
-	tries   uint32 // RETRY outcomes and failed produces so far
-	sent    uint32 // deliveries
-	lost    uint32 // deliveries whose session ended before a result
-	lane    *lane
-	acks    int    // outstanding produce acknowledgements
-	failed  error  // a produce of this attempt failed
-	dlq     bool   // in the dead-letter path: retries re-produce the dead letter
-	lastErr string // the agent's or the producer's last error
-	retryAt time.Time
-	sentAt  time.Time // last delivery, for latency and stall detection
+	off          int64
+	key          []byte
+	value        []byte
+	headers      []Header
+	ts           time.Time
+	size         int
+	state        recState
+	tries        uint32 // RETRY outcomes so far (the worker's own produce failures never count)
+	sent         uint32 // deliveries
+	lost         uint32 // deliveries whose session ended before a result
+	lane         *lane
+	acks         int   // outstanding produce acknowledgements
+	failed       error // a produce of this attempt failed and is worth retrying
+	refused      error // a produce of this attempt failed permanently (transport.IsPermanent)
+	refusedTopic string
+	redo         []*write // writes of this attempt that failed and are produced again after a backoff
+	writes       uint32   // produce attempts that failed and were retried
+	dlq          bool     // in the dead-letter path: retries re-produce the dead letter
+	noValue      string   // the dead letter is written without the value, for this reason
+	lastErr      string   // the agent's or the producer's last error
+	retryAt      time.Time
+	sentAt       time.Time // last delivery, for latency and stall detection
 }
 
 // lane is one instance's share of a partition under one epoch. In
@@ -633,6 +638,8 @@ func (m *Manager) tick(now time.Time) {
 					p.retrying--
 					if r.dlq {
 						m.produceDeadLetter(p, r)
+					} else if len(r.redo) > 0 {
+						m.rewrite(p, r)
 					} else {
 						if p.keyBusy != nil {
 							p.unbusy(r.key)

@@ -1,9 +1,13 @@
 package agents
 
 import (
+	"context"
+	"fmt"
+	"log/slog"
 	"strconv"
 	"time"
 
+	"github.com/eddy-streams/eddy/worker/tables"
 	"github.com/eddy-streams/eddy/worker/transport"
 )
 
@@ -27,6 +31,7 @@ func (m *Manager) results(s *session, res *Results) error {
 		return nil
 	}
 	// Validate everything before applying anything.
+	var refused []string // per result: why it is refused, or ""
 	for i := range res.Results {
 		r := &res.Results[i]
 		rec := p.find(r.Offset)
@@ -51,6 +56,12 @@ func (m *Manager) results(s *session, res *Results) error {
 			if err := validateMutations(p, rec, r.Mutations); err != nil {
 				return err
 			}
+			if why := m.refuseOutputs(r.Produced); why != "" {
+				if refused == nil {
+					refused = make([]string, len(res.Results))
+				}
+				refused[i] = why
+			}
 		case StatusRetry, StatusDeadLetter:
 		default:
 			return badRequest("result for offset %d has no status (want OK, RETRY or DEAD_LETTER)", r.Offset)
@@ -63,6 +74,11 @@ func (m *Manager) results(s *session, res *Results) error {
 		l.inflight--
 		s.inflight--
 		p.inflight--
+		if refused != nil && refused[i] != "" {
+			p.stats.Result(false, false, rec.sentAt, now)
+			m.refuse(s, p, rec, refused[i])
+			continue
+		}
 		p.stats.Result(r.Status == StatusOK, r.Status == StatusRetry, rec.sentAt, now)
 		switch r.Status {
 		case StatusOK:
@@ -85,16 +101,17 @@ func (m *Manager) results(s *session, res *Results) error {
 			rec.state = stateAcking
 			p.acking++
 			rec.acks = len(r.Produced) + len(r.Mutations)
-			rec.failed = nil
+			rec.failed, rec.refused, rec.redo = nil, nil, nil
 			m.produceMutations(p, rec, r.Mutations)
 			for _, out := range r.Produced {
-				m.produce(p, transport.Record{
+				w := &write{rec: transport.Record{
 					Topic:     out.Topic,
 					Partition: transport.AnyPartition,
 					Key:       out.Key,
 					Value:     out.Value,
 					Headers:   kafkaHeaders(out.Headers),
-				}, m.onProduced(p, rec))
+				}}
+				m.produce(p, w.rec, m.onProduced(p, rec, w))
 			}
 		case StatusRetry:
 			a.stats.retried++
@@ -113,12 +130,64 @@ func (m *Manager) results(s *session, res *Results) error {
 	return nil
 }
 
-func (m *Manager) onProduced(p *partition, r *rec) func(error) {
+// write is one record the worker produces for an event: an output or the
+// dead letter (rec), or the changelog record of a mutation (tp, mut). A
+// write that fails with a retriable error is produced again as it was.
+type write struct {
+	rec transport.Record
+	tp  *tablePart
+	mut tables.Mutation
+}
+
+// topic is the topic w goes to.
+func (w *write) topic() string {
+	if w.tp != nil {
+		return tables.ChangelogTopic(w.tp.changelog.App, w.tp.changelog.Table)
+	}
+	return w.rec.Topic
+}
+
+func (m *Manager) onProduced(p *partition, r *rec, w *write) func(error) {
 	start := time.Now()
 	return func(err error) {
 		m.mon.ProduceLatency.Observe(time.Since(start))
-		m.in.push(&produceAck{p: p, r: r, err: err})
+		m.in.push(&produceAck{p: p, r: r, w: w, err: err})
 	}
+}
+
+// refuseOutputs returns why records of an OK result may not be produced,
+// or "": agents write only the topics in Config.Outputs, never a changelog
+// or a dead-letter topic (docs/protocol.md, "What an agent may produce").
+// Such a record is not a protocol violation (the agent may have been
+// configured with a wrong topic name): the event is refused, not the
+// session.
+func (m *Manager) refuseOutputs(outs []Record) string {
+	for _, out := range outs {
+		switch {
+		case m.internal[out.Topic]:
+			return fmt.Sprintf("refused (INVALID_ARGUMENT): the result produces a record for topic %q, which is internal to the worker (a changelog or dead-letter topic); agents may write only the app's declared topics", out.Topic)
+		case !m.outputs[out.Topic]:
+			return fmt.Sprintf("refused (INVALID_ARGUMENT): the result produces a record for topic %q, which the app does not declare (declare it under topics in the app file)", out.Topic)
+		}
+	}
+	return ""
+}
+
+// refuse dead-letters a delivered event whose OK result was refused: none
+// of its records or mutations are applied. The session goes on; the
+// refusal is counted and logged with code INVALID_ARGUMENT.
+func (m *Manager) refuse(s *session, p *partition, r *rec, why string) {
+	a := p.a
+	a.stats.refused++
+	a.mon.Refused.Add(1)
+	m.log.Warn("agent result refused; the event goes to the dead-letter topic", "code", "INVALID_ARGUMENT",
+		"agent", a.cfg.Name, "instance", s.instance, "topic", p.ktp.topic, "partition", p.ktp.partition,
+		"offset", r.off, "err", why)
+	if p.keyBusy != nil {
+		p.unbusy(r.key)
+	}
+	r.lane = nil
+	m.deadLetter(p, r, why)
 }
 
 // retryOrDeadLetter schedules a redelivery after backoff, or dead-letters
@@ -182,8 +251,16 @@ func (m *Manager) produceDeadLetter(p *partition, r *rec) {
 	r.state = stateAcking
 	p.acking++
 	r.acks = 1
-	r.failed = nil
-	hs := append(kafkaHeaders(r.headers),
+	r.failed, r.refused, r.redo = nil, nil, nil
+	hs := kafkaHeaders(r.headers)
+	value := r.value
+	if r.noValue != "" {
+		// Kafka refused the full dead letter: the value (and the record's
+		// own headers) stay behind in the source topic, at the partition
+		// and offset the headers name.
+		hs, value = nil, nil
+	}
+	hs = append(hs,
 		header("eddy.error", r.lastErr),
 		header("eddy.agent", p.a.cfg.Name),
 		header("eddy.topic", p.ktp.topic),
@@ -191,44 +268,124 @@ func (m *Manager) produceDeadLetter(p *partition, r *rec) {
 		header("eddy.offset", strconv.FormatInt(r.off, 10)),
 		header("eddy.attempts", strconv.Itoa(int(r.attempt()))),
 	)
-	m.produce(p, transport.Record{
-		Topic: p.a.dlq, Partition: transport.AnyPartition, Key: r.key, Value: r.value, Headers: hs, Timestamp: r.ts,
-	}, m.onProduced(p, r))
+	if r.noValue != "" {
+		hs = append(hs,
+			header("eddy.value.dropped", r.noValue),
+			header("eddy.value.bytes", strconv.Itoa(len(r.value))),
+		)
+	}
+	w := &write{rec: transport.Record{
+		Topic: p.a.dlq, Partition: transport.AnyPartition, Key: r.key, Value: value, Headers: hs, Timestamp: r.ts,
+	}}
+	m.produce(p, w.rec, m.onProduced(p, r, w))
 }
 
-// produced takes one produce acknowledgement.
-func (m *Manager) produced(p *partition, r *rec, err error) {
+// rewrite produces again the writes of r that failed with a retriable
+// error; those Kafka acknowledged are not repeated.
+func (m *Manager) rewrite(p *partition, r *rec) {
+	ws := r.redo
+	r.state = stateAcking
+	p.acking++
+	r.acks = len(ws)
+	r.failed, r.refused, r.redo = nil, nil, nil
+	for _, w := range ws {
+		if w.tp != nil {
+			m.produceChangelog(p, r, w.tp, w.mut)
+		} else {
+			m.produce(p, w.rec, m.onProduced(p, r, w))
+		}
+	}
+}
+
+// holdWrites schedules the failed writes of r (or its dead letter) to be
+// produced again after a backoff. The frontier and the key wait; the
+// event is not delivered again and its retries are not used up: a broker
+// outage is the worker's failure, not the agent's.
+func (m *Manager) holdWrites(p *partition, r *rec, now time.Time) {
+	r.writes++
+	p.a.stats.produceRetries++
+	p.a.mon.ProduceRetries.Add(1)
+	r.state = stateRetry
+	r.retryAt = now.Add(m.backoff(r.writes))
+	p.retrying++
+}
+
+// produced takes one produce acknowledgement of r; w is what was
+// produced. Once every write of the attempt is answered:
+//   - all acknowledged: r is done;
+//   - one failed permanently (transport.IsPermanent: too large, not
+//     authorised, unknown topic): the event is dead-lettered with the
+//     reason (writes Kafka already has stay); a dead letter Kafka refuses
+//     is written again without its value;
+//   - otherwise the failed writes are produced again after a backoff.
+func (m *Manager) produced(p *partition, r *rec, w *write, err error) {
 	if p.dropped || r.state != stateAcking {
 		return
 	}
-	if err != nil && r.failed == nil {
-		r.failed = err
+	if err != nil {
+		if transport.IsPermanent(err) {
+			if r.refused == nil {
+				r.refused, r.refusedTopic = err, w.topic()
+			}
+		} else {
+			r.redo = append(r.redo, w)
+			if r.failed == nil {
+				r.failed = err
+			}
+		}
 	}
 	r.acks--
 	if r.acks > 0 {
 		return
 	}
 	p.acking--
-	if r.failed != nil {
-		now := time.Now()
-		if r.dlq {
-			m.log.Error("dead letter not accepted by Kafka; retrying", "agent", p.a.cfg.Name, "topic", p.a.dlq, "offset", r.off, "err", r.failed)
-			r.state = stateRetry
-			r.retryAt = now.Add(m.backoff(2))
-			p.retrying++
-			return
+	now := time.Now()
+	switch {
+	case r.dlq && r.refused != nil && r.noValue == "":
+		r.noValue = "the dead-letter topic refused the record: " + r.refused.Error()
+		p.a.stats.deadLettersNoValue++
+		p.a.mon.DeadLettersWithoutValue.Add(1)
+		m.log.Warn("dead letter refused by Kafka; writing it without its value (the original stays in the source topic)",
+			"agent", p.a.cfg.Name, "topic", p.ktp.topic, "partition", p.ktp.partition, "offset", r.off,
+			"bytes", len(r.value), "err", r.refused)
+		m.produceDeadLetter(p, r)
+	case r.dlq && (r.refused != nil || r.failed != nil):
+		// Even the dead letter without its value is refused (the
+		// dead-letter topic is missing or not writable), or Kafka is
+		// unavailable: nothing may be skipped, so it holds and retries.
+		err := r.failed
+		if err == nil {
+			err = r.refused
 		}
-		m.log.Warn("produce failed; the event will be delivered again", "agent", p.a.cfg.Name, "topic", p.ktp.topic,
-			"partition", p.ktp.partition, "offset", r.off, "err", r.failed)
-		r.lastErr = "produce failed: " + r.failed.Error()
-		m.retryOrDeadLetter(p, r, now) // the key is still busy
-		return
+		m.log.Error("dead letter not accepted by Kafka; retrying", "agent", p.a.cfg.Name, "topic", p.a.dlq,
+			"partition", p.ktp.partition, "offset", r.off, "attempt", r.writes+1, "err", err)
+		r.redo = nil
+		m.holdWrites(p, r, now)
+	case r.refused != nil:
+		reason := fmt.Sprintf("producing to topic %q failed permanently: %v", r.refusedTopic, r.refused)
+		m.log.Warn("produce refused by Kafka; dead-lettering the event", "agent", p.a.cfg.Name, "topic", p.ktp.topic,
+			"partition", p.ktp.partition, "offset", r.off, "to", r.refusedTopic, "err", r.refused)
+		r.redo = nil
+		if p.keyBusy != nil {
+			p.unbusy(r.key)
+		}
+		m.deadLetter(p, r, reason)
+	case r.failed != nil:
+		level := slog.LevelDebug
+		if r.writes == 0 {
+			level = slog.LevelWarn
+		}
+		m.log.Log(context.Background(), level, "produce failed; retrying after a backoff", "agent", p.a.cfg.Name,
+			"topic", p.ktp.topic, "partition", p.ktp.partition, "offset", r.off, "records", len(r.redo),
+			"attempt", r.writes+1, "err", r.failed)
+		m.holdWrites(p, r, now) // the key stays busy
+	default:
+		if p.keyBusy != nil && !r.dlq {
+			p.unbusy(r.key)
+		}
+		r.state = stateDone
+		m.doneCount++
+		p.advance()
+		m.applyPause(p)
 	}
-	if p.keyBusy != nil && !r.dlq {
-		p.unbusy(r.key)
-	}
-	r.state = stateDone
-	m.doneCount++
-	p.advance()
-	m.applyPause(p)
 }

@@ -174,16 +174,21 @@ func (p *partition) tableOf(name string) *tablePart {
 func (m *Manager) produceMutations(p *partition, r *rec, muts []Mutation) {
 	for _, mu := range muts {
 		t := p.tableOf(mu.Table)
-		tm := tables.Mutation{Key: t.storeKey(mu), Value: mu.Value, Delete: mu.Delete}
-		recs, err := t.changelog.Records(p.ktp.partition, []tables.Mutation{tm})
-		if err != nil { // validated: cannot happen, but never lose an ack
-			m.in.push(&changelogAck{p: p, r: r, tp: t, mut: tm, off: -1, err: err})
-			continue
-		}
-		m.produceOffset(p, recs[0], func(off int64, err error) {
-			m.in.push(&changelogAck{p: p, r: r, tp: t, mut: tm, off: off, err: err})
-		})
+		m.produceChangelog(p, r, t, tables.Mutation{Key: t.storeKey(mu), Value: mu.Value, Delete: mu.Delete})
 	}
+}
+
+// produceChangelog writes the changelog record of one mutation of r; its
+// acknowledgement counts as one of r's acks.
+func (m *Manager) produceChangelog(p *partition, r *rec, t *tablePart, tm tables.Mutation) {
+	recs, err := t.changelog.Records(p.ktp.partition, []tables.Mutation{tm})
+	if err != nil { // validated: cannot happen, but never lose an ack
+		m.in.push(&changelogAck{p: p, r: r, tp: t, mut: tm, off: -1, err: err})
+		return
+	}
+	m.produceOffset(p, recs[0], func(off int64, err error) {
+		m.in.push(&changelogAck{p: p, r: r, tp: t, mut: tm, off: off, err: err})
+	})
 }
 
 // changelogAcked takes the acknowledgement of one changelog record: an
@@ -205,7 +210,7 @@ func (m *Manager) changelogAcked(a *changelogAck) {
 		}
 	}
 	if a.r != nil {
-		m.produced(a.p, a.r, a.err)
+		m.produced(a.p, a.r, &write{tp: a.tp, mut: a.mut}, a.err)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -90,7 +91,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	// reverse), so a takeover under way still finds its replica.
 	var sbs *tables.Standbys
 	mcfg := agents.Config{
-		App: a.cfg.App, Agents: a.cfg.Agents, Logger: a.log,
+		App: a.cfg.App, Agents: a.cfg.Agents, Outputs: a.outputTopics(), Logger: a.log,
 		Monitor: a.mon, StallTimeout: a.cfg.Monitor.StallTimeout.D(),
 		CommitInterval: a.cfg.Commit.Interval.D(), CommitEvery: a.cfg.Commit.Every,
 		RevokeTimeout:  a.cfg.Commit.RevokeTimeout.D(),
@@ -200,10 +201,13 @@ func (a *App) topicSpecs() []transport.TopicSpec {
 		})
 	}
 	for _, ag := range a.cfg.Agents {
+		// A dead letter carries a record consumed from any source topic,
+		// which may allow more than the broker's default message size.
 		specs = append(specs, transport.TopicSpec{
 			Name:              agents.DLQTopic(a.cfg.App, ag.Name),
 			Partitions:        1,
 			ReplicationFactor: a.cfg.Kafka.ReplicationFactor,
+			Config:            map[string]string{"max.message.bytes": strconv.Itoa(transport.MaxMessageBytes)},
 		})
 	}
 	// Changelogs: compacted, partitioned like their tables' source topics.
@@ -215,6 +219,26 @@ func (a *App) topicSpecs() []transport.TopicSpec {
 		specs = append(specs, tables.Changelog{App: a.cfg.App, Table: t.Name}.Spec(n, a.cfg.Kafka.ReplicationFactor))
 	}
 	return specs
+}
+
+// outputTopics are the topics agents may write: the declared topics
+// minus the internal ones (changelogs and dead-letter topics), which only
+// the worker writes.
+func (a *App) outputTopics() []string {
+	internal := map[string]bool{}
+	for _, ag := range a.cfg.Agents {
+		internal[agents.DLQTopic(a.cfg.App, ag.Name)] = true
+	}
+	for _, t := range a.cfg.Tables {
+		internal[tables.ChangelogTopic(a.cfg.App, t.Name)] = true
+	}
+	var out []string
+	for _, t := range a.cfg.Topics {
+		if !internal[t.Name] {
+			out = append(out, t.Name)
+		}
+	}
+	return out
 }
 
 // sourceTopics are the topics of all agents, each once, in a stable order.

@@ -13,7 +13,7 @@ var (
 	descReceived     = prometheus.NewDesc("eddy_events_received_total", "Records consumed from Kafka.", partLabels, nil)
 	descDelivered    = prometheus.NewDesc("eddy_events_delivered_total", "Events sent to agents, redeliveries included.", partLabels, nil)
 	descProcessed    = prometheus.NewDesc("eddy_events_processed_total", "Events whose agent result was OK.", partLabels, nil)
-	descRetried      = prometheus.NewDesc("eddy_events_retried_total", "RETRY results and failed produces.", partLabels, nil)
+	descRetried      = prometheus.NewDesc("eddy_events_retried_total", "RETRY results.", partLabels, nil)
 	descDeadLettered = prometheus.NewDesc("eddy_events_dead_lettered_total", "Events sent to the dead-letter topic.", partLabels, nil)
 	descInFlight     = prometheus.NewDesc("eddy_events_in_flight", "Events delivered to agents without a result.", partLabels, nil)
 	descLag          = prometheus.NewDesc("eddy_consumer_lag", "Records between the committed offset and the partition end (librdkafka statistics; -1 unknown).", partLabels, nil)
@@ -24,6 +24,9 @@ var (
 	descConnects     = prometheus.NewDesc("eddy_agent_connects_total", "Agent sessions opened.", agentLabels, nil)
 	descDisconnects  = prometheus.NewDesc("eddy_agent_disconnects_total", "Agent sessions closed.", agentLabels, nil)
 	descStale        = prometheus.NewDesc("eddy_stale_results_total", "Results and acknowledgements dropped for a stale epoch.", agentLabels, nil)
+	descRefused      = prometheus.NewDesc("eddy_agent_results_refused_total", "Agent results refused with INVALID_ARGUMENT (a record for an internal or undeclared topic); their events were dead-lettered.", agentLabels, nil)
+	descProduceRetry = prometheus.NewDesc("eddy_produce_retries_total", "Produce attempts of the worker (outputs, changelog writes, dead letters) that failed and were retried after a backoff.", agentLabels, nil)
+	descDLQNoValue   = prometheus.NewDesc("eddy_dead_letters_without_value_total", "Dead letters Kafka refused in full, written without the value (the original stays in the source topic).", agentLabels, nil)
 	descStalled      = prometheus.NewDesc("eddy_stalled", "Partitions and agent instances that stopped making progress.", agentLabels, nil)
 	descRebalances   = prometheus.NewDesc("eddy_rebalances_total", "Consumer-group assignments and revocations.", nil, nil)
 	descFreezes      = prometheus.NewDesc("eddy_freezes_total", "Times the worker's process stood still long enough to have lost its partitions unknowingly; it then produces nothing until the group confirms them.", nil, nil)
@@ -40,7 +43,8 @@ type collector struct{ m *Monitor }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descReceived, descDelivered, descProcessed, descRetried, descDeadLettered,
 		descInFlight, descLag, descCommitted, descProcessing, descEndToEnd, descSessions, descConnects,
-		descDisconnects, descStale, descStalled, descRebalances, descFreezes, descRebalanceDur, descProduce, descCommit, descWatchDropped} {
+		descDisconnects, descStale, descRefused, descProduceRetry, descDLQNoValue, descStalled, descRebalances, descFreezes,
+		descRebalanceDur, descProduce, descCommit, descWatchDropped} {
 		ch <- d
 	}
 }
@@ -92,6 +96,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descConnects, prometheus.CounterValue, float64(a.Connects.Load()), a.Name)
 		ch <- prometheus.MustNewConstMetric(descDisconnects, prometheus.CounterValue, float64(a.Disconnects.Load()), a.Name)
 		ch <- prometheus.MustNewConstMetric(descStale, prometheus.CounterValue, float64(a.StaleDropped.Load()), a.Name)
+		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(a.Refused.Load()), a.Name)
+		ch <- prometheus.MustNewConstMetric(descProduceRetry, prometheus.CounterValue, float64(a.ProduceRetries.Load()), a.Name)
+		ch <- prometheus.MustNewConstMetric(descDLQNoValue, prometheus.CounterValue, float64(a.DeadLettersWithoutValue.Load()), a.Name)
 		ch <- prometheus.MustNewConstMetric(descStalled, prometheus.GaugeValue, float64(stalled[a.Name]), a.Name)
 	}
 	ch <- prometheus.MustNewConstMetric(descRebalances, prometheus.CounterValue, float64(m.Rebalances.Load()))

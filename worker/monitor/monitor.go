@@ -54,6 +54,15 @@ type AgentStats struct {
 	Connects     atomic.Uint64
 	Disconnects  atomic.Uint64
 	StaleDropped atomic.Uint64
+	// Refused counts results refused with INVALID_ARGUMENT (a record for
+	// a topic agents may not write); their events were dead-lettered.
+	Refused atomic.Uint64
+	// ProduceRetries counts the worker's produce attempts that failed and
+	// were retried after a backoff.
+	ProduceRetries atomic.Uint64
+	// DeadLettersWithoutValue counts dead letters written without their
+	// value because Kafka refused them in full.
+	DeadLettersWithoutValue atomic.Uint64
 }
 
 // Stall is a partition or agent instance that stopped making progress.

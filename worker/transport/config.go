@@ -270,6 +270,10 @@ func (c Config) producerConfig() kafka.ConfigMap {
 		"batch.num.messages":           10000,
 		"queue.buffering.max.kbytes":   64 << 10,
 		"queue.buffering.max.messages": 100000,
+		// Records up to MaxMessageBytes: a dead letter carries a record
+		// consumed from a topic that may allow more than librdkafka's
+		// 1,000,000-byte default.
+		"message.max.bytes": MaxMessageBytes,
 		// Topics are created explicitly (Admin.EnsureTopics); a typo must
 		// fail, not create a topic with broker defaults.
 		"allow.auto.create.topics": false,

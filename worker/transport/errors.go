@@ -276,3 +276,54 @@ func topicOf(tp kafka.TopicPartition) string {
 	}
 	return *tp.Topic
 }
+
+// MaxMessageBytes is the largest record, with its batch framing, that the
+// Producer writes (librdkafka's message.max.bytes) and the max.message.bytes
+// the worker gives the topics whose records come from anywhere (dead-letter
+// topics), so that a record the worker consumed from a topic allowing large
+// records still fits its dead letter. A record larger than this fails with
+// a permanent error (see IsPermanent). 16 MiB.
+const MaxMessageBytes = 16 << 20
+
+// permanentCodes are the produce errors that producing the same record again
+// cannot clear.
+var permanentCodes = map[kafka.ErrorCode]bool{
+	// Too large: for the producer's message.max.bytes or the topic's
+	// max.message.bytes.
+	kafka.ErrMsgSizeTooLarge:    true,
+	kafka.ErrRecordListTooLarge: true,
+	kafka.ErrInvalidMsgSize:     true,
+	// Not authorised to write the topic.
+	kafka.ErrTopicAuthorizationFailed: true,
+	// No such topic or partition. librdkafka reports these only after
+	// topic.metadata.propagation.max.ms (30s) without the topic: a topic
+	// created concurrently is waited for, not refused.
+	kafka.ErrUnknownTopicOrPart: true,
+	kafka.ErrUnknownTopic:       true,
+	kafka.ErrUnknownPartition:   true,
+	// An invalid topic name, or a record the broker refuses to store.
+	kafka.ErrTopicException:  true,
+	kafka.ErrInvalidRecord:   true,
+	kafka.ErrPolicyViolation: true,
+}
+
+// IsPermanent reports whether err, as passed to a produce callback, is a
+// failure that producing the same record again cannot clear: the record
+// is too large (for MaxMessageBytes or the topic's max.message.bytes),
+// the worker may not write the topic, the topic or partition does not
+// exist, or the broker refuses the record. Such a record is dead-lettered
+// with the reason rather than retried.
+//
+// Every other error is worth retrying with backoff: a message timeout
+// during a broker outage, a closing producer (ErrClosed), errors this
+// package cannot classify. A fatal producer error is not permanent for the
+// record: the producer is unusable and the worker stops (see
+// Producer.Fatal). It classifies with errors.As on kafka.Error, never by
+// message text. Safe for concurrent use.
+func IsPermanent(err error) bool {
+	var kerr kafka.Error
+	if !errors.As(err, &kerr) || kerr.IsFatal() || errors.Is(err, ErrClosed) {
+		return false
+	}
+	return permanentCodes[kerr.Code()]
+}
