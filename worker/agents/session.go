@@ -351,7 +351,11 @@ func (m *Manager) ack(s *session, ref PartitionRef, revoke bool) {
 		// Leaving this worker (key-ordered lanes are revoked only
 		// then): drop the lane, so checkRevokes sees the partition
 		// quiet, and whatever the instance still sends for the epoch
-		// is stale.
+		// is stale. A move under way ends here, as in dropPartition.
+		if l.moveTo != nil {
+			l.moveTo.pendingIn--
+			l.moveTo = nil
+		}
 		m.dropLane(l, false)
 		return
 	}
