@@ -58,6 +58,7 @@ type lane struct {
 	revoking bool      // Revoke sent: no more deliveries
 	deadline time.Time // when a revoking lane is finalized anyway
 	moveTo   *session  // partition ordering: the instance taking over
+	progress time.Time // the lane's last result: its processing timeout counts from here
 }
 
 // partition is the state of one owned source partition.
@@ -490,4 +491,5 @@ func (m *Manager) tick(now time.Time) {
 			}
 		}
 	}
+	m.checkProcessing(now)
 }

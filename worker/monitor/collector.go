@@ -24,6 +24,7 @@ var (
 	descConnects     = prometheus.NewDesc("eddy_agent_connects_total", "Agent sessions opened.", agentLabels, nil)
 	descDisconnects  = prometheus.NewDesc("eddy_agent_disconnects_total", "Agent sessions closed.", agentLabels, nil)
 	descStale        = prometheus.NewDesc("eddy_stale_results_total", "Results and acknowledgements dropped for a stale epoch.", agentLabels, nil)
+	descProcTimeouts = prometheus.NewDesc("eddy_agent_processing_timeouts_total", "Agent sessions ended because an instance held an event past the agent's processing_timeout.", agentLabels, nil)
 	descStalled      = prometheus.NewDesc("eddy_stalled", "Partitions and agent instances that stopped making progress.", agentLabels, nil)
 	descRebalances   = prometheus.NewDesc("eddy_rebalances_total", "Consumer-group assignments and revocations.", nil, nil)
 	descRebalanceDur = prometheus.NewDesc("eddy_rebalance_duration_seconds", "Time to drain and commit revoked partitions.", nil, nil)
@@ -39,7 +40,7 @@ type collector struct{ m *Monitor }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descReceived, descDelivered, descProcessed, descRetried, descDeadLettered,
 		descInFlight, descLag, descCommitted, descProcessing, descEndToEnd, descSessions, descConnects,
-		descDisconnects, descStale, descStalled, descRebalances, descRebalanceDur, descProduce, descCommit, descWatchDropped} {
+		descDisconnects, descStale, descProcTimeouts, descStalled, descRebalances, descRebalanceDur, descProduce, descCommit, descWatchDropped} {
 		ch <- d
 	}
 }
@@ -91,6 +92,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descConnects, prometheus.CounterValue, float64(a.Connects.Load()), a.Name)
 		ch <- prometheus.MustNewConstMetric(descDisconnects, prometheus.CounterValue, float64(a.Disconnects.Load()), a.Name)
 		ch <- prometheus.MustNewConstMetric(descStale, prometheus.CounterValue, float64(a.StaleDropped.Load()), a.Name)
+		ch <- prometheus.MustNewConstMetric(descProcTimeouts, prometheus.CounterValue, float64(a.ProcessingTimeouts.Load()), a.Name)
 		ch <- prometheus.MustNewConstMetric(descStalled, prometheus.GaugeValue, float64(stalled[a.Name]), a.Name)
 	}
 	ch <- prometheus.MustNewConstMetric(descRebalances, prometheus.CounterValue, float64(m.Rebalances.Load()))

@@ -51,6 +51,9 @@ type AgentStats struct {
 	Connects     atomic.Uint64
 	Disconnects  atomic.Uint64
 	StaleDropped atomic.Uint64
+	// ProcessingTimeouts counts sessions ended because an instance held an
+	// event past the agent's processing_timeout.
+	ProcessingTimeouts atomic.Uint64
 }
 
 // Stall is a partition or agent instance that stopped making progress.
