@@ -3,8 +3,10 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
 	"google.golang.org/grpc"
@@ -25,10 +27,14 @@ type agentsCore interface {
 
 type agentServer struct {
 	eddyv1.UnsafeAgentServiceServer
-	core  agentsCore
-	log   *slog.Logger
-	token string
+	core        agentsCore
+	log         *slog.Logger
+	token       string
+	sendTimeout time.Duration // Config.AgentSendTimeout; 0: defaultAgentSendTimeout
 }
+
+// defaultAgentSendTimeout is the default of Config.AgentSendTimeout.
+const defaultAgentSendTimeout = 30 * time.Second
 
 // Connect runs one agent session: Hello → Welcome, then the manager's
 // messages out and the agent's messages in, until either side ends it.
@@ -82,23 +88,62 @@ func (s *agentServer) Connect(stream grpc.BidiStreamingServer[eddyv1.ConnectRequ
 
 	recvErr := make(chan error, 1)
 	go func() { recvErr <- receive(stream, sess) }()
+	// Sends run on their own goroutine, bounded: a client that stops
+	// reading blocks Send on flow control for ever, which would pin this
+	// handler and the session's outbox. Returning ends the stream, which
+	// unblocks a Send in progress; the goroutine then exits.
+	sends := make(chan *eddyv1.ConnectResponse)
+	sent := make(chan error, 1)
+	defer close(sends)
+	go func() {
+		for msg := range sends {
+			sent <- stream.Send(msg)
+		}
+	}()
+	timeout := s.sendTimeout
+	if timeout <= 0 {
+		timeout = defaultAgentSendTimeout
+	}
+	timer := time.NewTimer(timeout)
+	timer.Stop()
 	for {
 		select {
 		case out := <-sess.Outbox():
-			if err := stream.Send(outbound(out)); err != nil {
+			sends <- outbound(out)
+			timer.Reset(timeout)
+			select {
+			case err := <-sent:
+				timer.Stop()
+				if err != nil {
+					sess.Close(err)
+					return err
+				}
+			case <-timer.C:
+				err := fmt.Errorf("%w: a message waited %s to be sent (the agent stopped reading its stream)", agents.ErrStalled, timeout)
+				s.log.Warn("agent does not read its stream; ending its session", "session", sess.ID(), "err", err)
 				sess.Close(err)
-				return err
+				return sessionStatus(s.log, err)
+			case <-sess.Done():
+				return sessionStatus(s.log, sess.Err())
+			case err := <-recvErr:
+				return s.received(sess, err)
 			}
 		case <-sess.Done():
 			return sessionStatus(s.log, sess.Err())
 		case err := <-recvErr:
-			sess.Close(err)
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return sessionStatus(s.log, err)
+			return s.received(sess, err)
 		}
 	}
+}
+
+// received ends a session whose stream of agent messages ended with err:
+// io.EOF is the agent's graceful stop.
+func (s *agentServer) received(sess *agents.Session, err error) error {
+	sess.Close(err)
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	return sessionStatus(s.log, err)
 }
 
 // receive feeds the agent's messages to the session until the stream ends.
@@ -151,6 +196,10 @@ func sessionStatus(log *slog.Logger, err error) error {
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, agents.ErrStalled):
 		return status.Error(codes.ResourceExhausted, err.Error())
+	case errors.Is(err, agents.ErrProcessingTimeout):
+		// Transient for the SDKs: the instance reconnects, and its
+		// events are delivered to another instance meanwhile.
+		return status.Error(codes.DeadlineExceeded, err.Error())
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())
 	}

@@ -75,6 +75,11 @@ type Config struct {
 	ForwardTLS *tls.Config
 	// Logger receives request logs and recovered panics. Required.
 	Logger *slog.Logger
+	// AgentSendTimeout bounds one message's send to an agent on its
+	// Connect stream. An agent that stops reading fills the stream's flow
+	// control window; past this its session ends (RESOURCE_EXHAUSTED) and
+	// its work goes to other instances. Default: 30s.
+	AgentSendTimeout time.Duration
 }
 
 // New builds the gRPC server with every eddy.v1 service, grpc.health.v1 and
@@ -112,7 +117,7 @@ func New(cfg Config, core Core) (*grpc.Server, *health.Server) {
 	}
 	s := grpc.NewServer(opts...)
 	eddyv1.RegisterLifecycleServiceServer(s, &lifecycleServer{core: core, log: log})
-	eddyv1.RegisterAgentServiceServer(s, &agentServer{core: core, log: log, token: cfg.Token})
+	eddyv1.RegisterAgentServiceServer(s, &agentServer{core: core, log: log, token: cfg.Token, sendTimeout: cfg.AgentSendTimeout})
 	fwdTLS := cfg.TLS
 	if fwdTLS != nil {
 		// Forwarded reads go to the other workers of the app, which serve

@@ -274,38 +274,51 @@ func TestJoinMovesPartitionGracefully(t *testing.T) {
 // A Kafka revoke of a partition that is moving between instances must not
 // leave the move's target counted as loaded.
 func TestKafkaRevokeDuringMoveKeepsLoads(t *testing.T) {
-	cfg := testConfig()
-	cfg.RevokeTimeout = 10 * time.Second
-	h := start(t, cfg)
-	h.m.Assigned(tps("in", 0, 1))
-	h.sendRange("in", 0, 0, 1)
-	h.settle()
-	a := h.open("count", "a", 100)
-	held := a.nextBatch() // keeps the move of in[0] open
-	h.open("count", "b", 100)
-	h.settle()
-	a.pump()
-	if len(a.revokes) != 1 || a.revokes[0].Partition != 0 {
-		t.Fatalf("revokes = %+v, want in[0] moving to b", a.revokes)
+	tests := []struct {
+		name   string
+		finish func(a *fakeAgent, held *agents.Batch) // how the old owner lets go
+	}{
+		{name: "quiet", finish: func(a *fakeAgent, held *agents.Batch) { a.okAll(held) }},
+		{name: "revoke ack", finish: func(a *fakeAgent, held *agents.Batch) {
+			a.s.RevokeAck(agents.PartitionRef{Topic: held.Topic, Partition: held.Partition, Epoch: held.Epoch})
+		}},
 	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.RevokeTimeout = 10 * time.Second
+			h := start(t, cfg)
+			h.m.Assigned(tps("in", 0, 1))
+			h.sendRange("in", 0, 0, 1)
+			h.settle()
+			a := h.open("count", "a", 100)
+			held := a.nextBatch() // keeps the move of in[0] open
+			h.open("count", "b", 100)
+			h.settle()
+			a.pump()
+			if len(a.revokes) != 1 || a.revokes[0].Partition != 0 {
+				t.Fatalf("revokes = %+v, want in[0] moving to b", a.revokes)
+			}
 
-	done := make(chan struct{})
-	go func() { h.m.Revoked(tps("in", 0)); close(done) }()
-	h.settle()
-	a.okAll(held)
-	select {
-	case <-done:
-	case <-time.After(wait):
-		t.Fatal("Revoked did not return once the partition was quiet")
-	}
+			done := make(chan struct{})
+			go func() { h.m.Revoked(tps("in", 0)); close(done) }()
+			h.settle()
+			tt.finish(a, held)
+			select {
+			case <-done:
+			case <-time.After(wait):
+				t.Fatal("Revoked did not return once the old owner let go")
+			}
 
-	// a holds in[1]; b holds nothing. A new partition goes to b.
-	h.m.Assigned(tps("in", 2))
-	waitFor(t, wait, func() string { return fmt.Sprintf("in[2] assigned; owners %v", h.owners("count")) }, func() bool {
-		return len(h.owners("count")[2]) == 1
-	})
-	if got := h.owners("count")[2]; got[0] != "b" {
-		t.Errorf("in[2] went to %v; want b, which holds no partition (a holds in[1])", got)
+			// a holds in[1]; b holds nothing. A new partition goes to b.
+			h.m.Assigned(tps("in", 2))
+			waitFor(t, wait, func() string { return fmt.Sprintf("in[2] assigned; owners %v", h.owners("count")) }, func() bool {
+				return len(h.owners("count")[2]) == 1
+			})
+			if got := h.owners("count")[2]; got[0] != "b" {
+				t.Errorf("in[2] went to %v; want b, which holds no partition (a holds in[1])", got)
+			}
+		})
 	}
 }
 

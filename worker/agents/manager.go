@@ -190,11 +190,14 @@ type Manager struct {
 	stalls         map[stallKey]*monitor.Stall
 	unknownSince   map[tpKey]time.Time // assigned by Kafka, not known here (stall.go)
 	lastStallCheck time.Time
-	running        atomic.Bool
-	stopped        chan struct{}
-	ctx            context.Context // Run's: restores end with it
-	restores       sync.WaitGroup  // running restore goroutines
-	recovering     atomic.Int64    // partitions restoring their tables
+	// lastProcessingCheck is when held events were last checked against
+	// their processing timeout.
+	lastProcessingCheck time.Time
+	running             atomic.Bool
+	stopped             chan struct{}
+	ctx                 context.Context // Run's: restores end with it
+	restores            sync.WaitGroup  // running restore goroutines
+	recovering          atomic.Int64    // partitions restoring their tables
 
 	// Owned by the Run goroutine.
 	agents     map[string]*agentState
@@ -430,6 +433,7 @@ func (m *Manager) handle(item any) {
 			// dropped and counted, like any stale result (§4).
 			it.s.agent.addStale(len(it.r.Results))
 		} else {
+			m.noteProgress(it.s, it.r, time.Now())
 			if err := m.results(it.s, it.r); err != nil {
 				m.log.Warn("agent broke the protocol; ending its session", "agent", it.s.agent.cfg.Name,
 					"instance", it.s.instance, "err", err)

@@ -65,6 +65,7 @@ type lane struct {
 	revoking bool      // Revoke sent: no more deliveries
 	deadline time.Time // when a revoking lane is finalized anyway
 	moveTo   *session  // partition ordering: the instance taking over
+	progress time.Time // the lane's last result: its processing timeout counts from here
 }
 
 // partition is the state of one owned source partition.
@@ -481,8 +482,6 @@ func (m *Manager) startRevoke(req *revokeReq) {
 			m.revokeLane(l, now)
 		}
 	}
-	m.revokes = append(m.revokes, req)
-	m.checkRevokes(now)
 	if req.lost {
 		// The whole assignment is lost (librdkafka reports no less): what
 		// the producer still queues for it must not go out after the next
@@ -492,6 +491,8 @@ func (m *Manager) startRevoke(req *revokeReq) {
 			pq.PurgeQueued()
 		}
 	}
+	m.revokes = append(m.revokes, req)
+	m.checkRevokes(now)
 }
 
 // checkRevokes finishes revocations, in three steps:
@@ -655,4 +656,5 @@ func (m *Manager) tick(now time.Time) {
 			}
 		}
 	}
+	m.checkProcessing(now)
 }

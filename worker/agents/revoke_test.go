@@ -1,6 +1,7 @@
 package agents_test
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -225,5 +226,71 @@ func TestRevokedKeyOrderedPartition(t *testing.T) {
 	}
 	if got := h.cons.committedAt("in", 0); n == 10 && got != 10 {
 		t.Errorf("committed %d, want 10", got)
+	}
+}
+
+// A RevokeAck says the instance holds no more work for the partition (the
+// SDKs drop queued events on Revoke): the Kafka revoke finishes at once,
+// commits the frontier, and the events the instance gave back without a
+// result are not committed here, so the next owner consumes them again.
+// Before the fix the revoke waited the whole RevokeTimeout.
+func TestRevokedReturnsOnRevokeAck(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  func() agents.Config
+	}{
+		{name: "partition ordering", cfg: noCommitConfig},
+		{name: "key ordering", cfg: func() agents.Config {
+			cfg := keyConfig()
+			cfg.CommitInterval = time.Hour
+			cfg.CommitEvery = 1 << 30
+			return cfg
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := tt.cfg()
+			cfg.RevokeTimeout = time.Minute // far beyond wait: only the ack can end the revoke
+			h := start(t, cfg)
+			h.m.Assigned(tps("in", 0))
+			h.sendRange("in", 0, 0, 3)
+			h.settle()
+			a := h.open("count", "a", 100)
+			evs := a.takeEvents(3)
+			if got := eventOffsets(evs); !slices.Equal(got, span(0, 3)) {
+				t.Fatalf("delivered %v, want [0 1 2]", got)
+			}
+			epoch := a.epoch[tp{"in", 0}]
+			a.s.Results(&agents.Results{Topic: "in", Partition: 0, Epoch: epoch, Results: []agents.Result{ok(0)}})
+			h.settle()
+
+			done := revokeAsync(h, false, 0)
+			waitFor(t, wait, func() string { return "Revoke of in[0]" }, func() bool { a.pump(); return len(a.revokes) == 1 })
+			if returned(done) {
+				t.Fatalf("Revoked returned with events in flight and no RevokeAck")
+			}
+			// The instance drops 1 and 2 (queued) and acknowledges.
+			a.s.RevokeAck(agents.PartitionRef{Topic: "in", Partition: 0, Epoch: epoch})
+			select {
+			case <-done:
+			case <-time.After(wait):
+				t.Fatalf("Revoked did not return within %v of the RevokeAck (RevokeTimeout %v)", wait, cfg.RevokeTimeout)
+			}
+			if got := h.cons.committedAt("in", 0); got != 1 {
+				t.Errorf("committed in[0] = %d, want 1 (the given-back events are the next owner's)", got)
+			}
+			if !a.alive() {
+				t.Errorf("session ended: %v", a.s.Err())
+			}
+			if got := h.info("count").Instances[0].InFlight; got != 0 {
+				t.Errorf("instance InFlight = %d after its partition left, want 0", got)
+			}
+			// Anything the instance still sends for that epoch is stale.
+			a.s.Results(&agents.Results{Topic: "in", Partition: 0, Epoch: epoch, Results: []agents.Result{ok(1)}})
+			h.settle()
+			if !a.alive() {
+				t.Errorf("a late result ended the session: %v", a.s.Err())
+			}
+		})
 	}
 }

@@ -325,6 +325,15 @@ func (m *Manager) send(s *session, msg Outbound) {
 }
 
 // ack handles AssignAck and RevokeAck.
+//
+// A RevokeAck says the instance holds no more work for the lane: the SDKs
+// drop the queued events of a revoked partition and send their in-flight
+// results before it (docs/protocol.md, Revocation). Events still delivered
+// to the lane will never get a result, so they go back to pending at once
+// rather than at the revoke deadline: in a move they go to the next owner;
+// in a Kafka revoke they are not committed here, so the partition is quiet
+// as soon as its acknowledgements are in and the next owner consumes them
+// again (at least once).
 func (m *Manager) ack(s *session, ref PartitionRef, revoke bool) {
 	if !revoke {
 		return
@@ -338,7 +347,17 @@ func (m *Manager) ack(s *session, ref PartitionRef, revoke bool) {
 		s.agent.addStale(1)
 		return
 	}
-	if !p.revoking && !p.a.byKey {
-		m.finalizeMove(l)
+	if p.revoking || p.a.byKey {
+		// Leaving this worker (key-ordered lanes are revoked only
+		// then): drop the lane, so checkRevokes sees the partition
+		// quiet, and whatever the instance still sends for the epoch
+		// is stale. A move under way ends here, as in dropPartition.
+		if l.moveTo != nil {
+			l.moveTo.pendingIn--
+			l.moveTo = nil
+		}
+		m.dropLane(l, false)
+		return
 	}
+	m.finalizeMove(l)
 }

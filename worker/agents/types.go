@@ -179,6 +179,11 @@ var ErrShuttingDown = errors.New("the worker is shutting down")
 // ErrStalled ends a session that does not read what the worker sends.
 var ErrStalled = errors.New("the agent does not read its stream")
 
+// ErrProcessingTimeout ends a session that held a partition's oldest
+// unanswered event longer than its agent's processing_timeout: the instance
+// is taken as hung, and its events go to another instance.
+var ErrProcessingTimeout = errors.New("the agent instance did not answer within its processing_timeout")
+
 func badRequest(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrBadRequest, fmt.Sprintf(format, args...))
 }

@@ -172,10 +172,27 @@ type Agent struct {
 	// goes to the dead-letter topic <app>-<agent>-dlq; 0 dead-letters on the
 	// first RETRY. Default: 5 (see Retries).
 	MaxRetries *int `yaml:"max_retries"`
+	// ProcessingTimeout is how long an instance may hold a partition's
+	// oldest unanswered event, counted from its delivery or from the
+	// partition's previous result there, whichever is later. Past it the
+	// session ends (the instance is taken as hung) and its events go to
+	// another instance. Default: 60s (see Processing).
+	ProcessingTimeout *Duration `yaml:"processing_timeout"`
 }
 
 // DefaultMaxRetries is the default of Agent.MaxRetries.
 const DefaultMaxRetries = 5
+
+// DefaultProcessingTimeout is the default of Agent.ProcessingTimeout.
+const DefaultProcessingTimeout = 60 * time.Second
+
+// Processing returns ProcessingTimeout or its default.
+func (a Agent) Processing() time.Duration {
+	if a.ProcessingTimeout == nil {
+		return DefaultProcessingTimeout
+	}
+	return a.ProcessingTimeout.D()
+}
 
 // Retries returns MaxRetries or its default.
 func (a Agent) Retries() int {

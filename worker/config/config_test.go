@@ -55,6 +55,9 @@ func TestLoadGood(t *testing.T) {
 	if got, want := cfg.Agents[0].Retries(), DefaultMaxRetries; got != want {
 		t.Errorf("max_retries default: got %d, want %d", got, want)
 	}
+	if got, want := cfg.Agents[0].Processing(), DefaultProcessingTimeout; got != want {
+		t.Errorf("processing_timeout default: got %v, want %v", got, want)
+	}
 	if got, want := cfg.Listen.GRPC, "127.0.0.1:6066"; got != want {
 		t.Errorf("listen.grpc default: got %q, want %q", got, want)
 	}
@@ -88,6 +91,10 @@ func TestLoadBad(t *testing.T) {
 			[]string{"topics[0].partitions: 0: must be at least 1"}},
 		{"bad ordering", strings.Replace(good, "tables: [counts]\n", "tables: [counts]\n    ordering: random\n", 1),
 			[]string{`agents[0].ordering: "random"`}},
+		{"zero processing timeout", strings.Replace(good, "tables: [counts]\n", "tables: [counts]\n    processing_timeout: 0s\n", 1),
+			[]string{"agents[0].processing_timeout: 0s: must be positive"}},
+		{"bad processing timeout", strings.Replace(good, "tables: [counts]\n", "tables: [counts]\n    processing_timeout: forever\n", 1),
+			[]string{"agents[0].processing_timeout", `invalid duration "forever"`}},
 		{"bad window type", strings.Replace(good, "tumbling", "sliding", 1),
 			[]string{`tables[1].window.type: "sliding"`}},
 		{"table partition mismatch", strings.Replace(strings.Replace(good, "- {name: lines, partitions: 8}", "- {name: lines, partitions: 8}\n  - {name: more, partitions: 4}", 1),
@@ -113,6 +120,16 @@ func TestLoadBad(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestProcessingTimeoutSet(t *testing.T) {
+	cfg, err := load(t, strings.Replace(good, "tables: [counts]\n", "tables: [counts]\n    processing_timeout: 5m\n", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cfg.Agents[0].Processing(), 5*time.Minute; got != want {
+		t.Errorf("processing_timeout: got %v, want %v", got, want)
 	}
 }
 

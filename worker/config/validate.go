@@ -154,6 +154,9 @@ func (c *Config) Validate() error {
 		if a.MaxRetries != nil && *a.MaxRetries < 0 {
 			bad(f+".max_retries", "%d: must not be negative", *a.MaxRetries)
 		}
+		if a.ProcessingTimeout != nil {
+			positive(f+".processing_timeout", *a.ProcessingTimeout, bad)
+		}
 	}
 	errs = append(errs, c.checkTablePartitions()...)
 	return errors.Join(errs...)

@@ -63,6 +63,9 @@ type AgentStats struct {
 	// DeadLettersWithoutValue counts dead letters written without their
 	// value because Kafka refused them in full.
 	DeadLettersWithoutValue atomic.Uint64
+	// ProcessingTimeouts counts sessions ended because an instance held an
+	// event past the agent's processing_timeout.
+	ProcessingTimeouts atomic.Uint64
 }
 
 // Stall is a partition or agent instance that stopped making progress.
