@@ -52,9 +52,12 @@ type Restorer interface {
 // tables are recovered: it stops the table partition's local replica, if
 // any, and hands its open store over (nil when there is none), so that
 // the recovery reads only the tail of the changelog; until Release (the
-// partition left), no replica of it is started.
+// partition left), no replica of it is started. ctx is the restore's: the
+// manager cancels it before Release, and a Take whose ctx is done must
+// claim nothing (the restore goroutine may reach Take only after the
+// partition left and was released).
 type Standbys interface {
-	Take(table string, partition int32) *tables.Store
+	Take(ctx context.Context, table string, partition int32) *tables.Store
 	Release(table string, partition int32)
 }
 
