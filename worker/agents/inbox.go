@@ -96,6 +96,7 @@ type (
 	resultsReq struct {
 		s *session
 		r *Results
+		n int64 // counted against the cap (resultsBytes)
 	}
 	ackReq struct {
 		s      *session
@@ -106,6 +107,7 @@ type (
 		p   *partition
 		r   *rec
 		err error
+		n   int64 // held bytes the acknowledgement releases
 	}
 	recoveredReq struct {
 		p       *partition
@@ -121,6 +123,7 @@ type (
 		mut tables.Mutation
 		off int64
 		err error
+		n   int64 // held bytes, released at the ack or once applied to the store
 	}
 	pauseReq struct {
 		agent  string

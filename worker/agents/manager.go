@@ -81,6 +81,18 @@ type Config struct {
 	// in Kafka until half is done. Defaults: 10000 events, 32 MiB.
 	BufferEvents int
 	BufferBytes  int
+	// InflightBytes caps the bytes held for results on their way to Kafka,
+	// over all partitions and sessions: Results read from agents and not
+	// yet applied, and the records they produced (outputs, changelog
+	// records) until Kafka acknowledges them — table mutations until they
+	// are applied to the store. While the cap is reached no event is
+	// delivered and no further message is read from any agent's stream
+	// (Session.WaitRoom). Default: 256 MiB.
+	InflightBytes int64
+	// SessionQueueBytes bounds the Results one session may have queued for
+	// the manager (read from its stream, not yet applied); past it the
+	// session's stream is not read (Session.WaitRoom). Default: 16 MiB.
+	SessionQueueBytes int64
 	// CommitInterval is how often the frontier is committed. Default: 1s.
 	CommitInterval time.Duration
 	// CommitEvery commits as soon as this many events are done since the
@@ -136,6 +148,12 @@ func (c *Config) defaults() {
 	def(&c.BufferEvents, 10000)
 	def(&c.BufferBytes, 32<<20)
 	def(&c.CommitEvery, 10000)
+	if c.InflightBytes <= 0 {
+		c.InflightBytes = DefaultInflightBytes
+	}
+	if c.SessionQueueBytes <= 0 {
+		c.SessionQueueBytes = 16 << 20
+	}
 	defD(&c.CommitInterval, time.Second)
 	defD(&c.WindowSweepEvery, 10*time.Second)
 	defD(&c.RetryBackoffMin, 100*time.Millisecond)
@@ -147,6 +165,9 @@ func (c *Config) defaults() {
 		c.Monitor = monitor.New(c.App, "", false)
 	}
 }
+
+// DefaultInflightBytes is the default of Config.InflightBytes.
+const DefaultInflightBytes = 256 << 20
 
 // DLQTopic is the dead-letter topic of an agent.
 func DLQTopic(app, agent string) string { return app + "-" + agent + "-dlq" }
@@ -161,6 +182,7 @@ type Manager struct {
 	consumer       Consumer
 	in             inbox
 	prodQ          produceQueue
+	mem            memory
 	mon            *monitor.Monitor
 	now            time.Time // set by dispatch: the time of the deliveries it makes
 	stalls         map[stallKey]*monitor.Stall
@@ -217,6 +239,7 @@ func New(cfg Config, producer Producer) *Manager {
 	}
 	m.in.wake = make(chan struct{}, 1)
 	m.prodQ.wake = make(chan struct{}, 1)
+	m.mem.room = make(chan struct{})
 	for _, a := range cfg.Agents {
 		m.agents[a.Name] = &agentState{
 			cfg:    a,
@@ -311,6 +334,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		m.maybeCommit(now)
 		m.checkRevokes(now)
 		m.checkStalls(now)
+		m.wakeRoom()
 	}
 }
 
@@ -365,6 +389,7 @@ func (m *Manager) handle(item any) {
 			it.s.creditBytes += int64(it.bytes)
 		}
 	case *resultsReq:
+		m.resultsTaken(it)
 		if it.s.ended {
 			// Its lanes are gone, so every epoch it names is stale:
 			// dropped and counted, like any stale result (§4).
@@ -391,6 +416,7 @@ func (m *Manager) handle(item any) {
 			it.s.agent.addStale(1) // as for results above
 		}
 	case *produceAck:
+		m.release(it.n)
 		m.produced(it.p, it.r, it.err)
 	case *changelogAck:
 		m.changelogAcked(it)

@@ -88,13 +88,16 @@ func (m *Manager) results(s *session, res *Results) error {
 			rec.failed = nil
 			m.produceMutations(p, rec, r.Mutations)
 			for _, out := range r.Produced {
-				m.produce(transport.Record{
+				kr := transport.Record{
 					Topic:     out.Topic,
 					Partition: transport.AnyPartition,
 					Key:       out.Key,
 					Value:     out.Value,
 					Headers:   kafkaHeaders(out.Headers),
-				}, m.onProduced(p, rec))
+				}
+				n := outputBytes(kr) // held until Kafka acknowledges it
+				m.hold(n)
+				m.produce(kr, m.onProduced(p, rec, n))
 			}
 		case StatusRetry:
 			a.stats.retried++
@@ -113,11 +116,13 @@ func (m *Manager) results(s *session, res *Results) error {
 	return nil
 }
 
-func (m *Manager) onProduced(p *partition, r *rec) func(error) {
+// onProduced returns the callback of one produce for r; its
+// acknowledgement releases n held bytes.
+func (m *Manager) onProduced(p *partition, r *rec, n int64) func(error) {
 	start := time.Now()
 	return func(err error) {
 		m.mon.ProduceLatency.Observe(time.Since(start))
-		m.in.push(&produceAck{p: p, r: r, err: err})
+		m.in.push(&produceAck{p: p, r: r, err: err, n: n})
 	}
 }
 
@@ -193,7 +198,7 @@ func (m *Manager) produceDeadLetter(p *partition, r *rec) {
 	)
 	m.produce(transport.Record{
 		Topic: p.a.dlq, Partition: transport.AnyPartition, Key: r.key, Value: r.value, Headers: hs, Timestamp: r.ts,
-	}, m.onProduced(p, r))
+	}, m.onProduced(p, r, 0)) // the dead letter is the buffered record: held there
 }
 
 // produced takes one produce acknowledgement.

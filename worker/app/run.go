@@ -94,6 +94,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 		Monitor: a.mon, StallTimeout: a.cfg.Monitor.StallTimeout.D(),
 		CommitInterval: a.cfg.Commit.Interval.D(), CommitEvery: a.cfg.Commit.Every,
 		RevokeTimeout: a.cfg.Commit.RevokeTimeout.D(),
+		InflightBytes: int64(a.cfg.Limits.InflightBytes),
 		Restorer:      restorer,
 		Windows:       map[string]tables.Window{},
 	}
