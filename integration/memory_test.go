@@ -45,7 +45,7 @@ func floodAgent(t *testing.T, w *workerProc, agent, out string, copies, size int
 	}()
 	value := make([]byte, size)
 	_, _ = crand.Read(value) // incompressible
-	go func() { // the one sender
+	go func() {              // the one sender
 		for m := range in {
 			var reqs []*eddyv1.ConnectRequest
 			switch x := m.GetMsg().(type) {
