@@ -45,7 +45,8 @@ func floodAgent(t *testing.T, w *workerProc, agent, out string, copies, size int
 	}()
 	value := make([]byte, size)
 	_, _ = crand.Read(value) // incompressible
-	go func() {              // the one sender
+	// One goroutine sends: a gRPC stream's Send is not safe for concurrent use.
+	go func() {
 		for m := range in {
 			var reqs []*eddyv1.ConnectRequest
 			switch x := m.GetMsg().(type) {
