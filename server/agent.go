@@ -147,8 +147,15 @@ func (s *agentServer) received(sess *agents.Session, err error) error {
 }
 
 // receive feeds the agent's messages to the session until the stream ends.
+// Before each message it waits for room in the manager (Session.WaitRoom):
+// what is not read stays in the stream's flow-control window, so an agent
+// that floods the worker with results is held back instead of growing the
+// worker's memory (docs/architecture.md#memory).
 func receive(stream grpc.BidiStreamingServer[eddyv1.ConnectRequest, eddyv1.ConnectResponse], sess *agents.Session) error {
 	for {
+		if err := sess.WaitRoom(stream.Context()); err != nil {
+			return err
+		}
 		msg, err := stream.Recv()
 		if err != nil {
 			return err

@@ -10,6 +10,11 @@ import (
 // its partitions, in offset order, in batches.
 func (m *Manager) dispatch() {
 	m.now = time.Now()
+	if m.overCap() {
+		// Results and outputs fill Config.InflightBytes: delivering more
+		// would only make more. Acknowledgements from Kafka make room.
+		return
+	}
 	for _, a := range m.agents {
 		if a.paused || len(a.sessions) == 0 {
 			continue

@@ -105,6 +105,7 @@ type (
 	resultsReq struct {
 		s *session
 		r *Results
+		n int64 // counted against the cap (resultsBytes)
 	}
 	ackReq struct {
 		s      *session
@@ -116,6 +117,7 @@ type (
 		r   *rec
 		w   *write // what was produced, to produce it again
 		err error
+		n   int64 // held bytes the acknowledgement releases
 	}
 	recoveredReq struct {
 		p       *partition
@@ -131,6 +133,7 @@ type (
 		mut tables.Mutation
 		off int64
 		err error
+		n   int64 // held bytes, released at the ack or once applied to the store
 	}
 	pauseReq struct {
 		agent  string

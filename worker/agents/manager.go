@@ -52,9 +52,12 @@ type Restorer interface {
 // tables are recovered: it stops the table partition's local replica, if
 // any, and hands its open store over (nil when there is none), so that
 // the recovery reads only the tail of the changelog; until Release (the
-// partition left), no replica of it is started.
+// partition left), no replica of it is started. ctx is the restore's: the
+// manager cancels it before Release, and a Take whose ctx is done must
+// claim nothing (the restore goroutine may reach Take only after the
+// partition left and was released).
 type Standbys interface {
-	Take(table string, partition int32) *tables.Store
+	Take(ctx context.Context, table string, partition int32) *tables.Store
 	Release(table string, partition int32)
 }
 
@@ -89,6 +92,18 @@ type Config struct {
 	// in Kafka until half is done. Defaults: 10000 events, 32 MiB.
 	BufferEvents int
 	BufferBytes  int
+	// InflightBytes caps the bytes held for results on their way to Kafka,
+	// over all partitions and sessions: Results read from agents and not
+	// yet applied, and the records they produced (outputs, changelog
+	// records) until Kafka acknowledges them — table mutations until they
+	// are applied to the store. While the cap is reached no event is
+	// delivered and no further message is read from any agent's stream
+	// (Session.WaitRoom). Default: 256 MiB.
+	InflightBytes int64
+	// SessionQueueBytes bounds the Results one session may have queued for
+	// the manager (read from its stream, not yet applied); past it the
+	// session's stream is not read (Session.WaitRoom). Default: 16 MiB.
+	SessionQueueBytes int64
 	// CommitInterval is how often the frontier is committed. Default: 1s.
 	CommitInterval time.Duration
 	// CommitEvery commits as soon as this many events are done since the
@@ -156,6 +171,12 @@ func (c *Config) defaults() {
 	def(&c.BufferEvents, 10000)
 	def(&c.BufferBytes, 32<<20)
 	def(&c.CommitEvery, 10000)
+	if c.InflightBytes <= 0 {
+		c.InflightBytes = DefaultInflightBytes
+	}
+	if c.SessionQueueBytes <= 0 {
+		c.SessionQueueBytes = 16 << 20
+	}
 	defD(&c.CommitInterval, time.Second)
 	defD(&c.WindowSweepEvery, 10*time.Second)
 	defD(&c.RetryBackoffMin, 100*time.Millisecond)
@@ -169,6 +190,9 @@ func (c *Config) defaults() {
 		c.Monitor = monitor.New(c.App, "", false)
 	}
 }
+
+// DefaultInflightBytes is the default of Config.InflightBytes.
+const DefaultInflightBytes = 256 << 20
 
 // DLQTopic is the dead-letter topic of an agent.
 func DLQTopic(app, agent string) string { return app + "-" + agent + "-dlq" }
@@ -185,6 +209,7 @@ type Manager struct {
 	consumer       Consumer
 	in             inbox
 	prodQ          produceQueue
+	mem            memory
 	mon            *monitor.Monitor
 	now            time.Time // set by dispatch: the time of the deliveries it makes
 	stalls         map[stallKey]*monitor.Stall
@@ -261,6 +286,7 @@ func New(cfg Config, producer Producer) *Manager {
 	m.prodQ.wake = make(chan struct{}, 1)
 	m.commitQ = make(chan *commitJob, 1)
 	m.freeze = newFreezeGuard(cfg.FreezeGap)
+	m.mem.room = make(chan struct{})
 	for _, a := range cfg.Agents {
 		m.agents[a.Name] = &agentState{
 			cfg:    a,
@@ -372,6 +398,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		m.maybeCommit(now)
 		m.checkRevokes(now)
 		m.checkStalls(now)
+		m.wakeRoom()
 	}
 }
 
@@ -428,6 +455,7 @@ func (m *Manager) handle(item any) {
 			it.s.creditBytes += int64(it.bytes)
 		}
 	case *resultsReq:
+		m.resultsTaken(it)
 		if it.s.ended {
 			// Its lanes are gone, so every epoch it names is stale:
 			// dropped and counted, like any stale result (§4).
@@ -455,6 +483,7 @@ func (m *Manager) handle(item any) {
 			it.s.agent.addStale(1) // as for results above
 		}
 	case *produceAck:
+		m.release(it.n)
 		m.produced(it.p, it.r, it.w, it.err)
 	case *changelogAck:
 		m.changelogAcked(it)

@@ -22,8 +22,10 @@ type produceJob struct {
 // produceQueue hands records from the Run goroutine to the producer
 // goroutine, so the cgo cost of Produce (and its blocking when librdkafka's
 // queue is full) runs beside the bookkeeping instead of inside it. One
-// goroutine keeps the order of records. Unbounded, but bounded in practice
-// by the records delivered and not yet done.
+// goroutine keeps the order of records. Every output and changelog record
+// in it is counted against Config.InflightBytes from its result until
+// Kafka acknowledges it, and delivery stops at the cap, so the queue is
+// bounded by it (dead letters are records of the partition buffers).
 type produceQueue struct {
 	mu   sync.Mutex
 	jobs []produceJob

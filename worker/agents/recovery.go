@@ -72,7 +72,7 @@ func (m *Manager) restoreOne(ctx context.Context, log interface {
 // store on disk.
 func (m *Manager) takeOrRestore(ctx context.Context, table string, partition int32) (*tables.Store, tables.Progress, error) {
 	if m.cfg.Standbys != nil {
-		if st := m.cfg.Standbys.Take(table, partition); st != nil {
+		if st := m.cfg.Standbys.Take(ctx, table, partition); st != nil {
 			prog, err := m.cfg.Restorer.Resume(ctx, st)
 			if err != nil {
 				return nil, prog, errors.Join(err, st.Close())

@@ -110,7 +110,7 @@ func (m *Manager) results(s *session, res *Results) error {
 					Key:       out.Key,
 					Value:     out.Value,
 					Headers:   kafkaHeaders(out.Headers),
-				}}
+				}, n: -1}
 				m.produce(p, w.rec, m.onProduced(p, rec, w))
 			}
 		case StatusRetry:
@@ -137,6 +137,10 @@ type write struct {
 	rec transport.Record
 	tp  *tablePart
 	mut tables.Mutation
+	// n is the bytes it holds against Config.InflightBytes while Kafka
+	// has not acknowledged it; -1: its record's size (an output); 0: none
+	// (a dead letter is the buffered record, held there).
+	n int64
 }
 
 // topic is the topic w goes to.
@@ -147,11 +151,18 @@ func (w *write) topic() string {
 	return w.rec.Topic
 }
 
+// onProduced returns the callback of one produce of w for r; the bytes w
+// holds are held from now until its acknowledgement.
 func (m *Manager) onProduced(p *partition, r *rec, w *write) func(error) {
 	start := time.Now()
+	if w.n < 0 {
+		w.n = outputBytes(w.rec)
+	}
+	m.hold(w.n)
+	n := w.n
 	return func(err error) {
 		m.mon.ProduceLatency.Observe(time.Since(start))
-		m.in.push(&produceAck{p: p, r: r, w: w, err: err})
+		m.in.push(&produceAck{p: p, r: r, w: w, err: err, n: n})
 	}
 }
 

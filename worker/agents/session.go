@@ -3,6 +3,7 @@ package agents
 import (
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 )
 
@@ -27,7 +28,8 @@ type session struct {
 	creditBytes  int64
 	inflight     int64
 	lanes        map[*partition]*lane
-	pendingIn    int // partitions moving to this instance
+	pendingIn    int          // partitions moving to this instance
+	queued       atomic.Int64 // bytes of Results pushed, not yet taken by Run
 }
 
 // Session is the handle the gRPC service holds for one Connect stream. Its
@@ -107,7 +109,7 @@ func (h *Session) Credit(events uint32, bytes uint64) {
 }
 
 // Results hands over results; protocol violations end the session.
-func (h *Session) Results(r *Results) { h.m.in.push(&resultsReq{s: h.s, r: r}) }
+func (h *Session) Results(r *Results) { h.m.pushResults(h.s, r) }
 
 // AssignAck acknowledges an Assign (informational).
 func (h *Session) AssignAck(ref PartitionRef) { h.m.in.push(&ackReq{s: h.s, ref: ref}) }

@@ -33,6 +33,9 @@ type tablePart struct {
 	store     *tables.Store // nil until the partition is recovered
 	overlay   map[string]overlayValue
 	acked     []ackedMutation // in the order acknowledged
+	// ackedBytes are the held bytes (Config.InflightBytes) of acked,
+	// released once they are applied to the store.
+	ackedBytes int64
 }
 
 type overlayValue struct {
@@ -186,8 +189,10 @@ func (m *Manager) produceChangelog(p *partition, r *rec, t *tablePart, tm tables
 		m.in.push(&changelogAck{p: p, r: r, tp: t, mut: tm, off: -1, err: err})
 		return
 	}
+	n := mutationBytes(tm) // held until applied to the store
+	m.hold(n)
 	m.produceOffset(p, recs[0], func(off int64, err error) {
-		m.in.push(&changelogAck{p: p, r: r, tp: t, mut: tm, off: off, err: err})
+		m.in.push(&changelogAck{p: p, r: r, tp: t, mut: tm, off: off, err: err, n: n})
 	})
 }
 
@@ -195,6 +200,9 @@ func (m *Manager) produceChangelog(p *partition, r *rec, t *tablePart, tm tables
 // acknowledged mutation joins the overlay (and waits to be applied), then
 // it counts as one of the record's acks.
 func (m *Manager) changelogAcked(a *changelogAck) {
+	if a.err != nil || a.p.dropped {
+		m.release(a.n)
+	}
 	if a.r == nil { // an expiry tombstone: no event waits for it
 		delete(a.tp.expiring, string(a.mut.Key))
 		if a.err != nil {
@@ -204,6 +212,7 @@ func (m *Manager) changelogAcked(a *changelogAck) {
 	}
 	if a.err == nil && !a.p.dropped {
 		t := a.tp
+		t.ackedBytes += a.n
 		t.acked = append(t.acked, ackedMutation{mut: a.mut, off: a.off})
 		if old, ok := t.overlay[string(a.mut.Key)]; !ok || a.off > old.off {
 			t.overlay[string(a.mut.Key)] = overlayValue{value: a.mut.Value, deleted: a.mut.Delete, off: a.off}
@@ -269,8 +278,10 @@ func (m *Manager) expireWindows(p *partition, t *tablePart, now time.Time) {
 			t.expiring = map[string]bool{}
 		}
 		t.expiring[string(k)] = true
+		n := mutationBytes(tm)
+		m.hold(n)
 		m.produceOffset(p, recs[0], func(off int64, err error) {
-			m.in.push(&changelogAck{p: p, tp: t, mut: tm, off: off, err: err})
+			m.in.push(&changelogAck{p: p, tp: t, mut: tm, off: off, err: err, n: n})
 		})
 	}
 }
@@ -304,6 +315,8 @@ func (m *Manager) flushTable(p *partition, t *tablePart) {
 	clear(t.acked)
 	t.acked = t.acked[:0]
 	clear(t.overlay)
+	m.release(t.ackedBytes)
+	t.ackedBytes = 0
 }
 
 // closeTables applies what is acknowledged, closes p's stores and ends a
@@ -320,6 +333,8 @@ func (m *Manager) closeTables(p *partition) {
 			}
 			t.store = nil
 		}
+		m.release(t.ackedBytes) // a flush that failed: the partition is gone anyway
+		t.ackedBytes = 0
 		if m.cfg.Standbys != nil {
 			m.cfg.Standbys.Release(t.name, p.ktp.partition)
 		}

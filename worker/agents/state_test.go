@@ -273,7 +273,7 @@ type fakeStandbys struct {
 	released []string
 }
 
-func (s *fakeStandbys) Take(table string, partition int32) *tables.Store {
+func (s *fakeStandbys) Take(_ context.Context, table string, partition int32) *tables.Store {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.taken = append(s.taken, fmt.Sprintf("%s/%d", table, partition))
@@ -325,5 +325,81 @@ func TestTakeoverFromStandby(t *testing.T) {
 	defer sbs.mu.Unlock()
 	if !slices.Equal(sbs.taken, []string{"counts/1"}) || !slices.Equal(sbs.released, []string{"counts/1"}) {
 		t.Errorf("taken %v, released %v; want [counts/1] each", sbs.taken, sbs.released)
+	}
+}
+
+// gatedStandbys holds every Take at its start until the test opens gate,
+// then claims the table partition as tables.Standbys does: unless the
+// takeover's context is done. Release ends a claim.
+type gatedStandbys struct {
+	gate    chan struct{}
+	mu      sync.Mutex
+	entered int
+	returns int
+	claims  map[string]int
+	release int
+}
+
+func (s *gatedStandbys) Take(ctx context.Context, table string, partition int32) *tables.Store {
+	s.mu.Lock()
+	s.entered++
+	s.mu.Unlock()
+	<-s.gate
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.returns++
+	if ctx.Err() == nil {
+		s.claims[fmt.Sprintf("%s/%d", table, partition)]++
+	}
+	return nil
+}
+
+func (s *gatedStandbys) Release(table string, partition int32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.release++
+	delete(s.claims, fmt.Sprintf("%s/%d", table, partition))
+}
+
+func (s *gatedStandbys) count(f func() int) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return f()
+}
+
+// TestLateTakeAfterRevoke: the restore goroutine of a partition reaches
+// Standbys.Take only after the partition was revoked and released. Its
+// takeover context must be done by then, so the late Take claims nothing;
+// a claim left behind would keep the partition's standby replica off this
+// worker for good.
+func TestLateTakeAfterRevoke(t *testing.T) {
+	for _, lost := range []bool{false, true} {
+		t.Run(fmt.Sprintf("lost=%v", lost), func(t *testing.T) {
+			r := newFakeRestorer(t)
+			close(r.release)
+			sbs := &gatedStandbys{gate: make(chan struct{}), claims: map[string]int{}}
+			cfg := tableConfig(r, "")
+			cfg.Standbys = sbs
+			h := start(t, cfg)
+			h.m.Assigned(tps("in", 2))
+			waitFor(t, wait, func() string { return "the restore goroutine to reach Take" },
+				func() bool { return sbs.count(func() int { return sbs.entered }) == 1 })
+			if lost {
+				h.m.Lost(tps("in", 2))
+			} else {
+				h.m.Revoked(tps("in", 2))
+			}
+			waitFor(t, wait, func() string { return "Release of the revoked partition" },
+				func() bool { return sbs.count(func() int { return sbs.release }) == 1 })
+			close(sbs.gate)
+			waitFor(t, wait, func() string { return "the late Take to return" },
+				func() bool { return sbs.count(func() int { return sbs.returns }) == 1 })
+			waitFor(t, wait, func() string { return "Recovering() to drop to 0" }, func() bool { return h.m.Recovering() == 0 })
+			sbs.mu.Lock()
+			defer sbs.mu.Unlock()
+			if len(sbs.claims) != 0 {
+				t.Errorf("claims after the partition left: %v, want none (no Release will end them)", sbs.claims)
+			}
+		})
 	}
 }

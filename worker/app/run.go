@@ -99,9 +99,10 @@ func (a *App) Run(ctx context.Context) (err error) {
 		// A pause of a third of the session timeout is suspect: losing the
 		// partitions takes at least the session timeout less one heartbeat
 		// interval (at most a third).
-		FreezeGap: a.cfg.Kafka.SessionTimeout.D() / 3,
-		Restorer:  restorer,
-		Windows:   map[string]tables.Window{},
+		FreezeGap:     a.cfg.Kafka.SessionTimeout.D() / 3,
+		InflightBytes: int64(a.cfg.Limits.InflightBytes),
+		Restorer:      restorer,
+		Windows:       map[string]tables.Window{},
 	}
 	for _, t := range a.cfg.Tables {
 		if w := t.Window; w != nil {

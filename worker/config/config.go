@@ -7,6 +7,9 @@ package config
 
 import (
 	"fmt"
+	"math"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -42,6 +45,8 @@ type Config struct {
 	Monitor Monitor `yaml:"monitor"`
 	// Commit configures how often the commit frontier is committed.
 	Commit Commit `yaml:"commit"`
+	// Limits bound the worker's memory.
+	Limits Limits `yaml:"limits"`
 	// Topics declares the topics the app reads or writes; missing ones are
 	// created at start, existing ones must have the declared partition count.
 	Topics []Topic `yaml:"topics"`
@@ -134,6 +139,23 @@ func (c *Config) EffectiveMessageTimeout() time.Duration {
 	}
 	return min(c.Kafka.SessionTimeout.D()/2, c.Commit.RevokeTimeout.D())
 }
+
+// Limits bound the memory the worker holds for events in flight.
+type Limits struct {
+	// InflightBytes caps the bytes held for results on their way to Kafka,
+	// over all agents and partitions: results read from agents and not
+	// yet applied, and the records they produced (outputs, changelog
+	// records) until Kafka acknowledges them (table mutations until they
+	// reach the store). At the cap the worker delivers no event and reads
+	// no further message from any agent stream until acknowledgements
+	// make room. Written as bytes (268435456) or with a unit (256MiB,
+	// 1GiB, 512KiB). Default: 256MiB; at least 1MiB.
+	InflightBytes ByteSize `yaml:"inflight_bytes"`
+}
+
+// MinInflightBytes is the smallest Limits.InflightBytes accepted: room for
+// a few largest messages of an agent stream.
+const MinInflightBytes = 1 << 20
 
 // Monitor configures metrics and stall detection.
 type Monitor struct {
@@ -253,6 +275,7 @@ func DefaultConfig() *Config {
 			Every:         10000,
 			RevokeTimeout: Duration(10 * time.Second),
 		},
+		Limits: Limits{InflightBytes: 256 << 20},
 		Monitor: Monitor{
 			Enabled:       true,
 			StallTimeout:  Duration(30 * time.Second),
@@ -283,6 +306,47 @@ func (d *Duration) UnmarshalText(b []byte) error {
 
 // MarshalText formats d as a Go duration string.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// ByteSize is a size in bytes, written in the app file as a whole number
+// of bytes or with a binary unit: B, KiB, MiB, GiB ("64MiB").
+type ByteSize int64
+
+// UnmarshalText parses a whole number with an optional unit.
+func (b *ByteSize) UnmarshalText(text []byte) error {
+	s := strings.TrimSpace(string(text))
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v < 0 || v > math.MaxInt64/mult {
+		return fmt.Errorf("invalid size %q (want bytes, or e.g. 512KiB, 64MiB, 1GiB)", text)
+	}
+	*b = ByteSize(v * mult)
+	return nil
+}
+
+// MarshalText formats b in the largest unit that divides it.
+func (b ByteSize) MarshalText() ([]byte, error) { return []byte(b.String()), nil }
+
+// String formats b in the largest binary unit that divides it ("256MiB").
+func (b ByteSize) String() string {
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if b != 0 && int64(b)%u.mult == 0 {
+			return strconv.FormatInt(int64(b)/u.mult, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(int64(b), 10)
+}
 
 // Agent returns the declared agent with the given name.
 func (c *Config) Agent(name string) (Agent, bool) {

@@ -61,6 +61,41 @@ func TestLoadGood(t *testing.T) {
 	if got, want := cfg.Listen.GRPC, "127.0.0.1:6066"; got != want {
 		t.Errorf("listen.grpc default: got %q, want %q", got, want)
 	}
+	if got, want := cfg.Limits.InflightBytes, ByteSize(256<<20); got != want {
+		t.Errorf("limits.inflight_bytes default: got %v, want %v", got, want)
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want ByteSize
+		ok   bool
+	}{
+		{"1048576", 1 << 20, true},
+		{"64MiB", 64 << 20, true},
+		{"1 GiB", 1 << 30, true},
+		{"512KiB", 512 << 10, true},
+		{"100B", 100, true},
+		{"64MB", 0, false},
+		{"-1", 0, false},
+		{"lots", 0, false},
+		{"9999999999GiB", 0, false},
+	}
+	for _, tt := range tests {
+		cfg, err := Parse([]byte(good + "limits: {inflight_bytes: " + tt.in + "}\n"))
+		switch {
+		case tt.ok && err != nil:
+			t.Errorf("%q: %v", tt.in, err)
+		case tt.ok && cfg.Limits.InflightBytes != tt.want:
+			t.Errorf("%q: got %d, want %d", tt.in, cfg.Limits.InflightBytes, tt.want)
+		case !tt.ok && (err == nil || !strings.Contains(err.Error(), "limits.inflight_bytes")):
+			t.Errorf("%q: got %v, want an error naming limits.inflight_bytes", tt.in, err)
+		}
+	}
+	if got := ByteSize(256 << 20).String(); got != "256MiB" {
+		t.Errorf("String() = %q, want 256MiB", got)
+	}
 }
 
 func TestLoadBad(t *testing.T) {
@@ -104,6 +139,8 @@ func TestLoadBad(t *testing.T) {
 			"agents:\n", "agents:\n  - {name: other, topics: [more], tables: [counts]}\n", 1),
 			[]string{`tables[0]: table "counts" has source topics ["more" "lines"]: a table needs exactly one source topic`}},
 		{"bad listen", good + "listen: {grpc: nowhere}\n", []string{`listen.grpc: "nowhere"`}},
+		{"bad size", good + "limits: {inflight_bytes: huge}\n", []string{"limits.inflight_bytes", `invalid size "huge"`}},
+		{"small inflight cap", good + "limits: {inflight_bytes: 100}\n", []string{"limits.inflight_bytes: 100: must be at least 1MiB"}},
 		{"not yaml", "app: [\n", []string{"not valid YAML"}},
 		{"empty", "", []string{"empty"}},
 		{"list where mapping", "app: a\nbrokers: b\nlisten: [1]\n", []string{"listen: line 3: want a mapping"}},

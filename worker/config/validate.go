@@ -71,6 +71,10 @@ func (c *Config) Validate() error {
 		bad("commit.every", "%d: must be at least 1", c.Commit.Every)
 	}
 	positive("monitor.stats_interval", c.Monitor.StatsInterval, bad)
+	if c.Limits.InflightBytes < MinInflightBytes {
+		bad("limits.inflight_bytes", "%s: must be at least %s",
+			c.Limits.InflightBytes, ByteSize(MinInflightBytes))
+	}
 	if c.Kafka.ReplicationFactor < 1 {
 		bad("kafka.replication_factor", "%d: must be at least 1", c.Kafka.ReplicationFactor)
 	}

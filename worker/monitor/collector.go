@@ -20,6 +20,8 @@ var (
 	descCommitted    = prometheus.NewDesc("eddy_committed_offset", "The last committed offset (the next to consume).", partLabels, nil)
 	descProcessing   = prometheus.NewDesc("eddy_processing_latency_seconds", "Time from delivering an event to an agent to its result.", agentLabels, nil)
 	descEndToEnd     = prometheus.NewDesc("eddy_end_to_end_latency_seconds", "Time from a record's timestamp to the commit that covers it.", agentLabels, nil)
+	descInflightB    = prometheus.NewDesc("eddy_inflight_bytes", "Bytes held for results on their way to Kafka, against limits.inflight_bytes.", nil, nil)
+	descStreamWaits  = prometheus.NewDesc("eddy_agent_stream_waits_total", "Times reading an agent stream waited for memory (limits.inflight_bytes or the session queue bound).", nil, nil)
 	descSessions     = prometheus.NewDesc("eddy_agent_sessions", "Connected agent instances.", agentLabels, nil)
 	descConnects     = prometheus.NewDesc("eddy_agent_connects_total", "Agent sessions opened.", agentLabels, nil)
 	descDisconnects  = prometheus.NewDesc("eddy_agent_disconnects_total", "Agent sessions closed.", agentLabels, nil)
@@ -45,7 +47,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descReceived, descDelivered, descProcessed, descRetried, descDeadLettered,
 		descInFlight, descLag, descCommitted, descProcessing, descEndToEnd, descSessions, descConnects,
 		descDisconnects, descStale, descRefused, descProduceRetry, descDLQNoValue, descProcTimeouts, descStalled,
-		descRebalances, descFreezes, descRebalanceDur, descProduce, descCommit, descWatchDropped} {
+		descRebalances, descFreezes, descRebalanceDur, descProduce, descCommit, descWatchDropped, descInflightB, descStreamWaits} {
 		ch <- d
 	}
 }
@@ -111,4 +113,6 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstHistogram(d, s.count, s.sum, s.cumulative())
 	}
 	ch <- prometheus.MustNewConstMetric(descWatchDropped, prometheus.CounterValue, float64(m.WatchDropped.Load()))
+	ch <- prometheus.MustNewConstMetric(descInflightB, prometheus.GaugeValue, float64(m.InflightBytes.Load()))
+	ch <- prometheus.MustNewConstMetric(descStreamWaits, prometheus.CounterValue, float64(m.StreamWaits.Load()))
 }

@@ -40,6 +40,13 @@ type Monitor struct {
 	CommitLatency Histogram
 	// WatchDropped counts snapshots not sent to slow watchers.
 	WatchDropped atomic.Uint64
+	// InflightBytes is what the agents manager holds against
+	// limits.inflight_bytes: results not yet applied, and the records they
+	// produced until Kafka acknowledged them.
+	InflightBytes atomic.Int64
+	// StreamWaits counts the times reading an agent's stream waited for
+	// room (limits.inflight_bytes or the session's queue bound).
+	StreamWaits atomic.Uint64
 }
 
 type partKey struct {

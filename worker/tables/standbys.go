@@ -1,6 +1,7 @@
 package tables
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -197,10 +198,16 @@ func (s *Standbys) stop(tp TablePartition, e *standbyEntry, why string) {
 // returns its open store, checkpointed: the caller owns it (pass it to
 // Restorer.Resume, or Close it). It returns nil when there is no replica
 // (or it failed to start, or Standbys is closed).
-func (s *Standbys) Take(table string, partition int32) *Store {
+//
+// ctx is the takeover's: once it is done, Take claims nothing and returns
+// nil. The caller cancels it before it calls Release for the partition, so
+// a Take that runs late (on a restore goroutine, after the partition left
+// and was released) never leaves a claim that no Release ends: ctx is
+// checked under the same lock Release takes.
+func (s *Standbys) Take(ctx context.Context, table string, partition int32) *Store {
 	tp := TablePartition{table, partition}
 	s.mu.Lock()
-	if s.closed {
+	if s.closed || ctx.Err() != nil {
 		s.mu.Unlock()
 		return nil
 	}
@@ -226,7 +233,8 @@ func (s *Standbys) Take(table string, partition int32) *Store {
 }
 
 // Release ends what Take began: the partition left this worker, and may
-// get a standby replica again.
+// get a standby replica again. Cancel the context given to Take first
+// (see Take).
 func (s *Standbys) Release(table string, partition int32) {
 	s.mu.Lock()
 	delete(s.claimed, TablePartition{table, partition})

@@ -106,7 +106,7 @@ func TestStandbysReconcileAndTake(t *testing.T) {
 		pr, ok := sbs.Progress("counts", 1)
 		return ok && pr.Position == 500
 	})
-	st := sbs.Take("counts", 1)
+	st := sbs.Take(context.Background(), "counts", 1)
 	if st == nil {
 		t.Fatal("Take returned no store")
 	}
@@ -127,7 +127,7 @@ func TestStandbysReconcileAndTake(t *testing.T) {
 	if got := sbs.Partitions()["counts"]; !slices.Equal(got, []int32{2}) {
 		t.Errorf("Partitions while 1 is taken = %v, want [2]", got)
 	}
-	if sbs.Take("counts", 0) != nil {
+	if sbs.Take(context.Background(), "counts", 0) != nil {
 		t.Error("Take of a partition without a replica returned a store")
 	}
 	sbs.Release("counts", 1)
@@ -147,4 +147,45 @@ func waitStandbyCaughtUp(t testing.TB, e *env, p int32) {
 	re := regexp.MustCompile(fmt.Sprintf(`msg="standby replica caught up".* partition=%d `, p))
 	waitFor(t, waitTimeout, func() string { return fmt.Sprintf("standby of partition %d to catch up", p) },
 		func() bool { return re.MatchString(e.logs.String()) })
+}
+
+// TestStandbysLateTakeAfterRelease: the restore of a partition takes its
+// standby replica on a goroutine of its own; when the partition is revoked
+// before that goroutine reaches Take, the Take comes after its Release. It
+// must claim nothing: else no replica of the partition is ever started on
+// this worker again.
+func TestStandbysLateTakeAfterRelease(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	cl := e.changelog("counts", 1, nil)
+	e.produce(cl, 0, mutations(60, "k", 50))
+	sbs := tables.NewStandbys(e.r, nil, 1)
+	t.Cleanup(func() { _ = sbs.Close() })
+	sbs.Reconcile(map[string][]int32{"counts": {0}}, nil)
+	waitStandbyCaughtUp(t, e, 0)
+
+	// Assigned here: the restore goroutine starts; revoked before it ran
+	// (its context cancelled, then Release).
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	sbs.Release("counts", 0)
+	if st := sbs.Take(ctx, "counts", 0); st != nil {
+		closeStore(t, st)
+		t.Error("a Take after its Release handed a store over")
+	}
+	// Placed here again: the replica runs.
+	sbs.Reconcile(map[string][]int32{"counts": {0}}, nil)
+	if got := sbs.Partitions()["counts"]; !slices.Equal(got, []int32{0}) {
+		t.Errorf("Partitions after the late Take = %v, want [0]: the partition stays claimed for good", got)
+	}
+	// A takeover under a live context still claims it.
+	st := sbs.Take(context.Background(), "counts", 0)
+	if st == nil {
+		t.Fatal("Take of the running replica returned no store")
+	}
+	closeStore(t, st)
+	sbs.Reconcile(map[string][]int32{"counts": {0}}, nil)
+	if got := sbs.Partitions()["counts"]; len(got) != 0 {
+		t.Errorf("Partitions while taken = %v, want none", got)
+	}
 }
