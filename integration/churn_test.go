@@ -16,7 +16,7 @@ import (
 )
 
 // TestChurnFreezeAndKill is the acceptance run that lost counts before
-// (docs/tables.md, "Handover"): the word count on three workers with a
+// (docs/architecture.md, "Handover"): the word count on three workers with a
 // standby each, a producer writing throughout, one worker frozen with
 // SIGSTOP past its session timeout and resumed, another killed -9 and
 // restarted. Then, read by an independent consumer:
@@ -54,7 +54,7 @@ func TestChurnFreezeAndKill(t *testing.T) {
 
 	// A producer writes throughout the faults.
 	want := map[string]int64{}
-	keys, lines := corpus(21, 40000, want)
+	keys, lines := corpus(21, 70000, want)
 	prod := startSteadyProducer(t, a.lines, keys, lines, 500, 200*time.Millisecond)
 
 	// The worker that owns most count partitions is frozen past its session
@@ -112,6 +112,17 @@ func TestChurnFreezeAndKill(t *testing.T) {
 			return atEnd(committed(t, a.app, topic, 8), end)
 		})
 	}
+
+	// The group settled on the three live workers (the killed one's member
+	// may have outlived it by a session timeout).
+	waitFor(t, time.Minute, "the 16 partitions on the three live workers", func() bool {
+		n := 0
+		for _, w := range ws {
+			as, _ := w.status(t)["assigned"].([]any)
+			n += len(as)
+		}
+		return n == 16
+	})
 
 	// The changelog, in offset order per partition, never goes backwards.
 	cl := readAll(t, a.changelog)

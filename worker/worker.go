@@ -59,7 +59,7 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) *Worker {
 //
 // Start order: gRPC and HTTP listeners (health NOT_SERVING), the embedded
 // broker when brokers is "embedded", then the app (which starts its services
-// in the order of DESIGN.md §1) — health turns SERVING when it is RUNNING.
+// in the order of docs/architecture.md) — health turns SERVING when it is RUNNING.
 //
 // Shutdown order, bounded by shutdown_timeout:
 //  1. health turns NOT_SERVING, state STOPPING;

@@ -1,6 +1,6 @@
 package agents_test
 
-// Two decisions on the stricter reading of DESIGN.md §4: a key stays busy
+// Two decisions on the stricter reading of docs/protocol.md: a key stays busy
 // until Kafka has what its event produced, and a disconnect is not a retry.
 
 import (

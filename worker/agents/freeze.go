@@ -20,7 +20,7 @@ import (
 // are lost. Records librdkafka queued before the pause are the producer's
 // message timeout's: it is shorter than the session timeout, so they
 // expire rather than go out after a pause that cost the partitions. See
-// docs/agents.md ("A worker that stood still").
+// docs/architecture.md ("Handover").
 
 // freezeGuard notices that the process stood still. The pulse goroutine
 // stores the monotonic time every pulseEvery; a gap longer than gap, seen

@@ -13,7 +13,7 @@ import (
 // Handover: a partition leaving this worker must leave nothing behind that
 // could land after its next owner's writes, must commit what it finished,
 // and must not be confused with its own next assignment
-// (docs/agents.md, "Rebalances and handover").
+// (docs/architecture.md, "Handover").
 
 func outRec(v string) agents.Record {
 	return agents.Record{Topic: "out", Key: []byte("k"), Value: []byte(v)}

@@ -3,7 +3,7 @@ package agents
 import "slices"
 
 // StateGetRequest reads one key of a table partition the session owns
-// (StateGet in the protocol, DESIGN.md §4).
+// (StateGet in the protocol, docs/protocol.md).
 type StateGetRequest struct {
 	RequestID uint64
 	Topic     string

@@ -1,4 +1,4 @@
-// Package agents runs the worker side of the agent protocol (DESIGN.md §4):
+// Package agents runs the worker side of the agent protocol (docs/protocol.md):
 // it owns agent sessions, hands each owned Kafka partition to exactly one
 // connected instance of its agent (or spreads it by key), delivers events
 // within the agent's credit, applies results (produced records, dead

@@ -24,7 +24,7 @@ const stopBudget = 10 * time.Second
 // Run starts the services, moves to RUNNING, blocks until ctx ends, then
 // stops them. It returns nil after a clean stop. Run may be called once.
 //
-// Start order (DESIGN.md §1): monitor (created with the app), Kafka admin
+// Start order (docs/architecture.md): monitor (created with the app), Kafka admin
 // (reach the brokers within kafka.reach_timeout, create declared topics,
 // dead-letter and changelog topics), producer, table restorer, agents
 // manager, consumer (joins the group). Table partitions are restored by

@@ -1,5 +1,5 @@
 // Package tables is the storage and recovery layer of Eddy's tables
-// (DESIGN.md §5): changelog-backed key/value state, partitioned like the
+// (docs/tables.md): changelog-backed key/value state, partitioned like the
 // source topic of the agents that use it.
 //
 //   - Store: one buntdb file per table partition, <data_dir>/<table>/<partition>.db,
