@@ -80,9 +80,11 @@ func TestChurnFreezeAndKill(t *testing.T) {
 	}
 	ws[frozen].signal(syscall.SIGCONT)
 	t.Logf("worker %d resumed after %s", frozen, time.Since(frozenAt).Round(time.Millisecond))
-	waitFor(t, 30*time.Second, "the resumed worker to report that it stood still", func() bool {
+	if !pollUntil(30*time.Second, func() bool {
 		return strings.Contains(ws[frozen].log.String(), "the worker's process stood still")
-	})
+	}) {
+		t.Error("the resumed worker did not report that it stood still")
+	}
 
 	// Once it is back in the group, another worker is killed -9 and
 	// restarted on its data directory.
@@ -161,6 +163,16 @@ func TestChurnFreezeAndKill(t *testing.T) {
 	}
 	checkExact(t, "last output per word against the changelog fold", lastByKey(t, readAll(t, a.out)), fold)
 	checkExact(t, "scan of the owners' stores against the changelog fold", scanCounts(t, ws[frozen]), fold)
+}
+
+// pollUntil polls cond until it holds (true) or timeout passes (false).
+func pollUntil(timeout time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+	}
+	return false
 }
 
 // ownerOfMostCount returns the index of the worker owning most partitions

@@ -105,6 +105,17 @@ func (g *freezeGuard) suspect() (bool, time.Duration) {
 	return false, 0
 }
 
+// calm reports, without marking anything handled, whether no pause is
+// pending: suspect would say no. Producer goroutine only.
+func (g *freezeGuard) calm() bool {
+	last := g.last.Load()
+	from := g.gapFrom.Load()
+	if g.clock()-time.Duration(last) > g.gap && g.handled != last {
+		return false
+	}
+	return from < 0 || from == g.handled
+}
+
 // suspectReq stops producing until membership is confirmed: resume is
 // closed then.
 type suspectReq struct {

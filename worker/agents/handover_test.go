@@ -8,6 +8,7 @@ import (
 
 	"github.com/eddy-streams/eddy/worker/agents"
 	"github.com/eddy-streams/eddy/worker/monitor"
+	"github.com/eddy-streams/eddy/worker/tables"
 )
 
 // Handover: a partition leaving this worker must leave nothing behind that
@@ -249,4 +250,49 @@ func TestAssignedButUnknownIsStalled(t *testing.T) {
 	}
 	h.m.Assigned(tps("in", 1))
 	waitFor(t, wait, func() string { return "in[1] no longer stalled" }, func() bool { return !stalled(1) })
+}
+
+// TestStoreCheckpointStopsAtForeignRecords: records this worker did not
+// write land among its own changelog records (a previous owner's late
+// writes). The store gets this worker's mutations, but its checkpoint
+// stays before the foreign records, so a restore from it reads them; a
+// checkpoint past them would skip them for good.
+func TestStoreCheckpointStopsAtForeignRecords(t *testing.T) {
+	r := newFakeRestorer(t)
+	close(r.release)
+	cfg := tableConfig(r, "")
+	cfg.CommitInterval = time.Hour
+	cfg.CommitEvery = 1 << 30
+	h := start(t, cfg)
+	a := h.open("count", "a", 100)
+	h.m.Assigned(tps("in", 0))
+	h.send(msg("in", 0, 0, "a", ""), msg("in", 0, 1, "b", ""), msg("in", 0, 2, "c", ""))
+	b := a.nextBatch()
+	a.reply(b, set(0, "a", "1"))
+	h.prod.waitCalls(t, 1)
+	h.prod.answer(t, 0, nil) // changelog offset 0: ours
+	h.prod.skipOffsets("app-counts-changelog", 0, 3) // offsets 1..3: another writer's
+	a.reply(b, set(1, "b", "1"), set(2, "c", "1"))
+	h.prod.waitCalls(t, 3)
+	h.prod.answer(t, 1, nil) // offset 4
+	h.prod.answer(t, 2, nil) // offset 5
+	h.settle()
+	select {
+	case <-revokeAsync(h, false, 0): // flushes the acknowledged mutations to the store
+	case <-time.After(wait):
+		t.Fatal("Revoked did not return")
+	}
+	st, err := tables.Open(r.dir, "counts", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if got := st.LastOffset(); got != 0 {
+		t.Errorf("store checkpoint = %d, want 0 (before the foreign records at 1..3)", got)
+	}
+	for _, k := range []string{"a", "b", "c"} {
+		if v, ok, err := st.Get([]byte(k)); err != nil || !ok || string(v) != "1" {
+			t.Errorf("store %s = %q (found %v, %v), want 1", k, v, ok, err)
+		}
+	}
 }

@@ -283,6 +283,17 @@ func (p *fakeProducer) ProduceOffset(rec transport.Record, onDone func(int64, er
 	})
 }
 
+// skipOffsets makes the next n offsets of topic[partition] another
+// writer's: ProduceOffset reports the records after them.
+func (p *fakeProducer) skipOffsets(topic string, partition int32, n int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.next == nil {
+		p.next = map[string]int64{}
+	}
+	p.next[fmt.Sprintf("%s/%d", topic, partition)] += n
+}
+
 func (p *fakeProducer) len() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -131,6 +131,9 @@ func (m *Manager) handOver(j produceJob) {
 		fail(j, errPartitionGone)
 		return
 	}
+	// A Produce waiting for room in librdkafka's queue may outlast a pause
+	// of the process: it must not queue the record after one.
+	j.rec.Allowed = m.freeze.calm
 	if j.onOffset != nil {
 		m.producer.ProduceOffset(j.rec, j.onOffset)
 	} else {

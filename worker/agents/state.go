@@ -33,6 +33,9 @@ type tablePart struct {
 	store     *tables.Store // nil until the partition is recovered
 	overlay   map[string]overlayValue
 	acked     []ackedMutation // in the order acknowledged
+	// gapSeen: a record of another writer was found among this worker's
+	// own (logged once; flushTable).
+	gapSeen bool
 	// ackedBytes are the held bytes (Config.InflightBytes) of acked,
 	// released once they are applied to the store.
 	ackedBytes int64
@@ -306,10 +309,33 @@ func (m *Manager) flushTable(p *partition, t *tablePart) {
 	for i, am := range t.acked {
 		muts[i] = am.mut
 	}
-	last := t.acked[len(t.acked)-1].off
-	if err := t.store.Apply(muts, last); err != nil {
+	// The checkpoint moves only over offsets this worker wrote itself, one
+	// after the other from the store's checkpoint: a record of another
+	// writer between them (a previous owner's late write, or one of ours
+	// that failed yet landed) is not in the store, and a checkpoint past it
+	// would make the next restore skip it. The mutations after a gap are
+	// applied without moving the checkpoint (a store ahead of its
+	// checkpoint is safe: a restore replays from there to the end).
+	next, cut := t.store.LastOffset()+1, 0
+	for cut < len(t.acked) && t.acked[cut].off == next {
+		next++
+		cut++
+	}
+	if cut < len(t.acked) && !t.gapSeen {
+		t.gapSeen = true
+		m.log.Warn("the table's changelog has records this worker did not write among its own; the local checkpoint stays before them until the next restore",
+			"table", t.name, "partition", p.ktp.partition, "checkpoint", next-1, "next_own_offset", t.acked[cut].off)
+	}
+	var err error
+	if cut > 0 {
+		err = t.store.Apply(muts[:cut], t.acked[cut-1].off)
+	}
+	if err == nil && cut < len(muts) {
+		err = t.store.Apply(muts[cut:], tables.NoOffset)
+	}
+	if err != nil {
 		m.log.Error("applying changelog writes to the table store failed; will retry", "table", t.name,
-			"partition", p.ktp.partition, "offset", last, "err", err)
+			"partition", p.ktp.partition, "offset", t.acked[len(t.acked)-1].off, "err", err)
 		return
 	}
 	clear(t.acked)

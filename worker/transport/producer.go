@@ -33,7 +33,16 @@ type Record struct {
 	// Timestamp is the record's create time. Default (zero): the time of
 	// Produce.
 	Timestamp time.Time
+	// Allowed, if set, is asked again before each further attempt to hand
+	// the record to librdkafka while its queue is full (Produce waits for
+	// room): false fails the record with ErrWithheld. The worker uses it
+	// so that a record whose Produce began before the process stood still
+	// is not queued after. Default (nil): always allowed.
+	Allowed func() bool
 }
+
+// ErrWithheld fails a record whose Record.Allowed said no.
+var ErrWithheld = errors.New("transport: record withheld before it was queued")
 
 // Producer writes records to Kafka with acks=all and idempotence, and
 // reports each record's fate to a callback. That callback feeds the commit
@@ -186,7 +195,11 @@ func (p *Producer) ProduceOffset(rec Record, onDone func(offset int64, err error
 			case <-wait.C:
 			case <-p.closeCh:
 			}
-			continue
+			if rec.Allowed != nil && !rec.Allowed() {
+				err = ErrWithheld
+			} else {
+				continue
+			}
 		}
 		if p.closing.Load() && errors.As(err, &kerr) && kerr.Code() == kafka.ErrQueueFull {
 			err = fmt.Errorf("%w: %w", ErrClosed, err)
