@@ -25,7 +25,9 @@ type Config struct {
 	DataDir string `yaml:"data_dir"`
 	// Listen holds the addresses of the control plane.
 	Listen Listen `yaml:"listen"`
-	// ProcessingGuarantee is at_least_once (default) or exactly_once.
+	// ProcessingGuarantee is at_least_once (default and, for now, the only
+	// accepted value): exactly_once is refused by Validate until the
+	// worker implements it.
 	ProcessingGuarantee string `yaml:"processing_guarantee"`
 	// ShutdownTimeout bounds graceful shutdown; past it the worker exits
 	// anyway with a non-zero status. Default: 30s.
@@ -191,7 +193,8 @@ type Window struct {
 	Expires Duration `yaml:"expires"`
 }
 
-// Guarantees accepted in ProcessingGuarantee.
+// Guarantees named in ProcessingGuarantee. Validate accepts only
+// AtLeastOnce; ExactlyOnce is reserved and refused as not available yet.
 const (
 	AtLeastOnce = "at_least_once"
 	ExactlyOnce = "exactly_once"

@@ -82,6 +82,8 @@ func TestLoadBad(t *testing.T) {
 		{"duplicate topic", strings.Replace(good, "- {name: lines, partitions: 8}", "- {name: lines, partitions: 8}\n  - {name: lines, partitions: 2}", 1),
 			[]string{`topics[1].name: duplicate topic "lines"`}},
 		{"bad guarantee", good + "processing_guarantee: maybe_once\n", []string{`processing_guarantee: "maybe_once"`}},
+		{"exactly_once not available", good + "processing_guarantee: exactly_once\n",
+			[]string{`processing_guarantee: "exactly_once" is not available yet`, "at_least_once"}},
 		{"bad partitions type", strings.Replace(good, "partitions: 8", "partitions: eight", 1),
 			[]string{"topics[0].partitions", `want a whole number, got "eight"`}},
 		{"zero partitions", strings.Replace(good, "partitions: 8", "partitions: 0", 1),

@@ -39,9 +39,13 @@ func (c *Config) Validate() error {
 	addr("listen.grpc", c.Listen.GRPC, bad)
 	addr("listen.http", c.Listen.HTTP, bad)
 	switch c.ProcessingGuarantee {
-	case AtLeastOnce, ExactlyOnce:
+	case AtLeastOnce:
+	case ExactlyOnce:
+		// Refused until transactions are wired in: a setting must never
+		// say more than the worker does (docs/configuration.md).
+		bad("processing_guarantee", "%q is not available yet: this worker runs %s only", c.ProcessingGuarantee, AtLeastOnce)
 	default:
-		bad("processing_guarantee", "%q: want %s or %s", c.ProcessingGuarantee, AtLeastOnce, ExactlyOnce)
+		bad("processing_guarantee", "%q: want %s (%s is not available yet)", c.ProcessingGuarantee, AtLeastOnce, ExactlyOnce)
 	}
 	positive("shutdown_timeout", c.ShutdownTimeout, bad)
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
