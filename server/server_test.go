@@ -5,11 +5,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -63,6 +65,9 @@ func (f *fakeCore) Snapshot() monitor.Snapshot {
 }
 func (f *fakeCore) WatchDropped() { f.dropped.Add(1) }
 func (f *fakeCore) OpenAgentSession(h agents.Hello) (*agents.Session, agents.Welcome, error) {
+	if h.App != "" && h.App != "demo" {
+		return nil, agents.Welcome{}, &agents.AppMismatchError{Hello: h.App, Worker: "demo"}
+	}
 	return nil, agents.Welcome{}, &agents.UnknownAgentError{Name: h.Agent, Declared: []string{"count"}}
 }
 
@@ -164,15 +169,19 @@ func TestConnectRejects(t *testing.T) {
 		first *eddyv1.ConnectRequest
 		want  codes.Code
 		msg   string
+		// reason is the google.rpc.ErrorInfo reason the status must carry.
+		reason string
 	}{
 		{"credit first", "s3cret", &eddyv1.ConnectRequest{Msg: &eddyv1.ConnectRequest_Credit{Credit: &eddyv1.Credit{Events: 1}}},
-			codes.InvalidArgument, "first message"},
+			codes.InvalidArgument, "first message", ""},
 		{"no token", "", &eddyv1.ConnectRequest{Msg: &eddyv1.ConnectRequest_Hello{Hello: &eddyv1.Hello{Agent: "x"}}},
-			codes.Unauthenticated, "missing token"},
+			codes.Unauthenticated, "missing token", ""},
 		{"bad token", "", &eddyv1.ConnectRequest{Msg: &eddyv1.ConnectRequest_Hello{Hello: &eddyv1.Hello{Agent: "x", Token: "nope"}}},
-			codes.Unauthenticated, "bad token"},
+			codes.Unauthenticated, "bad token", ""},
 		{"unknown agent", "s3cret", &eddyv1.ConnectRequest{Msg: &eddyv1.ConnectRequest_Hello{Hello: &eddyv1.Hello{Agent: "x"}}},
-			codes.NotFound, `unknown agent "x"`},
+			codes.NotFound, `unknown agent "x"`, ""},
+		{"another app", "s3cret", &eddyv1.ConnectRequest{Msg: &eddyv1.ConnectRequest_Hello{Hello: &eddyv1.Hello{App: "billing", Agent: "count"}}},
+			codes.FailedPrecondition, `hello.app "billing" does not match this worker's app "demo"`, "APP_MISMATCH"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -192,6 +201,17 @@ func TestConnectRejects(t *testing.T) {
 			_, err = stream.Recv()
 			if got := status.Code(err); got != tt.want || !strings.Contains(err.Error(), tt.msg) {
 				t.Errorf("got %v, want %v containing %q", err, tt.want, tt.msg)
+			}
+			if tt.reason != "" {
+				var reasons []string
+				for _, d := range status.Convert(err).Details() {
+					if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == "eddy.v1" {
+						reasons = append(reasons, info.GetReason())
+					}
+				}
+				if !slices.Contains(reasons, tt.reason) {
+					t.Errorf("ErrorInfo reasons: got %v, want %q", reasons, tt.reason)
+				}
 			}
 		})
 	}
