@@ -47,7 +47,7 @@ tables:
 // startWordCount runs examples/wordcount against a worker.
 func startWordCount(t testing.TB, addr string, a wordCountApp) *agentProc {
 	t.Helper()
-	cmd := exec.Command(bin(t, "wordcount"), "--addr", addr, "--words", a.words, "--table", a.table, "--out", a.out)
+	cmd := exec.Command(bin(t, "wordcount"), "--addr", addr, "--app", appAt(t, addr), "--words", a.words, "--table", a.table, "--out", a.out)
 	cmd.Env = append(os.Environ(), "EDDY_TOKEN=")
 	p := &agentProc{cmd: cmd, log: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.log, p.log
