@@ -150,11 +150,17 @@ func startWorker(t testing.TB, body string, env ...string) *workerProc {
 // its table stores again.
 func startWorkerIn(t testing.TB, dir, body string, env ...string) *workerProc {
 	t.Helper()
+	return startWorkerListen(t, dir, body, "127.0.0.1:0", env...)
+}
+
+// startWorkerListen is startWorkerIn with the gRPC listener on grpcAddr.
+func startWorkerListen(t testing.TB, dir, body, grpcAddr string, env ...string) *workerProc {
+	t.Helper()
 	_ = os.Remove(filepath.Join(dir, "addr.json"))
 	path := appFile(t, dir, body)
 	addrFile := filepath.Join(dir, "addr.json")
 	cmd := exec.Command(bin(t, "worker"), "-c", path,
-		"--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0",
+		"--grpc", grpcAddr, "--http", "127.0.0.1:0",
 		"--data-dir", filepath.Join(dir, "data"), "--addr-file", addrFile)
 	cmd.Env = append(os.Environ(), env...)
 	w := &workerProc{t: t, cmd: cmd, log: &syncBuffer{}, dir: dir, done: make(chan struct{})}

@@ -33,9 +33,12 @@ type Options struct {
 	// Bootstrap is the resolved bootstrap list (the embedded broker's address
 	// when brokers is "embedded").
 	Bootstrap string
-	// GRPCAddr and HTTPAddr are the bound control-plane addresses; GRPCAddr
-	// is advertised to the other workers in the consumer group's client.id.
+	// GRPCAddr and HTTPAddr are the bound control-plane addresses.
 	GRPCAddr, HTTPAddr string
+	// Advertise is the gRPC address the other workers dial to reach this
+	// one, published in the consumer group's client.id (config
+	// Listen.Advertised). Default: GRPCAddr.
+	Advertise string
 	// Shutdown is called when a Shutdown RPC asks the process to stop.
 	Shutdown func(reason string)
 }

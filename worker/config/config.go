@@ -59,6 +59,14 @@ type Listen struct {
 	GRPC string `yaml:"grpc"`
 	// HTTP serves /metrics, /healthz and /readyz. Default: 127.0.0.1:6067.
 	HTTP string `yaml:"http"`
+	// Advertise is the host:port other workers of the app dial to reach
+	// this worker's gRPC listener (table queries forwarded to the owner,
+	// standby placement); it is published in the consumer group's
+	// client.id. A port of 0 stands for the port GRPC is bound to.
+	// Default: the bound GRPC address. Required when GRPC listens on every
+	// interface (0.0.0.0, ::, or an empty host), since peers cannot dial
+	// that.
+	Advertise string `yaml:"advertise"`
 }
 
 // Auth configures bearer-token authentication.

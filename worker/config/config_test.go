@@ -99,6 +99,15 @@ func TestLoadBad(t *testing.T) {
 			"agents:\n", "agents:\n  - {name: other, topics: [more], tables: [counts]}\n", 1),
 			[]string{`tables[0]: table "counts" has source topics ["more" "lines"]: a table needs exactly one source topic`}},
 		{"bad listen", good + "listen: {grpc: nowhere}\n", []string{`listen.grpc: "nowhere"`}},
+		{"wildcard listen without advertise", good + "listen: {grpc: \"0.0.0.0:6066\"}\n",
+			[]string{`listen.advertise: required when listen.grpc "0.0.0.0:6066" listens on every interface`}},
+		{"IPv6 wildcard listen without advertise", good + "listen: {grpc: \"[::]:6066\"}\n",
+			[]string{`listen.advertise: required when listen.grpc "[::]:6066"`}},
+		{"empty-host listen without advertise", good + "listen: {grpc: \":6066\"}\n",
+			[]string{`listen.advertise: required when listen.grpc ":6066"`}},
+		{"bad advertise", good + "listen: {grpc: \"0.0.0.0:6066\", advertise: nowhere}\n", []string{`listen.advertise: "nowhere"`}},
+		{"wildcard advertise", good + "listen: {grpc: \"0.0.0.0:6066\", advertise: \"0.0.0.0:6066\"}\n",
+			[]string{`listen.advertise: "0.0.0.0:6066": a wildcard address`}},
 		{"not yaml", "app: [\n", []string{"not valid YAML"}},
 		{"empty", "", []string{"empty"}},
 		{"list where mapping", "app: a\nbrokers: b\nlisten: [1]\n", []string{"listen: line 3: want a mapping"}},
@@ -113,6 +122,29 @@ func TestLoadBad(t *testing.T) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("got %q, want it to contain %q", err, w)
 				}
+			}
+		})
+	}
+}
+
+func TestListenAdvertise(t *testing.T) {
+	tests := []struct {
+		listen string
+		want   string // listen.advertise after Validate
+	}{
+		{"{grpc: \"0.0.0.0:6066\", advertise: \"w1.internal:6066\"}", "w1.internal:6066"},
+		{"{grpc: \"[::]:6066\", advertise: \"10.0.0.5:0\"}", "10.0.0.5:0"},
+		{"{grpc: \"127.0.0.1:6066\"}", ""},
+		{"{grpc: \"10.0.0.5:6066\"}", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.listen, func(t *testing.T) {
+			cfg, err := load(t, good+"listen: "+tt.listen+"\n")
+			if err != nil {
+				t.Fatalf("load: got %v, want no error", err)
+			}
+			if got := cfg.Listen.Advertise; got != tt.want {
+				t.Errorf("listen.advertise: got %q, want %q", got, tt.want)
 			}
 		})
 	}
@@ -154,5 +186,23 @@ func TestTablePartitions(t *testing.T) {
 	}
 	if got := cfg.TablePartitions("nope"); got != 0 {
 		t.Errorf("TablePartitions(nope) = %d, want 0", got)
+	}
+}
+
+func TestListenAdvertised(t *testing.T) {
+	tests := []struct {
+		advertise, bound string
+		want             string
+	}{
+		{"", "127.0.0.1:6066", "127.0.0.1:6066"},
+		{"w1.internal:7000", "[::]:6066", "w1.internal:7000"},
+		{"w1.internal:0", "[::]:41234", "w1.internal:41234"},
+		{"[fd00::5]:0", "0.0.0.0:41234", "[fd00::5]:41234"},
+	}
+	for _, tt := range tests {
+		l := Listen{Advertise: tt.advertise}
+		if got := l.Advertised(tt.bound); got != tt.want {
+			t.Errorf("Listen{Advertise: %q}.Advertised(%q): got %q, want %q", tt.advertise, tt.bound, got, tt.want)
+		}
 	}
 }
