@@ -18,7 +18,9 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
 	"github.com/eddy-streams/eddy/worker/agents"
@@ -39,7 +41,37 @@ func (f *fakeCore) Status() app.Status {
 	if f.panicOnStatus {
 		panic("boom: secret internals")
 	}
-	return app.Status{State: app.StateRunning, App: "demo", WorkerID: f.workerID}
+	return app.Status{State: app.StateRunning, App: "demo", WorkerID: f.workerID, LastRestores: []app.LastRestore{
+		{Table: "counts", Partition: 1, Full: true, Reason: "no local state", To: 50, Records: 50, Duration: time.Second,
+			FinishedAt: time.Unix(1700000000, 0)},
+		{Table: "counts", Partition: 3, From: 100, To: 1000, Records: 900, Duration: 2 * time.Second,
+			FinishedAt: time.Unix(1700000001, 0), Err: "no leader"},
+	}}
+}
+
+// TestStatusLastRestores: GetStatus carries the last restore of each table
+// partition, every field converted.
+func TestStatusLastRestores(t *testing.T) {
+	conn := serve(t, Config{}, &fakeCore{})
+	st, err := eddyv1.NewLifecycleServiceClient(conn).GetStatus(context.Background(), &eddyv1.GetStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []*eddyv1.LastRestore{
+		{Table: "counts", Partition: 1, Full: true, Reason: "no local state", ToOffset: 50, Records: 50,
+			Duration: durationpb.New(time.Second), FinishedAt: timestamppb.New(time.Unix(1700000000, 0))},
+		{Table: "counts", Partition: 3, FromOffset: 100, ToOffset: 1000, Records: 900,
+			Duration: durationpb.New(2 * time.Second), FinishedAt: timestamppb.New(time.Unix(1700000001, 0)), Error: "no leader"},
+	}
+	got := st.GetLastRestores()
+	if len(got) != len(want) {
+		t.Fatalf("last_restores: got %v, want %v", got, want)
+	}
+	for i := range want {
+		if !proto.Equal(got[i], want[i]) {
+			t.Errorf("last_restores[%d]: got %v, want %v", i, got[i], want[i])
+		}
+	}
 }
 
 func (f *fakeCore) Pause(agent string) (app.State, []string, error) {
