@@ -150,11 +150,17 @@ func startWorker(t testing.TB, body string, env ...string) *workerProc {
 // its table stores again.
 func startWorkerIn(t testing.TB, dir, body string, env ...string) *workerProc {
 	t.Helper()
+	return startWorkerListen(t, dir, body, "127.0.0.1:0", env...)
+}
+
+// startWorkerListen is startWorkerIn with the gRPC listener on grpcAddr.
+func startWorkerListen(t testing.TB, dir, body, grpcAddr string, env ...string) *workerProc {
+	t.Helper()
 	_ = os.Remove(filepath.Join(dir, "addr.json"))
 	path := appFile(t, dir, body)
 	addrFile := filepath.Join(dir, "addr.json")
 	cmd := exec.Command(bin(t, "worker"), "-c", path,
-		"--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0",
+		"--grpc", grpcAddr, "--http", "127.0.0.1:0",
 		"--data-dir", filepath.Join(dir, "data"), "--addr-file", addrFile)
 	cmd.Env = append(os.Environ(), env...)
 	w := &workerProc{t: t, cmd: cmd, log: &syncBuffer{}, dir: dir, done: make(chan struct{})}
@@ -322,10 +328,12 @@ type agentProc struct {
 	done chan struct{}
 }
 
-// startAgent runs integration/testagent against a worker.
+// startAgent runs integration/testagent against a worker, as an agent of
+// the worker's app (args may name another with --app).
 func startAgent(t testing.TB, addr, name, out string, args ...string) *agentProc {
 	t.Helper()
-	cmd := exec.Command(bin(t, "testagent"), append([]string{"--addr", addr, "--name", name, "--out", out}, args...)...)
+	base := []string{"--addr", addr, "--app", appAt(t, addr), "--name", name, "--out", out}
+	cmd := exec.Command(bin(t, "testagent"), append(base, args...)...)
 	a := &agentProc{cmd: cmd, log: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = a.log, a.log
 	if err := cmd.Start(); err != nil {
@@ -340,6 +348,24 @@ func startAgent(t testing.TB, addr, name, out string, args ...string) *agentProc
 		}
 	})
 	return a
+}
+
+// appAt asks the worker at addr for its app, which a test agent sends in
+// Hello.
+func appAt(t testing.TB, addr string) string {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := eddyv1.NewLifecycleServiceClient(conn).GetStatus(ctx, &eddyv1.GetStatusRequest{})
+	if err != nil {
+		t.Fatalf("GetStatus of %s, for the app of a test agent: %v", addr, err)
+	}
+	return st.GetApp()
 }
 
 // kill ends the agent process with SIGKILL and waits for it.

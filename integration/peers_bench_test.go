@@ -447,7 +447,7 @@ func (pb *peerBench) eddyWordCount(lang string) func(b *testing.B, r *peerRow) {
 			pid = ag.cmd.Process.Pid
 		} else {
 			py := filepath.Join(pb.root, "sdk/python/.venv/bin/python")
-			p := startSysProc(b, "python agents", pb.root, []string{"EDDY_ADDR=" + w.GRPC, "EDDY_TOKEN=", "WORDCOUNT_WORDS_TOPIC=" + words,
+			p := startSysProc(b, "python agents", pb.root, []string{"EDDY_ADDR=" + w.GRPC, "EDDY_APP=" + appAt(b, w.GRPC), "EDDY_TOKEN=", "WORDCOUNT_WORDS_TOPIC=" + words,
 				"WORDCOUNT_COUNTS_TABLE=counts", "WORDCOUNT_OUT_TOPIC=" + out}, py, "examples/wordcount/python/wordcount.py")
 			pid = p.cmd.Process.Pid
 		}

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -47,7 +48,7 @@ tables:
 // startWordCount runs examples/wordcount against a worker.
 func startWordCount(t testing.TB, addr string, a wordCountApp) *agentProc {
 	t.Helper()
-	cmd := exec.Command(bin(t, "wordcount"), "--addr", addr, "--words", a.words, "--table", a.table, "--out", a.out)
+	cmd := exec.Command(bin(t, "wordcount"), "--addr", addr, "--app", appAt(t, addr), "--words", a.words, "--table", a.table, "--out", a.out)
 	cmd.Env = append(os.Environ(), "EDDY_TOKEN=")
 	p := &agentProc{cmd: cmd, log: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.log, p.log
@@ -193,6 +194,41 @@ func restoredRecords(t testing.TB, w *workerProc, n int) int64 {
 	return sum
 }
 
+// checkLastRestores checks that status keeps the last restore of each of
+// the n table partitions, all full or all from the checkpoint, and that
+// they read records changelog records in all (as the log says).
+func checkLastRestores(t *testing.T, w *workerProc, n int, full bool, records int64) {
+	t.Helper()
+	out, errOut, code := w.ctl(t, "status", "-o", "json")
+	if code != 0 {
+		t.Fatalf("workerctl status: exit %d: %s", code, errOut)
+	}
+	var st struct {
+		LastRestores []struct {
+			Full    bool   `json:"full"`
+			Reason  string `json:"reason"`
+			Records int64  `json:"records,string"`
+			Error   string `json:"error"`
+		} `json:"last_restores"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status JSON: %v\n%s", err, out)
+	}
+	if len(st.LastRestores) != n {
+		t.Fatalf("last_restores: got %d, want %d\n%s", len(st.LastRestores), n, out)
+	}
+	var sum int64
+	for i, r := range st.LastRestores {
+		if r.Full != full || (full && r.Reason == "") || r.Error != "" {
+			t.Errorf("last_restores[%d]: got %+v, want full %v (with a reason when full) and no error", i, r, full)
+		}
+		sum += r.Records
+	}
+	if sum != records {
+		t.Errorf("last_restores records: got %d in all, want %d (the log's)", sum, records)
+	}
+}
+
 // checkExact compares a table with the expected counts.
 func checkExact(t *testing.T, what string, got, want map[string]int64) {
 	t.Helper()
@@ -272,6 +308,7 @@ func TestWordCountTable(t *testing.T) {
 		t.Errorf("clean restart read %d changelog records, want (nearly) none", n)
 	} else {
 		t.Logf("phase 2: clean restart read %d changelog records", n)
+		checkLastRestores(t, w, 8, false, n)
 	}
 	ag = startWordCount(t, w.GRPC, a)
 	keys, lines = corpus(2, 20000, want)
@@ -293,6 +330,7 @@ func TestWordCountTable(t *testing.T) {
 		t.Errorf("rebuild read %d changelog records, want at least the %d distinct words", n, len(want))
 	}
 	t.Logf("phase 3: rebuild from the changelog read %d records", n)
+	checkLastRestores(t, w, 8, true, n)
 	ag = startWordCount(t, w.GRPC, a)
 	keys, lines = corpus(3, 5000, want)
 	produce(t, a.lines, keys, lines)

@@ -50,7 +50,7 @@ tables:
 		ev.SetWindowState("perminute", wins[0].Start, []byte(strconv.Itoa(n+1)))
 		return nil
 	}
-	ag, err := agent.New("wcount", count, agent.WithAddr(w.GRPC), agent.WithLogger(slog.New(slog.DiscardHandler)))
+	ag, err := agent.New("wcount", count, agent.WithAddr(w.GRPC), agent.WithApp(app), agent.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
@@ -61,6 +62,7 @@ func (s *agentServer) Connect(stream grpc.BidiStreamingServer[eddyv1.ConnectRequ
 		}
 	}
 	hello := agents.Hello{
+		App:             h.GetApp(),
 		Agent:           h.GetAgent(),
 		InstanceID:      h.GetInstanceId(),
 		ProtocolVersion: h.GetProtocolVersion(),
@@ -183,6 +185,25 @@ func receive(stream grpc.BidiStreamingServer[eddyv1.ConnectRequest, eddyv1.Conne
 	}
 }
 
+// ErrorDomain and the reasons below are the google.rpc.ErrorInfo a status
+// carries when its code alone does not say what to do (docs/protocol.md).
+const (
+	ErrorDomain = "eddy.v1"
+	// ReasonAppMismatch: Hello named another app than the worker's
+	// (FAILED_PRECONDITION, like an unsupported protocol version, which
+	// carries no reason).
+	ReasonAppMismatch = "APP_MISMATCH"
+)
+
+// withReason returns st with an ErrorInfo of reason, or st alone if it
+// cannot be attached.
+func withReason(st *status.Status, reason string, md map[string]string) error {
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain, Metadata: md}); err == nil {
+		return d.Err()
+	}
+	return st.Err()
+}
+
 // sessionStatus maps why a session ended to the status the agent sees.
 func sessionStatus(log *slog.Logger, err error) error {
 	if err == nil {
@@ -192,9 +213,13 @@ func sessionStatus(log *slog.Logger, err error) error {
 		return err
 	}
 	var unknown *agents.UnknownAgentError
+	var wrongApp *agents.AppMismatchError
 	switch {
 	case errors.As(err, &unknown):
 		return status.Error(codes.NotFound, err.Error())
+	case errors.As(err, &wrongApp):
+		return withReason(status.New(codes.FailedPrecondition, err.Error()), ReasonAppMismatch,
+			map[string]string{"hello_app": wrongApp.Hello, "worker_app": wrongApp.Worker})
 	case errors.Is(err, agents.ErrProtocolVersion):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, agents.ErrBadRequest):

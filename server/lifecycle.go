@@ -110,6 +110,13 @@ func statusProto(st app.Status) *eddyv1.GetStatusResponse {
 		}
 		resp.Recovery = append(resp.Recovery, rp)
 	}
+	for _, r := range st.LastRestores {
+		resp.LastRestores = append(resp.LastRestores, &eddyv1.LastRestore{
+			Table: r.Table, Partition: r.Partition, Full: r.Full, Reason: r.Reason,
+			FromOffset: r.From, ToOffset: r.To, Records: r.Records,
+			Duration: durationpb.New(r.Duration), FinishedAt: timestamppb.New(r.FinishedAt), Error: r.Err,
+		})
+	}
 	for _, e := range st.KafkaErrors {
 		resp.KafkaErrors = append(resp.KafkaErrors, &eddyv1.KafkaError{
 			At: timestamppb.New(e.At), Code: e.Code, Message: e.Message, Fatal: e.Fatal,

@@ -5,18 +5,22 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
 	"github.com/eddy-streams/eddy/worker/agents"
@@ -37,7 +41,37 @@ func (f *fakeCore) Status() app.Status {
 	if f.panicOnStatus {
 		panic("boom: secret internals")
 	}
-	return app.Status{State: app.StateRunning, App: "demo", WorkerID: f.workerID}
+	return app.Status{State: app.StateRunning, App: "demo", WorkerID: f.workerID, LastRestores: []app.LastRestore{
+		{Table: "counts", Partition: 1, Full: true, Reason: "no local state", To: 50, Records: 50, Duration: time.Second,
+			FinishedAt: time.Unix(1700000000, 0)},
+		{Table: "counts", Partition: 3, From: 100, To: 1000, Records: 900, Duration: 2 * time.Second,
+			FinishedAt: time.Unix(1700000001, 0), Err: "no leader"},
+	}}
+}
+
+// TestStatusLastRestores: GetStatus carries the last restore of each table
+// partition, every field converted.
+func TestStatusLastRestores(t *testing.T) {
+	conn := serve(t, Config{}, &fakeCore{})
+	st, err := eddyv1.NewLifecycleServiceClient(conn).GetStatus(context.Background(), &eddyv1.GetStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []*eddyv1.LastRestore{
+		{Table: "counts", Partition: 1, Full: true, Reason: "no local state", ToOffset: 50, Records: 50,
+			Duration: durationpb.New(time.Second), FinishedAt: timestamppb.New(time.Unix(1700000000, 0))},
+		{Table: "counts", Partition: 3, FromOffset: 100, ToOffset: 1000, Records: 900,
+			Duration: durationpb.New(2 * time.Second), FinishedAt: timestamppb.New(time.Unix(1700000001, 0)), Error: "no leader"},
+	}
+	got := st.GetLastRestores()
+	if len(got) != len(want) {
+		t.Fatalf("last_restores: got %v, want %v", got, want)
+	}
+	for i := range want {
+		if !proto.Equal(got[i], want[i]) {
+			t.Errorf("last_restores[%d]: got %v, want %v", i, got[i], want[i])
+		}
+	}
 }
 
 func (f *fakeCore) Pause(agent string) (app.State, []string, error) {
@@ -63,6 +97,9 @@ func (f *fakeCore) Snapshot() monitor.Snapshot {
 }
 func (f *fakeCore) WatchDropped() { f.dropped.Add(1) }
 func (f *fakeCore) OpenAgentSession(h agents.Hello) (*agents.Session, agents.Welcome, error) {
+	if h.App != "" && h.App != "demo" {
+		return nil, agents.Welcome{}, &agents.AppMismatchError{Hello: h.App, Worker: "demo"}
+	}
 	return nil, agents.Welcome{}, &agents.UnknownAgentError{Name: h.Agent, Declared: []string{"count"}}
 }
 
@@ -164,15 +201,19 @@ func TestConnectRejects(t *testing.T) {
 		first *eddyv1.ConnectRequest
 		want  codes.Code
 		msg   string
+		// reason is the google.rpc.ErrorInfo reason the status must carry.
+		reason string
 	}{
 		{"credit first", "s3cret", &eddyv1.ConnectRequest{Msg: &eddyv1.ConnectRequest_Credit{Credit: &eddyv1.Credit{Events: 1}}},
-			codes.InvalidArgument, "first message"},
+			codes.InvalidArgument, "first message", ""},
 		{"no token", "", &eddyv1.ConnectRequest{Msg: &eddyv1.ConnectRequest_Hello{Hello: &eddyv1.Hello{Agent: "x"}}},
-			codes.Unauthenticated, "missing token"},
+			codes.Unauthenticated, "missing token", ""},
 		{"bad token", "", &eddyv1.ConnectRequest{Msg: &eddyv1.ConnectRequest_Hello{Hello: &eddyv1.Hello{Agent: "x", Token: "nope"}}},
-			codes.Unauthenticated, "bad token"},
+			codes.Unauthenticated, "bad token", ""},
 		{"unknown agent", "s3cret", &eddyv1.ConnectRequest{Msg: &eddyv1.ConnectRequest_Hello{Hello: &eddyv1.Hello{Agent: "x"}}},
-			codes.NotFound, `unknown agent "x"`},
+			codes.NotFound, `unknown agent "x"`, ""},
+		{"another app", "s3cret", &eddyv1.ConnectRequest{Msg: &eddyv1.ConnectRequest_Hello{Hello: &eddyv1.Hello{App: "billing", Agent: "count"}}},
+			codes.FailedPrecondition, `hello.app "billing" does not match this worker's app "demo"`, "APP_MISMATCH"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -192,6 +233,17 @@ func TestConnectRejects(t *testing.T) {
 			_, err = stream.Recv()
 			if got := status.Code(err); got != tt.want || !strings.Contains(err.Error(), tt.msg) {
 				t.Errorf("got %v, want %v containing %q", err, tt.want, tt.msg)
+			}
+			if tt.reason != "" {
+				var reasons []string
+				for _, d := range status.Convert(err).Details() {
+					if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == "eddy.v1" {
+						reasons = append(reasons, info.GetReason())
+					}
+				}
+				if !slices.Contains(reasons, tt.reason) {
+					t.Errorf("ErrorInfo reasons: got %v, want %q", reasons, tt.reason)
+				}
 			}
 		})
 	}

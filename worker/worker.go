@@ -106,6 +106,7 @@ func (w *Worker) Run(ctx context.Context) (err error) {
 		Bootstrap: brokers,
 		GRPCAddr:  grpcLis.Addr().String(),
 		HTTPAddr:  httpLis.Addr().String(),
+		Advertise: cfg.Listen.Advertised(grpcLis.Addr().String()),
 		Shutdown: func(reason string) {
 			log.Info("shutdown requested", "reason", reason)
 			cancel(errShutdownRequested)
@@ -121,7 +122,8 @@ func (w *Worker) Run(ctx context.Context) (err error) {
 	hs := &http.Server{Handler: server.HTTPHandler(a.State, a.Metrics()), ReadHeaderTimeout: 5 * time.Second}
 	a.OnStateChange(func(s app.State) { server.SetServing(health, s.Serving()) })
 
-	log.Info("control plane listening", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String())
+	log.Info("control plane listening", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(),
+		"advertise", cfg.Listen.Advertised(grpcLis.Addr().String()))
 	if w.opts.AddrFile != "" {
 		if err := writeAddrFile(w.opts.AddrFile, grpcLis.Addr().String(), httpLis.Addr().String()); err != nil {
 			grpcLis.Close()

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -67,26 +68,40 @@ func TestHello(t *testing.T) {
 		wantCredit *eddyv1.Credit
 		wantToken  string
 		wantID     *regexp.Regexp
+		wantApp    string
 	}{
 		{
 			name:       "defaults",
+			opts:       []agent.Option{agent.WithApp("shop")},
 			wantCredit: &eddyv1.Credit{Events: agent.DefaultCreditEvents, Bytes: agent.DefaultCreditBytes},
 			wantID:     regexp.MustCompile(`^.+-\d+-[0-9a-f]{6}$`),
+			wantApp:    "shop",
 		},
 		{
-			name:       "options",
-			opts:       []agent.Option{agent.WithToken("s3cret"), agent.WithCredit(50, 4096), agent.WithInstanceID("router-0")},
+			name: "options",
+			opts: []agent.Option{agent.WithApp("shop"), agent.WithToken("s3cret"), agent.WithCredit(50, 4096),
+				agent.WithInstanceID("router-0")},
 			wantCredit: &eddyv1.Credit{Events: 50, Bytes: 4096},
 			wantToken:  "s3cret",
 			wantID:     regexp.MustCompile(`^router-0$`),
+			wantApp:    "shop",
 		},
 		{
 			name:       "environment",
-			env:        map[string]string{agent.EnvToken: "from-env"},
+			env:        map[string]string{agent.EnvToken: "from-env", agent.EnvApp: "shop-env"},
 			useEnvAddr: true,
 			wantCredit: &eddyv1.Credit{Events: agent.DefaultCreditEvents, Bytes: agent.DefaultCreditBytes},
 			wantToken:  "from-env",
 			wantID:     regexp.MustCompile(`-\d+-`),
+			wantApp:    "shop-env",
+		},
+		{
+			name:       "option over environment",
+			env:        map[string]string{agent.EnvApp: "shop-env"},
+			opts:       []agent.Option{agent.WithApp("shop")},
+			wantCredit: &eddyv1.Credit{Events: agent.DefaultCreditEvents, Bytes: agent.DefaultCreditBytes},
+			wantID:     regexp.MustCompile(`-\d+-`),
+			wantApp:    "shop",
 		},
 	}
 	for _, tt := range tests {
@@ -94,6 +109,7 @@ func TestHello(t *testing.T) {
 			w := startFakeWorker(t)
 			t.Setenv(agent.EnvToken, "")
 			t.Setenv(agent.EnvAddr, "")
+			t.Setenv(agent.EnvApp, "")
 			for k, v := range tt.env {
 				t.Setenv(k, v)
 			}
@@ -122,6 +138,7 @@ func TestHello(t *testing.T) {
 			}{
 				{"authorization metadata", s.Auth, wantAuth},
 				{"agent", h.GetAgent(), "router"},
+				{"app", h.GetApp(), tt.wantApp},
 				{"protocol_version", h.GetProtocolVersion(), uint32(1)},
 				{"credit", proto.Equal(h.GetCredit(), tt.wantCredit), true},
 				{"token", h.GetToken(), tt.wantToken},
@@ -680,22 +697,35 @@ func TestAssignNewerEpochReplacesOld(t *testing.T) {
 }
 
 func TestPermanentErrors(t *testing.T) {
+	wrongApp, err := status.New(codes.FailedPrecondition, `hello.app "app" does not match this worker's app "billing"`).
+		WithDetails(&errdetails.ErrorInfo{Reason: "APP_MISMATCH", Domain: "eddy.v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
-		code codes.Code
-		msg  string
-		want error
+		name   string
+		code   codes.Code
+		msg    string
+		status *status.Status // the status to end with; default: code and msg alone
+		want   error
 	}{
-		{codes.NotFound, `unknown agent "router"`, agent.ErrUnknownAgent},
-		{codes.Unauthenticated, "invalid bearer token", agent.ErrUnauthenticated},
-		{codes.PermissionDenied, "not allowed", agent.ErrUnauthenticated},
-		{codes.FailedPrecondition, "protocol version 1 is not supported; want 2", agent.ErrProtocolVersion},
-		{codes.InvalidArgument, "first message must be Hello", agent.ErrProtocolViolation},
-		{codes.Unimplemented, "method Connect not implemented", agent.ErrNotSupported},
+		{name: "NotFound", code: codes.NotFound, msg: `unknown agent "router"`, want: agent.ErrUnknownAgent},
+		{name: "Unauthenticated", code: codes.Unauthenticated, msg: "invalid bearer token", want: agent.ErrUnauthenticated},
+		{name: "PermissionDenied", code: codes.PermissionDenied, msg: "not allowed", want: agent.ErrUnauthenticated},
+		{name: "FailedPrecondition", code: codes.FailedPrecondition, msg: "protocol version 1 is not supported; want 2", want: agent.ErrProtocolVersion},
+		{name: "FailedPrecondition APP_MISMATCH", code: codes.FailedPrecondition, msg: `hello.app "app" does not match this worker's app "billing"`,
+			status: wrongApp, want: agent.ErrWrongApp},
+		{name: "InvalidArgument", code: codes.InvalidArgument, msg: "first message must be Hello", want: agent.ErrProtocolViolation},
+		{name: "Unimplemented", code: codes.Unimplemented, msg: "method Connect not implemented", want: agent.ErrNotSupported},
 	}
 	for _, tt := range tests {
-		t.Run(tt.code.String(), func(t *testing.T) {
+		t.Run(tt.name, func(t *testing.T) {
 			w := startFakeWorker(t)
-			w.reject = func(*eddyv1.Hello) error { return status.Error(tt.code, tt.msg) }
+			st := tt.status
+			if st == nil {
+				st = status.New(tt.code, tt.msg)
+			}
+			w.reject = func(*eddyv1.Hello) error { return st.Err() }
 			a := newAgent(t, w, ok)
 			r := runAgent(t, a)
 			err := r.Err(t)
@@ -782,7 +812,7 @@ func TestUnreachableWorkerRetriesUntilStopped(t *testing.T) {
 	addr := w.Addr
 	w.srv.Stop() // nothing listens any more
 	logs := &logSink{}
-	a, err := agent.New("router", ok, agent.WithAddr(addr), agent.WithBackoff(time.Millisecond, 10*time.Millisecond),
+	a, err := agent.New("router", ok, agent.WithAddr(addr), agent.WithApp("app"), agent.WithBackoff(time.Millisecond, 10*time.Millisecond),
 		agent.WithLogger(slog.New(logs)))
 	if err != nil {
 		t.Fatal(err)
@@ -873,7 +903,7 @@ func TestDrainTimeout(t *testing.T) {
 }
 
 func TestStopWhileDisconnected(t *testing.T) {
-	a, err := agent.New("router", ok, agent.WithAddr("127.0.0.1:1"))
+	a, err := agent.New("router", ok, agent.WithAddr("127.0.0.1:1"), agent.WithApp("app"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1041,6 +1071,7 @@ func TestEventUseAfterReturnIgnored(t *testing.T) {
 }
 
 func TestNewRejectsBadOptions(t *testing.T) {
+	t.Setenv(agent.EnvApp, "")
 	_, err := agent.New("", nil,
 		agent.WithAddr("localhost"),
 		agent.WithToken("tok\n"),
@@ -1056,6 +1087,7 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	for _, want := range []string{
 		"name is empty",
 		"handler is nil",
+		"WithApp: the app name is empty: pass WithApp or set EDDY_APP",
 		`WithAddr: invalid worker address "localhost"`,
 		"WithToken: token contains whitespace",
 		"WithInstanceID: id is empty",

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -25,6 +26,10 @@ var (
 	// ErrProtocolVersion: the worker does not speak this SDK's protocol
 	// version (gRPC FailedPrecondition).
 	ErrProtocolVersion = errors.New("the worker does not support this protocol version")
+	// ErrWrongApp: the worker belongs to another app than the one given with
+	// WithApp, typically a wrong address (gRPC FailedPrecondition with the
+	// ErrorInfo reason APP_MISMATCH, see docs/protocol.md).
+	ErrWrongApp = errors.New("the worker belongs to another app")
 	// ErrProtocolViolation: the worker says this SDK broke the protocol, for
 	// example by not opening with Hello (gRPC InvalidArgument). It is a bug in
 	// the SDK or the worker.
@@ -84,6 +89,9 @@ func (a *Agent) rejection(err error) *RejectedError {
 	if !ok {
 		return nil
 	}
+	if st.Code() == codes.FailedPrecondition && hasReason(st, reasonAppMismatch) {
+		kind = ErrWrongApp
+	}
 	return &RejectedError{
 		Agent:   a.name,
 		Addr:    a.opts.addr,
@@ -92,4 +100,23 @@ func (a *Agent) rejection(err error) *RejectedError {
 		kind:    kind,
 		cause:   err,
 	}
+}
+
+// reasonAppMismatch is the google.rpc.ErrorInfo reason, in the domain
+// errorDomain, of the worker's refusal of a Hello naming another app
+// (docs/protocol.md).
+const (
+	reasonAppMismatch = "APP_MISMATCH"
+	errorDomain       = "eddy.v1"
+)
+
+// hasReason reports whether st carries an ErrorInfo of Eddy's domain with
+// the given reason.
+func hasReason(st *status.Status, reason string) bool {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == errorDomain && info.GetReason() == reason {
+			return true
+		}
+	}
+	return false
 }

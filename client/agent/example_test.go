@@ -34,6 +34,7 @@ func Example() {
 	}
 
 	a, err := agent.New("router", route,
+		agent.WithApp("shop"),                    // the app file's app; default: $EDDY_APP
 		agent.WithAddr("127.0.0.1:6066"),         // default: $EDDY_ADDR, else 127.0.0.1:6066
 		agent.WithToken(os.Getenv("EDDY_TOKEN")), // the default, spelled out
 		agent.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, nil))),

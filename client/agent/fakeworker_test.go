@@ -444,7 +444,7 @@ func (r *running) Returned() bool {
 // newAgent creates an agent for the fake worker, failing the test on error.
 func newAgent(t testing.TB, w *fakeWorker, h agent.Handler, opts ...agent.Option) *agent.Agent {
 	t.Helper()
-	opts = append([]agent.Option{agent.WithAddr(w.Addr), agent.WithBackoff(5*time.Millisecond, 50*time.Millisecond)}, opts...)
+	opts = append([]agent.Option{agent.WithAddr(w.Addr), agent.WithApp("app"), agent.WithBackoff(5*time.Millisecond, 50*time.Millisecond)}, opts...)
 	a, err := agent.New("router", h, opts...)
 	if err != nil {
 		t.Fatalf("agent.New: %v", err)

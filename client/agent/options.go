@@ -35,11 +35,13 @@ const (
 	DefaultBackoffMax = 5 * time.Second
 )
 
-// Environment variables read by New for the defaults of WithAddr and
-// WithToken. The same names are used by workerctl and the worker's docs.
+// Environment variables read by New for the defaults of WithAddr,
+// WithToken and WithApp. The same names are used by workerctl, the Python
+// SDK and the worker's docs.
 const (
 	EnvAddr  = "EDDY_ADDR"
 	EnvToken = "EDDY_TOKEN"
+	EnvApp   = "EDDY_APP"
 )
 
 // Option configures New. Options are applied in order; a later option of the
@@ -49,6 +51,7 @@ const (
 type Option func(*options)
 
 type options struct {
+	app           string
 	addr          string
 	token         string
 	tlsConfig     *tls.Config
@@ -66,6 +69,7 @@ type options struct {
 
 func defaultOptions(getenv func(string) string) options {
 	return options{
+		app:          getenv(EnvApp),
 		addr:         cmp.Or(getenv(EnvAddr), DefaultAddr),
 		token:        getenv(EnvToken),
 		creditEvents: DefaultCreditEvents,
@@ -75,6 +79,17 @@ func defaultOptions(getenv func(string) string) options {
 		backoffMin:   DefaultBackoffMin,
 		backoffMax:   DefaultBackoffMax,
 	}
+}
+
+// WithApp names the app the agent belongs to: the "app" of the worker's app
+// file. It is sent in Hello, and a worker of another app refuses the session
+// (Run returns a *RejectedError wrapping ErrWrongApp), so an agent pointed
+// at the wrong address cannot take over another app's partitions.
+//
+// Default: the EDDY_APP environment variable. One of the two is required:
+// New fails when both are empty.
+func WithApp(app string) Option {
+	return func(o *options) { o.app = app }
 }
 
 // WithAddr sets the worker's gRPC address, a host:port such as
@@ -193,6 +208,11 @@ func WithConcurrency(n int) Option {
 // problems are reported at once.
 func (o *options) validate() error {
 	var errs []error
+	if o.app == "" {
+		errs = append(errs, errors.New("WithApp: the app name is empty: pass WithApp or set "+EnvApp))
+	} else if !printable(o.app) {
+		errs = append(errs, fmt.Errorf("WithApp: %q contains whitespace or non-printable characters", o.app))
+	}
 	if err := validateAddr(o.addr); err != nil {
 		errs = append(errs, fmt.Errorf("WithAddr: %w", err))
 	}

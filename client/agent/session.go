@@ -121,6 +121,7 @@ func (s *session) run(ctx context.Context, client eddyv1.AgentServiceClient) (es
 	}
 	s.stream = stream
 	hello := &eddyv1.Hello{
+		App:             s.a.opts.app,
 		Agent:           s.a.name,
 		InstanceId:      s.a.instance,
 		ProtocolVersion: ProtocolVersion,

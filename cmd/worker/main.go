@@ -88,6 +88,7 @@ func parseConfig(args []string, stderr io.Writer, getenv func(string) string) (*
 		{"data-dir", "data_dir", "directory of the local table stores"},
 		{"grpc", "listen.grpc", "gRPC listen address"},
 		{"http", "listen.http", "HTTP listen address (/metrics, /healthz, /readyz)"},
+		{"advertise", "listen.advertise", "gRPC host:port other workers dial (required with a wildcard --grpc; port 0: the bound port)"},
 		{"shutdown-timeout", "shutdown_timeout", "graceful shutdown deadline, e.g. 30s"},
 		{"log-level", "log.level", "debug, info, warn or error"},
 		{"log-format", "log.format", "text or json"},

@@ -27,7 +27,7 @@ func testStatus() *eddyv1.GetStatusResponse {
 		WorkerId:            "w-1",
 		Brokers:             "embedded",
 		EmbeddedBroker:      true,
-		ProcessingGuarantee: "exactly_once",
+		ProcessingGuarantee: "at_least_once",
 		StartedAt:           timestamppb.New(now.Add(-62 * time.Minute)),
 		Uptime:              durationpb.New(62*time.Minute + 3*time.Second),
 		GrpcAddress:         "127.0.0.1:6066",
@@ -46,6 +46,14 @@ func testStatus() *eddyv1.GetStatusResponse {
 		},
 		Recovery: []*eddyv1.RecoveryProgress{
 			{Table: "counts", Partition: 3, Done: 1200, Total: 5000, RecordsPerSecond: 300, Remaining: durationpb.New(13 * time.Second)},
+		},
+		LastRestores: []*eddyv1.LastRestore{
+			{Table: "counts", Partition: 1, Full: true, Reason: "no local state", ToOffset: 4000, Records: 4000,
+				Duration: durationpb.New(1500 * time.Millisecond), FinishedAt: timestamppb.New(now.Add(-3 * time.Minute))},
+			{Table: "counts", Partition: 2, FromOffset: 700, ToOffset: 712, Records: 12,
+				Duration: durationpb.New(40 * time.Millisecond), FinishedAt: timestamppb.New(now.Add(-3 * time.Minute))},
+			{Table: "counts", Partition: 3, FromOffset: 0, ToOffset: 5000, Records: 800,
+				Duration: durationpb.New(4 * time.Second), FinishedAt: timestamppb.New(now.Add(-20 * time.Second)), Error: "no leader"},
 		},
 		Stalled: []*eddyv1.Stall{
 			{
@@ -99,7 +107,7 @@ func TestStatusTable(t *testing.T) {
 		"Version: v0.4.0",
 		"Uptime: 1h2m",
 		"Brokers: embedded",
-		"Guarantee: exactly_once",
+		"Guarantee: at_least_once",
 		"gRPC: 127.0.0.1:6066",
 		"HTTP: 127.0.0.1:6067",
 		"Assigned: orders[0-3,5] payments[1]",
@@ -111,6 +119,11 @@ func TestStatusTable(t *testing.T) {
 		"mailer 1 1 no",
 		"TABLE PARTITION DONE/TOTAL RATE ETA",
 		"counts 3 1200/5000 (24%) 300/s 13s",
+		"LAST RESTORES",
+		"TABLE PARTITION FROM RECORDS TOOK FINISHED NOTE",
+		"counts 1 full 4000 1.5s 3m0s ago no local state",
+		"counts 2 checkpoint 12 40ms 3m0s ago -",
+		"counts 3 checkpoint 800 4s 20s ago FAILED: no leader",
 		"_TRANSPORT no broker down",
 		"- disk 91% full",
 	} {
@@ -130,7 +143,7 @@ func TestStatusTableQuiet(t *testing.T) {
 	if res.code != exitOK {
 		t.Fatalf("exit code: got %v, want %v (stderr %q)", res.code, exitOK, res.stderr)
 	}
-	for _, absent := range []string{"embedded broker", "STALLED", "RECOVERING", "KAFKA ERRORS", "WARNINGS"} {
+	for _, absent := range []string{"embedded broker", "STALLED", "RECOVERING", "LAST RESTORES", "KAFKA ERRORS", "WARNINGS"} {
 		if strings.Contains(res.stdout, absent) {
 			t.Errorf("status output shows %q for a status without it; got:\n%s", absent, res.stdout)
 		}
@@ -162,6 +175,7 @@ func TestStatusJSON(t *testing.T) {
 		Assigned            []map[string]any `json:"assigned"`
 		Agents              []map[string]any `json:"agents"`
 		Recovery            []map[string]any `json:"recovery"`
+		LastRestores        []map[string]any `json:"last_restores"`
 		Stalled             []map[string]any `json:"stalled"`
 		KafkaErrors         []map[string]any `json:"kafka_errors"`
 	}
@@ -175,7 +189,7 @@ func TestStatusJSON(t *testing.T) {
 		{"state", got.State, "WORKER_STATE_RUNNING"},
 		{"worker_id", got.WorkerID, "w-1"},
 		{"embedded_broker", got.EmbeddedBroker, true},
-		{"processing_guarantee", got.ProcessingGuarantee, "exactly_once"},
+		{"processing_guarantee", got.ProcessingGuarantee, "at_least_once"},
 		{"uptime", got.Uptime, "3723s"},
 		{"paused_agents is present and empty", got.PausedAgents != nil && len(got.PausedAgents) == 0, true},
 		{"len(assigned)", len(got.Assigned), 6},
@@ -184,6 +198,12 @@ func TestStatusJSON(t *testing.T) {
 		{"agents[0].paused", got.Agents[0]["paused"], false},
 		{"recovery[0].records_per_second", got.Recovery[0]["records_per_second"], 300.0},
 		{"recovery[0].done", got.Recovery[0]["done"], "1200"},
+		{"len(last_restores)", len(got.LastRestores), 3},
+		{"last_restores[0].full", got.LastRestores[0]["full"], true},
+		{"last_restores[0].records", got.LastRestores[0]["records"], "4000"},
+		{"last_restores[0].duration", got.LastRestores[0]["duration"], "1.500s"},
+		{"last_restores[1].full", got.LastRestores[1]["full"], false},
+		{"last_restores[2].error", got.LastRestores[2]["error"], "no leader"},
 		{"stalled[0].instance_id", got.Stalled[0]["instance_id"], "enricher-7"},
 		{"kafka_errors[0].fatal", got.KafkaErrors[0]["fatal"], false},
 	}

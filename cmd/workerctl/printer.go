@@ -155,6 +155,21 @@ func (p *tablePrinter) status(st *eddyv1.GetStatusResponse) error {
 				progress(r.GetDone(), r.GetTotal()), rate(r.GetRecordsPerSecond()), eta)
 		}
 	}
+	if last := st.GetLastRestores(); len(last) > 0 {
+		fmt.Fprintln(tw, "\nLAST RESTORES")
+		fmt.Fprintln(tw, "TABLE\tPARTITION\tFROM\tRECORDS\tTOOK\tFINISHED\tNOTE")
+		for _, r := range last {
+			from, note := "checkpoint", "-"
+			if r.GetFull() {
+				from, note = "full", orDash(r.GetReason())
+			}
+			if e := r.GetError(); e != "" {
+				note = "FAILED: " + e
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\t%s\n", r.GetTable(), r.GetPartition(), from, r.GetRecords(),
+				took(r.GetDuration().AsDuration()), p.ago(r.GetFinishedAt()), note)
+		}
+	}
 	if errs := st.GetKafkaErrors(); len(errs) > 0 {
 		fmt.Fprintln(tw, "\nKAFKA ERRORS (newest first)")
 		fmt.Fprintln(tw, "WHEN\tCODE\tFATAL\tMESSAGE")
@@ -261,6 +276,18 @@ func humanDuration(d time.Duration) string {
 		d = d.Round(time.Hour)
 		return fmt.Sprintf("%dd%dh", d/day, d%day/time.Hour)
 	}
+}
+
+// took is the duration of a short job: "40ms", "1.5s", then as
+// humanDuration.
+func took(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	case d < 10*time.Second:
+		return d.Round(100 * time.Millisecond).String()
+	}
+	return humanDuration(d)
 }
 
 // compactPartitions lists partitions per topic with runs collapsed, topics in

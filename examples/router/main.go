@@ -11,10 +11,11 @@
 //
 // Usage:
 //
-//	router [--addr host:port] [--token TOKEN] [--name router]
+//	router [--addr host:port] [--app demo] [--token TOKEN] [--name router]
 //
-// --addr defaults to $EDDY_ADDR, else 127.0.0.1:6066; --token to
-// $EDDY_TOKEN. SIGINT or SIGTERM stops it gracefully: events in progress
+// --addr defaults to $EDDY_ADDR, else 127.0.0.1:6066; --app (the app file's
+// app, which a worker of another app refuses) to $EDDY_APP, else demo;
+// --token to $EDDY_TOKEN. SIGINT or SIGTERM stops it gracefully: events in progress
 // finish and their results are sent; a second signal exits at once. See
 // README.md for the whole demo.
 package main
@@ -63,6 +64,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	addr := fs.String("addr", cmp.Or(getenv(agent.EnvAddr), agent.DefaultAddr), "worker gRPC address, host:port (env "+agent.EnvAddr+")")
 	token := fs.String("token", "", "bearer token, when the worker requires one (env "+agent.EnvToken+")")
 	name := fs.String("name", "router", "agent name, as declared in the app file")
+	app := fs.String("app", cmp.Or(getenv(agent.EnvApp), "demo"), "the app file's app (env "+agent.EnvApp+")")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -82,6 +84,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	a, err := agent.New(*name, route,
+		agent.WithApp(*app),
 		agent.WithAddr(*addr),
 		agent.WithToken(tok),
 		agent.WithLogger(log),

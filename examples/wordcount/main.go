@@ -14,11 +14,12 @@
 //
 // Usage:
 //
-//	wordcount [--addr host:port] [--token TOKEN] [--lines lines] [--words words]
-//	          [--table counts] [--out word-counts]
+//	wordcount [--addr host:port] [--app wordcount] [--token TOKEN] [--lines lines]
+//	          [--words words] [--table counts] [--out word-counts]
 //
-// --addr defaults to $EDDY_ADDR, else 127.0.0.1:6066; --token to
-// $EDDY_TOKEN. SIGINT or SIGTERM stops it gracefully; a second signal
+// --addr defaults to $EDDY_ADDR, else 127.0.0.1:6066; --app (the app file's
+// app, which a worker of another app refuses) to $EDDY_APP, else wordcount;
+// --token to $EDDY_TOKEN. SIGINT or SIGTERM stops it gracefully; a second signal
 // exits at once. See README.md.
 package main
 
@@ -66,6 +67,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	fs := flag.NewFlagSet("wordcount", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", cmp.Or(getenv(agent.EnvAddr), agent.DefaultAddr), "worker gRPC address, host:port (env "+agent.EnvAddr+")")
+	app := fs.String("app", cmp.Or(getenv(agent.EnvApp), "wordcount"), "the app file's app (env "+agent.EnvApp+")")
 	token := fs.String("token", "", "bearer token, when the worker requires one (env "+agent.EnvToken+")")
 	wc := WordCount{}
 	fs.StringVar(&wc.Words, "words", "words", "topic split writes words to (count's source topic)")
@@ -83,7 +85,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	}
 	tok := cmp.Or(*token, getenv(agent.EnvToken))
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	opts := []agent.Option{agent.WithAddr(*addr), agent.WithToken(tok), agent.WithLogger(log)}
+	opts := []agent.Option{agent.WithApp(*app), agent.WithAddr(*addr), agent.WithToken(tok), agent.WithLogger(log)}
 	split, err := agent.New("split", wc.Split, opts...)
 	if err != nil {
 		fmt.Fprintf(stderr, "wordcount: %v\n", err)

@@ -22,6 +22,7 @@ func main() {
 	var (
 		addr     = flag.String("addr", "127.0.0.1:6066", "worker gRPC address")
 		name     = flag.String("name", "pass", "agent name")
+		app      = flag.String("app", "", "the app file's app (default: $EDDY_APP)")
 		out      = flag.String("out", "", "output topic (required)")
 		instance = flag.String("instance", "", "instance id (default: chosen by the SDK)")
 		poison   = flag.String("poison", "", "events with this value always ask for RETRY")
@@ -73,6 +74,9 @@ func main() {
 		return nil
 	}
 	opts := []agent.Option{agent.WithAddr(*addr), agent.WithLogger(log), agent.WithCredit(*credit, 8<<20)}
+	if *app != "" {
+		opts = append(opts, agent.WithApp(*app))
+	}
 	if *token != "" {
 		opts = append(opts, agent.WithToken(*token))
 	}

@@ -71,11 +71,11 @@ agents:
         for i in range(instances):
             if kind == "go":
                 agents.append(
-                    Proc("testagent", [bins["testagent"], "--addr", w.grpc_addr, "--name", "pass", "--out", tout])
+                    Proc("testagent", [bins["testagent"], "--addr", w.grpc_addr, "--app", w.app, "--name", "pass", "--out", tout])
                 )
             else:
                 agents.append(
-                    python_agent(PASSAGENT, "--addr", w.grpc_addr, "--out", tout, env={"EDDY_LOG_LEVEL": "WARNING"})
+                    python_agent(PASSAGENT, "--addr", w.grpc_addr, "--app", w.app, "--out", tout, env={"EDDY_LOG_LEVEL": "WARNING"})
                 )
         w.wait_instances("pass", instances, 8)
         r = w.ctl("pause")

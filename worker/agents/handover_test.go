@@ -270,7 +270,7 @@ func TestStoreCheckpointStopsAtForeignRecords(t *testing.T) {
 	b := a.nextBatch()
 	a.reply(b, set(0, "a", "1"))
 	h.prod.waitCalls(t, 1)
-	h.prod.answer(t, 0, nil) // changelog offset 0: ours
+	h.prod.answer(t, 0, nil)                         // changelog offset 0: ours
 	h.prod.skipOffsets("app-counts-changelog", 0, 3) // offsets 1..3: another writer's
 	a.reply(b, set(1, "b", "1"), set(2, "c", "1"))
 	h.prod.waitCalls(t, 3)

@@ -1,8 +1,11 @@
 package agents_test
 
 import (
+	"bytes"
 	"errors"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/eddy-streams/eddy/worker/agents"
@@ -13,7 +16,7 @@ func TestOpenValidatesHello(t *testing.T) {
 	cfg := testConfig()
 	cfg.Agents = []config.Agent{agentCfg("count", "", 3, "in"), agentCfg("audit", "key", 7, "audit-in")}
 	h := start(t, cfg)
-	valid := agents.Hello{Agent: "count", InstanceID: "i1", ProtocolVersion: agents.ProtocolVersion, CreditEvents: 1}
+	valid := agents.Hello{App: "app", Agent: "count", InstanceID: "i1", ProtocolVersion: agents.ProtocolVersion, CreditEvents: 1}
 
 	tests := []struct {
 		name    string
@@ -29,6 +32,15 @@ func TestOpenValidatesHello(t *testing.T) {
 				return errors.As(err, &u) && u.Name == "cnt" && strings.Join(u.Declared, ",") == "audit,count"
 			},
 			wantMsg: []string{`"cnt"`, "audit", "count"},
+		},
+		{
+			name: "another app",
+			edit: func(h *agents.Hello) { h.App = "billing" },
+			check: func(err error) bool {
+				var m *agents.AppMismatchError
+				return errors.As(err, &m) && m.Hello == "billing" && m.Worker == "app"
+			},
+			wantMsg: []string{`hello.app "billing" does not match this worker's app "app"`},
 		},
 		{
 			name:    "newer protocol version",
@@ -75,6 +87,41 @@ func TestOpenValidatesHello(t *testing.T) {
 	if got := h.info("count").Connects; got != 0 {
 		t.Errorf("Connects after refused Hellos = %d, want 0", got)
 	}
+}
+
+// TestOpenHelloWithoutApp checks that a Hello without an app, from an SDK
+// older than the field, is still accepted, with a deprecation warning.
+func TestOpenHelloWithoutApp(t *testing.T) {
+	cfg := testConfig()
+	var logs syncBuffer
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	h := start(t, cfg)
+	s, _, err := h.m.Open(agents.Hello{Agent: "count", InstanceID: "old", ProtocolVersion: agents.ProtocolVersion, CreditEvents: 1})
+	if err != nil {
+		t.Fatalf("Open without app: got %v, want a session", err)
+	}
+	t.Cleanup(func() { s.Close(nil) })
+	if got := logs.String(); !strings.Contains(got, "deprecated") || !strings.Contains(got, "instance=old") {
+		t.Errorf("warnings: got %q, want a deprecation warning naming the instance", got)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func TestOpenWelcome(t *testing.T) {

@@ -44,6 +44,12 @@ type Session struct {
 // closed, and feeds the agent's messages to the Session's methods. Once
 // Run has returned it fails with ErrShuttingDown.
 func (m *Manager) Open(h Hello) (*Session, Welcome, error) {
+	// The app comes first: an agent pointed at another app's worker may
+	// well share an agent name with it and would otherwise take its
+	// partitions.
+	if h.App != "" && h.App != m.cfg.App {
+		return nil, Welcome{}, &AppMismatchError{Hello: h.App, Worker: m.cfg.App}
+	}
 	a := m.agents[h.Agent]
 	if a == nil {
 		var names []string
@@ -61,6 +67,10 @@ func (m *Manager) Open(h Hello) (*Session, Welcome, error) {
 	}
 	if h.CreditEvents == 0 {
 		return nil, Welcome{}, badRequest("hello.credit.events must be at least 1")
+	}
+	if h.App == "" {
+		m.log.Warn("agent Hello without app is deprecated: upgrade the agent SDK, which sends hello.app",
+			"app", m.cfg.App, "agent", h.Agent, "instance", h.InstanceID, "peer", h.Peer)
 	}
 	s := &session{
 		id:           newID(),

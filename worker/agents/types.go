@@ -74,6 +74,11 @@ type Results struct {
 
 // Hello opens a session.
 type Hello struct {
+	// App is the app the agent was written for; Open refuses a Hello
+	// whose App is not the worker's (an agent pointed at another app's
+	// worker). Empty is accepted with a deprecation warning, for SDKs
+	// older than the field (docs/protocol.md).
+	App             string
 	Agent           string
 	InstanceID      string
 	ProtocolVersion uint32
@@ -161,6 +166,17 @@ type UnknownAgentError struct {
 
 func (e *UnknownAgentError) Error() string {
 	return fmt.Sprintf("unknown agent %q: this app declares %v", e.Name, e.Declared)
+}
+
+// AppMismatchError is returned by Open for a Hello naming another app than
+// the worker's: the agent was pointed at the wrong worker.
+type AppMismatchError struct {
+	// Hello is the app the agent named; Worker is the worker's app.
+	Hello, Worker string
+}
+
+func (e *AppMismatchError) Error() string {
+	return fmt.Sprintf("hello.app %q does not match this worker's app %q", e.Hello, e.Worker)
 }
 
 // ErrProtocolVersion is returned by Open for a protocol version other than

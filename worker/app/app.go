@@ -33,9 +33,12 @@ type Options struct {
 	// Bootstrap is the resolved bootstrap list (the embedded broker's address
 	// when brokers is "embedded").
 	Bootstrap string
-	// GRPCAddr and HTTPAddr are the bound control-plane addresses; GRPCAddr
-	// is advertised to the other workers in the consumer group's client.id.
+	// GRPCAddr and HTTPAddr are the bound control-plane addresses.
 	GRPCAddr, HTTPAddr string
+	// Advertise is the gRPC address the other workers dial to reach this
+	// one, published in the consumer group's client.id (config
+	// Listen.Advertised). Default: GRPCAddr.
+	Advertise string
 	// Shutdown is called when a Shutdown RPC asks the process to stop.
 	Shutdown func(reason string)
 }
@@ -57,6 +60,7 @@ type App struct {
 	kafkaErrs    func() []KafkaError
 	mgr          *agents.Manager
 	recovery     map[tablePartition]tables.Progress // restores under way
+	lastRestores map[tablePartition]LastRestore     // the latest finished restore of each
 	restored     map[string]int64                   // changelog records read by restores, by table
 	describer    groupDescriber                     // set by Run once the admin client is up
 	producer     *transport.Producer                // set by Run: Send writes through it
@@ -85,10 +89,28 @@ func (a *App) onRestoreProgress(p tables.Progress) {
 		a.restored[p.Table] += p.Records // a new attempt after a failed one
 	}
 	if p.Done {
+		// Kept after the restore, unlike its progress: an operator looking
+		// at a slow start-up after the fact wants to know how it went.
 		delete(a.recovery, k)
+		a.lastRestores[k] = LastRestore{Table: p.Table, Partition: p.Partition, Full: p.Rebuild, Reason: p.Reason,
+			From: p.From, To: p.To, Records: p.Records, Duration: p.Elapsed, FinishedAt: time.Now(), Err: p.Err}
 	} else {
 		a.recovery[k] = p
 	}
+}
+
+func (a *App) lastRestoresLocked() []LastRestore {
+	out := make([]LastRestore, 0, len(a.lastRestores))
+	for _, r := range a.lastRestores {
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Table != out[j].Table {
+			return out[i].Table < out[j].Table
+		}
+		return out[i].Partition < out[j].Partition
+	})
+	return out
 }
 
 func (a *App) recoveryLocked() []RecoveryProgress {
@@ -118,6 +140,7 @@ func New(cfg *config.Config, opts Options) *App {
 		standbyKick:  make(chan struct{}, 1),
 		pausedAgents: map[string]bool{},
 		recovery:     map[tablePartition]tables.Progress{},
+		lastRestores: map[tablePartition]LastRestore{},
 		restored:     map[string]int64{},
 	}
 	a.mon.Registry().MustRegister(restoreCollector{a})
@@ -219,6 +242,7 @@ func (a *App) Status() Status {
 	}
 	st.Stalled = a.mon.Stalls()
 	st.Recovery = a.recoveryLocked()
+	st.LastRestores = a.lastRestoresLocked()
 	return st
 }
 

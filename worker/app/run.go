@@ -169,13 +169,23 @@ func (a *App) Run(ctx context.Context) (err error) {
 	return g.Wait()
 }
 
+// advertised is the gRPC address other workers dial to reach this one.
+func (a *App) advertised() string {
+	if a.opts.Advertise != "" {
+		return a.opts.Advertise
+	}
+	return a.opts.GRPCAddr
+}
+
 // transportConfig derives the Kafka client settings from the app file.
 func (a *App) transportConfig() transport.Config {
 	c := transport.DefaultConfig()
 	c.Brokers = a.opts.Bootstrap
 	c.GroupID = a.cfg.App
-	// Other workers find this one's control plane in the group description.
-	c.ClientID = "eddy|" + a.cfg.WorkerID + "|" + a.opts.GRPCAddr
+	// Other workers find this one's control plane in the group description:
+	// the advertised address, never a wildcard bound one, which they would
+	// dial as themselves (docs/configuration.md, listen.advertise).
+	c.ClientID = "eddy|" + a.cfg.WorkerID + "|" + a.advertised()
 	if a.cfg.Kafka.StaticMembership {
 		c.GroupInstanceID = a.cfg.WorkerID
 	}

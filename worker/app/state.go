@@ -88,6 +88,32 @@ type Status struct {
 	Warnings            []string
 	// Recovery lists the table partitions being restored now.
 	Recovery []RecoveryProgress
+	// LastRestores holds the latest finished restore of each table
+	// partition this worker restored since it started, by table and
+	// partition.
+	LastRestores []LastRestore
+}
+
+// LastRestore is how the latest finished restore of a table partition
+// went.
+type LastRestore struct {
+	Table     string
+	Partition int32
+	// Full is set when the store was rebuilt from the changelog's
+	// beginning (Reason says why); otherwise the restore continued from the
+	// local checkpoint (or a standby's store).
+	Full   bool
+	Reason string
+	// From is the first changelog offset read, To the end the restore
+	// caught up to (exclusive).
+	From, To int64
+	// Records is the changelog records read; Duration how long it took.
+	Records  int64
+	Duration time.Duration
+	// FinishedAt is when it ended.
+	FinishedAt time.Time
+	// Err is why the restore failed; empty when it succeeded.
+	Err string
 }
 
 // RecoveryProgress is where one running restore of a table partition

@@ -2,7 +2,10 @@ package app
 
 import (
 	"errors"
+	"log/slog"
 	"testing"
+
+	"github.com/eddy-streams/eddy/worker/config"
 )
 
 func TestPageToken(t *testing.T) {
@@ -39,5 +42,30 @@ func TestParseClientID(t *testing.T) {
 		if id != tt.id || addr != tt.addr || ok != tt.ok {
 			t.Errorf("ParseClientID(%q) = %q, %q, %v; want %q, %q, %v", tt.in, id, addr, ok, tt.id, tt.addr, tt.ok)
 		}
+	}
+}
+
+// TestClientIDAdvertises checks that the client.id other workers find this
+// one by carries the advertised address, not a wildcard bound one.
+func TestClientIDAdvertises(t *testing.T) {
+	tests := []struct {
+		name             string
+		bound, advertise string
+		want             string // the address in client.id
+	}{
+		{"advertised", "[::]:40000", "w1.internal:40000", "w1.internal:40000"},
+		{"nothing advertised", "127.0.0.1:6066", "", "127.0.0.1:6066"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := config.DefaultConfig()
+			cfg.WorkerID = "w-1"
+			a := New(cfg, Options{Logger: slog.New(slog.DiscardHandler), GRPCAddr: tt.bound, Advertise: tt.advertise})
+			id := a.transportConfig().ClientID
+			workerID, addr, ok := ParseClientID(id)
+			if !ok || workerID != "w-1" || addr != tt.want {
+				t.Errorf("client.id %q: got worker %q, address %q; want w-1, %q", id, workerID, addr, tt.want)
+			}
+		})
 	}
 }

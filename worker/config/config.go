@@ -28,7 +28,9 @@ type Config struct {
 	DataDir string `yaml:"data_dir"`
 	// Listen holds the addresses of the control plane.
 	Listen Listen `yaml:"listen"`
-	// ProcessingGuarantee is at_least_once (default) or exactly_once.
+	// ProcessingGuarantee is at_least_once (default and, for now, the only
+	// accepted value): exactly_once is refused by Validate until the
+	// worker implements it.
 	ProcessingGuarantee string `yaml:"processing_guarantee"`
 	// ShutdownTimeout bounds graceful shutdown; past it the worker exits
 	// anyway with a non-zero status. Default: 30s.
@@ -62,6 +64,14 @@ type Listen struct {
 	GRPC string `yaml:"grpc"`
 	// HTTP serves /metrics, /healthz and /readyz. Default: 127.0.0.1:6067.
 	HTTP string `yaml:"http"`
+	// Advertise is the host:port other workers of the app dial to reach
+	// this worker's gRPC listener (table queries forwarded to the owner,
+	// standby placement); it is published in the consumer group's
+	// client.id. A port of 0 stands for the port GRPC is bound to.
+	// Default: the bound GRPC address. Required when GRPC listens on every
+	// interface (0.0.0.0, ::, or an empty host), since peers cannot dial
+	// that.
+	Advertise string `yaml:"advertise"`
 }
 
 // Auth configures bearer-token authentication.
@@ -247,7 +257,8 @@ type Window struct {
 	Expires Duration `yaml:"expires"`
 }
 
-// Guarantees accepted in ProcessingGuarantee.
+// Guarantees named in ProcessingGuarantee. Validate accepts only
+// AtLeastOnce; ExactlyOnce is reserved and refused as not available yet.
 const (
 	AtLeastOnce = "at_least_once"
 	ExactlyOnce = "exactly_once"

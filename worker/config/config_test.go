@@ -120,6 +120,8 @@ func TestLoadBad(t *testing.T) {
 		{"duplicate topic", strings.Replace(good, "- {name: lines, partitions: 8}", "- {name: lines, partitions: 8}\n  - {name: lines, partitions: 2}", 1),
 			[]string{`topics[1].name: duplicate topic "lines"`}},
 		{"bad guarantee", good + "processing_guarantee: maybe_once\n", []string{`processing_guarantee: "maybe_once"`}},
+		{"exactly_once not available", good + "processing_guarantee: exactly_once\n",
+			[]string{`processing_guarantee: "exactly_once" is not available yet`, "at_least_once"}},
 		{"bad partitions type", strings.Replace(good, "partitions: 8", "partitions: eight", 1),
 			[]string{"topics[0].partitions", `want a whole number, got "eight"`}},
 		{"zero partitions", strings.Replace(good, "partitions: 8", "partitions: 0", 1),
@@ -141,6 +143,15 @@ func TestLoadBad(t *testing.T) {
 		{"bad listen", good + "listen: {grpc: nowhere}\n", []string{`listen.grpc: "nowhere"`}},
 		{"bad size", good + "limits: {inflight_bytes: huge}\n", []string{"limits.inflight_bytes", `invalid size "huge"`}},
 		{"small inflight cap", good + "limits: {inflight_bytes: 100}\n", []string{"limits.inflight_bytes: 100: must be at least 1MiB"}},
+		{"wildcard listen without advertise", good + "listen: {grpc: \"0.0.0.0:6066\"}\n",
+			[]string{`listen.advertise: required when listen.grpc "0.0.0.0:6066" listens on every interface`}},
+		{"IPv6 wildcard listen without advertise", good + "listen: {grpc: \"[::]:6066\"}\n",
+			[]string{`listen.advertise: required when listen.grpc "[::]:6066"`}},
+		{"empty-host listen without advertise", good + "listen: {grpc: \":6066\"}\n",
+			[]string{`listen.advertise: required when listen.grpc ":6066"`}},
+		{"bad advertise", good + "listen: {grpc: \"0.0.0.0:6066\", advertise: nowhere}\n", []string{`listen.advertise: "nowhere"`}},
+		{"wildcard advertise", good + "listen: {grpc: \"0.0.0.0:6066\", advertise: \"0.0.0.0:6066\"}\n",
+			[]string{`listen.advertise: "0.0.0.0:6066": a wildcard address`}},
 		{"not yaml", "app: [\n", []string{"not valid YAML"}},
 		{"empty", "", []string{"empty"}},
 		{"list where mapping", "app: a\nbrokers: b\nlisten: [1]\n", []string{"listen: line 3: want a mapping"}},
@@ -167,6 +178,29 @@ func TestProcessingTimeoutSet(t *testing.T) {
 	}
 	if got, want := cfg.Agents[0].Processing(), 5*time.Minute; got != want {
 		t.Errorf("processing_timeout: got %v, want %v", got, want)
+	}
+}
+
+func TestListenAdvertise(t *testing.T) {
+	tests := []struct {
+		listen string
+		want   string // listen.advertise after Validate
+	}{
+		{"{grpc: \"0.0.0.0:6066\", advertise: \"w1.internal:6066\"}", "w1.internal:6066"},
+		{"{grpc: \"[::]:6066\", advertise: \"10.0.0.5:0\"}", "10.0.0.5:0"},
+		{"{grpc: \"127.0.0.1:6066\"}", ""},
+		{"{grpc: \"10.0.0.5:6066\"}", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.listen, func(t *testing.T) {
+			cfg, err := load(t, good+"listen: "+tt.listen+"\n")
+			if err != nil {
+				t.Fatalf("load: got %v, want no error", err)
+			}
+			if got := cfg.Listen.Advertise; got != tt.want {
+				t.Errorf("listen.advertise: got %q, want %q", got, tt.want)
+			}
+		})
 	}
 }
 
@@ -206,5 +240,23 @@ func TestTablePartitions(t *testing.T) {
 	}
 	if got := cfg.TablePartitions("nope"); got != 0 {
 		t.Errorf("TablePartitions(nope) = %d, want 0", got)
+	}
+}
+
+func TestListenAdvertised(t *testing.T) {
+	tests := []struct {
+		advertise, bound string
+		want             string
+	}{
+		{"", "127.0.0.1:6066", "127.0.0.1:6066"},
+		{"w1.internal:7000", "[::]:6066", "w1.internal:7000"},
+		{"w1.internal:0", "[::]:41234", "w1.internal:41234"},
+		{"[fd00::5]:0", "0.0.0.0:41234", "[fd00::5]:41234"},
+	}
+	for _, tt := range tests {
+		l := Listen{Advertise: tt.advertise}
+		if got := l.Advertised(tt.bound); got != tt.want {
+			t.Errorf("Listen{Advertise: %q}.Advertised(%q): got %q, want %q", tt.advertise, tt.bound, got, tt.want)
+		}
 	}
 }

@@ -14,6 +14,7 @@ var EnvVars = []struct{ Name, Field string }{
 	{"EDDY_DATA_DIR", "data_dir"},
 	{"EDDY_LISTEN_GRPC", "listen.grpc"},
 	{"EDDY_LISTEN_HTTP", "listen.http"},
+	{"EDDY_LISTEN_ADVERTISE", "listen.advertise"},
 	{"EDDY_PROCESSING_GUARANTEE", "processing_guarantee"},
 	{"EDDY_SHUTDOWN_TIMEOUT", "shutdown_timeout"},
 	{"EDDY_TOKEN", "auth.token"},
@@ -51,6 +52,8 @@ func (c *Config) Set(field, v string) error {
 		c.Listen.GRPC = v
 	case "listen.http":
 		c.Listen.HTTP = v
+	case "listen.advertise":
+		c.Listen.Advertise = v
 	case "processing_guarantee":
 		c.ProcessingGuarantee = v
 	case "shutdown_timeout":

@@ -38,10 +38,25 @@ func (c *Config) Validate() error {
 	}
 	addr("listen.grpc", c.Listen.GRPC, bad)
 	addr("listen.http", c.Listen.HTTP, bad)
+	// Peers dial the advertised address: a wildcard one would have them
+	// dial themselves (docs/configuration.md).
+	switch {
+	case c.Listen.Advertise != "":
+		addr("listen.advertise", c.Listen.Advertise, bad)
+		if Wildcard(c.Listen.Advertise) {
+			bad("listen.advertise", "%q: a wildcard address cannot be dialled: give the host name or IP address other workers reach this one at", c.Listen.Advertise)
+		}
+	case Wildcard(c.Listen.GRPC):
+		bad("listen.advertise", "required when listen.grpc %q listens on every interface: set the host:port other workers dial to reach this one", c.Listen.GRPC)
+	}
 	switch c.ProcessingGuarantee {
-	case AtLeastOnce, ExactlyOnce:
+	case AtLeastOnce:
+	case ExactlyOnce:
+		// Refused until transactions are wired in: a setting must never
+		// say more than the worker does (docs/configuration.md).
+		bad("processing_guarantee", "%q is not available yet: this worker runs %s only", c.ProcessingGuarantee, AtLeastOnce)
 	default:
-		bad("processing_guarantee", "%q: want %s or %s", c.ProcessingGuarantee, AtLeastOnce, ExactlyOnce)
+		bad("processing_guarantee", "%q: want %s (%s is not available yet)", c.ProcessingGuarantee, AtLeastOnce, ExactlyOnce)
 	}
 	positive("shutdown_timeout", c.ShutdownTimeout, bad)
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
@@ -235,6 +250,37 @@ func addr(field, v string, bad func(string, string, ...any)) {
 	} else if _, err := strconv.ParseUint(port, 10, 16); err != nil {
 		bad(field, "%q: bad port", v)
 	}
+}
+
+// Advertised is the gRPC address to publish to the other workers, given
+// the address the listener is bound to: Advertise, its port 0 replaced by
+// the bound port, or bound itself when Advertise is empty.
+func (l Listen) Advertised(bound string) string {
+	if l.Advertise == "" {
+		return bound
+	}
+	host, port, err := net.SplitHostPort(l.Advertise)
+	if err != nil || port != "0" {
+		return l.Advertise
+	}
+	if _, bp, err := net.SplitHostPort(bound); err == nil {
+		return net.JoinHostPort(host, bp)
+	}
+	return l.Advertise
+}
+
+// Wildcard reports whether a host:port listen address names every
+// interface (an empty host, 0.0.0.0 or ::), which another host cannot dial.
+func Wildcard(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsUnspecified()
 }
 
 func positive(field string, d Duration, bad func(string, string, ...any)) {

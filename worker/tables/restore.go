@@ -156,6 +156,8 @@ type Progress struct {
 	ETA time.Duration
 	// Done is set on a restore's last report.
 	Done bool
+	// Err, on the last report of a restore that failed, says why.
+	Err string
 }
 
 // Remaining returns To - Position (at least 0): an upper bound on the
@@ -267,7 +269,7 @@ func (r *Restorer) resume(ctx context.Context, st *Store, reason string) (Progre
 				continue
 			}
 			if err != nil {
-				tr.p.Done = true
+				tr.p.Done, tr.p.Err = true, err.Error()
 				tr.report(time.Now(), true)
 				return tr.p, err
 			}

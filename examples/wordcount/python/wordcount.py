@@ -17,7 +17,7 @@ for the event's key and writes ``set_state`` to the table's changelog before
 the event counts as done, so counts survive restarts and rebalances.
 
 Run it against a worker running app.yaml (``$EDDY_ADDR``, else
-127.0.0.1:6066)::
+127.0.0.1:6066; app ``wordcount``, or ``$EDDY_APP``)::
 
     pip install ./sdk/python
     python examples/wordcount/python/wordcount.py
@@ -40,7 +40,9 @@ OUT = os.environ.get("WORDCOUNT_OUT_TOPIC", "word-counts")
 
 _WORD = re.compile(r"\w+")
 
-app = App()  # the worker at $EDDY_ADDR; token from $EDDY_TOKEN
+# The app of app.yaml ($EDDY_APP overrides it): a worker of another app
+# refuses these agents. The worker at $EDDY_ADDR; token from $EDDY_TOKEN.
+app = App(app=os.environ.get("EDDY_APP", "wordcount"))
 
 
 def words(line: str) -> list[str]:

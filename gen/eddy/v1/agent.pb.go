@@ -403,7 +403,13 @@ type Hello struct {
 	Credit *Credit `protobuf:"bytes,4,opt,name=credit,proto3" json:"credit,omitempty"`
 	// Token is the bearer token, when the worker requires one. It may also be
 	// sent as "authorization: Bearer <token>" metadata.
-	Token         string `protobuf:"bytes,5,opt,name=token,proto3" json:"token,omitempty"`
+	Token string `protobuf:"bytes,5,opt,name=token,proto3" json:"token,omitempty"`
+	// App is the app the agent belongs to (the app file's "app"). A worker of
+	// another app refuses the session with FAILED_PRECONDITION, so an agent
+	// pointed at the wrong address cannot take another app's partitions.
+	// Empty is accepted with a warning and is deprecated: SDKs older than the
+	// field do not send it.
+	App           string `protobuf:"bytes,6,opt,name=app,proto3" json:"app,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -469,6 +475,13 @@ func (x *Hello) GetCredit() *Credit {
 func (x *Hello) GetToken() string {
 	if x != nil {
 		return x.Token
+	}
+	return ""
+}
+
+func (x *Hello) GetApp() string {
+	if x != nil {
+		return x.App
 	}
 	return ""
 }
@@ -2040,14 +2053,15 @@ const file_eddy_v1_agent_proto_rawDesc = "" +
 	"\tcommitted\x18\x05 \x01(\v2\x12.eddy.v1.CommittedH\x00R\tcommitted\x126\n" +
 	"\vstate_reply\x18\x06 \x01(\v2\x13.eddy.v1.StateReplyH\x00R\n" +
 	"stateReplyB\x05\n" +
-	"\x03msg\"\xa8\x01\n" +
+	"\x03msg\"\xba\x01\n" +
 	"\x05Hello\x12\x14\n" +
 	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
 	"instanceId\x12)\n" +
 	"\x10protocol_version\x18\x03 \x01(\rR\x0fprotocolVersion\x12'\n" +
 	"\x06credit\x18\x04 \x01(\v2\x0f.eddy.v1.CreditR\x06credit\x12\x14\n" +
-	"\x05token\x18\x05 \x01(\tR\x05token\"6\n" +
+	"\x05token\x18\x05 \x01(\tR\x05token\x12\x10\n" +
+	"\x03app\x18\x06 \x01(\tR\x03app\"6\n" +
 	"\x06Credit\x12\x16\n" +
 	"\x06events\x18\x01 \x01(\rR\x06events\x12\x14\n" +
 	"\x05bytes\x18\x02 \x01(\x04R\x05bytes\"~\n" +

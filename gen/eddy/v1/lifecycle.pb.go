@@ -145,7 +145,8 @@ type GetStatusResponse struct {
 	// EmbeddedBroker is true when the worker runs the in-process dev broker,
 	// which keeps nothing and is for development only.
 	EmbeddedBroker bool `protobuf:"varint,6,opt,name=embedded_broker,json=embeddedBroker,proto3" json:"embedded_broker,omitempty"`
-	// ProcessingGuarantee is "at_least_once" or "exactly_once".
+	// ProcessingGuarantee is "at_least_once", the only guarantee the worker
+	// gives so far (it refuses to start with "exactly_once").
 	ProcessingGuarantee string `protobuf:"bytes,7,opt,name=processing_guarantee,json=processingGuarantee,proto3" json:"processing_guarantee,omitempty"`
 	// StartedAt is when the process started.
 	StartedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
@@ -169,7 +170,12 @@ type GetStatusResponse struct {
 	KafkaErrors []*KafkaError `protobuf:"bytes,17,rep,name=kafka_errors,json=kafkaErrors,proto3" json:"kafka_errors,omitempty"`
 	// Warnings lists conditions the operator should know about (for example the
 	// dev-only embedded broker).
-	Warnings      []string `protobuf:"bytes,18,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	Warnings []string `protobuf:"bytes,18,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	// LastRestores holds, for each table partition this worker restored since
+	// it started (whether it still owns it or not), how its latest finished
+	// restore went, sorted by table and partition. Restores under way are in
+	// Recovery; standby replicas are not restores.
+	LastRestores  []*LastRestore `protobuf:"bytes,19,rep,name=last_restores,json=lastRestores,proto3" json:"last_restores,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -326,6 +332,13 @@ func (x *GetStatusResponse) GetKafkaErrors() []*KafkaError {
 func (x *GetStatusResponse) GetWarnings() []string {
 	if x != nil {
 		return x.Warnings
+	}
+	return nil
+}
+
+func (x *GetStatusResponse) GetLastRestores() []*LastRestore {
+	if x != nil {
+		return x.LastRestores
 	}
 	return nil
 }
@@ -494,6 +507,137 @@ func (x *RecoveryProgress) GetRemaining() *durationpb.Duration {
 	return nil
 }
 
+// LastRestore is the latest finished restore of one table partition.
+type LastRestore struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Table is the table name.
+	Table string `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	// Partition is the table partition.
+	Partition int32 `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	// Full is true when the store was rebuilt from the beginning of the
+	// changelog (Reason says why); false when the restore continued from the
+	// local checkpoint (or a standby replica's store).
+	Full bool `protobuf:"varint,3,opt,name=full,proto3" json:"full,omitempty"`
+	// Reason says why a full restore was needed, e.g. "no local state".
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// FromOffset is the first changelog offset read.
+	FromOffset int64 `protobuf:"varint,5,opt,name=from_offset,json=fromOffset,proto3" json:"from_offset,omitempty"`
+	// ToOffset is the changelog end the restore caught up to (exclusive).
+	ToOffset int64 `protobuf:"varint,6,opt,name=to_offset,json=toOffset,proto3" json:"to_offset,omitempty"`
+	// Records is the number of changelog records read.
+	Records int64 `protobuf:"varint,7,opt,name=records,proto3" json:"records,omitempty"`
+	// Duration is how long the restore took.
+	Duration *durationpb.Duration `protobuf:"bytes,8,opt,name=duration,proto3" json:"duration,omitempty"`
+	// FinishedAt is when the restore ended.
+	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	// Error says why the restore failed; empty when it succeeded. A failed
+	// restore is tried again: no event of the partition is delivered before
+	// one succeeds.
+	Error         string `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LastRestore) Reset() {
+	*x = LastRestore{}
+	mi := &file_eddy_v1_lifecycle_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LastRestore) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LastRestore) ProtoMessage() {}
+
+func (x *LastRestore) ProtoReflect() protoreflect.Message {
+	mi := &file_eddy_v1_lifecycle_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LastRestore.ProtoReflect.Descriptor instead.
+func (*LastRestore) Descriptor() ([]byte, []int) {
+	return file_eddy_v1_lifecycle_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *LastRestore) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *LastRestore) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *LastRestore) GetFull() bool {
+	if x != nil {
+		return x.Full
+	}
+	return false
+}
+
+func (x *LastRestore) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *LastRestore) GetFromOffset() int64 {
+	if x != nil {
+		return x.FromOffset
+	}
+	return 0
+}
+
+func (x *LastRestore) GetToOffset() int64 {
+	if x != nil {
+		return x.ToOffset
+	}
+	return 0
+}
+
+func (x *LastRestore) GetRecords() int64 {
+	if x != nil {
+		return x.Records
+	}
+	return 0
+}
+
+func (x *LastRestore) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *LastRestore) GetFinishedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FinishedAt
+	}
+	return nil
+}
+
+func (x *LastRestore) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 // Stall reports a partition or agent instance that stopped making progress.
 type Stall struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -513,7 +657,7 @@ type Stall struct {
 
 func (x *Stall) Reset() {
 	*x = Stall{}
-	mi := &file_eddy_v1_lifecycle_proto_msgTypes[4]
+	mi := &file_eddy_v1_lifecycle_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -525,7 +669,7 @@ func (x *Stall) String() string {
 func (*Stall) ProtoMessage() {}
 
 func (x *Stall) ProtoReflect() protoreflect.Message {
-	mi := &file_eddy_v1_lifecycle_proto_msgTypes[4]
+	mi := &file_eddy_v1_lifecycle_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -538,7 +682,7 @@ func (x *Stall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stall.ProtoReflect.Descriptor instead.
 func (*Stall) Descriptor() ([]byte, []int) {
-	return file_eddy_v1_lifecycle_proto_rawDescGZIP(), []int{4}
+	return file_eddy_v1_lifecycle_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Stall) GetPartition() *TopicPartition {
@@ -593,7 +737,7 @@ type KafkaError struct {
 
 func (x *KafkaError) Reset() {
 	*x = KafkaError{}
-	mi := &file_eddy_v1_lifecycle_proto_msgTypes[5]
+	mi := &file_eddy_v1_lifecycle_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -605,7 +749,7 @@ func (x *KafkaError) String() string {
 func (*KafkaError) ProtoMessage() {}
 
 func (x *KafkaError) ProtoReflect() protoreflect.Message {
-	mi := &file_eddy_v1_lifecycle_proto_msgTypes[5]
+	mi := &file_eddy_v1_lifecycle_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -618,7 +762,7 @@ func (x *KafkaError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KafkaError.ProtoReflect.Descriptor instead.
 func (*KafkaError) Descriptor() ([]byte, []int) {
-	return file_eddy_v1_lifecycle_proto_rawDescGZIP(), []int{5}
+	return file_eddy_v1_lifecycle_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *KafkaError) GetAt() *timestamppb.Timestamp {
@@ -660,7 +804,7 @@ type PauseRequest struct {
 
 func (x *PauseRequest) Reset() {
 	*x = PauseRequest{}
-	mi := &file_eddy_v1_lifecycle_proto_msgTypes[6]
+	mi := &file_eddy_v1_lifecycle_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -672,7 +816,7 @@ func (x *PauseRequest) String() string {
 func (*PauseRequest) ProtoMessage() {}
 
 func (x *PauseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_eddy_v1_lifecycle_proto_msgTypes[6]
+	mi := &file_eddy_v1_lifecycle_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -685,7 +829,7 @@ func (x *PauseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRequest.ProtoReflect.Descriptor instead.
 func (*PauseRequest) Descriptor() ([]byte, []int) {
-	return file_eddy_v1_lifecycle_proto_rawDescGZIP(), []int{6}
+	return file_eddy_v1_lifecycle_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PauseRequest) GetAgent() string {
@@ -708,7 +852,7 @@ type PauseResponse struct {
 
 func (x *PauseResponse) Reset() {
 	*x = PauseResponse{}
-	mi := &file_eddy_v1_lifecycle_proto_msgTypes[7]
+	mi := &file_eddy_v1_lifecycle_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -720,7 +864,7 @@ func (x *PauseResponse) String() string {
 func (*PauseResponse) ProtoMessage() {}
 
 func (x *PauseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_eddy_v1_lifecycle_proto_msgTypes[7]
+	mi := &file_eddy_v1_lifecycle_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -733,7 +877,7 @@ func (x *PauseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseResponse.ProtoReflect.Descriptor instead.
 func (*PauseResponse) Descriptor() ([]byte, []int) {
-	return file_eddy_v1_lifecycle_proto_rawDescGZIP(), []int{7}
+	return file_eddy_v1_lifecycle_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PauseResponse) GetState() WorkerState {
@@ -761,7 +905,7 @@ type ResumeRequest struct {
 
 func (x *ResumeRequest) Reset() {
 	*x = ResumeRequest{}
-	mi := &file_eddy_v1_lifecycle_proto_msgTypes[8]
+	mi := &file_eddy_v1_lifecycle_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -773,7 +917,7 @@ func (x *ResumeRequest) String() string {
 func (*ResumeRequest) ProtoMessage() {}
 
 func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_eddy_v1_lifecycle_proto_msgTypes[8]
+	mi := &file_eddy_v1_lifecycle_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -786,7 +930,7 @@ func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRequest) Descriptor() ([]byte, []int) {
-	return file_eddy_v1_lifecycle_proto_rawDescGZIP(), []int{8}
+	return file_eddy_v1_lifecycle_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ResumeRequest) GetAgent() string {
@@ -809,7 +953,7 @@ type ResumeResponse struct {
 
 func (x *ResumeResponse) Reset() {
 	*x = ResumeResponse{}
-	mi := &file_eddy_v1_lifecycle_proto_msgTypes[9]
+	mi := &file_eddy_v1_lifecycle_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -821,7 +965,7 @@ func (x *ResumeResponse) String() string {
 func (*ResumeResponse) ProtoMessage() {}
 
 func (x *ResumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_eddy_v1_lifecycle_proto_msgTypes[9]
+	mi := &file_eddy_v1_lifecycle_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -834,7 +978,7 @@ func (x *ResumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeResponse.ProtoReflect.Descriptor instead.
 func (*ResumeResponse) Descriptor() ([]byte, []int) {
-	return file_eddy_v1_lifecycle_proto_rawDescGZIP(), []int{9}
+	return file_eddy_v1_lifecycle_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ResumeResponse) GetState() WorkerState {
@@ -862,7 +1006,7 @@ type ShutdownRequest struct {
 
 func (x *ShutdownRequest) Reset() {
 	*x = ShutdownRequest{}
-	mi := &file_eddy_v1_lifecycle_proto_msgTypes[10]
+	mi := &file_eddy_v1_lifecycle_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -874,7 +1018,7 @@ func (x *ShutdownRequest) String() string {
 func (*ShutdownRequest) ProtoMessage() {}
 
 func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_eddy_v1_lifecycle_proto_msgTypes[10]
+	mi := &file_eddy_v1_lifecycle_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -887,7 +1031,7 @@ func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownRequest.ProtoReflect.Descriptor instead.
 func (*ShutdownRequest) Descriptor() ([]byte, []int) {
-	return file_eddy_v1_lifecycle_proto_rawDescGZIP(), []int{10}
+	return file_eddy_v1_lifecycle_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ShutdownRequest) GetReason() string {
@@ -909,7 +1053,7 @@ type ShutdownResponse struct {
 
 func (x *ShutdownResponse) Reset() {
 	*x = ShutdownResponse{}
-	mi := &file_eddy_v1_lifecycle_proto_msgTypes[11]
+	mi := &file_eddy_v1_lifecycle_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -921,7 +1065,7 @@ func (x *ShutdownResponse) String() string {
 func (*ShutdownResponse) ProtoMessage() {}
 
 func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_eddy_v1_lifecycle_proto_msgTypes[11]
+	mi := &file_eddy_v1_lifecycle_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -934,7 +1078,7 @@ func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownResponse.ProtoReflect.Descriptor instead.
 func (*ShutdownResponse) Descriptor() ([]byte, []int) {
-	return file_eddy_v1_lifecycle_proto_rawDescGZIP(), []int{11}
+	return file_eddy_v1_lifecycle_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ShutdownResponse) GetDeadline() *timestamppb.Timestamp {
@@ -949,7 +1093,7 @@ var File_eddy_v1_lifecycle_proto protoreflect.FileDescriptor
 const file_eddy_v1_lifecycle_proto_rawDesc = "" +
 	"\n" +
 	"\x17eddy/v1/lifecycle.proto\x12\aeddy.v1\x1a\x14eddy/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n" +
-	"\x10GetStatusRequest\"\xf0\x05\n" +
+	"\x10GetStatusRequest\"\xab\x06\n" +
 	"\x11GetStatusResponse\x12*\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x14.eddy.v1.WorkerStateR\x05state\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x10\n" +
@@ -970,7 +1114,8 @@ const file_eddy_v1_lifecycle_proto_rawDesc = "" +
 	"\brecovery\x18\x0f \x03(\v2\x19.eddy.v1.RecoveryProgressR\brecovery\x12(\n" +
 	"\astalled\x18\x10 \x03(\v2\x0e.eddy.v1.StallR\astalled\x126\n" +
 	"\fkafka_errors\x18\x11 \x03(\v2\x13.eddy.v1.KafkaErrorR\vkafkaErrors\x12\x1a\n" +
-	"\bwarnings\x18\x12 \x03(\tR\bwarnings\"x\n" +
+	"\bwarnings\x18\x12 \x03(\tR\bwarnings\x129\n" +
+	"\rlast_restores\x18\x13 \x03(\v2\x14.eddy.v1.LastRestoreR\flastRestores\"x\n" +
 	"\fAgentSummary\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tinstances\x18\x02 \x01(\rR\tinstances\x12\x1e\n" +
@@ -984,7 +1129,21 @@ const file_eddy_v1_lifecycle_proto_rawDesc = "" +
 	"\x04done\x18\x03 \x01(\x03R\x04done\x12\x14\n" +
 	"\x05total\x18\x04 \x01(\x03R\x05total\x12,\n" +
 	"\x12records_per_second\x18\x05 \x01(\x01R\x10recordsPerSecond\x127\n" +
-	"\tremaining\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\tremaining\"\xbf\x01\n" +
+	"\tremaining\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\tremaining\"\xcf\x02\n" +
+	"\vLastRestore\x12\x14\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x12\n" +
+	"\x04full\x18\x03 \x01(\bR\x04full\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x1f\n" +
+	"\vfrom_offset\x18\x05 \x01(\x03R\n" +
+	"fromOffset\x12\x1b\n" +
+	"\tto_offset\x18\x06 \x01(\x03R\btoOffset\x12\x18\n" +
+	"\arecords\x18\a \x01(\x03R\arecords\x125\n" +
+	"\bduration\x18\b \x01(\v2\x19.google.protobuf.DurationR\bduration\x12;\n" +
+	"\vfinished_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"finishedAt\x12\x14\n" +
+	"\x05error\x18\n" +
+	" \x01(\tR\x05error\"\xbf\x01\n" +
 	"\x05Stall\x125\n" +
 	"\tpartition\x18\x01 \x01(\v2\x17.eddy.v1.TopicPartitionR\tpartition\x12\x14\n" +
 	"\x05agent\x18\x02 \x01(\tR\x05agent\x12\x1f\n" +
@@ -1040,54 +1199,58 @@ func file_eddy_v1_lifecycle_proto_rawDescGZIP() []byte {
 }
 
 var file_eddy_v1_lifecycle_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_eddy_v1_lifecycle_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_eddy_v1_lifecycle_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_eddy_v1_lifecycle_proto_goTypes = []any{
 	(WorkerState)(0),              // 0: eddy.v1.WorkerState
 	(*GetStatusRequest)(nil),      // 1: eddy.v1.GetStatusRequest
 	(*GetStatusResponse)(nil),     // 2: eddy.v1.GetStatusResponse
 	(*AgentSummary)(nil),          // 3: eddy.v1.AgentSummary
 	(*RecoveryProgress)(nil),      // 4: eddy.v1.RecoveryProgress
-	(*Stall)(nil),                 // 5: eddy.v1.Stall
-	(*KafkaError)(nil),            // 6: eddy.v1.KafkaError
-	(*PauseRequest)(nil),          // 7: eddy.v1.PauseRequest
-	(*PauseResponse)(nil),         // 8: eddy.v1.PauseResponse
-	(*ResumeRequest)(nil),         // 9: eddy.v1.ResumeRequest
-	(*ResumeResponse)(nil),        // 10: eddy.v1.ResumeResponse
-	(*ShutdownRequest)(nil),       // 11: eddy.v1.ShutdownRequest
-	(*ShutdownResponse)(nil),      // 12: eddy.v1.ShutdownResponse
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
-	(*TopicPartition)(nil),        // 15: eddy.v1.TopicPartition
+	(*LastRestore)(nil),           // 5: eddy.v1.LastRestore
+	(*Stall)(nil),                 // 6: eddy.v1.Stall
+	(*KafkaError)(nil),            // 7: eddy.v1.KafkaError
+	(*PauseRequest)(nil),          // 8: eddy.v1.PauseRequest
+	(*PauseResponse)(nil),         // 9: eddy.v1.PauseResponse
+	(*ResumeRequest)(nil),         // 10: eddy.v1.ResumeRequest
+	(*ResumeResponse)(nil),        // 11: eddy.v1.ResumeResponse
+	(*ShutdownRequest)(nil),       // 12: eddy.v1.ShutdownRequest
+	(*ShutdownResponse)(nil),      // 13: eddy.v1.ShutdownResponse
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
+	(*TopicPartition)(nil),        // 16: eddy.v1.TopicPartition
 }
 var file_eddy_v1_lifecycle_proto_depIdxs = []int32{
 	0,  // 0: eddy.v1.GetStatusResponse.state:type_name -> eddy.v1.WorkerState
-	13, // 1: eddy.v1.GetStatusResponse.started_at:type_name -> google.protobuf.Timestamp
-	14, // 2: eddy.v1.GetStatusResponse.uptime:type_name -> google.protobuf.Duration
-	15, // 3: eddy.v1.GetStatusResponse.assigned:type_name -> eddy.v1.TopicPartition
+	14, // 1: eddy.v1.GetStatusResponse.started_at:type_name -> google.protobuf.Timestamp
+	15, // 2: eddy.v1.GetStatusResponse.uptime:type_name -> google.protobuf.Duration
+	16, // 3: eddy.v1.GetStatusResponse.assigned:type_name -> eddy.v1.TopicPartition
 	3,  // 4: eddy.v1.GetStatusResponse.agents:type_name -> eddy.v1.AgentSummary
 	4,  // 5: eddy.v1.GetStatusResponse.recovery:type_name -> eddy.v1.RecoveryProgress
-	5,  // 6: eddy.v1.GetStatusResponse.stalled:type_name -> eddy.v1.Stall
-	6,  // 7: eddy.v1.GetStatusResponse.kafka_errors:type_name -> eddy.v1.KafkaError
-	14, // 8: eddy.v1.RecoveryProgress.remaining:type_name -> google.protobuf.Duration
-	15, // 9: eddy.v1.Stall.partition:type_name -> eddy.v1.TopicPartition
-	13, // 10: eddy.v1.Stall.since:type_name -> google.protobuf.Timestamp
-	13, // 11: eddy.v1.KafkaError.at:type_name -> google.protobuf.Timestamp
-	0,  // 12: eddy.v1.PauseResponse.state:type_name -> eddy.v1.WorkerState
-	0,  // 13: eddy.v1.ResumeResponse.state:type_name -> eddy.v1.WorkerState
-	13, // 14: eddy.v1.ShutdownResponse.deadline:type_name -> google.protobuf.Timestamp
-	1,  // 15: eddy.v1.LifecycleService.GetStatus:input_type -> eddy.v1.GetStatusRequest
-	7,  // 16: eddy.v1.LifecycleService.Pause:input_type -> eddy.v1.PauseRequest
-	9,  // 17: eddy.v1.LifecycleService.Resume:input_type -> eddy.v1.ResumeRequest
-	11, // 18: eddy.v1.LifecycleService.Shutdown:input_type -> eddy.v1.ShutdownRequest
-	2,  // 19: eddy.v1.LifecycleService.GetStatus:output_type -> eddy.v1.GetStatusResponse
-	8,  // 20: eddy.v1.LifecycleService.Pause:output_type -> eddy.v1.PauseResponse
-	10, // 21: eddy.v1.LifecycleService.Resume:output_type -> eddy.v1.ResumeResponse
-	12, // 22: eddy.v1.LifecycleService.Shutdown:output_type -> eddy.v1.ShutdownResponse
-	19, // [19:23] is the sub-list for method output_type
-	15, // [15:19] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	6,  // 6: eddy.v1.GetStatusResponse.stalled:type_name -> eddy.v1.Stall
+	7,  // 7: eddy.v1.GetStatusResponse.kafka_errors:type_name -> eddy.v1.KafkaError
+	5,  // 8: eddy.v1.GetStatusResponse.last_restores:type_name -> eddy.v1.LastRestore
+	15, // 9: eddy.v1.RecoveryProgress.remaining:type_name -> google.protobuf.Duration
+	15, // 10: eddy.v1.LastRestore.duration:type_name -> google.protobuf.Duration
+	14, // 11: eddy.v1.LastRestore.finished_at:type_name -> google.protobuf.Timestamp
+	16, // 12: eddy.v1.Stall.partition:type_name -> eddy.v1.TopicPartition
+	14, // 13: eddy.v1.Stall.since:type_name -> google.protobuf.Timestamp
+	14, // 14: eddy.v1.KafkaError.at:type_name -> google.protobuf.Timestamp
+	0,  // 15: eddy.v1.PauseResponse.state:type_name -> eddy.v1.WorkerState
+	0,  // 16: eddy.v1.ResumeResponse.state:type_name -> eddy.v1.WorkerState
+	14, // 17: eddy.v1.ShutdownResponse.deadline:type_name -> google.protobuf.Timestamp
+	1,  // 18: eddy.v1.LifecycleService.GetStatus:input_type -> eddy.v1.GetStatusRequest
+	8,  // 19: eddy.v1.LifecycleService.Pause:input_type -> eddy.v1.PauseRequest
+	10, // 20: eddy.v1.LifecycleService.Resume:input_type -> eddy.v1.ResumeRequest
+	12, // 21: eddy.v1.LifecycleService.Shutdown:input_type -> eddy.v1.ShutdownRequest
+	2,  // 22: eddy.v1.LifecycleService.GetStatus:output_type -> eddy.v1.GetStatusResponse
+	9,  // 23: eddy.v1.LifecycleService.Pause:output_type -> eddy.v1.PauseResponse
+	11, // 24: eddy.v1.LifecycleService.Resume:output_type -> eddy.v1.ResumeResponse
+	13, // 25: eddy.v1.LifecycleService.Shutdown:output_type -> eddy.v1.ShutdownResponse
+	22, // [22:26] is the sub-list for method output_type
+	18, // [18:22] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_eddy_v1_lifecycle_proto_init() }
@@ -1102,7 +1265,7 @@ func file_eddy_v1_lifecycle_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_eddy_v1_lifecycle_proto_rawDesc), len(file_eddy_v1_lifecycle_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -30,6 +30,7 @@ class Runner:
         self.items: list[tuple[Agent, asyncio.Task[None]]] = []
 
     def start(self, handler: Handler, name: str = "pass", **kw: Any) -> tuple[Agent, asyncio.Task[None]]:
+        kw.setdefault("app", "app")
         kw.setdefault("addr", self.fw.addr)
         kw.setdefault("backoff_min", 0.01)
         kw.setdefault("backoff_max", 0.05)

@@ -98,7 +98,7 @@ class FakeSession:
 
 class FakeWorker:
     """The server. ``reject`` makes it end every stream after Hello with that
-    (code, details); ``welcome`` is what it answers otherwise (None: no
+    (code, details[, trailing metadata]); ``welcome`` is what it answers otherwise (None: no
     Welcome at all); ``end_on_half_close`` ends a stream with OK once the
     agent closes its side, as the real worker does."""
 
@@ -110,8 +110,8 @@ class FakeWorker:
         self.addr = f"127.0.0.1:{self.port}"
         self.sessions: asyncio.Queue[FakeSession] = asyncio.Queue()
         self.all: list[FakeSession] = []
-        self.reject: Optional[tuple[grpc.StatusCode, str]] = None
-        self.reject_agents: dict[str, tuple[grpc.StatusCode, str]] = {}
+        self.reject: Optional[tuple[Any, ...]] = None
+        self.reject_agents: dict[str, tuple[Any, ...]] = {}
         self.welcome: Optional[pb.Welcome] = pb.Welcome(
             limits=pb.Limits(max_message_bytes=4 << 20, max_batch_events=500, max_batch_bytes=1 << 20, max_retries=5)
         )
@@ -149,7 +149,7 @@ class _Servicer(agent_pb2_grpc.AgentServiceServicer):
         try:
             if rej is not None:
                 s.end_code = rej[0]
-                await context.abort(rej[0], rej[1])
+                await context.abort(rej[0], rej[1], trailing_metadata=rej[2] if len(rej) > 2 else ())
             if fw.welcome is not None:
                 w = pb.Welcome()
                 w.CopyFrom(fw.welcome)

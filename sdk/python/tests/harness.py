@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -184,9 +185,9 @@ class Proc:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The environment for child processes: no EDDY_ADDR/EDDY_TOKEN leaking
-    in from the caller, Python unbuffered, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if k not in ("EDDY_ADDR", "EDDY_TOKEN")}
+    """The environment for child processes: no EDDY_ADDR/EDDY_TOKEN/EDDY_APP
+    leaking in from the caller, Python unbuffered, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in ("EDDY_ADDR", "EDDY_TOKEN", "EDDY_APP")}
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
     return env
@@ -203,6 +204,13 @@ class Worker:
     http_addr: str = ""
     proc: Optional[Proc] = None
     dir: str = ""
+
+    @property
+    def app(self) -> str:
+        """The app of the app file body, which agents send in Hello."""
+        m = re.search(r"^app:\s*(\S+)", self.body, re.MULTILINE)
+        assert m, "app file body without app"
+        return m.group(1)
 
     def start(self, timeout: float = 30) -> Worker:
         self.dir = tempfile.mkdtemp(prefix="eddy-py-worker-")

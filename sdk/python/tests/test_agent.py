@@ -27,6 +27,7 @@ from eddy_agent import (
     Retry,
     UnauthenticatedError,
     UnknownAgentError,
+    WrongAppError,
     Window,
 )
 from eddy_agent._gen.eddy.v1 import agent_pb2 as pb
@@ -66,10 +67,11 @@ def kinds(msgs: list[pb.ConnectRequest]) -> list[str]:
 
 
 async def test_hello_contents(fw: FakeWorker, run) -> None:
-    a, _ = run.start(ok, name="count", token="s3cret")
+    a, _ = run.start(ok, name="count", token="s3cret", app="shop")
     s = await fw.session()
     h = s.hello
     assert h.agent == "count"
+    assert h.app == "shop" == a.app
     assert h.protocol_version == 1 == eddy_agent.PROTOCOL_VERSION
     assert (h.credit.events, h.credit.bytes) == (1000, 8 << 20)
     assert h.token == "s3cret"
@@ -77,7 +79,7 @@ async def test_hello_contents(fw: FakeWorker, run) -> None:
     # <hostname>-<pid>-<random>, chosen once per process.
     assert re.fullmatch(rf"[!-~]+-{os.getpid()}-[0-9a-f]{{6}}", h.instance_id), h.instance_id
     assert a.instance_id == h.instance_id
-    assert Agent("other", ok).instance_id == a.instance_id  # chosen once per process
+    assert Agent("other", ok, app="shop").instance_id == a.instance_id  # chosen once per process
     # Connected once welcomed, with the worker's session id.
     await until(lambda: a.connected)
     assert a.connected and a.session_id == s.id
@@ -86,6 +88,7 @@ async def test_hello_contents(fw: FakeWorker, run) -> None:
 async def test_hello_defaults_from_environment(fw: FakeWorker, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDDY_ADDR", fw.addr)
     monkeypatch.setenv("EDDY_TOKEN", "from-env")
+    monkeypatch.setenv("EDDY_APP", "shop-env")
     a = Agent("pass", ok, instance_id="pod-7", credit_events=10, credit_bytes=1234)
     t = asyncio.ensure_future(a.run())
     try:
@@ -93,6 +96,7 @@ async def test_hello_defaults_from_environment(fw: FakeWorker, monkeypatch: pyte
         assert a.addr == fw.addr
         assert s.hello.token == "from-env" and s.metadata["authorization"] == "Bearer from-env"
         assert s.hello.instance_id == "pod-7"
+        assert s.hello.app == "shop-env"
         assert (s.hello.credit.events, s.hello.credit.bytes) == (10, 1234)
     finally:
         a.stop()
@@ -106,7 +110,8 @@ async def test_no_token_no_authorization(fw: FakeWorker, run) -> None:
     assert "authorization" not in s.metadata
 
 
-def test_options_are_checked_all_at_once() -> None:
+def test_options_are_checked_all_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EDDY_APP", raising=False)
     with pytest.raises(ValueError) as e:
         Agent(
             "",
@@ -125,6 +130,7 @@ def test_options_are_checked_all_at_once() -> None:
     for want in (
         "name: empty",
         "handler: not callable",
+        "app: empty: pass app=... (the app file's app) or set $EDDY_APP",
         "without a scheme",
         "token: contains whitespace",
         "instance_id: empty",
@@ -136,7 +142,7 @@ def test_options_are_checked_all_at_once() -> None:
     ):
         assert want in msg, msg
     with pytest.raises(ValueError, match="missing port"):
-        Agent("a", ok, addr="localhost")
+        Agent("a", ok, app="app", addr="localhost")
 
 
 # ---- outcomes, records and state ---------------------------------------------
@@ -866,6 +872,33 @@ async def test_permanent_errors_raise(fw: FakeWorker, run, code, exc) -> None:
     assert len(fw.all) == 1, "no reconnection after a permanent error"
 
 
+def _status_details(code: int, message: str, domain: str, reason: str) -> bytes:
+    """A serialized google.rpc.Status with one ErrorInfo, built by hand (the
+    SDK has no package of the google.rpc messages)."""
+    from google.protobuf import any_pb2
+
+    def ld(field: int, b: bytes) -> bytes:
+        assert len(b) < 128
+        return bytes([field << 3 | 2, len(b)]) + b
+
+    info = ld(1, reason.encode()) + ld(2, domain.encode())
+    detail = any_pb2.Any(type_url="type.googleapis.com/google.rpc.ErrorInfo", value=info).SerializeToString()
+    return bytes([1 << 3, code]) + ld(2, message.encode()) + ld(3, detail)
+
+
+async def test_wrong_app_raises(fw: FakeWorker, run) -> None:
+    msg = 'hello.app "app" does not match this worker\'s app "billing"'
+    details = _status_details(grpc.StatusCode.FAILED_PRECONDITION.value[0], msg, "eddy.v1", "APP_MISMATCH")
+    fw.reject = (grpc.StatusCode.FAILED_PRECONDITION, msg, (("grpc-status-details-bin", details),))
+    _, task = run.start(ok, name="count")
+    with pytest.raises(WrongAppError) as e:
+        await asyncio.wait_for(task, 5)
+    assert isinstance(e.value, RejectedError) and not isinstance(e.value, ProtocolVersionError)
+    assert e.value.code == grpc.StatusCode.FAILED_PRECONDITION and e.value.message == msg
+    assert "the worker belongs to another app" in str(e.value)
+    assert len(fw.all) == 1, "no reconnection after a permanent error"
+
+
 async def test_unimplemented_worker(run) -> None:
     fw = await FakeWorker(serve_agents=False).start()  # no AgentService at all
     try:
@@ -970,7 +1003,7 @@ async def test_cancel_run_stops_at_once(fw: FakeWorker, run) -> None:
 
 async def test_app_runs_agents_and_raises_rejection(fw: FakeWorker) -> None:
     fw.reject_agents["nope"] = (grpc.StatusCode.NOT_FOUND, 'unknown agent "nope"')
-    app = App(fw.addr, token="", backoff_min=0.01, backoff_max=0.05)
+    app = App(fw.addr, app="app", token="", backoff_min=0.01, backoff_max=0.05)
 
     @app.agent("count")
     async def count(ev: Event) -> None:
@@ -996,13 +1029,13 @@ async def test_app_runs_agents_and_raises_rejection(fw: FakeWorker) -> None:
 
 def test_app_checks_options_and_names() -> None:
     with pytest.raises(ValueError, match="credit_events"):
-        App("127.0.0.1:1", credit_events=0)
-    app = App("127.0.0.1:1")
+        App("127.0.0.1:1", app="app", credit_events=0)
+    app = App("127.0.0.1:1", app="app")
     app.agent("a")(ok)
     with pytest.raises(ValueError, match="already registered"):
         app.agent("a")(ok)
     with pytest.raises(RuntimeError, match="no agents"):
-        asyncio.run(App("127.0.0.1:1").run())
+        asyncio.run(App("127.0.0.1:1", app="app").run())
 
 
 # ---- App.main as a program: signals --------------------------------------------
@@ -1010,7 +1043,7 @@ def test_app_checks_options_and_names() -> None:
 SLOW_APP = """
 import asyncio, sys
 from eddy_agent import App, Event
-app = App(sys.argv[1], token="", backoff_min=0.01, drain_timeout=float(sys.argv[2]))
+app = App(sys.argv[1], app="app", token="", backoff_min=0.01, drain_timeout=float(sys.argv[2]))
 
 @app.agent("pass")
 async def handler(ev: Event) -> None:

@@ -107,7 +107,7 @@ tables:
 """
     w = procs.add(Worker(bins, body).start())
     w.wait_assigned(16)
-    env = {"EDDY_ADDR": w.grpc_addr, "WORDCOUNT_WORDS_TOPIC": words, "WORDCOUNT_OUT_TOPIC": out}
+    env = {"EDDY_ADDR": w.grpc_addr, "EDDY_APP": w.app, "WORDCOUNT_WORDS_TOPIC": words, "WORDCOUNT_OUT_TOPIC": out}
     procs.add(python_agent(WORDCOUNT, env=env))
     w.wait_instances("split", 1, 8)
     w.wait_instances("count", 1, 8)
@@ -179,7 +179,7 @@ def test_agent_killed_mid_stream_loses_nothing(kafka: str, bins, procs) -> None:
     body, app, tin, tout = pass_app(kafka)
     w = procs.add(Worker(bins, body).start())
     w.wait_assigned(8)
-    first = procs.add(python_agent(PASSAGENT, "--addr", w.grpc_addr, "--out", tout, "--delay", "0.001"))
+    first = procs.add(python_agent(PASSAGENT, "--addr", w.grpc_addr, "--app", w.app, "--out", tout, "--delay", "0.001"))
     info = w.wait_instances("pass", 1, 8)
     first_id = info.instances[0].instance_id
     keys, values = keyed_values(12000, 300)
@@ -192,7 +192,7 @@ def test_agent_killed_mid_stream_loses_nothing(kafka: str, bins, procs) -> None:
         assert at_kill < len(values), "the agent finished before it was killed; the test proves nothing"
         # The worker notices, pauses the partitions, and gives them to the
         # restarted agent, which gets every event without a result again.
-        procs.add(python_agent(PASSAGENT, "--addr", w.grpc_addr, "--out", tout))
+        procs.add(python_agent(PASSAGENT, "--addr", w.grpc_addr, "--app", w.app, "--out", tout))
         info = w.wait_instances("pass", 1, 8)
         assert info.instances[0].instance_id != first_id
         got = r.read_until(90, "every input in the output", all_present(tout, values))
@@ -206,7 +206,7 @@ def test_handler_exception_retried_then_dead_lettered(kafka: str, bins, procs) -
     body, app, tin, tout = pass_app(kafka, ", max_retries: 2")
     w = procs.add(Worker(bins, body).start())
     w.wait_assigned(8)
-    agent = procs.add(python_agent(PASSAGENT, "--addr", w.grpc_addr, "--out", tout, "--poison", "POISON"))
+    agent = procs.add(python_agent(PASSAGENT, "--addr", w.grpc_addr, "--app", w.app, "--out", tout, "--poison", "POISON"))
     w.wait_instances("pass", 1, 8)
     keys, values = keyed_values(400, 40)
     keys.insert(200, "poison-key")
@@ -244,7 +244,7 @@ def test_bad_token_and_unknown_agent_raise(kafka: str, bins, procs) -> None:
         pass
 
     async def run(name: str, token: str) -> None:
-        a = Agent(name, handler, addr=w.grpc_addr, token=token)
+        a = Agent(name, handler, app=w.app, addr=w.grpc_addr, token=token)
         await asyncio.wait_for(a.run(), 20)
 
     with pytest.raises(UnauthenticatedError) as e:
@@ -258,12 +258,12 @@ def test_bad_token_and_unknown_agent_raise(kafka: str, bins, procs) -> None:
     assert "routr" in e.value.message
 
     # As a program (App.main): a clear message and status 1, no traceback.
-    bad = procs.add(python_agent(PASSAGENT, "--addr", w.grpc_addr, "--out", tout, "--token", "wrong-token"))
+    bad = procs.add(python_agent(PASSAGENT, "--addr", w.grpc_addr, "--app", w.app, "--out", tout, "--token", "wrong-token"))
     assert bad.wait(20) == 1
     assert "passagent.py: worker at" in bad.output and "the worker rejected the token" in bad.output
     assert "Traceback" not in bad.output
     # The right token works.
-    procs.add(python_agent(PASSAGENT, "--addr", w.grpc_addr, "--out", tout, "--token", "right-token"))
+    procs.add(python_agent(PASSAGENT, "--addr", w.grpc_addr, "--app", w.app, "--out", tout, "--token", "right-token"))
     w.wait_instances("pass", 1, 8)
 
 
@@ -272,9 +272,9 @@ def test_go_and_python_instances_share_partitions(kafka: str, bins, procs) -> No
     w = procs.add(Worker(bins, body).start())
     w.wait_assigned(8)
     procs.add(
-        Proc("go-testagent", [bins["testagent"], "--addr", w.grpc_addr, "--name", "pass", "--out", tout, "--instance", "go-1"])
+        Proc("go-testagent", [bins["testagent"], "--addr", w.grpc_addr, "--app", w.app, "--name", "pass", "--out", tout, "--instance", "go-1"])
     )
-    procs.add(python_agent(PASSAGENT, "--addr", w.grpc_addr, "--out", tout, "--instance", "py-1"))
+    procs.add(python_agent(PASSAGENT, "--addr", w.grpc_addr, "--app", w.app, "--out", tout, "--instance", "py-1"))
     info = w.wait_instances("pass", 2, 8)
     owned = {i.instance_id: {p.partition for p in i.partitions} for i in info.instances}
     assert set(owned) == {"go-1", "py-1"}
@@ -302,7 +302,7 @@ def test_sigterm_graceful_stop(kafka: str, bins, procs) -> None:
     body, app, tin, tout = pass_app(kafka)
     w = procs.add(Worker(bins, body).start())
     w.wait_assigned(8)
-    a = procs.add(python_agent(PASSAGENT, "--addr", w.grpc_addr, "--out", tout, "--delay", "0.002"))
+    a = procs.add(python_agent(PASSAGENT, "--addr", w.grpc_addr, "--app", w.app, "--out", tout, "--delay", "0.002"))
     w.wait_instances("pass", 1, 8)
     keys, values = keyed_values(3000, 100)
     produce(kafka, tin, keys, values)
@@ -316,7 +316,7 @@ def test_sigterm_graceful_stop(kafka: str, bins, procs) -> None:
         assert "stopping gracefully" in a.output and "stopped" in a.output
         # The worker has no instance left; nothing was lost: a new one finishes.
         wait_for(20, "no instance of pass", lambda: not [x for x in w.agents() if x.name == "pass" and x.instances])
-        procs.add(python_agent(PASSAGENT, "--addr", w.grpc_addr, "--out", tout))
+        procs.add(python_agent(PASSAGENT, "--addr", w.grpc_addr, "--app", w.app, "--out", tout))
         got = r.read_until(60, "every input in the output", all_present(tout, values))
     finally:
         r.close()
@@ -369,7 +369,7 @@ tables:
     w.wait_assigned(8)
     script = tmp_path / "window_agent.py"
     script.write_text(WINDOW_AGENT)
-    procs.add(python_agent(script, env={"EDDY_ADDR": w.grpc_addr, "WINDOW_OUT_TOPIC": out}))
+    procs.add(python_agent(script, env={"EDDY_ADDR": w.grpc_addr, "EDDY_APP": w.app, "WINDOW_OUT_TOPIC": out}))
     w.wait_instances("wcount", 1, 8)
 
     base_ms = (int(time.time()) // 60 - 10) * 60 * 1000

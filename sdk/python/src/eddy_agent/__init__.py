@@ -8,7 +8,8 @@ committing::
 
     from eddy_agent import App, Event, DeadLetter
 
-    app = App()                              # worker at $EDDY_ADDR, else 127.0.0.1:6066
+    app = App(app="wordcount")               # the app file's app (default $EDDY_APP);
+                                             # worker at $EDDY_ADDR, else 127.0.0.1:6066
 
     @app.agent("count")
     async def count(event: Event) -> None:
@@ -31,6 +32,7 @@ from ._options import (
     DEFAULT_CREDIT_EVENTS,
     DEFAULT_DRAIN_TIMEOUT,
     ENV_ADDR,
+    ENV_APP,
     ENV_TOKEN,
 )
 from ._session import PROTOCOL_VERSION
@@ -46,6 +48,7 @@ from .errors import (
     Status,
     UnauthenticatedError,
     UnknownAgentError,
+    WrongAppError,
     error_text,
     status_of,
 )
@@ -61,6 +64,7 @@ __all__ = [
     "DEFAULT_CREDIT_EVENTS",
     "DEFAULT_DRAIN_TIMEOUT",
     "ENV_ADDR",
+    "ENV_APP",
     "ENV_TOKEN",
     "PROTOCOL_VERSION",
     "Agent",
@@ -80,6 +84,7 @@ __all__ = [
     "UnauthenticatedError",
     "UnknownAgentError",
     "Window",
+    "WrongAppError",
     "error_text",
     "status_of",
 ]

@@ -27,12 +27,14 @@ DEFAULT_BACKOFF_MAX = 5.0
 
 ENV_ADDR = "EDDY_ADDR"
 ENV_TOKEN = "EDDY_TOKEN"
+ENV_APP = "EDDY_APP"
 
 OnCommitted = Callable[[str, int, int], None]
 
 
 @dataclass
 class Options:
+    app: str
     addr: str
     token: str
     instance_id: str
@@ -49,6 +51,10 @@ class Options:
     def problems(self) -> list[str]:
         """Every invalid value, named by its parameter."""
         out = []
+        if not isinstance(self.app, str) or not self.app:
+            out.append(f"app: empty: pass app=... (the app file's app) or set ${ENV_APP}")
+        elif not _printable(self.app):
+            out.append(f"app: {self.app!r} contains whitespace or non-printable characters")
         err = _addr_problem(self.addr)
         if err:
             out.append(f"addr: {err}")

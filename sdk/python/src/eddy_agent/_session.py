@@ -128,6 +128,7 @@ class Session:
         o = self.o
         hello = pb.ConnectRequest(
             hello=pb.Hello(
+                app=o.app,
                 agent=self.a.name,
                 instance_id=o.instance_id,
                 protocol_version=PROTOCOL_VERSION,

@@ -40,7 +40,7 @@ class Agent:
     decorator, which create Agents; use Agent directly to run one agent in a
     program that manages its own event loop::
 
-        agent = Agent("count", count, addr="127.0.0.1:6066")
+        agent = Agent("count", count, app="wordcount", addr="127.0.0.1:6066")
         await agent.run()            # until agent.stop(); reconnects on its own
 
     Events of one partition are handled one at a time, in offset order;
@@ -52,6 +52,11 @@ class Agent:
 
     All arguments but ``name`` and ``handler`` are keyword-only:
 
+    - ``app``: the app the agent belongs to, the ``app`` of the worker's app
+      file; sent in Hello, and a worker of another app refuses the agent
+      (:class:`~eddy_agent.WrongAppError`), so an agent given a wrong address
+      cannot take another app's partitions. Default: ``$EDDY_APP``; one of
+      the two is required.
     - ``addr``: the worker's gRPC address, ``host:port``. Default:
       ``$EDDY_ADDR``, else ``127.0.0.1:6066``.
     - ``token``: bearer token, sent as ``authorization: Bearer <token>``
@@ -87,6 +92,7 @@ class Agent:
         name: str,
         handler: Handler,
         *,
+        app: Optional[str] = None,
         addr: Optional[str] = None,
         token: Optional[str] = None,
         instance_id: Optional[str] = None,
@@ -106,6 +112,7 @@ class Agent:
         if not callable(handler):
             problems.append("handler: not callable")
         opts = Options(
+            app=app if app is not None else os.environ.get(_options.ENV_APP, ""),
             addr=addr if addr is not None else (os.environ.get(_options.ENV_ADDR) or _options.DEFAULT_ADDR),
             token=token if token is not None else os.environ.get(_options.ENV_TOKEN, ""),
             instance_id=instance_id if instance_id is not None else _options.default_instance_id(),
@@ -143,6 +150,11 @@ class Agent:
     def handler(self) -> Handler:
         """The handler function."""
         return self._handler
+
+    @property
+    def app(self) -> str:
+        """The app name sent in Hello."""
+        return self._opts.app
 
     @property
     def addr(self) -> str:

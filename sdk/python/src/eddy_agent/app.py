@@ -26,7 +26,7 @@ class App:
 
         from eddy_agent import App, Event
 
-        app = App()                      # worker address from $EDDY_ADDR
+        app = App(app="wordcount")       # the app file's app (default $EDDY_APP); worker at $EDDY_ADDR
 
         @app.agent("count")              # an agent declared in the worker's app file
         async def count(event: Event) -> None:
@@ -48,6 +48,7 @@ class App:
         self,
         addr: Optional[str] = None,
         *,
+        app: Optional[str] = None,
         token: Optional[str] = None,
         instance_id: Optional[str] = None,
         credit_events: int = _options.DEFAULT_CREDIT_EVENTS,
@@ -61,6 +62,7 @@ class App:
         logger: Optional[logging.Logger] = None,
     ) -> None:
         self._defaults: dict[str, Any] = dict(
+            app=app,
             addr=addr,
             token=token,
             instance_id=instance_id if instance_id is not None else _options.default_instance_id(),

@@ -30,6 +30,7 @@ __all__ = [
     "Status",
     "UnauthenticatedError",
     "UnknownAgentError",
+    "WrongAppError",
     "status_of",
 ]
 
@@ -114,8 +115,8 @@ class RejectedError(Exception):
 
     ``Agent.run`` and ``App.run`` raise a subclass instead of reconnecting:
     :class:`UnknownAgentError`, :class:`UnauthenticatedError`,
-    :class:`ProtocolVersionError`, :class:`ProtocolViolationError` or
-    :class:`NotSupportedError`. The message names the worker, the agent and the
+    :class:`WrongAppError`, :class:`ProtocolVersionError`,
+    :class:`ProtocolViolationError` or :class:`NotSupportedError`. The message names the worker, the agent and the
     worker's reason, for example::
 
         worker at 127.0.0.1:6066 rejected agent 'routr': the worker does not
@@ -154,6 +155,14 @@ class ProtocolVersionError(RejectedError):
     reason = "the worker does not support this protocol version"
 
 
+class WrongAppError(RejectedError):
+    """The worker belongs to another app than ``app`` (gRPC FAILED_PRECONDITION
+    with the ErrorInfo reason APP_MISMATCH, docs/protocol.md): typically a
+    wrong address."""
+
+    reason = "the worker belongs to another app"
+
+
 class ProtocolViolationError(RejectedError):
     """The worker says the SDK broke the protocol, a bug (gRPC INVALID_ARGUMENT)."""
 
@@ -183,6 +192,81 @@ def rejection(agent: str, addr: str, err: BaseException | None) -> RejectedError
     cls = _PERMANENT.get(err.code())
     if cls is None:
         return None
+    if err.code() == grpc.StatusCode.FAILED_PRECONDITION and (_ERROR_DOMAIN, _REASON_APP_MISMATCH) in _error_infos(err):
+        cls = WrongAppError
     exc = cls(agent, addr, err.code(), err.details() or "")
     exc.__cause__ = err
     return exc
+
+
+# The google.rpc.ErrorInfo the worker attaches when a status code alone does
+# not say what is wrong (docs/protocol.md).
+_ERROR_DOMAIN = "eddy.v1"
+_REASON_APP_MISMATCH = "APP_MISMATCH"
+_ERROR_INFO_TYPE = "type.googleapis.com/google.rpc.ErrorInfo"
+
+
+def _error_infos(err: grpc.aio.AioRpcError) -> set[tuple[str, str]]:
+    """The (domain, reason) of every ErrorInfo in the status details.
+
+    The details travel as a serialized google.rpc.Status in the
+    ``grpc-status-details-bin`` trailer. Its few fields are read by hand, so
+    the SDK needs no package for the google.rpc messages."""
+    out: set[tuple[str, str]] = set()
+    for key, value in err.trailing_metadata() or ():
+        if key != "grpc-status-details-bin" or not isinstance(value, bytes):
+            continue
+        try:
+            for field, any_msg in _fields(value):
+                if field != 3 or not isinstance(any_msg, bytes):  # Status.details
+                    continue
+                any_fields = dict(_fields(any_msg))  # Any: 1 type_url, 2 value
+                if any_fields.get(1) != _ERROR_INFO_TYPE.encode() or not isinstance(any_fields.get(2), bytes):
+                    continue
+                info = dict(_fields(any_fields[2]))  # ErrorInfo: 1 reason, 2 domain
+                reason, domain = info.get(1, b""), info.get(2, b"")
+                if isinstance(reason, bytes) and isinstance(domain, bytes):
+                    out.add((domain.decode("utf-8", "replace"), reason.decode("utf-8", "replace")))
+        except ValueError:
+            continue  # not a Status: no details to go by
+    return out
+
+
+def _fields(buf: bytes) -> list[tuple[int, int | bytes]]:
+    """The (field number, value) pairs of a protobuf message: varints as
+    ints, length-delimited fields as bytes; fixed-width ones are skipped.
+    Raises ValueError on malformed input."""
+
+    def varint(i: int) -> tuple[int, int]:
+        v = shift = 0
+        while True:
+            if i >= len(buf) or shift > 63:
+                raise ValueError("truncated varint")
+            b = buf[i]
+            i += 1
+            v |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                return v, i
+
+    out: list[tuple[int, int | bytes]] = []
+    i = 0
+    while i < len(buf):
+        key, i = varint(i)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            v, i = varint(i)
+            out.append((field, v))
+        elif wire == 2:
+            n, i = varint(i)
+            if i + n > len(buf):
+                raise ValueError("truncated field")
+            out.append((field, buf[i : i + n]))
+            i += n
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        else:
+            raise ValueError(f"wire type {wire}")
+    return out

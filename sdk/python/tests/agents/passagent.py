@@ -2,7 +2,7 @@
 the end-to-end tests and bench.py: it copies each event to an output topic
 with headers naming its source, and can be told to fail on purpose.
 
-    passagent.py --addr HOST:PORT --name pass --out TOPIC [--poison VALUE]
+    passagent.py --addr HOST:PORT --app APP --name pass --out TOPIC [--poison VALUE]
                  [--delay SECONDS] [--instance ID] [--credit N] [--token T]
 """
 
@@ -18,6 +18,7 @@ from eddy_agent import App, Event
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--addr", default=os.environ.get("EDDY_ADDR", "127.0.0.1:6066"))
+    ap.add_argument("--app", default=None, help="the app file's app (default: $EDDY_APP)")
     ap.add_argument("--name", default="pass")
     ap.add_argument("--out", required=True)
     ap.add_argument("--instance", default=None)
@@ -27,7 +28,7 @@ def main() -> None:
     ap.add_argument("--token", default=None)
     args = ap.parse_args()
 
-    app = App(args.addr, token=args.token, instance_id=args.instance, credit_events=args.credit)
+    app = App(args.addr, app=args.app, token=args.token, instance_id=args.instance, credit_events=args.credit)
     poison = args.poison.encode()
 
     @app.agent(args.name)

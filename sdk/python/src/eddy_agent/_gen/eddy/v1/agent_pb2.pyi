@@ -55,18 +55,20 @@ class ConnectResponse(_message.Message):
     def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assign: _Optional[_Union[Assign, _Mapping]] = ..., revoke: _Optional[_Union[Revoke, _Mapping]] = ..., event_batch: _Optional[_Union[EventBatch, _Mapping]] = ..., committed: _Optional[_Union[Committed, _Mapping]] = ..., state_reply: _Optional[_Union[StateReply, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("agent", "instance_id", "protocol_version", "credit", "token")
+    __slots__ = ("agent", "instance_id", "protocol_version", "credit", "token", "app")
     AGENT_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     CREDIT_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
+    APP_FIELD_NUMBER: _ClassVar[int]
     agent: str
     instance_id: str
     protocol_version: int
     credit: Credit
     token: str
-    def __init__(self, agent: _Optional[str] = ..., instance_id: _Optional[str] = ..., protocol_version: _Optional[int] = ..., credit: _Optional[_Union[Credit, _Mapping]] = ..., token: _Optional[str] = ...) -> None: ...
+    app: str
+    def __init__(self, agent: _Optional[str] = ..., instance_id: _Optional[str] = ..., protocol_version: _Optional[int] = ..., credit: _Optional[_Union[Credit, _Mapping]] = ..., token: _Optional[str] = ..., app: _Optional[str] = ...) -> None: ...
 
 class Credit(_message.Message):
     __slots__ = ("events", "bytes")

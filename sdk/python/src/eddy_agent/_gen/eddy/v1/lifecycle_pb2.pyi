@@ -34,7 +34,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("state", "version", "app", "worker_id", "brokers", "embedded_broker", "processing_guarantee", "started_at", "uptime", "grpc_address", "http_address", "assigned", "paused_agents", "agents", "recovery", "stalled", "kafka_errors", "warnings")
+    __slots__ = ("state", "version", "app", "worker_id", "brokers", "embedded_broker", "processing_guarantee", "started_at", "uptime", "grpc_address", "http_address", "assigned", "paused_agents", "agents", "recovery", "stalled", "kafka_errors", "warnings", "last_restores")
     STATE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     APP_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +53,7 @@ class GetStatusResponse(_message.Message):
     STALLED_FIELD_NUMBER: _ClassVar[int]
     KAFKA_ERRORS_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    LAST_RESTORES_FIELD_NUMBER: _ClassVar[int]
     state: WorkerState
     version: str
     app: str
@@ -71,7 +72,8 @@ class GetStatusResponse(_message.Message):
     stalled: _containers.RepeatedCompositeFieldContainer[Stall]
     kafka_errors: _containers.RepeatedCompositeFieldContainer[KafkaError]
     warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, state: _Optional[_Union[WorkerState, str]] = ..., version: _Optional[str] = ..., app: _Optional[str] = ..., worker_id: _Optional[str] = ..., brokers: _Optional[str] = ..., embedded_broker: _Optional[bool] = ..., processing_guarantee: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uptime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., grpc_address: _Optional[str] = ..., http_address: _Optional[str] = ..., assigned: _Optional[_Iterable[_Union[_common_pb2.TopicPartition, _Mapping]]] = ..., paused_agents: _Optional[_Iterable[str]] = ..., agents: _Optional[_Iterable[_Union[AgentSummary, _Mapping]]] = ..., recovery: _Optional[_Iterable[_Union[RecoveryProgress, _Mapping]]] = ..., stalled: _Optional[_Iterable[_Union[Stall, _Mapping]]] = ..., kafka_errors: _Optional[_Iterable[_Union[KafkaError, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    last_restores: _containers.RepeatedCompositeFieldContainer[LastRestore]
+    def __init__(self, state: _Optional[_Union[WorkerState, str]] = ..., version: _Optional[str] = ..., app: _Optional[str] = ..., worker_id: _Optional[str] = ..., brokers: _Optional[str] = ..., embedded_broker: _Optional[bool] = ..., processing_guarantee: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uptime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., grpc_address: _Optional[str] = ..., http_address: _Optional[str] = ..., assigned: _Optional[_Iterable[_Union[_common_pb2.TopicPartition, _Mapping]]] = ..., paused_agents: _Optional[_Iterable[str]] = ..., agents: _Optional[_Iterable[_Union[AgentSummary, _Mapping]]] = ..., recovery: _Optional[_Iterable[_Union[RecoveryProgress, _Mapping]]] = ..., stalled: _Optional[_Iterable[_Union[Stall, _Mapping]]] = ..., kafka_errors: _Optional[_Iterable[_Union[KafkaError, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., last_restores: _Optional[_Iterable[_Union[LastRestore, _Mapping]]] = ...) -> None: ...
 
 class AgentSummary(_message.Message):
     __slots__ = ("name", "instances", "partitions", "paused")
@@ -100,6 +102,30 @@ class RecoveryProgress(_message.Message):
     records_per_second: float
     remaining: _duration_pb2.Duration
     def __init__(self, table: _Optional[str] = ..., partition: _Optional[int] = ..., done: _Optional[int] = ..., total: _Optional[int] = ..., records_per_second: _Optional[float] = ..., remaining: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class LastRestore(_message.Message):
+    __slots__ = ("table", "partition", "full", "reason", "from_offset", "to_offset", "records", "duration", "finished_at", "error")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    FULL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    FROM_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TO_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    partition: int
+    full: bool
+    reason: str
+    from_offset: int
+    to_offset: int
+    records: int
+    duration: _duration_pb2.Duration
+    finished_at: _timestamp_pb2.Timestamp
+    error: str
+    def __init__(self, table: _Optional[str] = ..., partition: _Optional[int] = ..., full: _Optional[bool] = ..., reason: _Optional[str] = ..., from_offset: _Optional[int] = ..., to_offset: _Optional[int] = ..., records: _Optional[int] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
 
 class Stall(_message.Message):
     __slots__ = ("partition", "agent", "instance_id", "since", "reason")
