@@ -131,6 +131,10 @@ func (m *Manager) handOver(j produceJob) {
 		fail(j, errPartitionGone)
 		return
 	}
+	if j.p != nil && j.p.blocked.Load() {
+		fail(j, errAgentBlocked)
+		return
+	}
 	if j.onOffset != nil {
 		m.producer.ProduceOffset(j.rec, j.onOffset)
 	} else {
