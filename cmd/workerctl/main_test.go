@@ -60,6 +60,7 @@ func testStatus() *eddyv1.GetStatusResponse {
 			{At: timestamppb.New(now.Add(-5 * time.Second)), Code: "_TRANSPORT", Message: "broker down"},
 		},
 		Warnings: []string{"disk 91% full"},
+		Errors:   []string{`agent "count" is blocked: source topic "words" changed its partition count from 8 to 12`},
 	}
 }
 
@@ -113,6 +114,8 @@ func TestStatusTable(t *testing.T) {
 		"counts 3 1200/5000 (24%) 300/s 13s",
 		"_TRANSPORT no broker down",
 		"- disk 91% full",
+		"!! ERRORS (1): these need an operator",
+		`- agent "count" is blocked: source topic "words" changed its partition count from 8 to 12`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status output lacks %q; got:\n%s", want, res.stdout)
