@@ -95,6 +95,7 @@ func statusProto(st app.Status) *eddyv1.GetStatusResponse {
 		Assigned:            tpsProto(st.Assigned),
 		PausedAgents:        st.PausedAgents,
 		Warnings:            st.Warnings,
+		Errors:              st.Errors,
 	}
 	for _, a := range st.Agents {
 		resp.Agents = append(resp.Agents, &eddyv1.AgentSummary{

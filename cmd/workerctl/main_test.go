@@ -68,6 +68,7 @@ func testStatus() *eddyv1.GetStatusResponse {
 			{At: timestamppb.New(now.Add(-5 * time.Second)), Code: "_TRANSPORT", Message: "broker down"},
 		},
 		Warnings: []string{"disk 91% full"},
+		Errors:   []string{`agent "count" is blocked: source topic "words" changed its partition count from 8 to 12`},
 	}
 }
 
@@ -126,6 +127,8 @@ func TestStatusTable(t *testing.T) {
 		"counts 3 checkpoint 800 4s 20s ago FAILED: no leader",
 		"_TRANSPORT no broker down",
 		"- disk 91% full",
+		"!! ERRORS (1): these need an operator",
+		`- agent "count" is blocked: source topic "words" changed its partition count from 8 to 12`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status output lacks %q; got:\n%s", want, res.stdout)

@@ -123,7 +123,14 @@ func (p *tablePrinter) status(st *eddyv1.GetStatusResponse) error {
 		fmt.Fprintf(tw, "Agents:\tnone\n")
 	}
 
-	// Stalls first among the sections: they are what the operator must act on.
+	// Errors and stalls first among the sections: they are what the
+	// operator must act on.
+	if errs := st.GetErrors(); len(errs) > 0 {
+		fmt.Fprintf(tw, "\n!! ERRORS (%d): these need an operator\n", len(errs))
+		for _, e := range errs {
+			fmt.Fprintf(tw, "- %s\n", e)
+		}
+	}
 	if stalled := st.GetStalled(); len(stalled) > 0 {
 		fmt.Fprintf(tw, "\n!! STALLED (%d): these stopped making progress\n", len(stalled))
 		fmt.Fprintln(tw, "PARTITION\tAGENT\tINSTANCE\tSINCE\tREASON")

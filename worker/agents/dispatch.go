@@ -16,7 +16,7 @@ func (m *Manager) dispatch() {
 		return
 	}
 	for _, a := range m.agents {
-		if a.paused || len(a.sessions) == 0 {
+		if a.paused || a.blocked != "" || len(a.sessions) == 0 {
 			continue
 		}
 		for _, p := range a.parts {

@@ -24,14 +24,19 @@ type AgentInfo struct {
 	Name, Ordering string
 	Topics, Tables []string
 	Paused         bool
-	Instances      []InstanceInfo
-	Unassigned     []kafka.TopicPartition
-	InFlight       int64
-	Delivered      uint64
-	Acked          uint64
-	Retried        uint64
-	DeadLettered   uint64
-	StaleDropped   uint64
+	// Blocked says why nothing of the agent's partitions is delivered or
+	// produced any more (Manager.Block), since BlockedSince; "" while it
+	// works.
+	Blocked      string
+	BlockedSince time.Time
+	Instances    []InstanceInfo
+	Unassigned   []kafka.TopicPartition
+	InFlight     int64
+	Delivered    uint64
+	Acked        uint64
+	Retried      uint64
+	DeadLettered uint64
+	StaleDropped uint64
 	// Refused counts OK results refused for a record to a topic agents may
 	// not write (Config.Outputs); their events were dead-lettered.
 	Refused uint64
@@ -61,7 +66,7 @@ func (m *Manager) info() []AgentInfo {
 	for _, a := range m.agents {
 		ai := AgentInfo{
 			Name: a.cfg.Name, Ordering: a.cfg.Ordering, Topics: a.cfg.Topics, Tables: a.cfg.Tables,
-			Paused: a.paused, Delivered: a.stats.delivered, Acked: a.stats.acked, Retried: a.stats.retried,
+			Paused: a.paused, Blocked: a.blocked, BlockedSince: a.blockedAt, Delivered: a.stats.delivered, Acked: a.stats.acked, Retried: a.stats.retried,
 			DeadLettered: a.stats.deadLettered, StaleDropped: a.stats.stale,
 			Refused: a.stats.refused, ProduceRetries: a.stats.produceRetries,
 			DeadLettersWithoutValue: a.stats.deadLettersNoValue,

@@ -152,6 +152,13 @@ type Config struct {
 	// Standbys, if set, hands over the stores of standby replicas on
 	// takeover. Default: none (every recovery opens the store itself).
 	Standbys Standbys
+	// SourcePartitions is the partition count of each source topic when
+	// the app started, which is what the changelogs of its tables have
+	// (docs/tables.md#partitions). A partition of an agent with tables
+	// numbered at or above it has no changelog partition: it is never
+	// restored or written, and its agent is blocked (Block). Default:
+	// none (not checked).
+	SourcePartitions map[string]int
 }
 
 func (c *Config) defaults() {
@@ -256,6 +263,10 @@ type agentState struct {
 	sessions []*session // in connection order
 	parts    map[tpKey]*partition
 	stats    agentStats
+	// blocked says why nothing of the agent's partitions is delivered or
+	// produced any more (blocked.go), since blockedAt; "" while it works.
+	blocked   string
+	blockedAt time.Time
 }
 
 type agentStats struct {
@@ -503,6 +514,10 @@ func (m *Manager) handle(item any) {
 					m.applyPause(p)
 				}
 			}
+		}
+	case *blockReq:
+		if a := m.agents[it.agent]; a != nil {
+			m.block(a, it.reason)
 		}
 	case *infoReq:
 		it.reply <- m.info()

@@ -105,6 +105,10 @@ type partition struct {
 	// still queued for the producer are failed, not produced. Read by the
 	// producer goroutine.
 	gone atomic.Bool
+	// blocked is set when its agent is blocked (blocked.go): records of
+	// it still queued for the producer are failed and held, not produced.
+	// Read by the producer goroutine.
+	blocked atomic.Bool
 }
 
 func (p *partition) len() int { return len(p.recs) - p.head }
@@ -228,7 +232,7 @@ func (m *Manager) applyPause(p *partition) {
 	} else {
 		p.full = p.len() >= m.cfg.BufferEvents || p.bytes >= m.cfg.BufferBytes
 	}
-	want := len(p.lanes) == 0 || p.a.paused || p.full || p.revoking
+	want := len(p.lanes) == 0 || p.a.paused || p.full || p.revoking || p.a.blocked != ""
 	if want == p.paused {
 		return
 	}
@@ -276,6 +280,10 @@ func (m *Manager) assign(parts []kafka.TopicPartition) {
 			p.keyBusy = map[string]int{}
 		}
 		m.parts[k] = p
+		a.parts[k] = p
+		if a.blocked != "" {
+			p.blocked.Store(true)
+		}
 		if a.tables {
 			p.tables = m.newTableParts(p)
 			p.recovering = true
@@ -283,7 +291,6 @@ func (m *Manager) assign(parts []kafka.TopicPartition) {
 				m.startRecovery(p)
 			}
 		}
-		a.parts[k] = p
 		if a.byKey {
 			for _, s := range a.sessions {
 				m.addLane(p, s)
@@ -357,8 +364,12 @@ func (m *Manager) agentOf(topic string) *agentState {
 	return nil
 }
 
-// addLane gives s a share of p under a new epoch.
+// addLane gives s a share of p under a new epoch; nothing (nil) while
+// p's agent is blocked.
 func (m *Manager) addLane(p *partition, s *session) *lane {
+	if p.a.blocked != "" {
+		return nil
+	}
 	l := &lane{s: s, p: p, epoch: m.nextEpoch()}
 	p.lanes[s] = l
 	s.lanes[p] = l
@@ -633,7 +644,7 @@ func (m *Manager) dropPartition(p *partition, lost bool) {
 // deadline passed.
 func (m *Manager) tick(now time.Time) {
 	for _, p := range m.parts {
-		if p.retrying > 0 {
+		if p.retrying > 0 && p.a.blocked == "" { // a blocked agent's retries wait for good
 			for _, r := range p.recs[p.head:] {
 				if r.state == stateRetry && !now.Before(r.retryAt) {
 					p.retrying--

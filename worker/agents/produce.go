@@ -131,6 +131,10 @@ func (m *Manager) handOver(j produceJob) {
 		fail(j, errPartitionGone)
 		return
 	}
+	if j.p != nil && j.p.blocked.Load() {
+		fail(j, errAgentBlocked)
+		return
+	}
 	// A Produce waiting for room in librdkafka's queue may outlast a pause
 	// of the process: it must not queue the record after one.
 	j.rec.Allowed = m.freeze.calm

@@ -15,6 +15,19 @@ import (
 // here) is tried again with backoff until it succeeds or the partition
 // leaves.
 func (m *Manager) startRecovery(p *partition) {
+	if why := m.beyondChangelog(p); why != "" {
+		// Restoring would create a store, and a write would go to a
+		// changelog partition that does not exist.
+		m.log.Error("partition not restored: it has no changelog partition; blocking its agent. "+
+			"Rebuild the app's tables for the new partition count, or restore the topic (docs/operations.md)",
+			"agent", p.a.cfg.Name, "topic", p.ktp.topic, "partition", p.ktp.partition,
+			"changelog_partitions", m.cfg.SourcePartitions[p.ktp.topic])
+		m.block(p.a, why)
+		return
+	}
+	if p.a.blocked != "" {
+		return // nothing of it will be delivered: no need for its state
+	}
 	ctx, cancel := context.WithCancel(m.ctx)
 	p.cancelRestore = cancel
 	m.recovering.Add(1)

@@ -44,6 +44,11 @@ func (m *Manager) checkStalls(now time.Time) {
 	}
 	m.checkUnknownAssigned(now, report)
 	for _, p := range m.parts {
+		if p.a.blocked != "" && !p.revoking {
+			// Known at once, not after StallTimeout: it will not move.
+			report(stallKey{topic: p.ktp.topic, partition: p.ktp.partition}, p.a.cfg.Name, p.a.blockedReason(), p.a.blockedAt)
+			continue
+		}
 		if p.a.paused || p.revoking || p.recovering {
 			continue // a restore reports its own progress
 		}

@@ -232,7 +232,7 @@ func (m *Manager) flushTables() {
 	for _, p := range m.parts {
 		for _, t := range p.tables {
 			m.flushTable(p, t)
-			if t.window != nil && !p.dropped && !p.revoking {
+			if t.window != nil && !p.dropped && !p.revoking && p.a.blocked == "" {
 				m.expireWindows(p, t, m.now)
 			}
 		}

@@ -6,6 +6,7 @@ package app
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"log/slog"
@@ -206,8 +207,13 @@ func (a *App) casState(s State, from ...State) bool {
 // Status returns a point-in-time view of the worker.
 func (a *App) Status() Status {
 	instances := map[string]int{}
+	var blocked []string
 	for _, in := range a.AgentInfos() {
 		instances[in.Name] = len(in.Instances)
+		if in.Blocked != "" {
+			blocked = append(blocked, fmt.Sprintf("agent %q is blocked since %s: %s", in.Name,
+				in.BlockedSince.UTC().Format(time.RFC3339), in.Blocked))
+		}
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -224,6 +230,7 @@ func (a *App) Status() Status {
 		HTTPAddr:            a.opts.HTTPAddr,
 		Assigned:            a.assignedLocked(),
 		PausedAgents:        a.pausedLocked(),
+		Errors:              blocked,
 	}
 	if st.Embedded {
 		st.Brokers = "embedded (" + a.opts.Bootstrap + ")"
@@ -382,6 +389,7 @@ func (a *App) AgentInfos() []AgentInfo {
 	for _, in := range mgr.Info() {
 		ai := AgentInfo{
 			Name: in.Name, Topics: in.Topics, Ordering: in.Ordering, Tables: in.Tables, Paused: in.Paused,
+			Blocked: in.Blocked, BlockedSince: in.BlockedSince,
 			Unassigned: tps(in.Unassigned), InFlight: in.InFlight, Lag: lag[in.Name],
 		}
 		for _, s := range in.Instances {

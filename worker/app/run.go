@@ -31,12 +31,14 @@ const stopBudget = 10 * time.Second
 // the manager as their source partitions are assigned.
 //
 // Standby replicas (tables with standby_replicas) are placed from the
-// group description by a loop of their own, started with the consumer.
+// group description by a loop of their own, started with the consumer;
+// another loop checks the source topics' partition counts every
+// kafka.metadata_refresh (partitions.go).
 //
 // Stop order, the reverse:
 //  1. state STOPPING (health NOT_SERVING);
 //  2. consumer: revoke the assignment (committing what is done) and leave
-//     the group; the standby placement loop ends;
+//     the group; the standby placement and partition count loops end;
 //  3. agents manager;
 //  4. standby replicas: each store closed, checkpointed;
 //  5. producer: flush outstanding records, then close;
@@ -103,6 +105,9 @@ func (a *App) Run(ctx context.Context) (err error) {
 		InflightBytes: int64(a.cfg.Limits.InflightBytes),
 		Restorer:      restorer,
 		Windows:       map[string]tables.Window{},
+		// Table partition p is changelog partition p: a source partition
+		// beyond the count the app started with has none.
+		SourcePartitions: a.sourcePartitions(),
 	}
 	for _, t := range a.cfg.Tables {
 		if w := t.Window; w != nil {
@@ -153,6 +158,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	if sbs != nil {
 		g.Go(func() error { return a.runStandbys(gctx, sbs, a.standbyKick) })
 	}
+	g.Go(func() error { return a.watchPartitions(gctx, admin, mgr) })
 
 	g.Go(func() error {
 		select {

@@ -86,6 +86,10 @@ type Status struct {
 	KafkaErrors         []KafkaError
 	Stalled             []monitor.Stall
 	Warnings            []string
+	// Errors lists conditions that stopped part of the worker's work
+	// until an operator acts, e.g. an agent blocked because a source
+	// topic changed its partition count under its tables.
+	Errors []string
 	// Recovery lists the table partitions being restored now.
 	Recovery []RecoveryProgress
 	// LastRestores holds the latest finished restore of each table
@@ -132,15 +136,19 @@ type RecoveryProgress struct {
 
 // AgentInfo describes one declared agent, for ListAgents.
 type AgentInfo struct {
-	Name       string
-	Topics     []string
-	Ordering   string
-	Tables     []string
-	Paused     bool
-	Instances  []InstanceInfo
-	Unassigned []TopicPartition
-	InFlight   int64
-	Lag        int64
+	Name     string
+	Topics   []string
+	Ordering string
+	Tables   []string
+	Paused   bool
+	// Blocked says why nothing of the agent's partitions is delivered or
+	// written any more, since BlockedSince; "" while it works.
+	Blocked      string
+	BlockedSince time.Time
+	Instances    []InstanceInfo
+	Unassigned   []TopicPartition
+	InFlight     int64
+	Lag          int64
 }
 
 // InstanceInfo describes one connected agent instance.

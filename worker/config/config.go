@@ -122,6 +122,12 @@ type Kafka struct {
 	// partition waits this long, at most, for its records' acknowledgements.
 	// Default (0): half of SessionTimeout, at most Commit.RevokeTimeout.
 	MessageTimeout Duration `yaml:"message_timeout"`
+	// MetadataRefresh is how often the worker asks Kafka for the partition
+	// counts of the agents' source topics, to notice a topic whose count
+	// changed while the app runs (a table's keys would no longer be with
+	// their state, docs/tables.md#partitions). One metadata request each
+	// time. Default: 30s.
+	MetadataRefresh Duration `yaml:"metadata_refresh"`
 	// Properties are raw librdkafka properties applied last to every client.
 	Properties map[string]string `yaml:"properties"`
 }
@@ -280,6 +286,7 @@ func DefaultConfig() *Config {
 			ReachTimeout:      Duration(15 * time.Second),
 			ReplicationFactor: 1,
 			SessionTimeout:    Duration(10 * time.Second),
+			MetadataRefresh:   Duration(30 * time.Second),
 		},
 		Commit: Commit{
 			Interval:      Duration(time.Second),

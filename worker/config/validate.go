@@ -74,6 +74,7 @@ func (c *Config) Validate() error {
 	}
 	positive("kafka.reach_timeout", c.Kafka.ReachTimeout, bad)
 	positive("kafka.session_timeout", c.Kafka.SessionTimeout, bad)
+	positive("kafka.metadata_refresh", c.Kafka.MetadataRefresh, bad)
 	if mt, st := c.Kafka.MessageTimeout.D(), c.Kafka.SessionTimeout.D(); mt < 0 {
 		bad("kafka.message_timeout", "%s: must not be negative", mt)
 	} else if mt > 0 && mt*3 >= st*2 {

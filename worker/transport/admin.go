@@ -309,6 +309,23 @@ func (ad *Admin) describe(ctx context.Context, names []string) (map[string]topic
 	return out, nil
 }
 
+// PartitionCounts returns the partition count of each named topic that
+// exists, in one metadata request bounded by ctx and Config.ReachTimeout.
+// A topic missing from the result does not exist (or is not visible yet).
+// The worker calls it every kafka.metadata_refresh to notice a source topic
+// whose partition count changed under its tables (docs/tables.md#partitions).
+func (ad *Admin) PartitionCounts(ctx context.Context, topics []string) (map[string]int, error) {
+	states, err := ad.describe(ctx, topics)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]int, len(states))
+	for name, st := range states {
+		out[name] = st.partitions
+	}
+	return out, nil
+}
+
 // DeleteTopics deletes the named topics; topics that do not exist are
 // ignored. It is bounded by ctx and Config.ReachTimeout per request. Tests
 // and tools use it; the worker never deletes topics.

@@ -158,3 +158,35 @@ func TestEnsureTopicsValidates(t *testing.T) {
 		}
 	}
 }
+
+func TestPartitionCounts(t *testing.T) {
+	a := newAdmin(t, testConfig(t))
+	grow, fixed := kafkatest.Topic(t, 2), kafkatest.Topic(t, 3)
+	missing := fmt.Sprintf("missing-%d", rand.Uint64())
+	ctx := context.Background()
+	got, err := a.PartitionCounts(ctx, []string{grow, fixed, missing})
+	if err != nil {
+		t.Fatalf("PartitionCounts: %v", err)
+	}
+	want := map[string]int{grow: 2, fixed: 3}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("PartitionCounts = %v, want %v (a missing topic left out)", got, want)
+	}
+
+	// A topic grown behind the worker's back shows its new count.
+	ac, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": kafkatest.Bootstrap(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ac.Close()
+	res, err := ac.CreatePartitions(ctx, []kafka.PartitionsSpecification{{Topic: grow, IncreaseTo: 5}})
+	if err != nil || res[0].Error.Code() != kafka.ErrNoError {
+		t.Fatalf("CreatePartitions: %v %v", err, res)
+	}
+	waitFor(t, 10*time.Second, func() string {
+		return fmt.Sprintf("PartitionCounts after growing %s to 5 = %v, %v", grow, got, err)
+	}, func() bool {
+		got, err = a.PartitionCounts(ctx, []string{grow})
+		return err == nil && got[grow] == 5
+	})
+}

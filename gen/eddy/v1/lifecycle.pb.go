@@ -175,7 +175,11 @@ type GetStatusResponse struct {
 	// it started (whether it still owns it or not), how its latest finished
 	// restore went, sorted by table and partition. Restores under way are in
 	// Recovery; standby replicas are not restores.
-	LastRestores  []*LastRestore `protobuf:"bytes,19,rep,name=last_restores,json=lastRestores,proto3" json:"last_restores,omitempty"`
+	LastRestores []*LastRestore `protobuf:"bytes,19,rep,name=last_restores,json=lastRestores,proto3" json:"last_restores,omitempty"`
+	// Errors lists conditions that stopped part of the worker's work until an
+	// operator acts, for example an agent blocked because a source topic changed
+	// its partition count under its tables.
+	Errors        []string `protobuf:"bytes,20,rep,name=errors,proto3" json:"errors,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -339,6 +343,13 @@ func (x *GetStatusResponse) GetWarnings() []string {
 func (x *GetStatusResponse) GetLastRestores() []*LastRestore {
 	if x != nil {
 		return x.LastRestores
+	}
+	return nil
+}
+
+func (x *GetStatusResponse) GetErrors() []string {
+	if x != nil {
+		return x.Errors
 	}
 	return nil
 }
@@ -1093,7 +1104,7 @@ var File_eddy_v1_lifecycle_proto protoreflect.FileDescriptor
 const file_eddy_v1_lifecycle_proto_rawDesc = "" +
 	"\n" +
 	"\x17eddy/v1/lifecycle.proto\x12\aeddy.v1\x1a\x14eddy/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n" +
-	"\x10GetStatusRequest\"\xab\x06\n" +
+	"\x10GetStatusRequest\"\xc3\x06\n" +
 	"\x11GetStatusResponse\x12*\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x14.eddy.v1.WorkerStateR\x05state\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x10\n" +
@@ -1115,7 +1126,8 @@ const file_eddy_v1_lifecycle_proto_rawDesc = "" +
 	"\astalled\x18\x10 \x03(\v2\x0e.eddy.v1.StallR\astalled\x126\n" +
 	"\fkafka_errors\x18\x11 \x03(\v2\x13.eddy.v1.KafkaErrorR\vkafkaErrors\x12\x1a\n" +
 	"\bwarnings\x18\x12 \x03(\tR\bwarnings\x129\n" +
-	"\rlast_restores\x18\x13 \x03(\v2\x14.eddy.v1.LastRestoreR\flastRestores\"x\n" +
+	"\rlast_restores\x18\x13 \x03(\v2\x14.eddy.v1.LastRestoreR\flastRestores\x12\x16\n" +
+	"\x06errors\x18\x14 \x03(\tR\x06errors\"x\n" +
 	"\fAgentSummary\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tinstances\x18\x02 \x01(\rR\tinstances\x12\x1e\n" +

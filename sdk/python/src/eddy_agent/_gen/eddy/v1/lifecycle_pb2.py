@@ -27,41 +27,41 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65\x64\x64y/v1/lifecycle.proto\x12\x07\x65\x64\x64y.v1\x1a\x14\x65\x64\x64y/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n\x10GetStatusRequest\"\xd9\x04\n\x11GetStatusResponse\x12#\n\x05state\x18\x01 \x01(\x0e\x32\x14.eddy.v1.WorkerState\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0b\n\x03\x61pp\x18\x03 \x01(\t\x12\x11\n\tworker_id\x18\x04 \x01(\t\x12\x0f\n\x07\x62rokers\x18\x05 \x01(\t\x12\x17\n\x0f\x65mbedded_broker\x18\x06 \x01(\x08\x12\x1c\n\x14processing_guarantee\x18\x07 \x01(\t\x12.\n\nstarted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06uptime\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0cgrpc_address\x18\n \x01(\t\x12\x14\n\x0chttp_address\x18\x0b \x01(\t\x12)\n\x08\x61ssigned\x18\x0c \x03(\x0b\x32\x17.eddy.v1.TopicPartition\x12\x15\n\rpaused_agents\x18\r \x03(\t\x12%\n\x06\x61gents\x18\x0e \x03(\x0b\x32\x15.eddy.v1.AgentSummary\x12+\n\x08recovery\x18\x0f \x03(\x0b\x32\x19.eddy.v1.RecoveryProgress\x12\x1f\n\x07stalled\x18\x10 \x03(\x0b\x32\x0e.eddy.v1.Stall\x12)\n\x0ckafka_errors\x18\x11 \x03(\x0b\x32\x13.eddy.v1.KafkaError\x12\x10\n\x08warnings\x18\x12 \x03(\t\x12+\n\rlast_restores\x18\x13 \x03(\x0b\x32\x14.eddy.v1.LastRestore\"S\n\x0c\x41gentSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tinstances\x18\x02 \x01(\r\x12\x12\n\npartitions\x18\x03 \x01(\r\x12\x0e\n\x06paused\x18\x04 \x01(\x08\"\x9b\x01\n\x10RecoveryProgress\x12\r\n\x05table\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0c\n\x04\x64one\x18\x03 \x01(\x03\x12\r\n\x05total\x18\x04 \x01(\x03\x12\x1a\n\x12records_per_second\x18\x05 \x01(\x01\x12,\n\tremaining\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xf3\x01\n\x0bLastRestore\x12\r\n\x05table\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0c\n\x04\x66ull\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x13\n\x0b\x66rom_offset\x18\x05 \x01(\x03\x12\x11\n\tto_offset\x18\x06 \x01(\x03\x12\x0f\n\x07records\x18\x07 \x01(\x03\x12+\n\x08\x64uration\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0b\x66inished_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\n \x01(\t\"\x92\x01\n\x05Stall\x12*\n\tpartition\x18\x01 \x01(\x0b\x32\x17.eddy.v1.TopicPartition\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x13\n\x0binstance_id\x18\x03 \x01(\t\x12)\n\x05since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x05 \x01(\t\"b\n\nKafkaError\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\r\n\x05\x66\x61tal\x18\x04 \x01(\x08\"\x1d\n\x0cPauseRequest\x12\r\n\x05\x61gent\x18\x01 \x01(\t\"K\n\rPauseResponse\x12#\n\x05state\x18\x01 \x01(\x0e\x32\x14.eddy.v1.WorkerState\x12\x15\n\rpaused_agents\x18\x02 \x03(\t\"\x1e\n\rResumeRequest\x12\r\n\x05\x61gent\x18\x01 \x01(\t\"L\n\x0eResumeResponse\x12#\n\x05state\x18\x01 \x01(\x0e\x32\x14.eddy.v1.WorkerState\x12\x15\n\rpaused_agents\x18\x02 \x03(\t\"!\n\x0fShutdownRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\"@\n\x10ShutdownResponse\x12,\n\x08\x64\x65\x61\x64line\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xcb\x01\n\x0bWorkerState\x12\x1c\n\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15WORKER_STATE_STARTING\x10\x01\x12\x1b\n\x17WORKER_STATE_RECOVERING\x10\x02\x12\x18\n\x14WORKER_STATE_RUNNING\x10\x03\x12\x17\n\x13WORKER_STATE_PAUSED\x10\x04\x12\x19\n\x15WORKER_STATE_STOPPING\x10\x05\x12\x18\n\x14WORKER_STATE_STOPPED\x10\x06\x32\x8a\x02\n\x10LifecycleService\x12\x42\n\tGetStatus\x12\x19.eddy.v1.GetStatusRequest\x1a\x1a.eddy.v1.GetStatusResponse\x12\x36\n\x05Pause\x12\x15.eddy.v1.PauseRequest\x1a\x16.eddy.v1.PauseResponse\x12\x39\n\x06Resume\x12\x16.eddy.v1.ResumeRequest\x1a\x17.eddy.v1.ResumeResponse\x12?\n\x08Shutdown\x12\x18.eddy.v1.ShutdownRequest\x1a\x19.eddy.v1.ShutdownResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65\x64\x64y/v1/lifecycle.proto\x12\x07\x65\x64\x64y.v1\x1a\x14\x65\x64\x64y/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n\x10GetStatusRequest\"\xe9\x04\n\x11GetStatusResponse\x12#\n\x05state\x18\x01 \x01(\x0e\x32\x14.eddy.v1.WorkerState\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0b\n\x03\x61pp\x18\x03 \x01(\t\x12\x11\n\tworker_id\x18\x04 \x01(\t\x12\x0f\n\x07\x62rokers\x18\x05 \x01(\t\x12\x17\n\x0f\x65mbedded_broker\x18\x06 \x01(\x08\x12\x1c\n\x14processing_guarantee\x18\x07 \x01(\t\x12.\n\nstarted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06uptime\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0cgrpc_address\x18\n \x01(\t\x12\x14\n\x0chttp_address\x18\x0b \x01(\t\x12)\n\x08\x61ssigned\x18\x0c \x03(\x0b\x32\x17.eddy.v1.TopicPartition\x12\x15\n\rpaused_agents\x18\r \x03(\t\x12%\n\x06\x61gents\x18\x0e \x03(\x0b\x32\x15.eddy.v1.AgentSummary\x12+\n\x08recovery\x18\x0f \x03(\x0b\x32\x19.eddy.v1.RecoveryProgress\x12\x1f\n\x07stalled\x18\x10 \x03(\x0b\x32\x0e.eddy.v1.Stall\x12)\n\x0ckafka_errors\x18\x11 \x03(\x0b\x32\x13.eddy.v1.KafkaError\x12\x10\n\x08warnings\x18\x12 \x03(\t\x12+\n\rlast_restores\x18\x13 \x03(\x0b\x32\x14.eddy.v1.LastRestore\x12\x0e\n\x06\x65rrors\x18\x14 \x03(\t\"S\n\x0c\x41gentSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tinstances\x18\x02 \x01(\r\x12\x12\n\npartitions\x18\x03 \x01(\r\x12\x0e\n\x06paused\x18\x04 \x01(\x08\"\x9b\x01\n\x10RecoveryProgress\x12\r\n\x05table\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0c\n\x04\x64one\x18\x03 \x01(\x03\x12\r\n\x05total\x18\x04 \x01(\x03\x12\x1a\n\x12records_per_second\x18\x05 \x01(\x01\x12,\n\tremaining\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xf3\x01\n\x0bLastRestore\x12\r\n\x05table\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0c\n\x04\x66ull\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x13\n\x0b\x66rom_offset\x18\x05 \x01(\x03\x12\x11\n\tto_offset\x18\x06 \x01(\x03\x12\x0f\n\x07records\x18\x07 \x01(\x03\x12+\n\x08\x64uration\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0b\x66inished_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\n \x01(\t\"\x92\x01\n\x05Stall\x12*\n\tpartition\x18\x01 \x01(\x0b\x32\x17.eddy.v1.TopicPartition\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x13\n\x0binstance_id\x18\x03 \x01(\t\x12)\n\x05since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x05 \x01(\t\"b\n\nKafkaError\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\r\n\x05\x66\x61tal\x18\x04 \x01(\x08\"\x1d\n\x0cPauseRequest\x12\r\n\x05\x61gent\x18\x01 \x01(\t\"K\n\rPauseResponse\x12#\n\x05state\x18\x01 \x01(\x0e\x32\x14.eddy.v1.WorkerState\x12\x15\n\rpaused_agents\x18\x02 \x03(\t\"\x1e\n\rResumeRequest\x12\r\n\x05\x61gent\x18\x01 \x01(\t\"L\n\x0eResumeResponse\x12#\n\x05state\x18\x01 \x01(\x0e\x32\x14.eddy.v1.WorkerState\x12\x15\n\rpaused_agents\x18\x02 \x03(\t\"!\n\x0fShutdownRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\"@\n\x10ShutdownResponse\x12,\n\x08\x64\x65\x61\x64line\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xcb\x01\n\x0bWorkerState\x12\x1c\n\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15WORKER_STATE_STARTING\x10\x01\x12\x1b\n\x17WORKER_STATE_RECOVERING\x10\x02\x12\x18\n\x14WORKER_STATE_RUNNING\x10\x03\x12\x17\n\x13WORKER_STATE_PAUSED\x10\x04\x12\x19\n\x15WORKER_STATE_STOPPING\x10\x05\x12\x18\n\x14WORKER_STATE_STOPPED\x10\x06\x32\x8a\x02\n\x10LifecycleService\x12\x42\n\tGetStatus\x12\x19.eddy.v1.GetStatusRequest\x1a\x1a.eddy.v1.GetStatusResponse\x12\x36\n\x05Pause\x12\x15.eddy.v1.PauseRequest\x1a\x16.eddy.v1.PauseResponse\x12\x39\n\x06Resume\x12\x16.eddy.v1.ResumeRequest\x1a\x17.eddy.v1.ResumeResponse\x12?\n\x08Shutdown\x12\x18.eddy.v1.ShutdownRequest\x1a\x19.eddy.v1.ShutdownResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'eddy.v1.lifecycle_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WORKERSTATE']._serialized_start=1805
-  _globals['_WORKERSTATE']._serialized_end=2008
+  _globals['_WORKERSTATE']._serialized_start=1821
+  _globals['_WORKERSTATE']._serialized_end=2024
   _globals['_GETSTATUSREQUEST']._serialized_start=123
   _globals['_GETSTATUSREQUEST']._serialized_end=141
   _globals['_GETSTATUSRESPONSE']._serialized_start=144
-  _globals['_GETSTATUSRESPONSE']._serialized_end=745
-  _globals['_AGENTSUMMARY']._serialized_start=747
-  _globals['_AGENTSUMMARY']._serialized_end=830
-  _globals['_RECOVERYPROGRESS']._serialized_start=833
-  _globals['_RECOVERYPROGRESS']._serialized_end=988
-  _globals['_LASTRESTORE']._serialized_start=991
-  _globals['_LASTRESTORE']._serialized_end=1234
-  _globals['_STALL']._serialized_start=1237
-  _globals['_STALL']._serialized_end=1383
-  _globals['_KAFKAERROR']._serialized_start=1385
-  _globals['_KAFKAERROR']._serialized_end=1483
-  _globals['_PAUSEREQUEST']._serialized_start=1485
-  _globals['_PAUSEREQUEST']._serialized_end=1514
-  _globals['_PAUSERESPONSE']._serialized_start=1516
-  _globals['_PAUSERESPONSE']._serialized_end=1591
-  _globals['_RESUMEREQUEST']._serialized_start=1593
-  _globals['_RESUMEREQUEST']._serialized_end=1623
-  _globals['_RESUMERESPONSE']._serialized_start=1625
-  _globals['_RESUMERESPONSE']._serialized_end=1701
-  _globals['_SHUTDOWNREQUEST']._serialized_start=1703
-  _globals['_SHUTDOWNREQUEST']._serialized_end=1736
-  _globals['_SHUTDOWNRESPONSE']._serialized_start=1738
-  _globals['_SHUTDOWNRESPONSE']._serialized_end=1802
-  _globals['_LIFECYCLESERVICE']._serialized_start=2011
-  _globals['_LIFECYCLESERVICE']._serialized_end=2277
+  _globals['_GETSTATUSRESPONSE']._serialized_end=761
+  _globals['_AGENTSUMMARY']._serialized_start=763
+  _globals['_AGENTSUMMARY']._serialized_end=846
+  _globals['_RECOVERYPROGRESS']._serialized_start=849
+  _globals['_RECOVERYPROGRESS']._serialized_end=1004
+  _globals['_LASTRESTORE']._serialized_start=1007
+  _globals['_LASTRESTORE']._serialized_end=1250
+  _globals['_STALL']._serialized_start=1253
+  _globals['_STALL']._serialized_end=1399
+  _globals['_KAFKAERROR']._serialized_start=1401
+  _globals['_KAFKAERROR']._serialized_end=1499
+  _globals['_PAUSEREQUEST']._serialized_start=1501
+  _globals['_PAUSEREQUEST']._serialized_end=1530
+  _globals['_PAUSERESPONSE']._serialized_start=1532
+  _globals['_PAUSERESPONSE']._serialized_end=1607
+  _globals['_RESUMEREQUEST']._serialized_start=1609
+  _globals['_RESUMEREQUEST']._serialized_end=1639
+  _globals['_RESUMERESPONSE']._serialized_start=1641
+  _globals['_RESUMERESPONSE']._serialized_end=1717
+  _globals['_SHUTDOWNREQUEST']._serialized_start=1719
+  _globals['_SHUTDOWNREQUEST']._serialized_end=1752
+  _globals['_SHUTDOWNRESPONSE']._serialized_start=1754
+  _globals['_SHUTDOWNRESPONSE']._serialized_end=1818
+  _globals['_LIFECYCLESERVICE']._serialized_start=2027
+  _globals['_LIFECYCLESERVICE']._serialized_end=2293
 # @@protoc_insertion_point(module_scope)

@@ -34,7 +34,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("state", "version", "app", "worker_id", "brokers", "embedded_broker", "processing_guarantee", "started_at", "uptime", "grpc_address", "http_address", "assigned", "paused_agents", "agents", "recovery", "stalled", "kafka_errors", "warnings", "last_restores")
+    __slots__ = ("state", "version", "app", "worker_id", "brokers", "embedded_broker", "processing_guarantee", "started_at", "uptime", "grpc_address", "http_address", "assigned", "paused_agents", "agents", "recovery", "stalled", "kafka_errors", "warnings", "last_restores", "errors")
     STATE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     APP_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,7 @@ class GetStatusResponse(_message.Message):
     KAFKA_ERRORS_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     LAST_RESTORES_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
     state: WorkerState
     version: str
     app: str
@@ -73,7 +74,8 @@ class GetStatusResponse(_message.Message):
     kafka_errors: _containers.RepeatedCompositeFieldContainer[KafkaError]
     warnings: _containers.RepeatedScalarFieldContainer[str]
     last_restores: _containers.RepeatedCompositeFieldContainer[LastRestore]
-    def __init__(self, state: _Optional[_Union[WorkerState, str]] = ..., version: _Optional[str] = ..., app: _Optional[str] = ..., worker_id: _Optional[str] = ..., brokers: _Optional[str] = ..., embedded_broker: _Optional[bool] = ..., processing_guarantee: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uptime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., grpc_address: _Optional[str] = ..., http_address: _Optional[str] = ..., assigned: _Optional[_Iterable[_Union[_common_pb2.TopicPartition, _Mapping]]] = ..., paused_agents: _Optional[_Iterable[str]] = ..., agents: _Optional[_Iterable[_Union[AgentSummary, _Mapping]]] = ..., recovery: _Optional[_Iterable[_Union[RecoveryProgress, _Mapping]]] = ..., stalled: _Optional[_Iterable[_Union[Stall, _Mapping]]] = ..., kafka_errors: _Optional[_Iterable[_Union[KafkaError, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., last_restores: _Optional[_Iterable[_Union[LastRestore, _Mapping]]] = ...) -> None: ...
+    errors: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, state: _Optional[_Union[WorkerState, str]] = ..., version: _Optional[str] = ..., app: _Optional[str] = ..., worker_id: _Optional[str] = ..., brokers: _Optional[str] = ..., embedded_broker: _Optional[bool] = ..., processing_guarantee: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uptime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., grpc_address: _Optional[str] = ..., http_address: _Optional[str] = ..., assigned: _Optional[_Iterable[_Union[_common_pb2.TopicPartition, _Mapping]]] = ..., paused_agents: _Optional[_Iterable[str]] = ..., agents: _Optional[_Iterable[_Union[AgentSummary, _Mapping]]] = ..., recovery: _Optional[_Iterable[_Union[RecoveryProgress, _Mapping]]] = ..., stalled: _Optional[_Iterable[_Union[Stall, _Mapping]]] = ..., kafka_errors: _Optional[_Iterable[_Union[KafkaError, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., last_restores: _Optional[_Iterable[_Union[LastRestore, _Mapping]]] = ..., errors: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AgentSummary(_message.Message):
     __slots__ = ("name", "instances", "partitions", "paused")
