@@ -51,12 +51,21 @@ func (m *Manager) runCommitter(jobs <-chan *commitJob, done chan<- struct{}) {
 // it returns false, and the caller tries again later. Each commit cycle
 // applies the tables' acknowledged mutations to their stores first.
 func (m *Manager) commitAll(only map[*partition]bool) bool {
+	now := time.Now()
 	if m.committing {
+		// The tables' acknowledged mutations go to their stores on
+		// schedule all the same: they do not wait for Kafka's commit,
+		// and they hold memory (Config.InflightBytes) until then.
+		if now.Sub(m.lastFlush) >= m.cfg.CommitInterval {
+			m.flushTables()
+			m.lastFlush = now
+		}
 		return false
 	}
-	m.lastCommit = time.Now()
+	m.lastCommit = now
 	m.doneCount = 0
 	m.flushTables()
+	m.lastFlush = now
 	j := &commitJob{}
 	for _, p := range m.parts {
 		if only != nil && !only[p] {
@@ -66,7 +75,7 @@ func (m *Manager) commitAll(only map[*partition]bool) bool {
 	}
 	for _, req := range m.revokes { // partitions leaving (no longer in m.parts once superseded)
 		for _, p := range req.ps {
-			if !p.dropped && m.parts[p.ktp] != p && (only == nil || only[p]) {
+			if !p.dropped && !p.superseded && m.parts[p.ktp] != p && (only == nil || only[p]) {
 				m.addToCommit(j, p)
 			}
 		}
@@ -100,7 +109,10 @@ func (m *Manager) committed(d *commitDone) {
 	}
 	now := time.Now()
 	if d.job.fence {
-		defer m.fenceDone(ok, d.err)
+		// Only a commit Kafka accepted proves membership: "not assigned"
+		// means the consumer already forgot partitions it is about to
+		// report lost.
+		defer m.fenceDone(d.err == nil, d.err)
 	}
 	for i, p := range d.job.parts {
 		if p.dropped {

@@ -29,3 +29,7 @@ func (m *Manager) HoldingWrites() bool {
 	}
 	return <-reply
 }
+
+// GapSeenAt is the freeze guard's clock at the end of the latest pause
+// its pulse saw (0: none).
+func (m *Manager) GapSeenAt() int64 { return m.freeze.gapTo.Load() }

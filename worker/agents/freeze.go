@@ -32,8 +32,10 @@ type freezeGuard struct {
 	base time.Time
 	skew atomic.Int64 // added to the clock (tests make the process "stand still")
 	last atomic.Int64 // the last pulse
-	// gapFrom is the pulse before the latest gap the pulse goroutine saw.
+	// gapFrom is the pulse before the latest gap the pulse goroutine saw,
+	// gapTo the pulse that ended it.
 	gapFrom atomic.Int64
+	gapTo   atomic.Int64
 	// handled is the latest gap the producer goroutine reported (its own
 	// field).
 	handled int64
@@ -61,6 +63,7 @@ func (g *freezeGuard) beat() time.Duration {
 	now := g.clock()
 	var gap time.Duration
 	if last := g.last.Load(); now-time.Duration(last) > g.gap {
+		g.gapTo.Store(int64(now))
 		g.gapFrom.Store(last)
 		gap = now - time.Duration(last)
 	}
@@ -167,6 +170,7 @@ func (m *Manager) checkFence(now time.Time) {
 	}
 	m.committing = true
 	m.fenceAt = now.Add(200 * time.Millisecond) // the earliest retry
+	m.fenceSent = m.freeze.clock()
 	m.commitQ <- j
 }
 
@@ -174,6 +178,12 @@ func (m *Manager) checkFence(now time.Time) {
 func (m *Manager) fenceDone(ok bool, err error) {
 	if !ok {
 		m.log.Warn("membership check after a pause failed; producing still waits", "err", err)
+		return
+	}
+	if time.Duration(m.freeze.gapTo.Load()) > m.fenceSent {
+		// A pause ended after the check was sent: its commit may have
+		// gone out before that pause. Ask again.
+		m.log.Warn("the worker stood still again while its membership was checked; checking again")
 		return
 	}
 	m.fenceConfirmed()

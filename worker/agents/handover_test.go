@@ -1,14 +1,19 @@
 package agents_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
 	"github.com/eddy-streams/eddy/worker/agents"
 	"github.com/eddy-streams/eddy/worker/monitor"
 	"github.com/eddy-streams/eddy/worker/tables"
+	"github.com/eddy-streams/eddy/worker/transport"
 )
 
 // Handover: a partition leaving this worker must leave nothing behind that
@@ -295,4 +300,187 @@ func TestStoreCheckpointStopsAtForeignRecords(t *testing.T) {
 			t.Errorf("store %s = %q (found %v, %v), want 1", k, v, ok, err)
 		}
 	}
+}
+
+// gatedConsumer is a fakeConsumer whose commits can be held on a gate or
+// failed with a fixed error.
+type gatedConsumer struct {
+	*fakeConsumer
+	gmu     sync.Mutex
+	gate    chan struct{}
+	err     error
+	calls   int
+	entered chan struct{} // a commit began
+}
+
+func newGatedConsumer() *gatedConsumer {
+	return &gatedConsumer{fakeConsumer: newFakeConsumer(), entered: make(chan struct{}, 16)}
+}
+
+func (g *gatedConsumer) Commit(o []kafka.TopicPartition) error {
+	g.gmu.Lock()
+	gate, err := g.gate, g.err
+	g.calls++
+	g.gmu.Unlock()
+	g.entered <- struct{}{}
+	if gate != nil {
+		<-gate
+	}
+	if err != nil {
+		return err
+	}
+	return g.fakeConsumer.Commit(o)
+}
+
+func (g *gatedConsumer) n() int {
+	g.gmu.Lock()
+	defer g.gmu.Unlock()
+	return g.calls
+}
+
+func (g *gatedConsumer) set(gate chan struct{}, err error) {
+	g.gmu.Lock()
+	defer g.gmu.Unlock()
+	g.gate, g.err = gate, err
+}
+
+func startGated(t *testing.T, cfg agents.Config, g *gatedConsumer) *harness {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger()
+	}
+	h := &harness{t: t, cons: g.fakeConsumer, prod: &fakeProducer{}}
+	h.m = agents.New(cfg, h.prod)
+	h.m.Attach(g)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.m.Run(ctx) }()
+	go func() { // drain commit notices nobody waits for
+		for range g.entered {
+		}
+	}()
+	t.Cleanup(func() {
+		g.set(nil, nil)
+		cancel()
+		<-done
+	})
+	return h
+}
+
+// TestFenceNotAssignedIsNotConfirmation: after a pause, the membership
+// check gets only "not assigned" back (the consumer already forgot the
+// partitions it is about to report lost). That proves nothing: the held
+// records stay held.
+func TestFenceNotAssignedIsNotConfirmation(t *testing.T) {
+	cfg := noCommitConfig()
+	cfg.FreezeGap = 200 * time.Millisecond
+	g := newGatedConsumer()
+	h := startGated(t, cfg, g)
+	h.m.Assigned(tps("in", 0))
+	h.sendRange("in", 0, 0, 2)
+	h.settle()
+	a := h.open("count", "a", 100)
+	b := a.nextBatch()
+	g.set(nil, &transport.NotAssignedError{Offsets: tps("in", 0)})
+	h.m.StandStill(time.Minute)
+	a.reply(b, ok(0, outRec("x")), ok(1, outRec("y")))
+	waitFor(t, wait, func() string { return "three membership checks" }, func() bool { return g.n() >= 3 })
+	if n := h.prod.len(); n > 0 || !h.m.HoldingWrites() {
+		t.Errorf("%d records produced (holding: %v) after checks that said only 'not assigned', want 0 and held", n, h.m.HoldingWrites())
+	}
+}
+
+// TestSecondPauseDuringFence: the process stands still again while the
+// membership check's commit is in flight; that commit's success may
+// predate the second pause, so the check runs again before anything is
+// produced.
+func TestSecondPauseDuringFence(t *testing.T) {
+	cfg := noCommitConfig()
+	cfg.FreezeGap = 200 * time.Millisecond
+	g := newGatedConsumer()
+	h := startGated(t, cfg, g)
+	h.m.Assigned(tps("in", 0))
+	h.sendRange("in", 0, 0, 1)
+	h.settle()
+	a := h.open("count", "a", 100)
+	b := a.nextBatch()
+	gate := make(chan struct{})
+	g.set(gate, nil)
+	h.m.StandStill(time.Minute)
+	a.reply(b, ok(0, outRec("x")))
+	waitFor(t, wait, func() string { return "a membership check" }, func() bool { return g.n() >= 1 })
+	before := h.m.GapSeenAt()
+	h.m.StandStill(time.Minute) // again, with the check in flight
+	waitFor(t, wait, func() string { return "the pulse to see the second pause" }, func() bool { return h.m.GapSeenAt() != before })
+	g.set(nil, nil)
+	close(gate)
+	h.prod.waitCalls(t, 1)
+	if n := g.n(); n < 2 {
+		t.Errorf("produced after %d membership checks, want a second one after the second pause", n)
+	}
+}
+
+// TestRevokingPartitionDoesNotRewrite: a failed output waits for its
+// backoff when the partition's revoke begins. It is not produced again by
+// this worker (a write handed to Kafka after the revoke drained could land
+// after the next owner's); the event is left to the next owner.
+func TestRevokingPartitionDoesNotRewrite(t *testing.T) {
+	cfg := noCommitConfig()
+	cfg.RevokeTimeout = 50 * time.Millisecond
+	cfg.RetryBackoffMin = 100 * time.Millisecond
+	cfg.RetryBackoffMax = 100 * time.Millisecond
+	h := start(t, cfg)
+	h.m.Assigned(tps("in", 0))
+	h.sendRange("in", 0, 0, 3)
+	h.settle()
+	a := h.open("count", "a", 100)
+	b := a.nextBatch()
+	a.reply(b, ok(0), ok(1), ok(2, outRec("x")))
+	h.prod.waitCalls(t, 1)
+	h.prod.answer(t, 0, kafkaErr(kafka.ErrMsgTimedOut))
+	h.cons.setFailNext(3) // the final commit takes a few tries, past the backoff
+	select {
+	case <-revokeAsync(h, false, 0):
+	case <-time.After(wait):
+		t.Fatal("Revoked did not return")
+	}
+	if n := h.prod.len(); n != 1 {
+		t.Errorf("%d produces, want 1: the failed output was produced again while its partition was leaving", n)
+	}
+	if got := h.cons.committedAt("in", 0); got != 2 {
+		t.Errorf("committed in[0] = %d, want 2 (offset 2 is not done)", got)
+	}
+}
+
+// TestFlushDoesNotWaitForCommit: a commit stuck at the group coordinator
+// does not keep acknowledged table mutations out of the store: their
+// bytes are released on schedule, and delivery goes on under the cap.
+func TestFlushDoesNotWaitForCommit(t *testing.T) {
+	r := newFakeRestorer(t)
+	close(r.release)
+	cfg := tableConfig(r, "")
+	cfg.InflightBytes = 1000
+	g := newGatedConsumer()
+	h := startGated(t, cfg, g)
+	a := h.open("count", "a", 100)
+	h.m.Assigned(tps("in", 0))
+	gate := make(chan struct{})
+	g.set(gate, nil)
+	ref := func() *agents.Batch {
+		return &agents.Batch{PartitionRef: agents.PartitionRef{Topic: "in", Partition: 0, Epoch: a.epoch[tp{"in", 0}]}}
+	}
+	h.send(msg("in", 0, 0, "k0", "x"))
+	a.takeEvents(1)
+	a.reply(ref(), set(0, "k0", "v"))
+	h.prod.waitCalls(t, 1)
+	h.prod.answer(t, 0, nil)
+	waitFor(t, wait, func() string { return "a commit in flight" }, func() bool { return g.n() >= 1 })
+	h.send(msg("in", 0, 1, "k1", "x"))
+	a.takeEvents(1)
+	a.reply(ref(), set(1, "k1", string(make([]byte, 950))))
+	h.prod.waitCalls(t, 2)
+	h.prod.answer(t, 1, nil) // now near the cap, until the mutation reaches the store
+	h.send(msg("in", 0, 2, "k2", "x"))
+	a.takeEvents(1) // delivered: the held bytes were released without the commit
+	close(gate)
 }

@@ -122,6 +122,7 @@ type (
 	recoveredReq struct {
 		p       *partition
 		stores  []*tables.Store
+		ends    []int64 // each store's changelog end at its restore
 		records int64
 		took    time.Duration
 		err     error

@@ -236,12 +236,14 @@ type Manager struct {
 	parts      map[tpKey]*partition
 	revokes    []*revokeReq
 	committing bool            // a commit is in flight on the committer goroutine
+	lastFlush  time.Time       // tables' acknowledged mutations last applied to their stores
 	commitQ    chan *commitJob // to the committer goroutine; holds the one in flight
 	freeze     *freezeGuard
 	// fenceWait are the producer goroutine's waits for a membership
 	// check (freeze.go), fenceAt when the next check may start.
 	fenceWait  []*suspectReq
 	fenceAt    time.Time
+	fenceSent  time.Duration // the freeze guard's clock when the last check was sent
 	epochSeq   uint64
 	lastCommit time.Time
 	doneCount  int // events done since the last commit

@@ -109,6 +109,12 @@ type partition struct {
 	// it still queued for the producer are failed and held, not produced.
 	// Read by the producer goroutine.
 	blocked atomic.Bool
+	// lost is set, before gone, when the assignment was lost (not given
+	// back in order): see handOver.
+	lost atomic.Bool
+	// tombstones counts expiry tombstones not acknowledged yet: a leaving
+	// partition waits for them like for its events' writes.
+	tombstones int
 }
 
 func (p *partition) len() int { return len(p.recs) - p.head }
@@ -274,8 +280,15 @@ func (m *Manager) assign(parts []kafka.TopicPartition) {
 		if old != nil {
 			m.supersede(old)
 		}
+		prev := old
+		if old != nil && old.prev != nil {
+			// old never started (it waited for its own predecessor):
+			// nothing of it is in flight; the one to wait for is that
+			// predecessor.
+			prev = old.prev
+		}
 		p := &partition{ktp: k, a: a, lanes: map[*session]*lane{}, frontier: -1, committed: -1,
-			stats: m.mon.Partition(a.cfg.Name, k.topic, k.partition), lastMove: time.Now(), prev: old}
+			stats: m.mon.Partition(a.cfg.Name, k.topic, k.partition), lastMove: time.Now(), prev: prev}
 		if a.byKey || a.tables {
 			p.keyBusy = map[string]int{}
 		}
@@ -287,7 +300,7 @@ func (m *Manager) assign(parts []kafka.TopicPartition) {
 		if a.tables {
 			p.tables = m.newTableParts(p)
 			p.recovering = true
-			if old == nil {
+			if prev == nil {
 				m.startRecovery(p)
 			}
 		}
@@ -486,6 +499,7 @@ func (m *Manager) startRevoke(req *revokeReq) {
 		req.ps = append(req.ps, p)
 		p.revoking = true
 		if req.lost {
+			p.lost.Store(true)
 			p.gone.Store(true) // what it still has queued is not produced
 			continue
 		}
@@ -555,7 +569,7 @@ func (m *Manager) revokeDone(req *revokeReq, now time.Time) bool {
 			m.takeBack(p) // step 1's deadline passed
 		}
 		for _, p := range req.ps {
-			if !p.dropped && p.acking > 0 && !late {
+			if !p.dropped && (p.acking > 0 || p.tombstones > 0) && !late {
 				return false
 			}
 		}
@@ -644,7 +658,10 @@ func (m *Manager) dropPartition(p *partition, lost bool) {
 // deadline passed.
 func (m *Manager) tick(now time.Time) {
 	for _, p := range m.parts {
-		if p.retrying > 0 && p.a.blocked == "" { // a blocked agent's retries wait for good
+		// A blocked agent's retries wait for good; a leaving partition's
+		// are its next owner's (they must not produce after its revoke
+		// drained: a late write could land after the next owner's).
+		if p.retrying > 0 && p.a.blocked == "" && !p.revoking {
 			for _, r := range p.recs[p.head:] {
 				if r.state == stateRetry && !now.Before(r.retryAt) {
 					p.retrying--

@@ -102,19 +102,22 @@ func (m *Manager) runProducer(stop <-chan struct{}, done chan<- struct{}) {
 // knowing (freeze.go); then once the manager confirmed it still owns them,
 // or they were lost. It returns false when stop is closed first.
 func (m *Manager) confirmOwnership(stop <-chan struct{}) bool {
-	frozen, stood := m.freeze.suspect()
-	if !frozen {
-		return true
-	}
-	req := &suspectReq{resume: make(chan struct{}), stood: stood}
-	if !m.in.push(req) {
-		return false
-	}
-	select {
-	case <-req.resume:
-		return true
-	case <-stop:
-		return false
+	for {
+		// Asked again after each confirmation: the process may have
+		// stood still once more while the check was under way.
+		frozen, stood := m.freeze.suspect()
+		if !frozen {
+			return true
+		}
+		req := &suspectReq{resume: make(chan struct{}), stood: stood}
+		if !m.in.push(req) {
+			return false
+		}
+		select {
+		case <-req.resume:
+		case <-stop:
+			return false
+		}
 	}
 }
 
@@ -136,11 +139,24 @@ func (m *Manager) handOver(j produceJob) {
 		return
 	}
 	// A Produce waiting for room in librdkafka's queue may outlast a pause
-	// of the process: it must not queue the record after one.
-	j.rec.Allowed = m.freeze.calm
+	// of the process, or the loss of the partition: it must not queue the
+	// record after either.
+	if p := j.p; p != nil {
+		j.rec.Allowed = func() bool { return !p.gone.Load() && m.freeze.calm() }
+	} else {
+		j.rec.Allowed = m.freeze.calm
+	}
 	if j.onOffset != nil {
 		m.producer.ProduceOffset(j.rec, j.onOffset)
 	} else {
 		m.producer.Produce(j.rec, j.onDone)
+	}
+	if j.p != nil && j.p.lost.Load() {
+		// The partition was lost while the record was handed over: the
+		// manager's purge may have run before it was queued. Lost is the
+		// whole assignment, so withdraw everything queued once more.
+		if pq, ok := m.producer.(interface{ PurgeQueued() }); ok {
+			pq.PurgeQueued()
+		}
 	}
 }

@@ -39,13 +39,14 @@ func (m *Manager) startRecovery(p *partition) {
 		start := time.Now()
 		req := &recoveredReq{p: p}
 		for _, name := range names {
-			st, records, err := m.restoreOne(ctx, log, name, p.ktp.partition)
+			st, prog, err := m.restoreOne(ctx, log, name, p.ktp.partition)
 			if err != nil {
 				req.err = err
 				break
 			}
 			req.stores = append(req.stores, st)
-			req.records += records
+			req.ends = append(req.ends, prog.To)
+			req.records += prog.Records
 		}
 		req.took = time.Since(start)
 		if !m.in.push(req) { // the manager stopped: nobody takes the stores
@@ -59,20 +60,20 @@ func (m *Manager) startRecovery(p *partition) {
 // restoreOne restores one table partition, trying again until ctx ends.
 func (m *Manager) restoreOne(ctx context.Context, log interface {
 	Warn(string, ...any)
-}, table string, partition int32) (*tables.Store, int64, error) {
+}, table string, partition int32) (*tables.Store, tables.Progress, error) {
 	wait := m.cfg.RestoreBackoff
 	for {
 		st, prog, err := m.takeOrRestore(ctx, table, partition)
 		if err == nil {
-			return st, prog.Records, nil
+			return st, prog, nil
 		}
 		if ctx.Err() != nil {
-			return nil, 0, ctx.Err()
+			return nil, tables.Progress{}, ctx.Err()
 		}
 		log.Warn("table restore failed; trying again", "table", table, "err", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():
-			return nil, 0, ctx.Err()
+			return nil, tables.Progress{}, ctx.Err()
 		case <-time.After(wait):
 		}
 		wait = min(wait*2, 30*m.cfg.RestoreBackoff)
@@ -112,6 +113,7 @@ func (m *Manager) recovered(req *recoveredReq) {
 	}
 	for i, t := range p.tables {
 		t.store = req.stores[i]
+		t.next = req.ends[i] // where this worker's own changelog records begin
 	}
 	p.recovering = false
 	p.cancelRestore = nil

@@ -36,6 +36,10 @@ type tablePart struct {
 	// gapSeen: a record of another writer was found among this worker's
 	// own (logged once; flushTable).
 	gapSeen bool
+	// next is the changelog offset this worker's next own record takes if
+	// nobody else writes: the restore's end, then one past the last own
+	// record applied in order (flushTable).
+	next int64
 	// ackedBytes are the held bytes (Config.InflightBytes) of acked,
 	// released once they are applied to the store.
 	ackedBytes int64
@@ -207,6 +211,7 @@ func (m *Manager) changelogAcked(a *changelogAck) {
 		m.release(a.n)
 	}
 	if a.r == nil { // an expiry tombstone: no event waits for it
+		a.p.tombstones--
 		delete(a.tp.expiring, string(a.mut.Key))
 		if a.err != nil {
 			m.log.Warn("writing the tombstone of an expired window failed; the next sweep tries again", "table", a.tp.name, "partition", a.p.ktp.partition, "err", a.err)
@@ -283,6 +288,7 @@ func (m *Manager) expireWindows(p *partition, t *tablePart, now time.Time) {
 		t.expiring[string(k)] = true
 		n := mutationBytes(tm)
 		m.hold(n)
+		p.tombstones++
 		m.produceOffset(p, recs[0], func(off int64, err error) {
 			m.in.push(&changelogAck{p: p, tp: t, mut: tm, off: off, err: err, n: n})
 		})
@@ -316,7 +322,7 @@ func (m *Manager) flushTable(p *partition, t *tablePart) {
 	// would make the next restore skip it. The mutations after a gap are
 	// applied without moving the checkpoint (a store ahead of its
 	// checkpoint is safe: a restore replays from there to the end).
-	next, cut := t.store.LastOffset()+1, 0
+	next, cut := max(t.next, t.store.LastOffset()+1), 0
 	for cut < len(t.acked) && t.acked[cut].off == next {
 		next++
 		cut++
@@ -326,17 +332,23 @@ func (m *Manager) flushTable(p *partition, t *tablePart) {
 		m.log.Warn("the table's changelog has records this worker did not write among its own; the local checkpoint stays before them until the next restore",
 			"table", t.name, "partition", p.ktp.partition, "checkpoint", next-1, "next_own_offset", t.acked[cut].off)
 	}
-	var err error
 	if cut > 0 {
-		err = t.store.Apply(muts[:cut], t.acked[cut-1].off)
+		if err := t.store.Apply(muts[:cut], t.acked[cut-1].off); err != nil {
+			m.log.Error("applying changelog writes to the table store failed; will retry", "table", t.name,
+				"partition", p.ktp.partition, "offset", t.acked[cut-1].off, "err", err)
+			return
+		}
+		t.next = next
+		// Applied: a retry of the rest must not apply them again.
+		t.acked = t.acked[:copy(t.acked, t.acked[cut:])]
+		muts = muts[cut:]
 	}
-	if err == nil && cut < len(muts) {
-		err = t.store.Apply(muts[cut:], tables.NoOffset)
-	}
-	if err != nil {
-		m.log.Error("applying changelog writes to the table store failed; will retry", "table", t.name,
-			"partition", p.ktp.partition, "offset", t.acked[len(t.acked)-1].off, "err", err)
-		return
+	if len(muts) > 0 {
+		if err := t.store.Apply(muts, tables.NoOffset); err != nil {
+			m.log.Error("applying changelog writes to the table store failed; will retry", "table", t.name,
+				"partition", p.ktp.partition, "offset", t.acked[len(t.acked)-1].off, "err", err)
+			return
+		}
 	}
 	clear(t.acked)
 	t.acked = t.acked[:0]
@@ -361,7 +373,9 @@ func (m *Manager) closeTables(p *partition) {
 		}
 		m.release(t.ackedBytes) // a flush that failed: the partition is gone anyway
 		t.ackedBytes = 0
-		if m.cfg.Standbys != nil {
+		if cur := m.parts[p.ktp]; m.cfg.Standbys != nil && (cur == nil || cur == p) {
+			// (A newer assignment of the partition releases it when it
+			// leaves: its claim must stand meanwhile.)
 			m.cfg.Standbys.Release(t.name, p.ktp.partition)
 		}
 	}
