@@ -995,12 +995,104 @@ func TestResultsSplitAndBatched(t *testing.T) {
 	for i := range 1000 {
 		evs = append(evs, ev(int64(11+i), "small", "v"))
 	}
+	before := len(s.Msgs())
 	s.Batch(t, "orders", 0, 1, evs...)
 	s.waitResults(t, "orders", 0, 1011)
-	for _, m := range s.Msgs() {
-		if n := len(m.GetResults().GetResults()); n > 500 {
+	small := 0
+	for i, m := range s.Msgs() {
+		n := len(m.GetResults().GetResults())
+		if n > 500 {
 			t.Errorf("Results message with %d results, want at most 500", n)
 		}
+		if i >= before && n > 0 {
+			small++
+		}
+	}
+	// Fast results are batched, not sent one by one: the time-based flush
+	// adds about one message per 100ms, and a thousand no-op events take
+	// far less than the 5s that 50 messages would take.
+	if small > 50 {
+		t.Errorf("Results messages for 1000 fast events: got %d, want at most 50", small)
+	}
+}
+
+// resultsMsgs returns the Results messages received for topic and partition.
+func resultsMsgs(s *fakeSession, topic string, partition int32) []*eddyv1.Results {
+	var out []*eddyv1.Results
+	for _, m := range s.Msgs() {
+		if r := m.GetResults(); r != nil && r.GetTopic() == topic && r.GetPartition() == partition {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// A slow handler with a deep queue keeps sending results: the worker's
+// processing_timeout counts from a partition's previous results, so results
+// held until the queue empties would make a progressing instance look hung.
+func TestResultsFlushedWhileSlow(t *testing.T) {
+	const events, perEvent = 50, 30 * time.Millisecond
+	w := startFakeWorker(t)
+	handler := func(_ context.Context, ev *agent.Event) error {
+		time.Sleep(perEvent) // a slow handler's work; not synchronisation
+		return nil
+	}
+	a := newAgent(t, w, handler)
+	runAgent(t, a)
+	s := w.session(t, 1)
+	s.Assign(t, "orders", 0, 1)
+	var evs []*eddyv1.Event
+	for i := range events {
+		evs = append(evs, ev(int64(i), "k", "v"))
+	}
+	s.Batch(t, "orders", 0, 1, evs...)
+	results := s.waitResults(t, "orders", 0, events)
+	for i, r := range results {
+		if r.GetOffset() != int64(i) {
+			t.Fatalf("result %d: got offset %d, want %d", i, r.GetOffset(), i)
+		}
+	}
+	// 1.5s of work flushed every 100ms is about 15 messages; flushed only
+	// when the queue empties it is one. At least 3 holds however slowly a
+	// loaded machine runs the handler.
+	if got := len(resultsMsgs(s, "orders", 0)); got < 3 {
+		t.Errorf("Results messages for %d events of %v each: got %d, want at least 3", events, perEvent, got)
+	}
+}
+
+// Results of a partition whose next event waits for a WithConcurrency slot,
+// or runs long, are sent meanwhile.
+func TestResultsFlushedWhileWaitingForSlot(t *testing.T) {
+	w := startFakeWorker(t)
+	first := newGate()
+	hold := make(chan struct{})
+	handler := func(ctx context.Context, ev *agent.Event) error {
+		if ev.Partition == 0 && ev.Offset == 0 {
+			return first.wait(ctx, ev.Offset)
+		}
+		select {
+		case <-hold:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	a := newAgent(t, w, handler, agent.WithConcurrency(1))
+	runAgent(t, a)
+	t.Cleanup(func() { close(hold) }) // before runAgent's graceful stop
+	s := w.session(t, 1)
+	s.Assign(t, "orders", 0, 1)
+	s.Assign(t, "orders", 1, 1)
+	s.Batch(t, "orders", 0, 1, ev(0, "k", "v"), ev(1, "k", "v"))
+	first.waitEntered(t)
+	s.Batch(t, "orders", 1, 1, ev(0, "k", "v"))
+	close(first.release)
+	// Offset 1 of partition 0 now waits for the slot behind partition 1's
+	// event, or holds it itself if partition 1 was not waiting yet; either
+	// way offset 0's result must not wait for it.
+	results := s.waitResults(t, "orders", 0, 1)
+	if got := results[0].GetOffset(); got != 0 {
+		t.Errorf("first result: got offset %d, want 0", got)
 	}
 }
 

@@ -29,12 +29,18 @@ type partition struct {
 	done     chan struct{} // closed when run has returned
 
 	// Owned by run.
+	overlay stateOverlay
+
+	// Results not yet sent, under resMu: run adds to them, flush takes
+	// them, from run or from flushTimer.
+	resMu        sync.Mutex
 	pending      []*eddyv1.Result
 	pendingBytes int64
-	overlay      stateOverlay
+	flushTimer   *time.Timer // flushes resultsFlushInterval after the first pending result
 
-	// flushMu is held while results are sent, so that abandon can wait for
-	// a send in progress: nothing is sent after a RevokeAck.
+	// flushMu is held while results are taken and sent, so that flushes
+	// from run and from flushTimer send in offset order, and so that abandon
+	// can wait for a send in progress: nothing is sent after a RevokeAck.
 	flushMu   sync.Mutex
 	abandoned atomic.Bool // results are no longer sent
 }
@@ -162,13 +168,32 @@ func (p *partition) run() {
 		p.overlay.startEvent(batch)
 		res := p.s.a.process(p.ctx, p.s, p.key.topic, p.key.partition, p.epoch, ev, &p.overlay)
 		p.release()
-		p.pending = append(p.pending, res)
-		p.pendingBytes += eventBytes(ev)
-		if len(p.pending) >= maxResultsPerMessage || p.queueLen() == 0 {
+		if p.addResult(res, eventBytes(ev)) >= maxResultsPerMessage || p.queueLen() == 0 {
 			p.flush()
 		}
 	}
 	p.flush()
+}
+
+// addResult adds a result to the pending ones and returns how many are
+// pending. The first one arms flushTimer: however long the next events take,
+// or wait for a WithConcurrency slot, the worker gets the results within
+// resultsFlushInterval and sees the partition progress, rather than taking
+// the instance as hung at its processing_timeout
+// (docs/protocol.md#events-and-results).
+func (p *partition) addResult(res *eddyv1.Result, bytes int64) int {
+	p.resMu.Lock()
+	defer p.resMu.Unlock()
+	p.pending = append(p.pending, res)
+	p.pendingBytes += bytes
+	if len(p.pending) == 1 {
+		if p.flushTimer == nil {
+			p.flushTimer = time.AfterFunc(resultsFlushInterval, p.flush)
+		} else {
+			p.flushTimer.Reset(resultsFlushInterval)
+		}
+	}
+	return len(p.pending)
 }
 
 // queued is an event waiting to be processed, with the number of the
@@ -239,17 +264,25 @@ func (p *partition) release() {
 }
 
 // flush sends the pending results, unless the partition was abandoned, and
-// gives their credit back.
+// gives their credit back. Safe for concurrent use: run and flushTimer both
+// call it. The credit is returned under flushMu too, so that once run's
+// last flush returns, nothing of the partition is left to send.
 func (p *partition) flush() {
-	if len(p.pending) == 0 {
-		return
-	}
+	p.flushMu.Lock()
+	defer p.flushMu.Unlock()
+	p.resMu.Lock()
 	results, events, bytes := p.pending, len(p.pending), p.pendingBytes
 	p.pending, p.pendingBytes = nil, 0
-	p.flushMu.Lock()
+	if p.flushTimer != nil {
+		// A timer already firing finds nothing, or the next results early.
+		p.flushTimer.Stop()
+	}
+	p.resMu.Unlock()
+	if events == 0 {
+		return
+	}
 	if !p.abandoned.Load() {
 		p.s.sendResults(p.key, p.epoch, results)
 	}
-	p.flushMu.Unlock()
 	p.s.finished(events, bytes)
 }

@@ -19,6 +19,13 @@ import (
 const (
 	// maxResultsPerMessage bounds the results of one Results message.
 	maxResultsPerMessage = 500
+	// resultsFlushInterval bounds how long a partition keeps results
+	// unsent: the worker's processing_timeout counts from a partition's
+	// previous results, so a slow handler with a deep queue must not look
+	// hung (docs/protocol.md#events-and-results). Results arriving faster
+	// are still batched: about one message per interval, besides the count
+	// and empty-queue flushes.
+	resultsFlushInterval = 100 * time.Millisecond
 	// resultsBudgetBytes is the size a Results message is split at, well
 	// under gRPC's default 4 MiB limit.
 	resultsBudgetBytes = 1 << 20

@@ -30,6 +30,13 @@ if TYPE_CHECKING:
 PROTOCOL_VERSION = 1
 # At most this many results in one Results message.
 MAX_RESULTS_PER_MESSAGE = 500
+# A partition's results are sent at least this often (seconds) while it has
+# any: the worker's processing_timeout counts from a partition's previous
+# results, so a slow handler with a deep queue must not look hung
+# (docs/protocol.md, "Events and results"). Results arriving faster are still
+# batched: about one message per interval, besides the count and empty-queue
+# flushes.
+RESULTS_FLUSH_INTERVAL = 0.1
 # A Results message is split at this size, well under gRPC's 4 MiB default.
 RESULTS_BUDGET_BYTES = 1 << 20
 # The worker's limit when Welcome gives none: gRPC's default.
@@ -93,6 +100,7 @@ class Session:
 
         self.outq: collections.deque[Any] = collections.deque()
         self.out_wake = asyncio.Event()
+        self.out_idle = asyncio.Event()  # the writer has written everything queued, or stopped
         self.send_closed = False
         self.writer: Optional[asyncio.Task[None]] = None
         self.call_cancelled = False
@@ -437,8 +445,14 @@ class Session:
         if self.send_closed:
             return False
         self.outq.append(msg)
+        self.out_idle.clear()
         self.out_wake.set()
         return True
+
+    async def _written(self) -> None:
+        """Wait until the writer has written everything queued so far, or
+        stopped."""
+        await self.out_idle.wait()
 
     async def _write_loop(self) -> None:
         call = self.call
@@ -446,6 +460,7 @@ class Session:
         try:
             while True:
                 if not q:
+                    self.out_idle.set()
                     self.out_wake.clear()
                     await self.out_wake.wait()
                     continue
@@ -461,6 +476,8 @@ class Session:
             self.log.debug("sending to the worker failed; the session is ending: %r", e)
             self.send_closed = True
             q.clear()
+        finally:
+            self.out_idle.set()
 
     # ---- ending --------------------------------------------------------
 
@@ -611,6 +628,8 @@ class Partition:
         self.open_size = 0
         self.pending = 0  # results in msgs
         self.pending_bytes = 0  # their events' key+value bytes
+        self.flush_at = 0.0  # loop time by which the pending results are due
+        self.flush_timer: Optional[asyncio.TimerHandle] = None  # flushes at flush_at
 
     def enqueue(self, evs: Any, sizes: list[int]) -> bool:
         """Add events to the queue; False if the partition is halted."""
@@ -676,6 +695,7 @@ class Partition:
 
     async def run(self) -> None:
         s = self.s
+        loop = s.loop
         sem = s.sem
         size = 0
         try:
@@ -705,8 +725,19 @@ class Partition:
                         sem.release()
                 self.pending += 1
                 self.pending_bytes += size
+                if self.pending == 1:
+                    # However long the next events take, or wait for a
+                    # concurrency slot, the results go within the interval.
+                    self.flush_at = loop.time() + RESULTS_FLUSH_INTERVAL
+                    self.flush_timer = loop.call_at(self.flush_at, self._flush)
                 if self.pending >= MAX_RESULTS_PER_MESSAGE or not self.queue:
                     self._flush()
+                elif loop.time() >= self.flush_at:
+                    # Due, and the timer could not fire: the handlers do not
+                    # let the event loop run (a plain def, or an async def
+                    # that never awaits). Let the writer send the results.
+                    self._flush()
+                    await s._written()
         except asyncio.CancelledError:
             if not self.cancel_requested:
                 raise
@@ -857,7 +888,13 @@ class Partition:
             self.open_size = size
 
     def _flush(self) -> None:
-        """Queue the pending results, unless abandoned, and return their credit."""
+        """Queue the pending results, unless abandoned, and return their credit.
+
+        Called by run and by flush_timer; everything runs on the event loop,
+        and run adds a result and counts it without awaiting in between."""
+        if self.flush_timer is not None:
+            self.flush_timer.cancel()
+            self.flush_timer = None
         if not self.pending:
             return
         msgs, n, nbytes = self.msgs, self.pending, self.pending_bytes
