@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -33,9 +32,9 @@ func (c *sessionCore) OpenAgentSession(h agents.Hello) (*agents.Session, agents.
 
 type nopConsumer struct{}
 
-func (nopConsumer) Pause([]kafka.TopicPartition) error  { return nil }
-func (nopConsumer) Resume([]kafka.TopicPartition) error { return nil }
-func (nopConsumer) Commit([]kafka.TopicPartition) error { return nil }
+func (nopConsumer) Pause([]transport.TopicPartition) error   { return nil }
+func (nopConsumer) Resume([]transport.TopicPartition) error  { return nil }
+func (nopConsumer) Commit([]transport.PartitionOffset) error { return nil }
 
 type nopProducer struct{}
 
@@ -89,10 +88,10 @@ func TestConnectEndsSessionOfAgentNotReading(t *testing.T) {
 		t.Fatal(err)
 	}
 	topic := "in"
-	m.Assigned([]kafka.TopicPartition{{Topic: &topic, Partition: 0}})
+	m.Assigned([]transport.TopicPartition{{Topic: topic, Partition: 0}})
 	value := make([]byte, 100<<10)
 	for off := range 40 { // 4 MB, far beyond the windows
-		m.Message(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: 0, Offset: kafka.Offset(off)},
+		m.Message(&transport.Message{Topic: topic, Partition: 0, Offset: transport.Offset(off),
 			Value: value, Timestamp: time.Now()})
 	}
 	// The client reads nothing more; the worker gives up on it.

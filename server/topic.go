@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -32,7 +31,7 @@ func (s *topicServer) Send(ctx context.Context, req *eddyv1.SendRequest) (*eddyv
 		if h.GetKey() == "" {
 			return nil, status.Error(codes.InvalidArgument, "a header needs a key")
 		}
-		rec.Headers = append(rec.Headers, kafka.Header{Key: h.GetKey(), Value: h.GetValue()})
+		rec.Headers = append(rec.Headers, app.Header{Key: h.GetKey(), Value: h.GetValue()})
 	}
 	res, err := s.core.Send(ctx, rec)
 	if err != nil {

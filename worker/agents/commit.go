@@ -4,8 +4,6 @@ import (
 	"errors"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
-
 	"github.com/eddy-streams/eddy/worker/transport"
 )
 
@@ -20,7 +18,7 @@ import (
 
 // commitJob is one commit for the committer goroutine.
 type commitJob struct {
-	offsets []kafka.TopicPartition
+	offsets []transport.PartitionOffset
 	parts   []*partition
 	at      []int64   // the frontier committed for parts[i]
 	doneTs  [][]int64 // parts[i]'s timestamps passed before this commit (metrics)
@@ -92,7 +90,7 @@ func (m *Manager) addToCommit(j *commitJob, p *partition) {
 	if p.frontier <= p.committed {
 		return
 	}
-	j.offsets = append(j.offsets, kafka.TopicPartition{Topic: &p.ktp.topic, Partition: p.ktp.partition, Offset: kafka.Offset(p.frontier)})
+	j.offsets = append(j.offsets, transport.PartitionOffset{Topic: p.ktp.topic, Partition: p.ktp.partition, Offset: transport.Offset(p.frontier)})
 	j.parts = append(j.parts, p)
 	j.at = append(j.at, p.frontier)
 	j.doneTs = append(j.doneTs, p.doneTs)

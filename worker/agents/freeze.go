@@ -4,7 +4,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/eddy-streams/eddy/worker/transport"
 )
 
 // A worker whose process stood still (SIGSTOP, a paused VM, a starved
@@ -157,7 +157,7 @@ func (m *Manager) checkFence(now time.Time) {
 		if off < 0 {
 			continue
 		}
-		j.offsets = append(j.offsets, kafka.TopicPartition{Topic: &p.ktp.topic, Partition: p.ktp.partition, Offset: kafka.Offset(off)})
+		j.offsets = append(j.offsets, transport.PartitionOffset{Topic: p.ktp.topic, Partition: p.ktp.partition, Offset: transport.Offset(off)})
 		j.parts = append(j.parts, p)
 		j.at = append(j.at, off)
 		j.doneTs = append(j.doneTs, p.doneTs)

@@ -169,7 +169,7 @@ func TestCommitFailureJoinedWithNotAssigned(t *testing.T) {
 	other := "gone"
 	h.cons.setCommitErr(errors.Join(
 		fmt.Errorf("transport: commit in[0]: %w", kafka.NewError(kafka.ErrRequestTimedOut, "timed out", false)),
-		&transport.NotAssignedError{Offsets: []kafka.TopicPartition{{Topic: &other, Partition: 3, Offset: 7}}},
+		&transport.NotAssignedError{Offsets: []transport.PartitionOffset{{Topic: other, Partition: 3, Offset: 7}}},
 	))
 	a.okAll(a.nextBatch())
 	waitFor(t, wait, func() string { return "a commit attempt" }, func() bool { return h.cons.commitCalls() > 0 })

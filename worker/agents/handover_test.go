@@ -317,7 +317,7 @@ func newGatedConsumer() *gatedConsumer {
 	return &gatedConsumer{fakeConsumer: newFakeConsumer(), entered: make(chan struct{}, 16)}
 }
 
-func (g *gatedConsumer) Commit(o []kafka.TopicPartition) error {
+func (g *gatedConsumer) Commit(o []transport.PartitionOffset) error {
 	g.gmu.Lock()
 	gate, err := g.gate, g.err
 	g.calls++
@@ -381,7 +381,7 @@ func TestFenceNotAssignedIsNotConfirmation(t *testing.T) {
 	h.settle()
 	a := h.open("count", "a", 100)
 	b := a.nextBatch()
-	g.set(nil, &transport.NotAssignedError{Offsets: tps("in", 0)})
+	g.set(nil, &transport.NotAssignedError{Offsets: []transport.PartitionOffset{{Topic: "in", Partition: 0}}})
 	h.m.StandStill(time.Minute)
 	a.reply(b, ok(0, outRec("x")), ok(1, outRec("y")))
 	waitFor(t, wait, func() string { return "three membership checks" }, func() bool { return g.n() >= 3 })

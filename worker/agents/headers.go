@@ -1,16 +1,14 @@
 package agents
 
-import "github.com/confluentinc/confluent-kafka-go/v2/kafka"
+func header(k, v string) Header { return Header{Key: k, Value: []byte(v)} }
 
-func header(k, v string) kafka.Header { return kafka.Header{Key: k, Value: []byte(v)} }
-
-func kafkaHeaders(hs []Header) []kafka.Header {
+// cloneHeaders copies hs (nil when empty), so that appending to the copy
+// leaves hs and its backing array alone.
+func cloneHeaders(hs []Header) []Header {
 	if len(hs) == 0 {
 		return nil
 	}
-	out := make([]kafka.Header, len(hs))
-	for i, h := range hs {
-		out[i] = kafka.Header{Key: h.Key, Value: h.Value}
-	}
+	out := make([]Header, len(hs))
+	copy(out, hs)
 	return out
 }

@@ -4,9 +4,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
-
 	"github.com/eddy-streams/eddy/worker/tables"
+	"github.com/eddy-streams/eddy/worker/transport"
 )
 
 // inbox is the manager's non-blocking input: records from the poll loop,
@@ -15,7 +14,7 @@ import (
 // records.
 type inbox struct {
 	mu     sync.Mutex
-	msgs   []*kafka.Message
+	msgs   []transport.Message // copies: the consumer reuses what it passes
 	ctl    []any
 	wake   chan struct{}
 	closed bool // Run returned: nothing will be taken any more
@@ -28,13 +27,13 @@ func (b *inbox) notify() {
 	}
 }
 
-func (b *inbox) pushMsg(msg *kafka.Message) {
+func (b *inbox) pushMsg(msg *transport.Message) {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
 		return
 	}
-	b.msgs = append(b.msgs, msg)
+	b.msgs = append(b.msgs, *msg)
 	n := len(b.msgs)
 	b.mu.Unlock()
 	if n == 1 {
@@ -65,7 +64,7 @@ func (b *inbox) close() []any {
 	return ctl
 }
 
-func (b *inbox) take(msgs []*kafka.Message, ctl []any) ([]*kafka.Message, []any) {
+func (b *inbox) take(msgs []transport.Message, ctl []any) ([]transport.Message, []any) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	gotM, gotC := b.msgs, b.ctl
@@ -75,9 +74,9 @@ func (b *inbox) take(msgs []*kafka.Message, ctl []any) ([]*kafka.Message, []any)
 
 // Control items.
 type (
-	assignReq struct{ parts []kafka.TopicPartition }
+	assignReq struct{ parts []transport.TopicPartition }
 	revokeReq struct {
-		parts []kafka.TopicPartition
+		parts []transport.TopicPartition
 		lost  bool
 		// ps are the partitions it gives up, as they were when it began:
 		// a partition assigned again meanwhile is a new one (see assign).

@@ -4,7 +4,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/eddy-streams/eddy/worker/transport"
 )
 
 // Info reports every declared agent, its instances and partitions.
@@ -30,7 +30,7 @@ type AgentInfo struct {
 	Blocked      string
 	BlockedSince time.Time
 	Instances    []InstanceInfo
-	Unassigned   []kafka.TopicPartition
+	Unassigned   []transport.TopicPartition
 	InFlight     int64
 	Delivered    uint64
 	Acked        uint64
@@ -56,7 +56,7 @@ type AgentInfo struct {
 type InstanceInfo struct {
 	InstanceID, SessionID, Peer string
 	ConnectedAt                 time.Time
-	Partitions                  []kafka.TopicPartition
+	Partitions                  []transport.TopicPartition
 	InFlight                    int64
 	CreditEvents                int64
 }
@@ -95,10 +95,10 @@ func (m *Manager) info() []AgentInfo {
 	return out
 }
 
-func sortTPs(tps []kafka.TopicPartition) {
+func sortTPs(tps []transport.TopicPartition) {
 	sort.Slice(tps, func(i, j int) bool {
-		if *tps[i].Topic != *tps[j].Topic {
-			return *tps[i].Topic < *tps[j].Topic
+		if tps[i].Topic != tps[j].Topic {
+			return tps[i].Topic < tps[j].Topic
 		}
 		return tps[i].Partition < tps[j].Partition
 	})

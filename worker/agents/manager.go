@@ -11,8 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
-
 	"github.com/eddy-streams/eddy/worker/config"
 	"github.com/eddy-streams/eddy/worker/monitor"
 	"github.com/eddy-streams/eddy/worker/tables"
@@ -22,9 +20,9 @@ import (
 // Consumer is what the manager needs from the Kafka consumer. The methods
 // must be safe to call from any goroutine (transport.Consumer's are).
 type Consumer interface {
-	Pause(parts []kafka.TopicPartition) error
-	Resume(parts []kafka.TopicPartition) error
-	Commit(offsets []kafka.TopicPartition) error
+	Pause(parts []transport.TopicPartition) error
+	Resume(parts []transport.TopicPartition) error
+	Commit(offsets []transport.PartitionOffset) error
 }
 
 // Producer is what the manager needs from the Kafka producer: Produce and
@@ -321,23 +319,24 @@ func New(cfg Config, producer Producer) *Manager {
 // commits. Call it once, before Run.
 func (m *Manager) Attach(c Consumer) { m.consumer = c }
 
-// Message takes one record from the poll loop. It never blocks.
-func (m *Manager) Message(msg *kafka.Message) { m.in.pushMsg(msg) }
+// Message takes one record from the poll loop. It never blocks, and keeps
+// a copy of *msg, not msg (transport.Consumer reuses it).
+func (m *Manager) Message(msg *transport.Message) { m.in.pushMsg(msg) }
 
 // Assigned takes partitions newly assigned to this worker.
-func (m *Manager) Assigned(parts []kafka.TopicPartition) { m.in.push(&assignReq{parts: parts}) }
+func (m *Manager) Assigned(parts []transport.TopicPartition) { m.in.push(&assignReq{parts: parts}) }
 
 // Revoked takes partitions away in an orderly rebalance: delivery stops,
 // their instances get Revoke and may finish in-flight events (up to
 // RevokeTimeout), then the frontier is committed. It returns when that is
 // done, so the consumer gives the partitions up only after.
-func (m *Manager) Revoked(parts []kafka.TopicPartition) { m.revoke(parts, false) }
+func (m *Manager) Revoked(parts []transport.TopicPartition) { m.revoke(parts, false) }
 
 // Lost drops partitions that may already belong to another worker, without
 // committing.
-func (m *Manager) Lost(parts []kafka.TopicPartition) { m.revoke(parts, true) }
+func (m *Manager) Lost(parts []transport.TopicPartition) { m.revoke(parts, true) }
 
-func (m *Manager) revoke(parts []kafka.TopicPartition, lost bool) {
+func (m *Manager) revoke(parts []transport.TopicPartition, lost bool) {
 	req := &revokeReq{parts: parts, lost: lost, done: make(chan struct{})}
 	m.in.push(req)
 	select {
@@ -385,7 +384,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	m.lastCommit = time.Now()
-	var msgs []*kafka.Message
+	var msgs []transport.Message
 	var ctl []any
 	for {
 		select {
@@ -401,9 +400,9 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.handle(item)
 			ctl[i] = nil
 		}
-		for i, msg := range msgs {
-			m.receive(msg)
-			msgs[i] = nil
+		for i := range msgs {
+			m.receive(&msgs[i])
+			msgs[i] = transport.Message{} // hold on to nothing of it
 		}
 		m.dispatch()
 		now := time.Now()

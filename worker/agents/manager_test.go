@@ -59,25 +59,25 @@ type tp struct {
 
 func (k tp) String() string { return fmt.Sprintf("%s[%d]", k.topic, k.partition) }
 
-func tpOf(p kafka.TopicPartition) tp { return tp{*p.Topic, p.Partition} }
+func tpOf(p transport.TopicPartition) tp { return tp{p.Topic, p.Partition} }
 
-func tps(topic string, parts ...int32) []kafka.TopicPartition {
-	out := make([]kafka.TopicPartition, len(parts))
+func tps(topic string, parts ...int32) []transport.TopicPartition {
+	out := make([]transport.TopicPartition, len(parts))
 	for i, p := range parts {
-		t := topic
-		out[i] = kafka.TopicPartition{Topic: &t, Partition: p}
+		out[i] = transport.TopicPartition{Topic: topic, Partition: p}
 	}
 	return out
 }
 
 // msg builds a consumed record.
-func msg(topic string, part int32, off int64, key, value string, hs ...kafka.Header) *kafka.Message {
-	t := topic
-	m := &kafka.Message{
-		TopicPartition: kafka.TopicPartition{Topic: &t, Partition: part, Offset: kafka.Offset(off)},
-		Value:          []byte(value),
-		Timestamp:      time.Unix(1700000000, off*int64(time.Millisecond)),
-		Headers:        hs,
+func msg(topic string, part int32, off int64, key, value string, hs ...transport.Header) *transport.Message {
+	m := &transport.Message{
+		Topic:     topic,
+		Partition: part,
+		Offset:    transport.Offset(off),
+		Value:     []byte(value),
+		Timestamp: time.Unix(1700000000, off*int64(time.Millisecond)),
+		Headers:   hs,
 	}
 	if key != "" {
 		m.Key = []byte(key)
@@ -91,12 +91,12 @@ type fakeConsumer struct {
 	mu        sync.Mutex
 	paused    map[tp]bool
 	log       []string // "pause in[0]", "resume in[0]"
-	commits   [][]kafka.TopicPartition
+	commits   [][]transport.PartitionOffset
 	committed map[tp]int64
 	commitErr error
-	failNext  int                    // the next commits to fail with errCommitRefused
-	assigned  []kafka.TopicPartition // what Assignment reports
-	problems  []string               // commits that went backwards
+	failNext  int                        // the next commits to fail with errCommitRefused
+	assigned  []transport.TopicPartition // what Assignment reports
+	problems  []string                   // commits that went backwards
 }
 
 // errCommitRefused is what a fake commit fails with (setFailNext).
@@ -106,7 +106,7 @@ func newFakeConsumer() *fakeConsumer {
 	return &fakeConsumer{paused: map[tp]bool{}, committed: map[tp]int64{}}
 }
 
-func (c *fakeConsumer) Pause(parts []kafka.TopicPartition) error {
+func (c *fakeConsumer) Pause(parts []transport.TopicPartition) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, p := range parts {
@@ -116,7 +116,7 @@ func (c *fakeConsumer) Pause(parts []kafka.TopicPartition) error {
 	return nil
 }
 
-func (c *fakeConsumer) Resume(parts []kafka.TopicPartition) error {
+func (c *fakeConsumer) Resume(parts []transport.TopicPartition) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, p := range parts {
@@ -126,10 +126,10 @@ func (c *fakeConsumer) Resume(parts []kafka.TopicPartition) error {
 	return nil
 }
 
-func (c *fakeConsumer) Commit(offsets []kafka.TopicPartition) error {
+func (c *fakeConsumer) Commit(offsets []transport.PartitionOffset) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	cp := make([]kafka.TopicPartition, len(offsets))
+	cp := make([]transport.PartitionOffset, len(offsets))
 	copy(cp, offsets)
 	c.commits = append(c.commits, cp)
 	if c.commitErr != nil {
@@ -140,7 +140,7 @@ func (c *fakeConsumer) Commit(offsets []kafka.TopicPartition) error {
 		return errCommitRefused
 	}
 	for _, o := range offsets {
-		k := tpOf(o)
+		k := tp{o.Topic, o.Partition}
 		if prev, ok := c.committed[k]; ok && int64(o.Offset) < prev {
 			c.problems = append(c.problems, fmt.Sprintf("%s committed %d after %d", k, o.Offset, prev))
 		}
@@ -178,13 +178,13 @@ func (c *fakeConsumer) setCommitErr(err error) {
 }
 
 // Assignment is what the test set with setAssignment.
-func (c *fakeConsumer) Assignment() []kafka.TopicPartition {
+func (c *fakeConsumer) Assignment() []transport.TopicPartition {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Clone(c.assigned)
 }
 
-func (c *fakeConsumer) setAssignment(parts []kafka.TopicPartition) {
+func (c *fakeConsumer) setAssignment(parts []transport.TopicPartition) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.assigned = parts
@@ -413,7 +413,7 @@ func (h *harness) settle() {
 	h.m.Info()
 }
 
-func (h *harness) send(msgs ...*kafka.Message) {
+func (h *harness) send(msgs ...*transport.Message) {
 	for _, m := range msgs {
 		h.m.Message(m)
 	}

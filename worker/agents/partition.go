@@ -6,9 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
-
 	"github.com/eddy-streams/eddy/worker/monitor"
+	"github.com/eddy-streams/eddy/worker/transport"
 )
 
 // recState is where one received record stands.
@@ -119,9 +118,8 @@ type partition struct {
 
 func (p *partition) len() int { return len(p.recs) - p.head }
 
-func (p *partition) ref() kafka.TopicPartition {
-	t := p.ktp.topic
-	return kafka.TopicPartition{Topic: &t, Partition: p.ktp.partition}
+func (p *partition) ref() transport.TopicPartition {
+	return transport.TopicPartition{Topic: p.ktp.topic, Partition: p.ktp.partition}
 }
 
 // find returns the record at offset, or nil.
@@ -192,27 +190,23 @@ func (p *partition) ownerLane() *lane {
 }
 
 // receive appends a record from the poll loop to its partition.
-func (m *Manager) receive(msg *kafka.Message) {
-	p := m.parts[tpKey{*msg.TopicPartition.Topic, msg.TopicPartition.Partition}]
+func (m *Manager) receive(msg *transport.Message) {
+	p := m.parts[tpKey{msg.Topic, msg.Partition}]
 	if p == nil || p.revoking {
 		// Not (or no longer) ours: never committed here, so the owner
 		// consumes it again.
 		return
 	}
-	off := int64(msg.TopicPartition.Offset)
+	off := int64(msg.Offset)
 	if n := len(p.recs); n > p.head && p.recs[n-1].off >= off || off < p.frontier {
 		// librdkafka re-fetched from an earlier position (e.g. after a
 		// pause); these records are already buffered, or already done:
 		// with an empty buffer only the frontier remembers them.
 		return
 	}
-	r := &rec{off: off, key: msg.Key, value: msg.Value, ts: msg.Timestamp, size: len(msg.Key) + len(msg.Value)}
-	if len(msg.Headers) > 0 {
-		r.headers = make([]Header, len(msg.Headers))
-		for i, h := range msg.Headers {
-			r.headers[i] = Header{Key: h.Key, Value: h.Value}
-		}
-	}
+	// The headers are the consumer's conversion, made for this record
+	// alone: kept as they are (Header is transport.Header).
+	r := &rec{off: off, key: msg.Key, value: msg.Value, headers: msg.Headers, ts: msg.Timestamp, size: len(msg.Key) + len(msg.Value)}
 	p.recs = append(p.recs, r)
 	p.stats.AddReceived(1)
 	p.bytes += r.size
@@ -242,7 +236,7 @@ func (m *Manager) applyPause(p *partition) {
 	if want == p.paused {
 		return
 	}
-	parts := []kafka.TopicPartition{p.ref()}
+	parts := []transport.TopicPartition{p.ref()}
 	var err error
 	if want {
 		err = m.consumer.Pause(parts)
@@ -266,12 +260,12 @@ func (m *Manager) applyPause(p *partition) {
 // committed offset. The new one's tables are restored only once the old
 // one has nothing in flight: a changelog write of the old one landing
 // after the restore read the end would put the table back.
-func (m *Manager) assign(parts []kafka.TopicPartition) {
+func (m *Manager) assign(parts []transport.TopicPartition) {
 	if len(parts) > 0 {
 		m.mon.Rebalances.Add(1)
 	}
 	for _, tp := range parts {
-		k := tpKey{*tp.Topic, tp.Partition}
+		k := tpKey{tp.Topic, tp.Partition}
 		a := m.agentOf(k.topic)
 		if a == nil {
 			continue
@@ -492,7 +486,7 @@ func (m *Manager) startRevoke(req *revokeReq) {
 	req.started = now
 	m.mon.Rebalances.Add(1)
 	for _, tp := range req.parts {
-		p := m.parts[tpKey{*tp.Topic, tp.Partition}]
+		p := m.parts[tpKey{tp.Topic, tp.Partition}]
 		if p == nil {
 			continue
 		}

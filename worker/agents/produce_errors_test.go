@@ -56,7 +56,7 @@ func TestResultForForbiddenTopicIsRefused(t *testing.T) {
 			cfg.Restorer = r
 			h := start(t, cfg)
 			h.m.Assigned(tps("in", 0))
-			h.send(msg("in", 0, 0, "k0", "v0", kafka.Header{Key: "trace", Value: []byte("t1")}))
+			h.send(msg("in", 0, 0, "k0", "v0", transport.Header{Key: "trace", Value: []byte("t1")}))
 			h.sendRange("in", 0, 1, 2)
 			h.settle()
 			a := h.open("count", "a", 100)
@@ -203,7 +203,7 @@ func TestRefusedDeadLetterWrittenWithoutValue(t *testing.T) {
 	h := start(t, retryConfig(3))
 	h.m.Assigned(tps("in", 0))
 	big := strings.Repeat("x", 1000)
-	h.send(msg("in", 0, 0, "k", big, kafka.Header{Key: "trace", Value: []byte("t1")}))
+	h.send(msg("in", 0, 0, "k", big, transport.Header{Key: "trace", Value: []byte("t1")}))
 	h.settle()
 	a := h.open("count", "a", 100)
 	a.reply(a.nextBatch(), deadLetter(0, "bad json"))

@@ -109,7 +109,7 @@ func (m *Manager) results(s *session, res *Results) error {
 					Partition: transport.AnyPartition,
 					Key:       out.Key,
 					Value:     out.Value,
-					Headers:   kafkaHeaders(out.Headers),
+					Headers:   out.Headers, // the session made them for this result alone
 				}, n: -1}
 				m.produce(p, w.rec, m.onProduced(p, rec, w))
 			}
@@ -263,7 +263,7 @@ func (m *Manager) produceDeadLetter(p *partition, r *rec) {
 	p.acking++
 	r.acks = 1
 	r.failed, r.refused, r.redo = nil, nil, nil
-	hs := kafkaHeaders(r.headers)
+	hs := cloneHeaders(r.headers)
 	value := r.value
 	if r.noValue != "" {
 		// Kafka refused the full dead letter: the value (and the record's

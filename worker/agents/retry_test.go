@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
-
 	"github.com/eddy-streams/eddy/worker/agents"
 	"github.com/eddy-streams/eddy/worker/config"
 	"github.com/eddy-streams/eddy/worker/transport"
@@ -21,7 +19,7 @@ func retryConfig(maxRetries int) agents.Config {
 	return cfg
 }
 
-func headerMap(hs []kafka.Header) map[string]string {
+func headerMap(hs []transport.Header) map[string]string {
 	m := map[string]string{}
 	for _, h := range hs {
 		m[h.Key] = string(h.Value)
@@ -71,7 +69,7 @@ func TestRetriesExhaustedGoToDeadLetter(t *testing.T) {
 		t.Run(fmt.Sprintf("max_retries=%d", maxRetries), func(t *testing.T) {
 			h := start(t, retryConfig(maxRetries))
 			h.m.Assigned(tps("in", 0))
-			h.send(msg("in", 0, 0, "key", "value", kafka.Header{Key: "trace", Value: []byte("t1")}))
+			h.send(msg("in", 0, 0, "key", "value", transport.Header{Key: "trace", Value: []byte("t1")}))
 			h.sendRange("in", 0, 1, 2)
 			h.settle()
 			a := h.open("count", "a", 100)

@@ -4,9 +4,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
-
 	"github.com/eddy-streams/eddy/worker/monitor"
+	"github.com/eddy-streams/eddy/worker/transport"
 )
 
 // stallCheckEvery is how often stalls are looked for.
@@ -105,14 +104,14 @@ func (p *partition) statsLag() int64 {
 // partition that is assigned but silent).
 func (m *Manager) checkUnknownAssigned(now time.Time, report func(stallKey, string, string, time.Time)) {
 	ar, ok := m.consumer.(interface {
-		Assignment() []kafka.TopicPartition
+		Assignment() []transport.TopicPartition
 	})
 	if !ok {
 		return
 	}
 	seen := map[tpKey]bool{}
 	for _, tp := range ar.Assignment() {
-		k := tpKey{*tp.Topic, tp.Partition}
+		k := tpKey{tp.Topic, tp.Partition}
 		a := m.agentOf(k.topic)
 		if a == nil || m.parts[k] != nil {
 			continue

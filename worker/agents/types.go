@@ -14,6 +14,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/eddy-streams/eddy/worker/transport"
 )
 
 // ProtocolVersion is the agent protocol version this worker speaks.
@@ -30,11 +32,10 @@ const (
 	StatusDeadLetter
 )
 
-// Header is a Kafka record header.
-type Header struct {
-	Key   string
-	Value []byte
-}
+// Header is a Kafka record header. It is transport.Header, so a record's
+// headers pass from the consumer to the agents and from the agents to the
+// producer without a conversion of their own.
+type Header = transport.Header
 
 // Record is a record an agent asks the worker to produce.
 type Record struct {

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"log/slog"
 	"slices"
 	"sort"
@@ -403,10 +402,10 @@ func (a *App) AgentInfos() []AgentInfo {
 	return out
 }
 
-func tps(in []kafka.TopicPartition) []TopicPartition {
+func tps(in []transport.TopicPartition) []TopicPartition {
 	out := make([]TopicPartition, len(in))
 	for i, tp := range in {
-		out[i] = TopicPartition{Topic: *tp.Topic, Partition: tp.Partition}
+		out[i] = TopicPartition{Topic: tp.Topic, Partition: tp.Partition}
 	}
 	return out
 }

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/eddy-streams/eddy/worker/agents"
@@ -288,27 +287,27 @@ type consumerHandler struct {
 	mgr *agents.Manager
 }
 
-func (h *consumerHandler) Assigned(parts []kafka.TopicPartition) {
+func (h *consumerHandler) Assigned(parts []transport.TopicPartition) {
 	h.a.track(parts, true)
 	h.a.kickStandbys()
 	h.mgr.Assigned(parts)
 }
 
 // Revoked returns once in-flight work is drained and the frontier committed.
-func (h *consumerHandler) Revoked(parts []kafka.TopicPartition) {
+func (h *consumerHandler) Revoked(parts []transport.TopicPartition) {
 	h.mgr.Revoked(parts)
 	h.a.track(parts, false)
 	h.a.kickStandbys()
 }
 
 // Lost drops the partitions without committing; another worker owns them.
-func (h *consumerHandler) Lost(parts []kafka.TopicPartition) {
+func (h *consumerHandler) Lost(parts []transport.TopicPartition) {
 	h.mgr.Lost(parts)
 	h.a.track(parts, false)
 	h.a.kickStandbys()
 }
 
-func (h *consumerHandler) Message(msg *kafka.Message) { h.mgr.Message(msg) }
+func (h *consumerHandler) Message(msg *transport.Message) { h.mgr.Message(msg) }
 
 // Stats takes librdkafka's statistics and records the consumer lag of
 // each owned partition.
@@ -335,11 +334,11 @@ func (h *consumerHandler) Stats(js string) {
 }
 
 // track records the assignment for status.
-func (a *App) track(parts []kafka.TopicPartition, add bool) {
+func (a *App) track(parts []transport.TopicPartition, add bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, tp := range parts {
-		k := TopicPartition{Topic: *tp.Topic, Partition: tp.Partition}
+		k := TopicPartition{Topic: tp.Topic, Partition: tp.Partition}
 		if add {
 			a.assigned[k] = true
 		} else {

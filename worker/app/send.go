@@ -6,8 +6,6 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
-
 	"github.com/eddy-streams/eddy/worker/tables"
 	"github.com/eddy-streams/eddy/worker/transport"
 )
@@ -29,12 +27,16 @@ func (e *UnknownTopicError) Error() string {
 	return fmt.Sprintf("unknown topic %q: declared topics are %s", e.Name, quoteList(e.Declared))
 }
 
+// Header is a record header. It is transport.Header, so Send hands a
+// record's headers to the producer as they are.
+type Header = transport.Header
+
 // SendRecord is a record for Send. Partition nil lets the partitioner
 // choose from the key.
 type SendRecord struct {
 	Topic      string
 	Key, Value []byte
-	Headers    []kafka.Header
+	Headers    []Header
 	Partition  *int32
 }
 

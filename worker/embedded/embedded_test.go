@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
-
 	"github.com/eddy-streams/eddy/worker/embedded"
 	"github.com/eddy-streams/eddy/worker/transport"
 )
@@ -50,7 +48,7 @@ type handler struct {
 
 func newHandler() *handler { return &handler{next: map[int32]int64{}, values: map[string]bool{}} }
 
-func (h *handler) Assigned(parts []kafka.TopicPartition) {
+func (h *handler) Assigned(parts []transport.TopicPartition) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, p := range parts {
@@ -58,7 +56,7 @@ func (h *handler) Assigned(parts []kafka.TopicPartition) {
 	}
 }
 
-func (h *handler) Revoked(parts []kafka.TopicPartition) {
+func (h *handler) Revoked(parts []transport.TopicPartition) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, p := range parts {
@@ -66,12 +64,12 @@ func (h *handler) Revoked(parts []kafka.TopicPartition) {
 	}
 }
 
-func (h *handler) Lost(parts []kafka.TopicPartition) { h.Revoked(parts) }
+func (h *handler) Lost(parts []transport.TopicPartition) { h.Revoked(parts) }
 
-func (h *handler) Message(m *kafka.Message) {
+func (h *handler) Message(m *transport.Message) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.next[m.TopicPartition.Partition] = int64(m.TopicPartition.Offset) + 1
+	h.next[m.Partition] = int64(m.Offset) + 1
 	h.values[string(m.Value)] = true
 }
 
@@ -178,10 +176,9 @@ func TestTransportAgainstKfake(t *testing.T) {
 	waitFor(t, waitTimeout, func() string { return fmt.Sprintf("%d of %d records", h1.count(), n) },
 		func() bool { return h1.count() == n })
 	h1.mu.Lock()
-	var offsets []kafka.TopicPartition
+	var offsets []transport.PartitionOffset
 	for part, next := range h1.next {
-		tp := topic
-		offsets = append(offsets, kafka.TopicPartition{Topic: &tp, Partition: part, Offset: kafka.Offset(next)})
+		offsets = append(offsets, transport.PartitionOffset{Topic: topic, Partition: part, Offset: transport.Offset(next)})
 	}
 	assigned := slices.Sorted(slices.Values(h1.assigned))
 	h1.mu.Unlock()

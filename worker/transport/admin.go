@@ -368,7 +368,7 @@ type GroupMember struct {
 	// Host is the member's address as the broker saw it.
 	Host string
 	// Assignment is the partitions the member owns now.
-	Assignment []kafka.TopicPartition
+	Assignment []TopicPartition
 }
 
 // DescribeGroup returns the members of consumer group and their
@@ -390,7 +390,7 @@ func (ad *Admin) DescribeGroup(ctx context.Context, group string) ([]GroupMember
 			return nil, fmt.Errorf("transport: describe consumer group %q: %w", group, d.Error)
 		}
 		for _, m := range d.Members {
-			out = append(out, GroupMember{ClientID: m.ClientID, Host: m.Host, Assignment: m.Assignment.TopicPartitions})
+			out = append(out, GroupMember{ClientID: m.ClientID, Host: m.Host, Assignment: partitionsOf(m.Assignment.TopicPartitions)})
 		}
 	}
 	return out, nil

@@ -31,22 +31,24 @@ type Handler interface {
 	// Consumption starts from the committed offsets (auto.offset.reset
 	// earliest without one) once Assigned returns; pause parts here to
 	// hold them back (e.g. until their table state is recovered).
-	Assigned(parts []kafka.TopicPartition)
+	Assigned(parts []TopicPartition)
 	// Revoked is called before parts leave this consumer's assignment in
 	// an orderly rebalance or at shutdown. The partitions are still
 	// assigned while it runs, so this is the moment to commit their
 	// final offsets.
-	Revoked(parts []kafka.TopicPartition)
+	Revoked(parts []TopicPartition)
 	// Lost is called instead of Revoked when the assignment was lost
 	// (session timeout, max.poll.interval.ms exceeded, fencing): the
 	// partitions may already belong to another member, so committing
 	// for them is refused. In-flight work for them must be dropped.
-	Lost(parts []kafka.TopicPartition)
+	Lost(parts []TopicPartition)
 	// Message is called for each record, in offset order per partition.
 	// It must not block: apply backpressure with Consumer.Pause.
-	// msg.TopicPartition.Offset is the record's offset; commit
-	// Offset+1 once it is done.
-	Message(msg *kafka.Message)
+	// msg.Offset is the record's offset; commit Offset+1 once it is done.
+	// msg itself is valid only until Message returns (the Consumer reuses
+	// it for the next record, so delivery allocates nothing of its own);
+	// its Key, Value and Headers are the handler's to keep.
+	Message(msg *Message)
 }
 
 // StatsHandler is implemented by a Handler that wants librdkafka's
@@ -59,13 +61,6 @@ type StatsHandler interface {
 // pollTimeout is the longest one Poll call blocks; it bounds how late Run
 // notices its context end.
 const pollTimeout = 100 * time.Millisecond
-
-type tpKey struct {
-	topic     string
-	partition int32
-}
-
-func keyOf(tp kafka.TopicPartition) tpKey { return tpKey{topicOf(tp), tp.Partition} }
 
 // Consumer is a consumer-group member over librdkafka with
 // enable.auto.commit=false, enable.auto.offset.store=false,
@@ -117,10 +112,11 @@ type Consumer struct {
 	// commits in progress: a partition's offsets are never committed
 	// after it left the assignment.
 	mu       sync.RWMutex
-	assigned map[tpKey]kafka.TopicPartition
+	assigned map[TopicPartition]bool
 
-	rebalanceErr error // set by the rebalance callback (poll goroutine only)
-	fatal        bool  // a fatal error was polled (poll goroutine only)
+	rebalanceErr error   // set by the rebalance callback (poll goroutine only)
+	fatal        bool    // a fatal error was polled (poll goroutine only)
+	msg          Message // the record being delivered (poll goroutine only)
 }
 
 // closeTimeout bounds librdkafka's consumer close (unassign, LeaveGroup).
@@ -156,7 +152,7 @@ func NewConsumer(cfg Config, topics []string, h Handler, opts ...Option) (*Consu
 		logger:   o.logger,
 		rep:      reporter{client: "consumer", logger: o.logger, errs: o.errs},
 		errs:     o.errs,
-		assigned: make(map[tpKey]kafka.TopicPartition),
+		assigned: make(map[TopicPartition]bool),
 	}, nil
 }
 
@@ -222,7 +218,9 @@ func (c *Consumer) poll(kc *kafka.Consumer) error {
 			c.rep.report(e.TopicPartition.Error, topicOf(e.TopicPartition), e.TopicPartition.Partition)
 			return nil
 		}
-		c.h.Message(e)
+		setMessage(&c.msg, e)
+		c.h.Message(&c.msg)
+		c.msg = Message{} // hold on to nothing of it
 	case *kafka.Stats:
 		if sh, ok := c.h.(StatsHandler); ok {
 			sh.Stats(e.String())
@@ -248,31 +246,32 @@ func (c *Consumer) rebalance(kc *kafka.Consumer, ev kafka.Event) error {
 	// confluent-kafka-go#1016.)
 	switch e := ev.(type) {
 	case kafka.AssignedPartitions:
+		parts := partitionsOf(e.Partitions)
 		if err := kc.IncrementalAssign(e.Partitions); err != nil {
 			c.rep.report(err, "", -1)
-			c.rebalanceErr = fmt.Errorf("transport: assign %s: %w", fmtParts(e.Partitions), err)
+			c.rebalanceErr = fmt.Errorf("transport: assign %s: %w", fmtParts(parts), err)
 			return err
 		}
-		if len(e.Partitions) == 0 || c.closing.Load() {
+		if len(parts) == 0 || c.closing.Load() {
 			// Cooperative rebalances end with an empty assignment
 			// for members that gain nothing, and an assignment that
 			// completes while closing is revoked again at once: both
 			// need the ack above, not the handler.
 			c.logger.Debug("rebalance: assignment acknowledged only", "group", c.cfg.GroupID,
-				"partitions", fmtParts(e.Partitions), "closing", c.closing.Load())
+				"partitions", fmtParts(parts), "closing", c.closing.Load())
 			return nil
 		}
 		c.mu.Lock()
-		for _, tp := range e.Partitions {
-			c.assigned[keyOf(tp)] = kafka.TopicPartition{Topic: tp.Topic, Partition: tp.Partition}
+		for _, tp := range parts {
+			c.assigned[tp] = true
 		}
 		c.mu.Unlock()
-		c.logger.Info("partitions assigned", "group", c.cfg.GroupID, "partitions", fmtParts(e.Partitions))
-		c.h.Assigned(e.Partitions)
+		c.logger.Info("partitions assigned", "group", c.cfg.GroupID, "partitions", fmtParts(parts))
+		c.h.Assigned(parts)
 	case kafka.RevokedPartitions:
 		// Only partitions the handler was told about: at shutdown they
 		// were already revoked (see shutdown) and this is just the ack.
-		mine := c.owned(e.Partitions)
+		mine := c.owned(partitionsOf(e.Partitions))
 		switch {
 		case len(mine) == 0:
 		case kc.AssignmentLost():
@@ -288,7 +287,7 @@ func (c *Consumer) rebalance(kc *kafka.Consumer, ev kafka.Event) error {
 		if err := kc.IncrementalUnassign(e.Partitions); err != nil {
 			c.rep.report(err, "", -1)
 			if !c.closed.Load() {
-				c.rebalanceErr = fmt.Errorf("transport: unassign %s: %w", fmtParts(e.Partitions), err)
+				c.rebalanceErr = fmt.Errorf("transport: unassign %s: %w", fmtParts(partitionsOf(e.Partitions)), err)
 			}
 			return err
 		}
@@ -297,23 +296,23 @@ func (c *Consumer) rebalance(kc *kafka.Consumer, ev kafka.Event) error {
 }
 
 // owned returns the partitions of parts that are in the assignment.
-func (c *Consumer) owned(parts []kafka.TopicPartition) []kafka.TopicPartition {
+func (c *Consumer) owned(parts []TopicPartition) []TopicPartition {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	var out []kafka.TopicPartition
+	var out []TopicPartition
 	for _, tp := range parts {
-		if _, ok := c.assigned[keyOf(tp)]; ok {
+		if c.assigned[tp] {
 			out = append(out, tp)
 		}
 	}
 	return out
 }
 
-func (c *Consumer) forget(parts []kafka.TopicPartition) {
+func (c *Consumer) forget(parts []TopicPartition) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, tp := range parts {
-		delete(c.assigned, keyOf(tp))
+		delete(c.assigned, tp)
 	}
 }
 
@@ -398,7 +397,7 @@ func (c *Consumer) acquire() (*kafka.Consumer, error) {
 // returned joined, each naming its partition. Safe for concurrent use,
 // including from Handler.Revoked; returns ErrNotRunning before Run and
 // ErrClosed once shutdown refuses calls.
-func (c *Consumer) Commit(offsets []kafka.TopicPartition) error {
+func (c *Consumer) Commit(offsets []PartitionOffset) error {
 	if len(offsets) == 0 {
 		return nil
 	}
@@ -410,10 +409,12 @@ func (c *Consumer) Commit(offsets []kafka.TopicPartition) error {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 
-	var keep, skipped []kafka.TopicPartition
+	var keep []kafka.TopicPartition
+	var skipped []PartitionOffset
 	for _, o := range offsets {
-		if _, ok := c.assigned[keyOf(o)]; ok {
-			keep = append(keep, kafka.TopicPartition{Topic: o.Topic, Partition: o.Partition, Offset: o.Offset, Metadata: o.Metadata, LeaderEpoch: o.LeaderEpoch})
+		if c.assigned[TopicPartition{Topic: o.Topic, Partition: o.Partition}] {
+			topic := o.Topic
+			keep = append(keep, kafka.TopicPartition{Topic: &topic, Partition: o.Partition, Offset: kafka.Offset(o.Offset)})
 		} else {
 			skipped = append(skipped, o)
 		}
@@ -426,7 +427,7 @@ func (c *Consumer) Commit(offsets []kafka.TopicPartition) error {
 			// "No offset to commit" is not a failure.
 			if !errors.As(err, &kerr) || kerr.Code() != kafka.ErrNoOffset {
 				c.rep.report(err, "", -1)
-				errs = append(errs, fmt.Errorf("transport: commit %s: %w", fmtParts(keep), err))
+				errs = append(errs, fmt.Errorf("transport: commit %s: %w", fmtParts(partitionsOf(keep)), err))
 			}
 		}
 		for _, r := range res {
@@ -448,7 +449,7 @@ func (c *Consumer) Commit(offsets []kafka.TopicPartition) error {
 // revocation: pause it again from Handler.Assigned if needed. Safe for
 // concurrent use; returns ErrNotRunning before Run and ErrClosed once
 // shutdown refuses calls.
-func (c *Consumer) Pause(parts []kafka.TopicPartition) error {
+func (c *Consumer) Pause(parts []TopicPartition) error {
 	if len(parts) == 0 {
 		return nil
 	}
@@ -457,7 +458,7 @@ func (c *Consumer) Pause(parts []kafka.TopicPartition) error {
 		return err
 	}
 	defer c.life.RUnlock()
-	if err := kc.Pause(parts); err != nil {
+	if err := kc.Pause(kafkaPartitions(parts)); err != nil {
 		return fmt.Errorf("transport: pause %s: %w", fmtParts(parts), err)
 	}
 	return nil
@@ -466,7 +467,7 @@ func (c *Consumer) Pause(parts []kafka.TopicPartition) error {
 // Resume resumes fetching parts paused by Pause, from where delivery
 // stopped. Safe for concurrent use; returns ErrNotRunning before Run and
 // ErrClosed once shutdown refuses calls.
-func (c *Consumer) Resume(parts []kafka.TopicPartition) error {
+func (c *Consumer) Resume(parts []TopicPartition) error {
 	if len(parts) == 0 {
 		return nil
 	}
@@ -475,34 +476,34 @@ func (c *Consumer) Resume(parts []kafka.TopicPartition) error {
 		return err
 	}
 	defer c.life.RUnlock()
-	if err := kc.Resume(parts); err != nil {
+	if err := kc.Resume(kafkaPartitions(parts)); err != nil {
 		return fmt.Errorf("transport: resume %s: %w", fmtParts(parts), err)
 	}
 	return nil
 }
 
 // Assignment returns the partitions currently assigned to this consumer, as
-// applied by the latest rebalance, sorted by topic and partition (Offset
-// unset). Empty before Run and after it returns. Safe for concurrent use.
-func (c *Consumer) Assignment() []kafka.TopicPartition {
+// applied by the latest rebalance, sorted by topic and partition. Empty
+// before Run and after it returns. Safe for concurrent use.
+func (c *Consumer) Assignment() []TopicPartition {
 	c.mu.RLock()
-	out := make([]kafka.TopicPartition, 0, len(c.assigned))
-	for _, tp := range c.assigned {
+	out := make([]TopicPartition, 0, len(c.assigned))
+	for tp := range c.assigned {
 		out = append(out, tp)
 	}
 	c.mu.RUnlock()
-	slices.SortFunc(out, func(a, b kafka.TopicPartition) int {
-		return cmp.Or(cmp.Compare(topicOf(a), topicOf(b)), cmp.Compare(a.Partition, b.Partition))
+	slices.SortFunc(out, func(a, b TopicPartition) int {
+		return cmp.Or(cmp.Compare(a.Topic, b.Topic), cmp.Compare(a.Partition, b.Partition))
 	})
 	return out
 }
 
 // fmtParts formats partitions as "topic[0,1] other[3]" for logs and errors.
-func fmtParts(parts []kafka.TopicPartition) string {
+func fmtParts(parts []TopicPartition) string {
 	byTopic := map[string][]int32{}
 	var order []string
 	for _, tp := range parts {
-		t := topicOf(tp)
+		t := tp.Topic
 		if _, ok := byTopic[t]; !ok {
 			order = append(order, t)
 		}

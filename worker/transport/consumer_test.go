@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -61,7 +62,7 @@ func TestConsumeCommitResume(t *testing.T) {
 	// First member: gets everything, from offset 0.
 	rec1 := newRecorder()
 	c1 := newConsumer(t, cfg, topic, rec1)
-	if err := c1.Commit([]kafka.TopicPartition{{Topic: &topic, Partition: 0, Offset: 1}}); !errors.Is(err, transport.ErrNotRunning) {
+	if err := c1.Commit([]transport.PartitionOffset{{Topic: topic, Partition: 0, Offset: 1}}); !errors.Is(err, transport.ErrNotRunning) {
 		t.Errorf("Commit before Run = %v, want ErrNotRunning", err)
 	}
 	stop1 := runConsumer(t, c1)
@@ -83,9 +84,9 @@ func TestConsumeCommitResume(t *testing.T) {
 
 	// Commit offset resumeAt on every partition: the next member of the
 	// group must start there.
-	var offsets []kafka.TopicPartition
+	var offsets []transport.PartitionOffset
 	for p := range parts {
-		offsets = append(offsets, kafka.TopicPartition{Topic: &topic, Partition: int32(p), Offset: resumeAt})
+		offsets = append(offsets, transport.PartitionOffset{Topic: topic, Partition: int32(p), Offset: resumeAt})
 	}
 	if err := c1.Commit(offsets); err != nil {
 		t.Fatalf("Commit: %v", err)
@@ -145,15 +146,15 @@ func TestCommitRefusesUnassigned(t *testing.T) {
 	waitFor(t, waitTimeout, func() string { return "assignment" }, func() bool { return len(c.Assignment()) == 1 })
 
 	other := "not-mine"
-	err := c.Commit([]kafka.TopicPartition{
-		{Topic: &topic, Partition: 0, Offset: 0},
-		{Topic: &other, Partition: 3, Offset: 7},
+	err := c.Commit([]transport.PartitionOffset{
+		{Topic: topic, Partition: 0, Offset: 0},
+		{Topic: other, Partition: 3, Offset: 7},
 	})
 	if !errors.Is(err, transport.ErrNotAssigned) {
 		t.Fatalf("Commit with an unassigned partition = %v, want ErrNotAssigned", err)
 	}
 	var na *transport.NotAssignedError
-	if !errors.As(err, &na) || len(na.Offsets) != 1 || *na.Offsets[0].Topic != other {
+	if !errors.As(err, &na) || len(na.Offsets) != 1 || na.Offsets[0].Topic != other {
 		t.Errorf("NotAssignedError = %+v, want exactly %s[3]", na, other)
 	}
 }
@@ -170,10 +171,10 @@ func TestCommitInRevoked(t *testing.T) {
 	rec := newRecorder()
 	c := newConsumer(t, cfg, topic, rec)
 	var commitErr error
-	rec.onRevoked = func(parts []kafka.TopicPartition) {
-		var offs []kafka.TopicPartition
+	rec.onRevoked = func(parts []transport.TopicPartition) {
+		var offs []transport.PartitionOffset
 		for _, p := range parts {
-			offs = append(offs, kafka.TopicPartition{Topic: p.Topic, Partition: p.Partition, Offset: 1})
+			offs = append(offs, transport.PartitionOffset{Topic: p.Topic, Partition: p.Partition, Offset: 1})
 		}
 		commitErr = errors.Join(commitErr, c.Commit(offs))
 	}
@@ -197,11 +198,11 @@ func TestPauseResume(t *testing.T) {
 
 	rec := newRecorder()
 	c := newConsumer(t, cfg, topic, rec)
-	p0 := []kafka.TopicPartition{{Topic: &topic, Partition: 0}}
+	p0 := []transport.TopicPartition{{Topic: topic, Partition: 0}}
 	// Hold partition 0 back from the start, as the owner does while a
 	// partition's table state recovers.
 	paused := make(chan error, 1)
-	rec.onAssigned = func(parts []kafka.TopicPartition) {
+	rec.onAssigned = func(parts []transport.TopicPartition) {
 		for _, p := range parts {
 			if p.Partition == 0 {
 				paused <- c.Pause(p0)
@@ -319,4 +320,65 @@ func TestTwoConsumersSplit(t *testing.T) {
 		t.Errorf("Lost called (A %v, B %v), want never", recA.lost, recB.lost)
 	}
 	recA.mu.Unlock()
+}
+
+// keeper is a transport.Handler that keeps a copy of every record.
+type keeper struct {
+	mu   sync.Mutex
+	msgs []transport.Message
+}
+
+func (k *keeper) Assigned([]transport.TopicPartition) {}
+func (k *keeper) Revoked([]transport.TopicPartition)  {}
+func (k *keeper) Lost([]transport.TopicPartition)     {}
+func (k *keeper) Message(m *transport.Message) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.msgs = append(k.msgs, *m) // m itself is reused: keep a copy
+}
+
+func (k *keeper) kept() []transport.Message {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return slices.Clone(k.msgs)
+}
+
+// TestMessageFields checks what Handler.Message gets: every field of the
+// record, headers in order (nil without any), and Key, Value and Headers
+// that stay the handler's after later records arrived.
+func TestMessageFields(t *testing.T) {
+	topic := kafkatest.Topic(t, 2)
+	cfg := testConfig(t)
+	cfg.GroupID = kafkatest.Group(t)
+	ts := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	p := newProducer(t, cfg)
+	recs := []transport.Record{
+		{Topic: topic, Partition: 1, Key: []byte("k0"), Value: []byte("v0"), Timestamp: ts,
+			Headers: []transport.Header{{Key: "a", Value: []byte("1")}, {Key: "b"}, {Key: "a", Value: []byte("2")}}},
+		{Topic: topic, Partition: 1, Value: []byte("v1"), Timestamp: ts.Add(time.Millisecond)},
+		{Topic: topic, Partition: 1, Key: []byte("k2"), Value: []byte("v2"), Timestamp: ts.Add(2 * time.Millisecond)},
+	}
+	for _, r := range recs {
+		done := make(chan error, 1)
+		p.Produce(r, func(err error) { done <- err })
+		if err := <-done; err != nil {
+			t.Fatalf("produce: %v", err)
+		}
+	}
+
+	k := &keeper{}
+	runConsumer(t, newConsumer(t, cfg, topic, k))
+	waitFor(t, waitTimeout, func() string { return fmt.Sprintf("%d of 3 records", len(k.kept())) },
+		func() bool { return len(k.kept()) == 3 })
+	for i, m := range k.kept() {
+		r := recs[i]
+		if m.Topic != topic || m.Partition != 1 || m.Offset != transport.Offset(i) || string(m.Key) != string(r.Key) ||
+			(m.Key == nil) != (r.Key == nil) || string(m.Value) != string(r.Value) || !m.Timestamp.Equal(r.Timestamp) {
+			t.Errorf("record %d: got %s[%d]@%d key=%q value=%q ts=%v, want %s[1]@%d key=%q value=%q ts=%v", i,
+				m.Topic, m.Partition, m.Offset, m.Key, m.Value, m.Timestamp, topic, i, r.Key, r.Value, r.Timestamp)
+		}
+		if got, want := fmt.Sprintf("%q", m.Headers), fmt.Sprintf("%q", r.Headers); got != want || (m.Headers == nil) != (r.Headers == nil) {
+			t.Errorf("record %d: got headers %s, want %s", i, got, want)
+		}
+	}
 }

@@ -73,14 +73,14 @@ func (e *UnreachableError) Unwrap() error { return e.Err }
 // matches ErrNotAssigned with errors.Is.
 type NotAssignedError struct {
 	// Offsets are the offsets that were not committed.
-	Offsets []kafka.TopicPartition
+	Offsets []PartitionOffset
 }
 
 // Error lists the skipped offsets as topic[partition]@offset.
 func (e *NotAssignedError) Error() string {
 	parts := make([]string, len(e.Offsets))
 	for i, o := range e.Offsets {
-		parts[i] = fmt.Sprintf("%s[%d]@%d", topicOf(o), o.Partition, o.Offset)
+		parts[i] = fmt.Sprintf("%s[%d]@%d", o.Topic, o.Partition, o.Offset)
 	}
 	return fmt.Sprintf("commit skipped for %s: %v", strings.Join(parts, ", "), ErrNotAssigned)
 }

@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
-
 	"github.com/eddy-streams/eddy/internal/kafkatest"
 	"github.com/eddy-streams/eddy/worker/transport"
 )
@@ -133,21 +131,21 @@ func produceN(t testing.TB, cfg transport.Config, topic string, n int) {
 // recorder is a transport.Handler that records what it is told.
 type recorder struct {
 	mu       sync.Mutex
-	assigned [][]kafka.TopicPartition
-	revoked  [][]kafka.TopicPartition
-	lost     [][]kafka.TopicPartition
+	assigned [][]transport.TopicPartition
+	revoked  [][]transport.TopicPartition
+	lost     [][]transport.TopicPartition
 	msgs     map[int32][]int64 // partition -> offsets, in delivery order
 	count    int
 
 	// onAssigned, onRevoked, if set, run inside the callbacks (on the poll
 	// goroutine).
-	onAssigned func([]kafka.TopicPartition)
-	onRevoked  func([]kafka.TopicPartition)
+	onAssigned func([]transport.TopicPartition)
+	onRevoked  func([]transport.TopicPartition)
 }
 
 func newRecorder() *recorder { return &recorder{msgs: map[int32][]int64{}} }
 
-func (r *recorder) Assigned(parts []kafka.TopicPartition) {
+func (r *recorder) Assigned(parts []transport.TopicPartition) {
 	r.mu.Lock()
 	r.assigned = append(r.assigned, parts)
 	f := r.onAssigned
@@ -157,7 +155,7 @@ func (r *recorder) Assigned(parts []kafka.TopicPartition) {
 	}
 }
 
-func (r *recorder) Revoked(parts []kafka.TopicPartition) {
+func (r *recorder) Revoked(parts []transport.TopicPartition) {
 	r.mu.Lock()
 	r.revoked = append(r.revoked, parts)
 	f := r.onRevoked
@@ -167,17 +165,17 @@ func (r *recorder) Revoked(parts []kafka.TopicPartition) {
 	}
 }
 
-func (r *recorder) Lost(parts []kafka.TopicPartition) {
+func (r *recorder) Lost(parts []transport.TopicPartition) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.lost = append(r.lost, parts)
 }
 
-func (r *recorder) Message(m *kafka.Message) {
+func (r *recorder) Message(m *transport.Message) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	p := m.TopicPartition.Partition
-	r.msgs[p] = append(r.msgs[p], int64(m.TopicPartition.Offset))
+	p := m.Partition
+	r.msgs[p] = append(r.msgs[p], int64(m.Offset))
 	r.count++
 }
 
@@ -188,7 +186,7 @@ func (r *recorder) messages() int {
 }
 
 // partitionsOf flattens a list of callback arguments to partition numbers.
-func partitionsOf(calls [][]kafka.TopicPartition) []int32 {
+func partitionsOf(calls [][]transport.TopicPartition) []int32 {
 	var out []int32
 	for _, c := range calls {
 		for _, tp := range c {

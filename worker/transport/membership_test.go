@@ -76,10 +76,10 @@ func TestStaticMembership(t *testing.T) {
 	rec1 := newRecorder()
 	c1 := newConsumer(t, cfg, topic, rec1)
 	var commitErr error
-	rec1.onRevoked = func(parts []kafka.TopicPartition) {
-		var offs []kafka.TopicPartition
+	rec1.onRevoked = func(parts []transport.TopicPartition) {
+		var offs []transport.PartitionOffset
 		for _, p := range parts {
-			offs = append(offs, kafka.TopicPartition{Topic: p.Topic, Partition: p.Partition, Offset: 5})
+			offs = append(offs, transport.PartitionOffset{Topic: p.Topic, Partition: p.Partition, Offset: 5})
 		}
 		commitErr = c1.Commit(offs)
 	}
@@ -128,7 +128,7 @@ func TestMaxPollExceeded(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec.mu.Lock()
-	rec.onAssigned = func([]kafka.TopicPartition) {
+	rec.onAssigned = func([]transport.TopicPartition) {
 		// Block the poll goroutine once, like a handler that breaks the
 		// must-not-block rule.
 		if !stalled {
@@ -168,7 +168,7 @@ func TestMaxPollExceeded(t *testing.T) {
 		t.Errorf("ErrorLog %+v has no MAX_POLL_EXCEEDED error", c.Errors().Recent())
 	}
 	// The partition is assigned again, in the new generation: commits work.
-	if err := c.Commit([]kafka.TopicPartition{{Topic: &topic, Partition: 0, Offset: 1}}); err != nil {
+	if err := c.Commit([]transport.PartitionOffset{{Topic: topic, Partition: 0, Offset: 1}}); err != nil {
 		t.Errorf("Commit after rejoin: %v", err)
 	}
 }

@@ -29,7 +29,7 @@ type Record struct {
 	// Value is the record value; nil is a tombstone on compacted topics.
 	Value []byte
 	// Headers are the record headers, in order.
-	Headers []kafka.Header
+	Headers []Header
 	// Timestamp is the record's create time. Default (zero): the time of
 	// Produce.
 	Timestamp time.Time
@@ -170,7 +170,7 @@ func (p *Producer) ProduceOffset(rec Record, onDone func(offset int64, err error
 		TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: rec.Partition},
 		Key:            rec.Key,
 		Value:          rec.Value,
-		Headers:        rec.Headers,
+		Headers:        kafkaHeaders(rec.Headers),
 		Timestamp:      rec.Timestamp,
 		Opaque:         id,
 	}

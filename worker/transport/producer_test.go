@@ -56,7 +56,7 @@ func TestProduceExplicitPartitionAndHeaders(t *testing.T) {
 	done := make(chan error, 1)
 	p.Produce(transport.Record{
 		Topic: topic, Partition: 2, Key: []byte("k"), Value: []byte("v"),
-		Headers:   []kafka.Header{{Key: "h", Value: []byte("1")}},
+		Headers:   []transport.Header{{Key: "h", Value: []byte("1")}},
 		Timestamp: ts,
 	}, func(err error) { done <- err })
 	select {
