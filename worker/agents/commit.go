@@ -104,6 +104,7 @@ func (m *Manager) committed(d *commitDone) {
 	ok := d.err == nil || onlyNotAssigned(d.err)
 	if !ok && !d.job.fence {
 		m.log.Warn("commit failed; will retry", "err", d.err)
+		m.mon.CommitFailures.Add(1)
 	}
 	now := time.Now()
 	if d.job.fence {

@@ -36,6 +36,7 @@ var (
 	descRebalanceDur = prometheus.NewDesc("eddy_rebalance_duration_seconds", "Time to drain and commit revoked partitions.", nil, nil)
 	descProduce      = prometheus.NewDesc("eddy_produce_latency_seconds", "Time from producing a record to Kafka's acknowledgement.", nil, nil)
 	descCommit       = prometheus.NewDesc("eddy_commit_latency_seconds", "Time to commit offsets.", nil, nil)
+	descCommitFailed = prometheus.NewDesc("eddy_commit_failures_total", "Offset commits that failed and will be retried at the next commit cycle.", nil, nil)
 	descWatchDropped = prometheus.NewDesc("eddy_watch_snapshots_dropped_total", "Snapshots not sent to slow Watch callers.", nil, nil)
 )
 
@@ -47,7 +48,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descReceived, descDelivered, descProcessed, descRetried, descDeadLettered,
 		descInFlight, descLag, descCommitted, descProcessing, descEndToEnd, descSessions, descConnects,
 		descDisconnects, descStale, descRefused, descProduceRetry, descDLQNoValue, descProcTimeouts, descStalled,
-		descRebalances, descFreezes, descRebalanceDur, descProduce, descCommit, descWatchDropped, descInflightB, descStreamWaits} {
+		descRebalances, descFreezes, descRebalanceDur, descProduce, descCommit, descCommitFailed, descWatchDropped, descInflightB, descStreamWaits} {
 		ch <- d
 	}
 }
@@ -112,6 +113,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		h.addTo(&s)
 		ch <- prometheus.MustNewConstHistogram(d, s.count, s.sum, s.cumulative())
 	}
+	ch <- prometheus.MustNewConstMetric(descCommitFailed, prometheus.CounterValue, float64(m.CommitFailures.Load()))
 	ch <- prometheus.MustNewConstMetric(descWatchDropped, prometheus.CounterValue, float64(m.WatchDropped.Load()))
 	ch <- prometheus.MustNewConstMetric(descInflightB, prometheus.GaugeValue, float64(m.InflightBytes.Load()))
 	ch <- prometheus.MustNewConstMetric(descStreamWaits, prometheus.CounterValue, float64(m.StreamWaits.Load()))

@@ -38,6 +38,9 @@ type Monitor struct {
 	ProduceLatency Histogram
 	// CommitLatency times offset commits.
 	CommitLatency Histogram
+	// CommitFailures counts offset commits Kafka refused (each logged as
+	// "commit failed; will retry"); their offsets are retried next cycle.
+	CommitFailures atomic.Uint64
 	// WatchDropped counts snapshots not sent to slow watchers.
 	WatchDropped atomic.Uint64
 	// InflightBytes is what the agents manager holds against

@@ -1,6 +1,7 @@
 package monitor
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -91,5 +92,22 @@ func TestLagByAgent(t *testing.T) {
 	got := m.LagByAgent()
 	if got["count"] != 12 || got["route"] != 0 {
 		t.Errorf("got %v, want count 12, route 0", got)
+	}
+}
+
+func TestCommitFailuresExposed(t *testing.T) {
+	m := New("app", "v1", true)
+	want := `
+# HELP eddy_commit_failures_total Offset commits that failed and will be retried at the next commit cycle.
+# TYPE eddy_commit_failures_total counter
+eddy_commit_failures_total %d
+`
+	// Exported from the start, so an alert on its increase sees the first one.
+	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(fmt.Sprintf(want, 0)), "eddy_commit_failures_total"); err != nil {
+		t.Error(err)
+	}
+	m.CommitFailures.Add(2)
+	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(fmt.Sprintf(want, 2)), "eddy_commit_failures_total"); err != nil {
+		t.Error(err)
 	}
 }
