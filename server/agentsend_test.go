@@ -122,21 +122,3 @@ func TestConnectEndsSessionOfAgentNotReading(t *testing.T) {
 		break
 	}
 }
-
-func TestSessionStatusOfEndedSessions(t *testing.T) {
-	log := slog.New(slog.DiscardHandler)
-	tests := []struct {
-		err  error
-		want codes.Code
-	}{
-		{agents.ErrProcessingTimeout, codes.DeadlineExceeded},
-		{agents.ErrStalled, codes.ResourceExhausted},
-		{agents.ErrShuttingDown, codes.Unavailable},
-	}
-	for _, tt := range tests {
-		wrapped := errors.Join(errors.New("context"), tt.err)
-		if got := status.Code(sessionStatus(log, wrapped)); got != tt.want {
-			t.Errorf("sessionStatus(%v) = %v, want %v", tt.err, got, tt.want)
-		}
-	}
-}

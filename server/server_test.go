@@ -76,7 +76,7 @@ func TestStatusLastRestores(t *testing.T) {
 
 func (f *fakeCore) Pause(agent string) (app.State, []string, error) {
 	if agent == "nosuch" {
-		return app.StateRunning, nil, &app.UnknownAgentError{Name: agent}
+		return app.StateRunning, nil, &agents.UnknownAgentError{Name: agent, Declared: []string{"count"}}
 	}
 	f.paused = append(f.paused, agent)
 	return app.StatePaused, f.paused, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -114,12 +115,12 @@ func (s *tableServer) Get(ctx context.Context, req *eddyv1.GetRequest) (*eddyv1.
 // forwarded already.
 func (s *tableServer) forwardGet(ctx context.Context, req *eddyv1.GetRequest, no *app.NotOwnedError) (*eddyv1.GetResponse, error) {
 	if by := metadata.ValueFromIncomingContext(ctx, ForwardedHeader); len(by) > 0 {
-		return nil, status.Errorf(codes.Unavailable,
-			"worker %s forwarded the read of table %q partition %d here, but this worker does not own it (%s); the partition probably moved: try again",
-			by[0], no.Table, no.Partition, no.Error())
+		return nil, toStatus(s.log, fmt.Errorf(
+			"%w: worker %s forwarded the read of table %q partition %d here, but this worker does not own it (%s); the partition probably moved: try again",
+			app.ErrUnavailable, by[0], no.Table, no.Partition, no.Error()))
 	}
 	if s.fwd == nil {
-		return nil, status.Errorf(codes.Unavailable, "%s; this worker does not forward reads", no.Error())
+		return nil, toStatus(s.log, fmt.Errorf("%w; this worker does not forward reads", no))
 	}
 	me := s.core.Status().WorkerID
 	resp, err := s.fwd.get(ctx, me, no.Addr, req)
@@ -136,8 +137,8 @@ func (s *tableServer) forwardGet(ctx context.Context, req *eddyv1.GetRequest, no
 			return nil, err // the owner's answer (NotFound, ...) as it is
 		}
 		s.log.Warn("forwarding a table read failed", "table", no.Table, "partition", no.Partition, "owner", no.WorkerID, "addr", no.Addr, "err", err)
-		return nil, status.Errorf(codes.Unavailable, "forwarding to the owner of table %q partition %d (worker %q at %s) failed: %v",
-			no.Table, no.Partition, no.WorkerID, no.Addr, err)
+		return nil, toStatus(s.log, fmt.Errorf("%w: forwarding to the owner of table %q partition %d (worker %q at %s) failed: %v",
+			app.ErrUnavailable, no.Table, no.Partition, no.WorkerID, no.Addr, err))
 	}
 	return resp, nil
 }
