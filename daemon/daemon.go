@@ -1,7 +1,11 @@
-// Package worker runs one Eddy worker process: it binds the control plane,
-// starts the embedded dev broker when asked, runs the app, and shuts all of
-// it down in order within a deadline.
-package worker
+// Package daemon runs one Eddy worker process: it binds the control plane
+// (the gRPC and HTTP listeners of package server), starts the embedded dev
+// broker when asked, runs the app (package worker/app, the runtime), and
+// shuts all of it down in order within a deadline. It sits above the
+// runtime and server so that the runtime imports neither gRPC nor server
+// (docs/architecture.md#layers); cmd/worker parses flags, handles signals
+// and maps Run's error to the exit status.
+package daemon
 
 import (
 	"context"
@@ -38,20 +42,21 @@ type Options struct {
 	AddrFile string
 }
 
-// Worker is one worker process. Run it once.
-type Worker struct {
+// Daemon is one worker process. Run it once; not for concurrent use
+// beyond that.
+type Daemon struct {
 	cfg     *config.Config
 	log     *slog.Logger
 	opts    Options
 	running atomic.Bool
 }
 
-// New returns a worker for a validated config.
-func New(cfg *config.Config, log *slog.Logger, opts Options) *Worker {
+// New returns the process of a validated config.
+func New(cfg *config.Config, log *slog.Logger, opts Options) *Daemon {
 	if opts.Version == "" {
 		opts.Version = "dev"
 	}
-	return &Worker{cfg: cfg, log: log, opts: opts}
+	return &Daemon{cfg: cfg, log: log, opts: opts}
 }
 
 // Run starts the worker and blocks until ctx is cancelled, a Shutdown RPC
@@ -67,9 +72,9 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) *Worker {
 //     committing what is done and leaving the group —, producer, flushing);
 //  3. the gRPC server stops gracefully (forcibly at the deadline), then HTTP;
 //  4. the embedded broker, if any, closes.
-func (w *Worker) Run(ctx context.Context) (err error) {
+func (w *Daemon) Run(ctx context.Context) (err error) {
 	if !w.running.CompareAndSwap(false, true) {
-		return errors.New("worker: Run called twice")
+		return errors.New("daemon: Run called twice")
 	}
 	cfg := w.cfg
 	log := w.log
