@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eddy-streams/eddy/internal/testutil"
 	"github.com/eddy-streams/eddy/worker/agents"
 	"github.com/eddy-streams/eddy/worker/config"
 	"github.com/eddy-streams/eddy/worker/monitor"
@@ -470,24 +471,6 @@ func TestLateTakeAfterRevoke(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a log sink safe for the manager's goroutine and the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestExpirySweepErrorIsLogged: a sweep for expired windows that cannot
 // read the store is logged, once per ten seconds however many commit
 // cycles try again, not skipped silently.
@@ -498,7 +481,7 @@ func TestExpirySweepErrorIsLogged(t *testing.T) {
 	}
 	r := newFakeRestorer(t)
 	close(r.release)
-	var logs lockedBuffer
+	var logs testutil.Buffer
 	cfg := tableConfig(r, "")
 	cfg.Windows = map[string]tables.Window{"counts": w}
 	cfg.WindowSweepEvery = time.Millisecond
