@@ -70,7 +70,8 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) *Daemon {
 //  1. health turns NOT_SERVING, state STOPPING;
 //  2. the app stops its services in reverse start order (agents, consumer —
 //     committing what is done and leaving the group —, producer, flushing);
-//  3. the gRPC server stops gracefully (forcibly at the deadline), then HTTP;
+//  3. the gRPC server stops gracefully (forcibly at the deadline) and closes
+//     its connections to other workers (forwarded table reads), then HTTP;
 //  4. the embedded broker, if any, closes.
 func (w *Daemon) Run(ctx context.Context) (err error) {
 	if !w.running.CompareAndSwap(false, true) {
@@ -123,7 +124,8 @@ func (w *Daemon) Run(ctx context.Context) (err error) {
 		httpLis.Close()
 		return err
 	}
-	gs, health := server.New(server.Config{Token: cfg.Auth.Token, ProtectReads: cfg.Auth.ProtectReads, TLS: tlsCfg, Logger: log}, a)
+	srv := server.New(server.Config{Token: cfg.Auth.Token, ProtectReads: cfg.Auth.ProtectReads, TLS: tlsCfg, Logger: log}, a)
+	gs, health := srv.GRPC, srv.Health
 	hs := &http.Server{Handler: server.HTTPHandler(a.State, a.Metrics()), ReadHeaderTimeout: 5 * time.Second}
 	a.OnStateChange(func(s app.State) { server.SetServing(health, s.Serving()) })
 
@@ -180,6 +182,7 @@ func (w *Daemon) Run(ctx context.Context) (err error) {
 		}
 	}
 	stopGRPC(gs, deadline.C, &timedOut)
+	closeErr := srv.Close() // the connections of forwarded table reads
 	hctx, hcancel := context.WithTimeout(context.Background(), time.Second)
 	defer hcancel()
 	_ = hs.Shutdown(hctx)
@@ -188,7 +191,7 @@ func (w *Daemon) Run(ctx context.Context) (err error) {
 	if timedOut {
 		return errors.Join(ErrShutdownTimeout, appErr)
 	}
-	return errors.Join(appErr, serveErr)
+	return errors.Join(appErr, serveErr, closeErr)
 }
 
 var errShutdownRequested = errors.New("shutdown requested")

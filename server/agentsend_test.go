@@ -58,8 +58,8 @@ func TestConnectEndsSessionOfAgentNotReading(t *testing.T) {
 	go func() { ran <- m.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-ran })
 
-	s, _ := New(Config{Logger: slog.New(slog.DiscardHandler), AgentSendTimeout: 300 * time.Millisecond},
-		&sessionCore{fakeCore: &fakeCore{}, m: m})
+	s := New(Config{Logger: slog.New(slog.DiscardHandler), AgentSendTimeout: 300 * time.Millisecond},
+		&sessionCore{fakeCore: &fakeCore{}, m: m}).GRPC
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
