@@ -21,6 +21,7 @@ import (
 	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
 
 	"github.com/eddy-streams/eddy/internal/kafkatest"
+	"github.com/eddy-streams/eddy/internal/testutil"
 )
 
 func TestMain(m *testing.M) { kafkatest.Main(m) }
@@ -65,34 +66,11 @@ func bin(t testing.TB, name string) string {
 	return b[name]
 }
 
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
-}
-
-// waitFor polls cond until it returns true or the timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+// The helpers these tests share with other packages (internal/testutil).
+var (
+	repoRoot = testutil.RepoRoot
+	waitFor  = testutil.WaitFor[string]
+)
 
 // syncBuffer is a bytes.Buffer safe for a writer process and a reading test.
 type syncBuffer struct {

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
@@ -74,7 +73,7 @@ func (s *agentServer) Connect(stream grpc.BidiStreamingServer[eddyv1.ConnectRequ
 	}
 	sess, w, err := s.core.OpenAgentSession(hello)
 	if err != nil {
-		return sessionStatus(s.log, err)
+		return toStatus(s.log, err)
 	}
 	err = stream.Send(&eddyv1.ConnectResponse{Msg: &eddyv1.ConnectResponse_Welcome{Welcome: &eddyv1.Welcome{
 		SessionId: w.SessionID,
@@ -124,14 +123,14 @@ func (s *agentServer) Connect(stream grpc.BidiStreamingServer[eddyv1.ConnectRequ
 				err := fmt.Errorf("%w: a message waited %s to be sent (the agent stopped reading its stream)", agents.ErrStalled, timeout)
 				s.log.Warn("agent does not read its stream; ending its session", "session", sess.ID(), "err", err)
 				sess.Close(err)
-				return sessionStatus(s.log, err)
+				return toStatus(s.log, err)
 			case <-sess.Done():
-				return sessionStatus(s.log, sess.Err())
+				return toStatus(s.log, sess.Err())
 			case err := <-recvErr:
 				return s.received(sess, err)
 			}
 		case <-sess.Done():
-			return sessionStatus(s.log, sess.Err())
+			return toStatus(s.log, sess.Err())
 		case err := <-recvErr:
 			return s.received(sess, err)
 		}
@@ -145,7 +144,7 @@ func (s *agentServer) received(sess *agents.Session, err error) error {
 	if errors.Is(err, io.EOF) {
 		return nil
 	}
-	return sessionStatus(s.log, err)
+	return toStatus(s.log, err)
 }
 
 // receive feeds the agent's messages to the session until the stream ends.
@@ -183,59 +182,6 @@ func receive(stream grpc.BidiStreamingServer[eddyv1.ConnectRequest, eddyv1.Conne
 			return status.Error(codes.InvalidArgument, "empty Connect message")
 		}
 	}
-}
-
-// ErrorDomain and the reasons below are the google.rpc.ErrorInfo a status
-// carries when its code alone does not say what to do (docs/protocol.md).
-const (
-	ErrorDomain = "eddy.v1"
-	// ReasonAppMismatch: Hello named another app than the worker's
-	// (FAILED_PRECONDITION, like an unsupported protocol version, which
-	// carries no reason).
-	ReasonAppMismatch = "APP_MISMATCH"
-)
-
-// withReason returns st with an ErrorInfo of reason, or st alone if it
-// cannot be attached.
-func withReason(st *status.Status, reason string, md map[string]string) error {
-	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain, Metadata: md}); err == nil {
-		return d.Err()
-	}
-	return st.Err()
-}
-
-// sessionStatus maps why a session ended to the status the agent sees.
-func sessionStatus(log *slog.Logger, err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	var unknown *agents.UnknownAgentError
-	var wrongApp *agents.AppMismatchError
-	switch {
-	case errors.As(err, &unknown):
-		return status.Error(codes.NotFound, err.Error())
-	case errors.As(err, &wrongApp):
-		return withReason(status.New(codes.FailedPrecondition, err.Error()), ReasonAppMismatch,
-			map[string]string{"hello_app": wrongApp.Hello, "worker_app": wrongApp.Worker})
-	case errors.Is(err, agents.ErrProtocolVersion):
-		return status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, agents.ErrBadRequest):
-		return status.Error(codes.InvalidArgument, err.Error())
-	case errors.Is(err, agents.ErrShuttingDown), errors.Is(err, app.ErrNotRunning):
-		return status.Error(codes.Unavailable, err.Error())
-	case errors.Is(err, agents.ErrStalled):
-		return status.Error(codes.ResourceExhausted, err.Error())
-	case errors.Is(err, agents.ErrProcessingTimeout):
-		// Transient for the SDKs: the instance reconnects, and its
-		// events are delivered to another instance meanwhile.
-		return status.Error(codes.DeadlineExceeded, err.Error())
-	case errors.Is(err, context.Canceled):
-		return status.Error(codes.Canceled, err.Error())
-	}
-	return status.Error(codes.Aborted, err.Error())
 }
 
 func resultsOf(r *eddyv1.Results) *agents.Results {

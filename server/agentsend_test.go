@@ -57,8 +57,8 @@ func TestConnectEndsSessionOfAgentNotReading(t *testing.T) {
 	go func() { ran <- m.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-ran })
 
-	s, _ := New(Config{Logger: slog.New(slog.DiscardHandler), AgentSendTimeout: 300 * time.Millisecond},
-		&sessionCore{fakeCore: &fakeCore{}, m: m})
+	s := New(Config{Logger: slog.New(slog.DiscardHandler), AgentSendTimeout: 300 * time.Millisecond},
+		&sessionCore{fakeCore: &fakeCore{}, m: m}).GRPC
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -119,23 +119,5 @@ func TestConnectEndsSessionOfAgentNotReading(t *testing.T) {
 			t.Errorf("the stream did not end")
 		}
 		break
-	}
-}
-
-func TestSessionStatusOfEndedSessions(t *testing.T) {
-	log := slog.New(slog.DiscardHandler)
-	tests := []struct {
-		err  error
-		want codes.Code
-	}{
-		{agents.ErrProcessingTimeout, codes.DeadlineExceeded},
-		{agents.ErrStalled, codes.ResourceExhausted},
-		{agents.ErrShuttingDown, codes.Unavailable},
-	}
-	for _, tt := range tests {
-		wrapped := errors.Join(errors.New("context"), tt.err)
-		if got := status.Code(sessionStatus(log, wrapped)); got != tt.want {
-			t.Errorf("sessionStatus(%v) = %v, want %v", tt.err, got, tt.want)
-		}
 	}
 }

@@ -82,11 +82,28 @@ type Config struct {
 	AgentSendTimeout time.Duration
 }
 
+// Server is the worker's gRPC server with what it owns besides: the health
+// service, and the connections to the other workers that forwarded table
+// reads use.
+type Server struct {
+	// GRPC serves every service; the caller runs Serve and stops it.
+	GRPC *grpc.Server
+	// Health is the health service, to flip with SetServing.
+	Health *health.Server
+
+	fwd *forwarder
+}
+
+// Close closes the connections to other workers. Call it once GRPC has
+// stopped: a read forwarded after it fails with UNAVAILABLE. Idempotent
+// and safe for concurrent use.
+func (s *Server) Close() error { return s.fwd.Close() }
+
 // New builds the gRPC server with every eddy.v1 service, grpc.health.v1 and
 // server reflection registered. Interceptor order: logging → auth (via
-// selector, health and reflection exempt) → panic recovery.
-// The returned Health is the health server, to flip with the worker state.
-func New(cfg Config, core Core) (*grpc.Server, *health.Server) {
+// selector, health and reflection exempt) → panic recovery. Close the
+// returned Server after stopping its GRPC server.
+func New(cfg Config, core Core) *Server {
 	log := cfg.Logger
 	logOpts := []logging.Option{logging.WithLevels(levelFor)}
 	recoveryOpt := recovery.WithRecoveryHandler(func(p any) error { return recovered(log, p) })
@@ -128,15 +145,15 @@ func New(cfg Config, core Core) (*grpc.Server, *health.Server) {
 			fwdTLS = &tls.Config{MinVersion: tls.VersionTLS12}
 		}
 	}
-	eddyv1.RegisterTableServiceServer(s, &tableServer{core: core, log: log,
-		fwd: &forwarder{token: cfg.Token, tls: fwdTLS, conns: map[string]*grpc.ClientConn{}}})
+	fwd := &forwarder{token: cfg.Token, tls: fwdTLS}
+	eddyv1.RegisterTableServiceServer(s, &tableServer{core: core, log: log, fwd: fwd})
 	eddyv1.RegisterMonitorServiceServer(s, &monitorServer{core: core, log: log})
 	eddyv1.RegisterTopicServiceServer(s, &topicServer{core: core, log: log})
 	h := health.NewServer()
 	healthpb.RegisterHealthServer(s, h)
 	reflection.Register(s)
 	SetServing(h, false)
-	return s, h
+	return &Server{GRPC: s, Health: h, fwd: fwd}
 }
 
 // Services are the names health reports on, besides the empty name that

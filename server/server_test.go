@@ -76,7 +76,7 @@ func TestStatusLastRestores(t *testing.T) {
 
 func (f *fakeCore) Pause(agent string) (app.State, []string, error) {
 	if agent == "nosuch" {
-		return app.StateRunning, nil, &app.UnknownAgentError{Name: agent}
+		return app.StateRunning, nil, &agents.UnknownAgentError{Name: agent, Declared: []string{"count"}}
 	}
 	f.paused = append(f.paused, agent)
 	return app.StatePaused, f.paused, nil
@@ -108,14 +108,20 @@ func serve(t *testing.T, cfg Config, core Core) *grpc.ClientConn {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s, h := New(cfg, core)
-	SetServing(h, true)
+	srv := New(cfg, core)
+	s := srv.GRPC
+	SetServing(srv.Health, true)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = s.Serve(lis) }()
-	t.Cleanup(s.Stop)
+	t.Cleanup(func() {
+		s.Stop()
+		if err := srv.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

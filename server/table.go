@@ -1,9 +1,11 @@
 package server
 
 import (
+	"container/list"
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -114,12 +116,12 @@ func (s *tableServer) Get(ctx context.Context, req *eddyv1.GetRequest) (*eddyv1.
 // forwarded already.
 func (s *tableServer) forwardGet(ctx context.Context, req *eddyv1.GetRequest, no *app.NotOwnedError) (*eddyv1.GetResponse, error) {
 	if by := metadata.ValueFromIncomingContext(ctx, ForwardedHeader); len(by) > 0 {
-		return nil, status.Errorf(codes.Unavailable,
-			"worker %s forwarded the read of table %q partition %d here, but this worker does not own it (%s); the partition probably moved: try again",
-			by[0], no.Table, no.Partition, no.Error())
+		return nil, toStatus(s.log, fmt.Errorf(
+			"%w: worker %s forwarded the read of table %q partition %d here, but this worker does not own it (%s); the partition probably moved: try again",
+			app.ErrUnavailable, by[0], no.Table, no.Partition, no.Error()))
 	}
 	if s.fwd == nil {
-		return nil, status.Errorf(codes.Unavailable, "%s; this worker does not forward reads", no.Error())
+		return nil, toStatus(s.log, fmt.Errorf("%w; this worker does not forward reads", no))
 	}
 	me := s.core.Status().WorkerID
 	resp, err := s.fwd.get(ctx, me, no.Addr, req)
@@ -136,61 +138,127 @@ func (s *tableServer) forwardGet(ctx context.Context, req *eddyv1.GetRequest, no
 			return nil, err // the owner's answer (NotFound, ...) as it is
 		}
 		s.log.Warn("forwarding a table read failed", "table", no.Table, "partition", no.Partition, "owner", no.WorkerID, "addr", no.Addr, "err", err)
-		return nil, status.Errorf(codes.Unavailable, "forwarding to the owner of table %q partition %d (worker %q at %s) failed: %v",
-			no.Table, no.Partition, no.WorkerID, no.Addr, err)
+		return nil, toStatus(s.log, fmt.Errorf("%w: forwarding to the owner of table %q partition %d (worker %q at %s) failed: %v",
+			app.ErrUnavailable, no.Table, no.Partition, no.WorkerID, no.Addr, err))
 	}
 	return resp, nil
 }
 
-// forwarder keeps client connections to the other workers, by address.
-// Safe for concurrent use.
+// forwarder keeps client connections to the other workers, by address,
+// at most maxForwardConns: past it the least recently used one is closed
+// (once no call uses it). Close closes them all, at shutdown. Safe for
+// concurrent use.
 type forwarder struct {
 	token string
 	tls   *tls.Config // nil: plaintext
 
-	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn
+	mu     sync.Mutex
+	conns  map[string]*list.Element // of *fwdConn, in lru
+	lru    list.List                // most recently used first
+	closed bool
 }
 
-// maxForwardConns bounds the cached connections; past it all are closed
-// (workers come and go with new addresses).
+// fwdConn is one cached connection and the calls using it now.
+type fwdConn struct {
+	addr    string
+	conn    *grpc.ClientConn
+	users   int
+	evicted bool // out of the cache: closed when its last user is done
+}
+
+// maxForwardConns bounds the cached connections (workers come and go with
+// new addresses).
 const maxForwardConns = 64
 
-func (f *forwarder) conn(addr string) (*grpc.ClientConn, error) {
+// errForwarderClosed fails a read forwarded after Close.
+var errForwarderClosed = errors.New("the worker is shutting down: it forwards no more reads")
+
+// conn returns the connection to addr, and release to call when the call
+// using it is done.
+func (f *forwarder) conn(addr string) (c *grpc.ClientConn, release func(), err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if c, ok := f.conns[addr]; ok {
-		return c, nil
+	if f.closed {
+		return nil, nil, errForwarderClosed
 	}
-	if len(f.conns) >= maxForwardConns {
-		for a, c := range f.conns {
-			_ = c.Close()
-			delete(f.conns, a)
-		}
+	if e, ok := f.conns[addr]; ok {
+		f.lru.MoveToFront(e)
+		fc := e.Value.(*fwdConn)
+		fc.users++
+		return fc.conn, func() { f.release(fc) }, nil
+	}
+	if f.conns == nil {
+		f.conns = map[string]*list.Element{}
+	}
+	for len(f.conns) >= maxForwardConns {
+		f.evict(f.lru.Back())
 	}
 	creds := insecure.NewCredentials()
 	if f.tls != nil {
 		creds = credentials.NewTLS(f.tls)
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
+	c, err = grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxSendMsgBytes)))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	f.conns[addr] = c
-	return c, nil
+	fc := &fwdConn{addr: addr, conn: c, users: 1}
+	f.conns[addr] = f.lru.PushFront(fc)
+	return c, func() { f.release(fc) }, nil
+}
+
+// evict drops e from the cache and closes its connection, or leaves that
+// to its last user. f.mu is held.
+func (f *forwarder) evict(e *list.Element) {
+	fc := f.lru.Remove(e).(*fwdConn)
+	delete(f.conns, fc.addr)
+	fc.evicted = true
+	if fc.users == 0 {
+		_ = fc.conn.Close()
+	}
+}
+
+func (f *forwarder) release(fc *fwdConn) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fc.users--
+	if fc.evicted && fc.users == 0 {
+		_ = fc.conn.Close()
+	}
+}
+
+// Close closes every connection, in use or not (the server has stopped);
+// later forwarded reads fail with errForwarderClosed. Idempotent.
+func (f *forwarder) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return nil
+	}
+	f.closed = true
+	var errs []error
+	for e := f.lru.Front(); e != nil; e = f.lru.Front() {
+		fc := f.lru.Remove(e).(*fwdConn)
+		delete(f.conns, fc.addr)
+		fc.evicted = true
+		errs = append(errs, fc.conn.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // client returns a TableService client of the worker at addr and the
 // context for a call forwarded by worker me (marked, authorized, bounded).
+// The returned cancel also releases the connection.
 func (f *forwarder) client(ctx context.Context, me, addr string) (eddyv1.TableServiceClient, context.Context, context.CancelFunc, error) {
-	c, err := f.conn(addr)
+	c, release, err := f.conn(addr)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	cancel := context.CancelFunc(func() {})
+	cancel := context.CancelFunc(release)
 	if _, ok := ctx.Deadline(); !ok {
-		ctx, cancel = context.WithTimeout(ctx, forwardTimeout)
+		var stop context.CancelFunc
+		ctx, stop = context.WithTimeout(ctx, forwardTimeout)
+		cancel = func() { stop(); release() }
 	}
 	md := metadata.Pairs(ForwardedHeader, me)
 	if f.token != "" {

@@ -61,7 +61,7 @@ func (s *tableServer) Scan(ctx context.Context, req *eddyv1.ScanRequest) (*eddyv
 	}
 	missing := m.uncovered(want)
 	if len(missing) > 0 && s.fwd == nil {
-		return nil, status.Errorf(codes.Unavailable, "table %q partitions %v are owned by other workers and this worker does not forward reads", req.GetTable(), missing)
+		return nil, toStatus(s.log, fmt.Errorf("%w: table %q partitions %v are owned by other workers and this worker does not forward reads", app.ErrUnavailable, req.GetTable(), missing))
 	}
 	// A partition that moved between the group's description and the
 	// forwarded call is asked again once, from a fresh description.
@@ -92,9 +92,9 @@ func (s *tableServer) Scan(ctx context.Context, req *eddyv1.ScanRequest) (*eddyv
 	case ctx.Err() != nil:
 		return nil, toStatus(s.log, ctx.Err())
 	case lastErr != nil:
-		return nil, status.Errorf(codes.Unavailable, "table %q partitions %v could not be read from their owners (last error: %v); try again", req.GetTable(), missing, lastErr)
+		return nil, toStatus(s.log, fmt.Errorf("%w: table %q partitions %v could not be read from their owners (last error: %v); try again", app.ErrUnavailable, req.GetTable(), missing, lastErr))
 	}
-	return nil, status.Errorf(codes.Unavailable, "table %q partitions %v moved while they were scanned (rebalancing?); try again", req.GetTable(), missing)
+	return nil, toStatus(s.log, fmt.Errorf("%w: table %q partitions %v moved while they were scanned (rebalancing?); try again", app.ErrUnavailable, req.GetTable(), missing))
 }
 
 // scanOwners asks each owner, in parallel, for the page of its partitions

@@ -265,6 +265,25 @@ func TestStatusCodeSurvivesClassification(t *testing.T) {
 	}
 }
 
+// TestWorkerUnavailableIsNotUnreachable: a worker that answers Unavailable
+// itself (starting, stopping) was reached; its error keeps its status.
+func TestWorkerUnavailableIsNotUnreachable(t *testing.T) {
+	st := testStatus()
+	st.State = eddyv1.WorkerState_WORKER_STATE_STARTING
+	w := admintest.Start(t, testToken, st)
+	c := dial(t, w.Addr, admin.WithToken(testToken))
+	_, err := c.Pause(callCtx(t), "")
+	if errors.Is(err, admin.ErrUnreachable) {
+		t.Errorf("errors.Is(%v, ErrUnreachable): got true, want false", err)
+	}
+	if got := status.Code(err); got != codes.Unavailable {
+		t.Errorf("status.Code(%v): got %v, want %v", err, got, codes.Unavailable)
+	}
+	if want := "pause all agents: the worker is not running: state is STARTING (Unavailable)"; err == nil || err.Error() != want {
+		t.Errorf("got %v, want %q", err, want)
+	}
+}
+
 func TestDialRejectsBadInput(t *testing.T) {
 	tests := []struct {
 		name string

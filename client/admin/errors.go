@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
@@ -21,6 +22,14 @@ import (
 //
 // When the cause is a network error it stays in the chain, so
 // errors.Is(err, syscall.ECONNREFUSED) and errors.As(err, &netOpErr) work.
+//
+// A worker that answers codes.Unavailable itself — it is starting or
+// stopping, or a table partition is being restored or between owners — is
+// reachable: that error does not wrap ErrUnreachable, keeps its status
+// (status.Code(err) == codes.Unavailable: try again later) and reads like
+// "the worker is not running: state is STARTING (Unavailable)". The worker
+// marks its own with a google.rpc.ErrorInfo of domain "eddy.v1"
+// (docs/operations.md#errors).
 var ErrUnreachable = errors.New("cannot reach worker")
 
 // ErrUnauthenticated reports that the worker refused the call because the
@@ -61,6 +70,9 @@ func (c *Client) classify(ctx context.Context, err error) error {
 	}
 	switch st.Code() {
 	case codes.Unavailable:
+		if fromWorker(st) {
+			return remote(st, err)
+		}
 		return c.unreachable(err, st.Message())
 	case codes.DeadlineExceeded:
 		// A deadline on a live connection is a slow worker, not a missing one.
@@ -79,6 +91,20 @@ func (c *Client) classify(ctx context.Context, err error) error {
 	default:
 		return remote(st, err)
 	}
+}
+
+// errorDomain is the google.rpc.ErrorInfo domain of the worker's statuses.
+const errorDomain = "eddy.v1"
+
+// fromWorker reports whether st is the worker's own answer, which carries an
+// ErrorInfo of Eddy's domain, rather than a failure to reach it.
+func fromWorker(st *status.Status) bool {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == errorDomain {
+			return true
+		}
+	}
+	return false
 }
 
 func remote(st *status.Status, err error) error {

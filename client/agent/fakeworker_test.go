@@ -20,22 +20,15 @@ import (
 
 	"github.com/eddy-streams/eddy/client/agent"
 	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
+	"github.com/eddy-streams/eddy/internal/testutil"
 )
 
 // waitTimeout bounds every wait of these tests; nothing waits by sleeping.
 const waitTimeout = 10 * time.Second
 
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
+// waitFor is the helper these tests share with other packages
+// (internal/testutil).
+var waitFor = testutil.WaitFor[string]
 
 // fakeWorker is a fake of the worker's side of eddy.v1.AgentService/Connect,
 // served on 127.0.0.1. It records each session and lets the test drive it:

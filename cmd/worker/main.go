@@ -14,7 +14,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/eddy-streams/eddy/worker"
+	"github.com/eddy-streams/eddy/daemon"
 	"github.com/eddy-streams/eddy/worker/config"
 )
 
@@ -59,7 +59,7 @@ func run(args []string, stderr io.Writer, getenv func(string) string) int {
 		os.Exit(exitSignal)
 	}()
 
-	w := worker.New(cfg, log, opts)
+	w := daemon.New(cfg, log, opts)
 	if err := w.Run(ctx); err != nil {
 		log.Error("worker stopped with an error", "err", err)
 		return exitFailed
@@ -70,7 +70,7 @@ func run(args []string, stderr io.Writer, getenv func(string) string) int {
 
 // parseConfig reads flags, the app file and EDDY_* variables, in increasing
 // order of precedence: file < environment < flags.
-func parseConfig(args []string, stderr io.Writer, getenv func(string) string) (*config.Config, worker.Options, error) {
+func parseConfig(args []string, stderr io.Writer, getenv func(string) string) (*config.Config, daemon.Options, error) {
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
@@ -106,9 +106,9 @@ func parseConfig(args []string, stderr io.Writer, getenv func(string) string) (*
 		}
 	}
 	if err := fs.Parse(args); err != nil {
-		return nil, worker.Options{}, err
+		return nil, daemon.Options{}, err
 	}
-	opts := worker.Options{Version: version, AddrFile: *addrFile}
+	opts := daemon.Options{Version: version, AddrFile: *addrFile}
 	if *showVer {
 		fmt.Fprintln(stderr, version)
 		return nil, opts, flag.ErrHelp

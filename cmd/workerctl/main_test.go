@@ -315,6 +315,9 @@ func TestEnvironment(t *testing.T) {
 
 func TestErrors(t *testing.T) {
 	w := admintest.Start(t, testToken, testStatus())
+	startingStatus := testStatus()
+	startingStatus.State = eddyv1.WorkerState_WORKER_STATE_STARTING
+	starting := admintest.Start(t, testToken, startingStatus)
 	down := admintest.RefusedAddr(t)
 	silent := admintest.SilentAddr(t)
 
@@ -359,6 +362,12 @@ func TestErrors(t *testing.T) {
 			args:       []string{"--addr", w.Addr, "--token", testToken, "pause", "nosuch"},
 			wantCode:   exitError,
 			wantStderr: []string{`unknown agent "nosuch" (NotFound)`},
+		},
+		{
+			name:       "worker not running",
+			args:       []string{"--addr", starting.Addr, "--token", testToken, "pause"},
+			wantCode:   exitError,
+			wantStderr: []string{"the worker is not running: state is STARTING (Unavailable)"},
 		},
 		{
 			name:       "bad output format",

@@ -27,7 +27,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,6 +34,8 @@ import (
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/eddy-streams/eddy/internal/testutil"
 )
 
 // EnvBootstrap names the environment variable that, when set to a
@@ -110,7 +111,7 @@ func run(m *testing.M) int {
 // startBroker runs scripts/kafka/start.sh DIR and returns the bootstrap
 // address and a function running scripts/kafka/stop.sh DIR.
 func startBroker(dir string) (addr string, stop func() error, err error) {
-	root, err := repoRoot()
+	root, err := testutil.RepoRoot()
 	if err != nil {
 		return "", nil, err
 	}
@@ -187,34 +188,6 @@ Or point the tests at a running broker: %s=host:port
 The tests were NOT run.
 ======================================================================
 `, err, EnvBootstrap)
-}
-
-// repoRoot finds the module root (the directory holding go.mod) by walking
-// up from the working directory (go test runs in the package directory),
-// falling back to this source file's location.
-func repoRoot() (string, error) {
-	var starts []string
-	if wd, err := os.Getwd(); err == nil {
-		starts = append(starts, wd)
-	}
-	if _, file, _, ok := runtime.Caller(0); ok {
-		starts = append(starts, filepath.Dir(file))
-	}
-	for _, d := range starts {
-		for {
-			if _, err := os.Stat(filepath.Join(d, "scripts", "kafka", "start.sh")); err == nil {
-				if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-					return d, nil
-				}
-			}
-			parent := filepath.Dir(d)
-			if parent == d {
-				break
-			}
-			d = parent
-		}
-	}
-	return "", errors.New("cannot find the repository root (a directory with go.mod and scripts/kafka/start.sh) above the working directory")
 }
 
 // Bootstrap returns the broker's bootstrap address ("127.0.0.1:PORT"), for

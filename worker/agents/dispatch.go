@@ -64,14 +64,23 @@ func (m *Manager) take(p *partition, l *lane, r *rec) {
 	p.a.stats.delivered++
 }
 
-func (m *Manager) eventOf(p *partition, r *rec) Event {
+// eventOf is r as delivered, with its state. A failed state read holds r
+// back instead (holdRead) and returns false.
+func (m *Manager) eventOf(p *partition, r *rec) (Event, bool) {
 	// Stream time moves with delivery, not with fetching: a buffer filled
 	// far ahead must not expire the windows of the events still in it.
+	was := p.streamTime
 	if r.ts.After(p.streamTime) {
 		p.streamTime = r.ts
 	}
+	state, t, err := m.stateOf(p, r)
+	if err != nil {
+		p.streamTime = was // not delivered
+		m.holdRead(p, r, t)
+		return Event{}, false
+	}
 	return Event{Offset: r.off, Key: r.key, Value: r.value, Headers: r.headers, Timestamp: r.ts, Attempt: r.tries + 1,
-		State: m.stateOf(p, r)}
+		State: state}, true
 }
 
 // dispatchLane fills batches for the single owner of a partition.
@@ -97,8 +106,12 @@ func (m *Manager) dispatchLane(p *partition, l *lane) {
 				// skip ended the round after one batch).
 				break
 			}
+			ev, ok := m.eventOf(p, r)
+			if !ok {
+				continue // held: its state could not be read
+			}
 			m.take(p, l, r)
-			batch = append(batch, m.eventOf(p, r))
+			batch = append(batch, ev)
 			bytes += r.size
 		}
 		if firstSkipped >= 0 {
@@ -194,6 +207,15 @@ func (m *Manager) dispatchByKey(p *partition) {
 			}
 			continue
 		}
+		ev, ok := m.eventOf(p, r)
+		if !ok {
+			// Held, its key busy: the key's later events wait for it.
+			if blocked == nil {
+				blocked = map[string]bool{}
+			}
+			blocked[string(r.key)] = true
+			continue
+		}
 		m.take(p, lanes[li], r)
 		p.busy(r.key)
 		if inBatch == nil {
@@ -209,7 +231,7 @@ func (m *Manager) dispatchByKey(p *partition) {
 			}
 			blocked[string(r.key)] = true
 		}
-		b.events = append(b.events, m.eventOf(p, r))
+		b.events = append(b.events, ev)
 		b.bytes += r.size
 	}
 	if firstSkipped >= 0 {

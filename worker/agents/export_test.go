@@ -1,6 +1,10 @@
 package agents
 
-import "time"
+import (
+	"time"
+
+	"github.com/eddy-streams/eddy/worker/tables"
+)
 
 // Quiesce waits until no commit is in flight, so a test sees the outcome
 // of the commits its last step started.
@@ -33,3 +37,22 @@ func (m *Manager) HoldingWrites() bool {
 // GapSeenAt is the freeze guard's clock at the end of the latest pause
 // its pulse saw (0: none).
 func (m *Manager) GapSeenAt() int64 { return m.freeze.gapTo.Load() }
+
+// SwapStore puts st in place of the store of table in topic[partition] (on
+// the Run goroutine) and returns the one it replaced: a test closes a store
+// to make its reads fail, and swaps a working one in to end the failure.
+func (m *Manager) SwapStore(topic string, partition int32, table string, st *tables.Store) *tables.Store {
+	reply := make(chan *tables.Store, 1)
+	if !m.in.push(&funcReq{f: func() {
+		var old *tables.Store
+		if p := m.parts[tpKey{topic: topic, partition: partition}]; p != nil {
+			if t := p.tableOf(table); t != nil {
+				old, t.store = t.store, st
+			}
+		}
+		reply <- old
+	}}) {
+		return nil
+	}
+	return <-reply
+}

@@ -15,8 +15,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -24,6 +22,7 @@ import (
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
+	"github.com/eddy-streams/eddy/internal/testutil"
 	"github.com/eddy-streams/eddy/worker/agents"
 	"github.com/eddy-streams/eddy/worker/config"
 	"github.com/eddy-streams/eddy/worker/transport"
@@ -32,24 +31,11 @@ import (
 // wait bounds every waitFor; generous for -race on a loaded machine.
 const wait = 5 * time.Second
 
-// waitFor polls cond until it holds, failing the test after timeout.
-func waitFor(t testing.TB, timeout time.Duration, msg func() string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for: %s", timeout, msg())
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
-func testLogger() *slog.Logger {
-	if os.Getenv("EDDY_TEST_DEBUG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
+// The helpers these tests share with other packages (internal/testutil).
+var (
+	waitFor    = testutil.WaitFor[func() string]
+	testLogger = testutil.QuietLogger
+)
 
 // tp names a partition in tests.
 type tp struct {

@@ -136,7 +136,7 @@ func (m *Manager) register(s *session) {
 	// A reconnect under the same instance id replaces the old session.
 	for _, old := range a.sessions {
 		if old.instance == s.instance {
-			m.endSession(old, fmt.Errorf("replaced by a new session of instance %q", s.instance))
+			m.endSession(old, fmt.Errorf("%w %q", ErrReplaced, s.instance))
 			break
 		}
 	}

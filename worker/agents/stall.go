@@ -51,8 +51,17 @@ func (m *Manager) checkStalls(now time.Time) {
 		if p.a.paused || p.revoking || p.recovering {
 			continue // a restore reports its own progress
 		}
+		readFailing := false
+		for _, t := range p.tables {
+			if t.readErr != nil && !readFailing {
+				// Known at once: the events of its keys wait until a read works.
+				readFailing = true
+				report(stallKey{topic: p.ktp.topic, partition: p.ktp.partition}, p.a.cfg.Name,
+					fmt.Sprintf("reading table %q failed (%d times in a row): %v; its events are held and read again after a backoff", t.name, t.readFails, t.readErr), t.readErrAt)
+			}
+		}
 		waiting := p.len()
-		if lag := p.statsLag(); waiting > 0 || lag > 0 {
+		if lag := p.statsLag(); !readFailing && (waiting > 0 || lag > 0) {
 			if idle := now.Sub(p.lastMove); idle >= limit {
 				reason := fmt.Sprintf("frontier has not moved for %s with %d records waiting", idle.Round(time.Second), waiting)
 				if len(p.lanes) == 0 {

@@ -2,6 +2,8 @@ package agents
 
 import (
 	"bytes"
+	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
@@ -43,6 +45,37 @@ type tablePart struct {
 	// ackedBytes are the held bytes (Config.InflightBytes) of acked,
 	// released once they are applied to the store.
 	ackedBytes int64
+	// readErr is the last failed read of the store, since readErrAt,
+	// until a read succeeds (a stall: checkStalls); readFails counts the
+	// failures in a row, for the backoff of the events held meanwhile.
+	readErr   error
+	readErrAt time.Time
+	readFails uint32
+	// readLog and expireLog rate-limit the logging of failed reads and
+	// expiry sweeps.
+	readLog, expireLog logLimit
+}
+
+// failureLogEvery is how often one table partition logs the same kind of
+// failure; the failures in between are counted in the next line.
+const failureLogEvery = 10 * time.Second
+
+// logLimit logs one kind of failure at most every failureLogEvery.
+type logLimit struct {
+	last   time.Time
+	missed int
+}
+
+func (l *logLimit) error(log *slog.Logger, now time.Time, msg string, args ...any) {
+	if !l.last.IsZero() && now.Sub(l.last) < failureLogEvery {
+		l.missed++
+		return
+	}
+	if l.missed > 0 {
+		args = append(args, "not_logged", l.missed)
+	}
+	log.Error(msg, args...)
+	l.last, l.missed = now, 0
 }
 
 type overlayValue struct {
@@ -89,37 +122,75 @@ func (t *tablePart) get(key []byte) (TableState, error) {
 }
 
 // stateOf returns the state of r's key in each table of p: for a windowed
-// table, one per live window of r's timestamp, oldest first.
-func (m *Manager) stateOf(p *partition, r *rec) []TableState {
+// table, one per live window of r's timestamp, oldest first. A read that
+// fails is the error, with the table partition it failed on: the event
+// must not go out without its state (an absent key would reset it).
+func (m *Manager) stateOf(p *partition, r *rec) ([]TableState, *tablePart, error) {
 	if len(p.tables) == 0 {
-		return nil
+		return nil, nil, nil
 	}
 	out := make([]TableState, 0, len(p.tables))
 	for _, t := range p.tables {
 		if t.window == nil {
-			out = append(out, m.readState(p, t, r.key))
+			st, err := m.readState(p, t, r.key)
+			if err != nil {
+				return nil, t, err
+			}
+			out = append(out, st)
 			continue
 		}
 		if len(r.key) == 0 {
 			continue // a keyless event has no state
 		}
 		for _, start := range t.liveWindows(r.ts, p.streamTime) {
-			st := m.readState(p, t, tables.WindowKey(r.key, start))
+			st, err := m.readState(p, t, tables.WindowKey(r.key, start))
+			if err != nil {
+				return nil, t, err
+			}
 			st.WindowStart = start
 			out = append(out, st)
 		}
 	}
-	return out
+	return out, nil, nil
 }
 
-func (m *Manager) readState(p *partition, t *tablePart, key []byte) TableState {
+// readState reads key through t's overlay, noting a failure for the
+// backoff and the stall report, and its end.
+func (m *Manager) readState(p *partition, t *tablePart, key []byte) (TableState, error) {
 	st, err := t.get(key)
 	if err != nil {
-		// The store is in memory: an error means it was closed under us,
-		// which the owner goroutine never does while delivering.
-		m.log.Error("table read failed", "table", t.name, "partition", p.ktp.partition, "err", err)
+		if t.readErr == nil {
+			t.readErrAt = m.now
+		}
+		t.readErr = err
+		t.readFails++
+		p.a.mon.TableReadErrors.Add(1)
+		t.readLog.error(m.log, m.now, "reading table state failed; the event is held and read again after a backoff",
+			"agent", p.a.cfg.Name, "table", t.name, "partition", p.ktp.partition, "err", err)
+		return st, fmt.Errorf("read table %q partition %d: %w", t.name, p.ktp.partition, err)
 	}
-	return st
+	if t.readErr != nil {
+		m.log.Info("reading table state works again", "agent", p.a.cfg.Name, "table", t.name,
+			"partition", p.ktp.partition, "failures", t.readFails, "after", m.now.Sub(t.readErrAt).Round(time.Millisecond))
+		t.readErr, t.readFails = nil, 0
+	}
+	return st, nil
+}
+
+// holdRead keeps r back after the state of its key could not be read from
+// t: it is not delivered, and is read again after a backoff (growing with
+// t's failures in a row). Its key stays busy meanwhile, so the key's later
+// events cannot overtake it. Its attempt does not count: a failing store
+// is the worker's failure, not the agent's (like a failed produce,
+// holdWrites).
+func (m *Manager) holdRead(p *partition, r *rec, t *tablePart) {
+	r.state = stateRetry
+	r.lane = nil
+	r.retryAt = m.now.Add(m.backoff(t.readFails))
+	p.retrying++
+	if p.keyBusy != nil {
+		p.busy(r.key)
+	}
 }
 
 // liveWindows are the starts of the windows ts falls in that have not
@@ -258,18 +329,29 @@ func (m *Manager) expireWindows(p *partition, t *tablePart, now time.Time) {
 		return
 	}
 	var expired [][]byte
-	seen := 0
+	seen, malformed := 0, 0
 	var last []byte
 	err := t.store.Range(nil, t.sweepFrom, func(k, _ []byte) bool {
 		seen++
 		last = k
-		if _, start, err := tables.SplitWindowKey(k); err == nil && t.window.Expired(start, p.streamTime) && !t.expiring[string(k)] {
+		_, start, err := tables.SplitWindowKey(k)
+		switch {
+		case err != nil:
+			malformed++ // not a window key: never expired, reported below
+		case t.window.Expired(start, p.streamTime) && !t.expiring[string(k)]:
 			expired = append(expired, k)
 		}
 		return seen < sweepKeys
 	})
 	if err != nil {
+		// The next cycle sweeps again from the same key.
+		t.expireLog.error(m.log, now, "sweeping the table for expired windows failed; the next commit cycle tries again",
+			"agent", p.a.cfg.Name, "table", t.name, "partition", p.ktp.partition, "err", err)
 		return
+	}
+	if malformed > 0 {
+		t.expireLog.error(m.log, now, "the windowed table holds keys that are not window keys; they never expire",
+			"agent", p.a.cfg.Name, "table", t.name, "partition", p.ktp.partition, "keys", malformed)
 	}
 	if seen < sweepKeys {
 		t.sweepFrom, t.sweptAt = nil, now // the pass is complete
@@ -280,6 +362,9 @@ func (m *Manager) expireWindows(p *partition, t *tablePart, now time.Time) {
 		tm := tables.Mutation{Key: k, Delete: true}
 		recs, err := t.changelog.Records(p.ktp.partition, []tables.Mutation{tm})
 		if err != nil {
+			// The window stays; the next full pass finds it again.
+			t.expireLog.error(m.log, now, "writing the tombstone of an expired window failed; the next sweep tries again",
+				"agent", p.a.cfg.Name, "table", t.name, "partition", p.ktp.partition, "err", err)
 			continue
 		}
 		if t.expiring == nil {

@@ -4,13 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/eddy-streams/eddy/internal/testutil"
 	"github.com/eddy-streams/eddy/worker/agents"
 	"github.com/eddy-streams/eddy/worker/config"
+	"github.com/eddy-streams/eddy/worker/monitor"
 	"github.com/eddy-streams/eddy/worker/tables"
 )
 
@@ -101,6 +105,69 @@ func TestRecoveryBeforeDelivery(t *testing.T) {
 	}
 	if got := h.m.Recovering(); got != 0 {
 		t.Errorf("Recovering() = %d after restore, want 0", got)
+	}
+}
+
+// TestFailedStoreReadHoldsTheEvent: an event whose state cannot be read
+// from the store is not delivered (as if its key were absent, which would
+// reset the agent's state), but held and read again after a backoff, without
+// counting an attempt: the worker's failure, not the agent's.
+func TestFailedStoreReadHoldsTheEvent(t *testing.T) {
+	r := newFakeRestorer(t)
+	close(r.release)
+	cfg := tableConfig(r, "")
+	mon := monitor.New("app", "", false)
+	cfg.Monitor = mon
+	h := start(t, cfg)
+	a := h.open("count", "a", 100)
+	h.m.Assigned(tps("in", 0))
+	h.send(msg("in", 0, 0, "w", "x"))
+	a.reply(a.nextBatch(), set(0, "w", "1"))
+	h.prod.waitCalls(t, 1)
+	h.prod.answer(t, 0, nil)
+	h.waitCommitted("in", 0, 1)
+	st := r.store(0)
+	waitFor(t, wait, func() string { return "store to hold w=1" }, func() bool {
+		v, found, _ := st.Get([]byte("w"))
+		return found && string(v) == "1"
+	})
+
+	// The store fails: the key's next event waits, the others too (in
+	// order behind it only when they share its key).
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h.send(msg("in", 0, 1, "w", "x"))
+	h.settle()
+	time.Sleep(3 * cfg.RetryBackoffMax) // several read attempts
+	a.noBatch()
+	// Reported: counted, and the partition stalled naming the table.
+	if n := mon.Agent("count").TableReadErrors.Load(); n < 2 {
+		t.Errorf("got %d table read errors counted, want at least 2 (read again after a backoff)", n)
+	}
+	waitFor(t, wait, func() string { return fmt.Sprintf("a stall naming the failed read, have %+v", mon.Stalls()) }, func() bool {
+		s := mon.Stalls()
+		return len(s) == 1 && s[0].Partition == 0 && strings.Contains(s[0].Reason, `reading table "counts" failed`) &&
+			strings.Contains(s[0].Reason, tables.ErrClosed.Error())
+	})
+
+	// The store works again: the event goes out with its state, as its
+	// first attempt.
+	healed, err := tables.Open(r.dir, "counts", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { healed.Close() })
+	h.m.SwapStore("in", 0, "counts", healed)
+	e := a.takeEvents(1)[0]
+	if v, has := stateOf(t, e); e.Offset != 1 || !has || v != "1" || e.Attempt != 1 {
+		t.Errorf("got offset %d state %q/%v attempt %d, want offset 1 state 1 attempt 1", e.Offset, v, has, e.Attempt)
+	}
+	waitFor(t, wait, func() string { return fmt.Sprintf("the stall to end, have %+v", mon.Stalls()) }, func() bool {
+		return len(mon.Stalls()) == 0
+	})
+	if got := h.info("count").Retried; got != 0 {
+		t.Errorf("got %d retries counted, want 0 (the store's failure is not the agent's)", got)
 	}
 }
 
@@ -401,5 +468,39 @@ func TestLateTakeAfterRevoke(t *testing.T) {
 				t.Errorf("claims after the partition left: %v, want none (no Release will end them)", sbs.claims)
 			}
 		})
+	}
+}
+
+// TestExpirySweepErrorIsLogged: a sweep for expired windows that cannot
+// read the store is logged, once per ten seconds however many commit
+// cycles try again, not skipped silently.
+func TestExpirySweepErrorIsLogged(t *testing.T) {
+	w, err := tables.NewWindow(tables.Tumbling, time.Second, 0, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newFakeRestorer(t)
+	close(r.release)
+	var logs testutil.Buffer
+	cfg := tableConfig(r, "")
+	cfg.Windows = map[string]tables.Window{"counts": w}
+	cfg.WindowSweepEvery = time.Millisecond
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	h := start(t, cfg)
+	a := h.open("count", "a", 100)
+	h.m.Assigned(tps("in", 0))
+	h.send(msg("in", 0, 0, "k", ""))
+	a.reply(a.nextBatch(), agents.Result{Offset: 0, Status: agents.StatusOK})
+	h.waitCommitted("in", 0, 1)
+	if err := r.store(0).Close(); err != nil {
+		t.Fatal(err)
+	}
+	const line = "sweeping the table for expired windows failed"
+	waitFor(t, wait, func() string { return "the failed sweep to be logged, have " + logs.String() }, func() bool {
+		return strings.Contains(logs.String(), line)
+	})
+	time.Sleep(20 * cfg.CommitInterval) // more cycles, more failed sweeps
+	if n := strings.Count(logs.String(), line); n != 1 {
+		t.Errorf("got %d log lines of failed sweeps, want 1 (rate-limited)", n)
 	}
 }

@@ -166,7 +166,17 @@ type UnknownAgentError struct {
 }
 
 func (e *UnknownAgentError) Error() string {
-	return fmt.Sprintf("unknown agent %q: this app declares %v", e.Name, e.Declared)
+	if len(e.Declared) == 0 {
+		return fmt.Sprintf("unknown agent %q: the app declares no agents", e.Name)
+	}
+	list := ""
+	for i, n := range e.Declared {
+		if i > 0 {
+			list += ", "
+		}
+		list += fmt.Sprintf("%q", n)
+	}
+	return fmt.Sprintf("unknown agent %q: declared agents are %s", e.Name, list)
 }
 
 // AppMismatchError is returned by Open for a Hello naming another app than
@@ -184,14 +194,20 @@ func (e *AppMismatchError) Error() string {
 // ProtocolVersion.
 var ErrProtocolVersion = errors.New("unsupported agent protocol version")
 
-// ErrBadRequest wraps every protocol violation by an agent (results for
-// offsets never delivered, duplicates, unknown tables...). The session ends
-// with it; nothing is lost, the session's events are delivered again.
-var ErrBadRequest = errors.New("bad agent request")
+// ErrBadRequest is a request the worker cannot answer as asked; the
+// wrapping error says why. It wraps every protocol violation by an agent
+// (results for offsets never delivered, duplicates, unknown tables...): the
+// session ends with it; nothing is lost, the session's events are delivered
+// again. The app wraps it for table reads and Send out of range.
+var ErrBadRequest = errors.New("bad request")
 
 // ErrShuttingDown ends sessions when the worker stops; agents reconnect to
 // another worker.
 var ErrShuttingDown = errors.New("the worker is shutting down")
+
+// ErrReplaced ends a session when its instance opened a new one (a
+// reconnect under the same instance id).
+var ErrReplaced = errors.New("replaced by a new session of the same instance")
 
 // ErrStalled ends a session that does not read what the worker sends.
 var ErrStalled = errors.New("the agent does not read its stream")

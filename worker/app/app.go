@@ -5,7 +5,6 @@ package app
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"log/slog"
@@ -304,7 +303,11 @@ func (a *App) Resume(agent string) (State, []string, error) {
 func (a *App) setPaused(agent string, paused bool) (State, []string, error) {
 	if agent != "" {
 		if _, ok := a.cfg.Agent(agent); !ok {
-			return a.State(), nil, &UnknownAgentError{Name: agent}
+			names := make([]string, len(a.cfg.Agents))
+			for i, ag := range a.cfg.Agents {
+				names[i] = ag.Name
+			}
+			return a.State(), nil, &agents.UnknownAgentError{Name: agent, Declared: names}
 		}
 	}
 	if !a.State().Serving() {
@@ -358,7 +361,7 @@ func (a *App) OpenAgentSession(h agents.Hello) (*agents.Session, agents.Welcome,
 }
 
 func errNotRunning(s State) error {
-	return errors.Join(ErrNotRunning, errors.New("state is "+s.String()))
+	return fmt.Errorf("%w: state is %s", ErrNotRunning, s)
 }
 
 // Shutdown asks the worker process to stop gracefully and returns the

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/eddy-streams/eddy/worker/agents"
 	"github.com/eddy-streams/eddy/worker/tables"
 	"github.com/eddy-streams/eddy/worker/transport"
 )
@@ -50,7 +51,7 @@ type SendResult struct {
 // Send writes one record to a declared topic through the worker's producer
 // (acks=all, idempotent) and returns once Kafka acknowledged it, or ctx
 // ends (the record may then still be written). Errors: *UnknownTopicError,
-// ErrBadRequest (partition out of range, too large), ErrNotRunning (all
+// agents.ErrBadRequest (partition out of range, too large), ErrNotRunning (all
 // wrapped). Safe for concurrent use.
 func (a *App) Send(ctx context.Context, rec SendRecord) (SendResult, error) {
 	topic, declared := a.cfg.Topic(rec.Topic)
@@ -63,9 +64,9 @@ func (a *App) Send(ctx context.Context, rec SendRecord) (SendResult, error) {
 		}
 		return SendResult{}, &UnknownTopicError{Name: rec.Topic, Declared: names}
 	case rec.Partition != nil && (*rec.Partition < 0 || int(*rec.Partition) >= partitions):
-		return SendResult{}, fmt.Errorf("topic %q has partitions 0..%d, not %d: %w", rec.Topic, partitions-1, *rec.Partition, ErrBadRequest)
+		return SendResult{}, fmt.Errorf("topic %q has partitions 0..%d, not %d: %w", rec.Topic, partitions-1, *rec.Partition, agents.ErrBadRequest)
 	case len(rec.Key)+len(rec.Value) > MaxSendBytes:
-		return SendResult{}, fmt.Errorf("key and value are %d bytes, above the limit of %d: %w", len(rec.Key)+len(rec.Value), MaxSendBytes, ErrBadRequest)
+		return SendResult{}, fmt.Errorf("key and value are %d bytes, above the limit of %d: %w", len(rec.Key)+len(rec.Value), MaxSendBytes, agents.ErrBadRequest)
 	}
 	a.mu.Lock()
 	p := a.producer

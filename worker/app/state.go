@@ -181,12 +181,8 @@ type TableInfo struct {
 	Keys int64
 }
 
-// UnknownAgentError is returned for an agent name the app file does not declare.
-type UnknownAgentError struct{ Name string }
-
-func (e *UnknownAgentError) Error() string {
-	return fmt.Sprintf("unknown agent %q: it is not declared in the app file", e.Name)
-}
-
-// ErrNotRunning is returned by Pause and Resume outside RUNNING and PAUSED.
+// ErrNotRunning is returned outside RUNNING and PAUSED by the calls that
+// need a running worker (Pause, Resume, OpenAgentSession, Send): it is
+// transient, the worker is starting or stopping. An unknown agent name is
+// *agents.UnknownAgentError.
 var ErrNotRunning = errors.New("the worker is not running")

@@ -39,9 +39,6 @@ var (
 	// ErrBadPageToken: the page token is not one a scan of this table
 	// returned.
 	ErrBadPageToken = errors.New("bad page token")
-	// ErrBadRequest: the request cannot be answered as asked (the error
-	// says why).
-	ErrBadRequest = errors.New("bad request")
 	// ErrUnavailable: the partition cannot be read right now (restoring,
 	// owned by no worker, the owner unknown); try again.
 	ErrUnavailable = errors.New("table partition unavailable")
@@ -185,7 +182,7 @@ func (a *App) tableSource(table string) (config.Table, string, error) {
 			return tc, ag.Topics[0], nil
 		}
 	}
-	return tc, "", fmt.Errorf("table %q is used by no agent, so it has no partitions: %w", table, ErrBadRequest)
+	return tc, "", fmt.Errorf("table %q is used by no agent, so it has no partitions: %w", table, agents.ErrBadRequest)
 }
 
 func (a *App) manager() (*agents.Manager, error) {
@@ -201,7 +198,7 @@ func (a *App) manager() (*agents.Manager, error) {
 // the producers); when this worker owns it the value is read locally
 // through the agents' view (acknowledged mutations included), otherwise a
 // *NotOwnedError names the owner to forward to. A windowed table needs
-// windowStart. Errors: *UnknownTableError, ErrKeyNotFound, ErrBadRequest,
+// windowStart. Errors: *UnknownTableError, ErrKeyNotFound, agents.ErrBadRequest,
 // ErrUnavailable, *NotOwnedError (all wrapped). Safe for concurrent use.
 func (a *App) TableGet(ctx context.Context, table string, key []byte, windowStart *time.Time) (TableValue, error) {
 	tc, src, err := a.tableSource(table)
@@ -209,18 +206,18 @@ func (a *App) TableGet(ctx context.Context, table string, key []byte, windowStar
 		return TableValue{}, err
 	}
 	if len(key) == 0 {
-		return TableValue{}, fmt.Errorf("empty key: tables never store one: %w", ErrBadRequest)
+		return TableValue{}, fmt.Errorf("empty key: tables never store one: %w", agents.ErrBadRequest)
 	}
 	n := a.tablePartitions(table)
 	part := tables.KeyPartition(key, n)
 	skey := key
 	if tc.Window != nil {
 		if windowStart == nil {
-			return TableValue{}, fmt.Errorf("table %q is windowed: give the window start: %w", table, ErrBadRequest)
+			return TableValue{}, fmt.Errorf("table %q is windowed: give the window start: %w", table, agents.ErrBadRequest)
 		}
 		skey = tables.WindowKey(key, *windowStart)
 	} else if windowStart != nil {
-		return TableValue{}, fmt.Errorf("table %q is not windowed: no window start: %w", table, ErrBadRequest)
+		return TableValue{}, fmt.Errorf("table %q is not windowed: no window start: %w", table, agents.ErrBadRequest)
 	}
 	mgr, err := a.manager()
 	if err != nil {
@@ -264,7 +261,7 @@ func (a *App) ownerOf(ctx context.Context, table, topic string, part int32) erro
 // (those in only, when only is not empty), merged in (key, partition)
 // order. It does not ask other workers: the server fans a scan out to the
 // owners (TableOwners) and merges their pages. limit 0 is
-// DefaultScanLimit; above MaxScanLimit is ErrBadRequest. token is "" or a
+// DefaultScanLimit; above MaxScanLimit is agents.ErrBadRequest. token is "" or a
 // page token from EncodePageToken. Safe for concurrent use.
 func (a *App) TableScan(ctx context.Context, table string, prefix []byte, limit int, token string, only []int32) (ScanPage, error) {
 	if _, _, err := a.tableSource(table); err != nil {
@@ -274,12 +271,12 @@ func (a *App) TableScan(ctx context.Context, table string, prefix []byte, limit 
 	case limit == 0:
 		limit = DefaultScanLimit
 	case limit < 0 || limit > MaxScanLimit:
-		return ScanPage{}, fmt.Errorf("limit %d out of range: at most %d: %w", limit, MaxScanLimit, ErrBadRequest)
+		return ScanPage{}, fmt.Errorf("limit %d out of range: at most %d: %w", limit, MaxScanLimit, agents.ErrBadRequest)
 	}
 	n := a.tablePartitions(table)
 	for _, p := range only {
 		if p < 0 || p >= n {
-			return ScanPage{}, fmt.Errorf("table %q has partitions 0..%d, not %d: %w", table, n-1, p, ErrBadRequest)
+			return ScanPage{}, fmt.Errorf("table %q has partitions 0..%d, not %d: %w", table, n-1, p, agents.ErrBadRequest)
 		}
 	}
 	from, err := DecodePageToken(token)

@@ -4,38 +4,24 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
-	"os"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/eddy-streams/eddy/internal/testutil"
 	"github.com/eddy-streams/eddy/worker/embedded"
 	"github.com/eddy-streams/eddy/worker/transport"
 )
 
 const waitTimeout = 60 * time.Second
 
-func waitFor(t testing.TB, timeout time.Duration, msg func() string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for: %s", timeout, msg())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func testLogger(t testing.TB) *slog.Logger {
-	level := slog.LevelWarn
-	if os.Getenv("EDDY_TEST_DEBUG") != "" {
-		level = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("test", t.Name())
-}
+// The helpers these tests share with other packages (internal/testutil).
+var (
+	waitFor    = testutil.WaitFor[func() string]
+	testLogger = testutil.Logger
+)
 
 // handler records what a transport.Consumer tells it.
 type handler struct {

@@ -30,6 +30,7 @@ var (
 	descProduceRetry = prometheus.NewDesc("eddy_produce_retries_total", "Produce attempts of the worker (outputs, changelog writes, dead letters) that failed and were retried after a backoff.", agentLabels, nil)
 	descDLQNoValue   = prometheus.NewDesc("eddy_dead_letters_without_value_total", "Dead letters Kafka refused in full, written without the value (the original stays in the source topic).", agentLabels, nil)
 	descProcTimeouts = prometheus.NewDesc("eddy_agent_processing_timeouts_total", "Agent sessions ended because an instance held an event past the agent's processing_timeout.", agentLabels, nil)
+	descTableReadErr = prometheus.NewDesc("eddy_table_read_errors_total", "Reads of the agent's table stores that failed; each held its event back, to be read again after a backoff (not counted as a retry of the agent's).", agentLabels, nil)
 	descStalled      = prometheus.NewDesc("eddy_stalled", "Partitions and agent instances that stopped making progress.", agentLabels, nil)
 	descRebalances   = prometheus.NewDesc("eddy_rebalances_total", "Consumer-group assignments and revocations.", nil, nil)
 	descFreezes      = prometheus.NewDesc("eddy_freezes_total", "Times the worker's process stood still long enough to have lost its partitions unknowingly; it then produces nothing until the group confirms them.", nil, nil)
@@ -47,8 +48,9 @@ type collector struct{ m *Monitor }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descReceived, descDelivered, descProcessed, descRetried, descDeadLettered,
 		descInFlight, descLag, descCommitted, descProcessing, descEndToEnd, descSessions, descConnects,
-		descDisconnects, descStale, descRefused, descProduceRetry, descDLQNoValue, descProcTimeouts, descStalled,
-		descRebalances, descFreezes, descRebalanceDur, descProduce, descCommit, descCommitFailed, descWatchDropped, descInflightB, descStreamWaits} {
+		descDisconnects, descStale, descRefused, descProduceRetry, descDLQNoValue, descProcTimeouts, descTableReadErr, descStalled,
+		descRebalances, descFreezes, descRebalanceDur, descProduce, descCommit, descCommitFailed, descWatchDropped, descInflightB,
+		descStreamWaits} {
 		ch <- d
 	}
 }
@@ -104,6 +106,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descProduceRetry, prometheus.CounterValue, float64(a.ProduceRetries.Load()), a.Name)
 		ch <- prometheus.MustNewConstMetric(descDLQNoValue, prometheus.CounterValue, float64(a.DeadLettersWithoutValue.Load()), a.Name)
 		ch <- prometheus.MustNewConstMetric(descProcTimeouts, prometheus.CounterValue, float64(a.ProcessingTimeouts.Load()), a.Name)
+		ch <- prometheus.MustNewConstMetric(descTableReadErr, prometheus.CounterValue, float64(a.TableReadErrors.Load()), a.Name)
 		ch <- prometheus.MustNewConstMetric(descStalled, prometheus.GaugeValue, float64(stalled[a.Name]), a.Name)
 	}
 	ch <- prometheus.MustNewConstMetric(descRebalances, prometheus.CounterValue, float64(m.Rebalances.Load()))

@@ -76,6 +76,9 @@ type AgentStats struct {
 	// ProcessingTimeouts counts sessions ended because an instance held an
 	// event past the agent's processing_timeout.
 	ProcessingTimeouts atomic.Uint64
+	// TableReadErrors counts reads of the agent's table stores that failed;
+	// each held its event back, to be read again after a backoff.
+	TableReadErrors atomic.Uint64
 }
 
 // Stall is a partition or agent instance that stopped making progress.

@@ -4,11 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"maps"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -18,6 +15,7 @@ import (
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
 	"github.com/eddy-streams/eddy/internal/kafkatest"
+	"github.com/eddy-streams/eddy/internal/testutil"
 	"github.com/eddy-streams/eddy/worker/tables"
 	"github.com/eddy-streams/eddy/worker/transport"
 )
@@ -28,47 +26,14 @@ func TestMain(m *testing.M) { kafkatest.Main(m) }
 // waitTimeout is how long tests wait for Kafka to do something.
 var waitTimeout = 60 * time.Second * raceFactor
 
-// waitFor polls cond until it holds or timeout passes, then fails the test
-// with msg's message.
-func waitFor(t testing.TB, timeout time.Duration, msg func() string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for: %s", timeout, msg())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// The helpers these tests share with other packages (internal/testutil):
+// testLogger logs to the buffer it returns.
+const raceFactor = testutil.RaceFactor
 
-// logBuffer collects log output for assertions; safe for concurrent use.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// testLogger logs to a buffer (returned), and also to stderr with
-// EDDY_TEST_DEBUG set.
-func testLogger(t testing.TB) (*slog.Logger, *logBuffer) {
-	buf := &logBuffer{}
-	var w io.Writer = buf
-	if os.Getenv("EDDY_TEST_DEBUG") != "" {
-		w = io.MultiWriter(buf, os.Stderr)
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo})).With("test", t.Name()), buf
-}
+var (
+	waitFor    = testutil.WaitFor[func() string]
+	testLogger = testutil.BufferLogger
+)
 
 func kafkaConfig(t testing.TB) transport.Config {
 	cfg := transport.DefaultConfig()
@@ -83,7 +48,7 @@ type env struct {
 	t     testing.TB
 	app   string
 	dir   string
-	logs  *logBuffer
+	logs  *testutil.Buffer
 	admin *transport.Admin
 	cfg   tables.Config
 	r     *tables.Restorer

@@ -3,13 +3,12 @@ package transport_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/eddy-streams/eddy/internal/kafkatest"
+	"github.com/eddy-streams/eddy/internal/testutil"
 	"github.com/eddy-streams/eddy/worker/transport"
 )
 
@@ -20,28 +19,13 @@ func TestMain(m *testing.M) { kafkatest.Main(m) }
 // take a few heartbeats); raceFactor stretches it under -race.
 var waitTimeout = 60 * time.Second * raceFactor
 
-// waitFor polls cond until it holds or timeout passes, then fails the test
-// with the message of msg.
-func waitFor(t testing.TB, timeout time.Duration, msg func() string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for: %s", timeout, msg())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// The helpers these tests share with other packages (internal/testutil).
+const raceFactor = testutil.RaceFactor
 
-// testLogger logs to stderr at warn and above, or everything with
-// EDDY_TEST_DEBUG set.
-func testLogger(t testing.TB) *slog.Logger {
-	level := slog.LevelWarn
-	if os.Getenv("EDDY_TEST_DEBUG") != "" {
-		level = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("test", t.Name())
-}
+var (
+	waitFor    = testutil.WaitFor[func() string]
+	testLogger = testutil.Logger
+)
 
 // testConfig is a Config for the test broker. The session timeout is the
 // broker's minimum, so rebalances after a member joins are quick.

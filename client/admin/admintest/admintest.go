@@ -11,10 +11,12 @@ import (
 	"errors"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -53,7 +55,10 @@ type Worker struct {
 }
 
 // Start serves a fake worker on 127.0.0.1 on a free port until the test ends.
-// GetStatus answers with a copy of status (an empty status if nil). When
+// GetStatus answers with a copy of status (an empty status if nil). In the
+// states STARTING, STOPPING and STOPPED, Pause and Resume fail as a worker's
+// do: codes.Unavailable with the google.rpc.ErrorInfo reason NOT_RUNNING
+// (domain "eddy.v1"). When
 // token is not empty, Pause, Resume and Shutdown fail with
 // codes.Unauthenticated unless the call carries "authorization: Bearer
 // <token>"; GetStatus never needs it.
@@ -147,6 +152,15 @@ func (w *Worker) Shutdown(ctx context.Context, req *eddyv1.ShutdownRequest) (*ed
 
 // setPaused must be called with w.mu held.
 func (w *Worker) setPaused(agent string, paused bool) error {
+	switch state := w.status.GetState(); state {
+	case eddyv1.WorkerState_WORKER_STATE_STARTING, eddyv1.WorkerState_WORKER_STATE_STOPPING, eddyv1.WorkerState_WORKER_STATE_STOPPED:
+		st, err := status.New(codes.Unavailable, "the worker is not running: state is "+strings.TrimPrefix(state.String(), "WORKER_STATE_")).
+			WithDetails(&errdetails.ErrorInfo{Domain: "eddy.v1", Reason: "NOT_RUNNING"})
+		if err != nil {
+			return err
+		}
+		return st.Err()
+	}
 	var names []string
 	for _, a := range w.status.GetAgents() {
 		names = append(names, a.GetName())

@@ -1,4 +1,4 @@
-package worker
+package daemon
 
 import (
 	"crypto/tls"

@@ -1,7 +1,11 @@
-// Package worker runs one Eddy worker process: it binds the control plane,
-// starts the embedded dev broker when asked, runs the app, and shuts all of
-// it down in order within a deadline.
-package worker
+// Package daemon runs one Eddy worker process: it binds the control plane
+// (the gRPC and HTTP listeners of package server), starts the embedded dev
+// broker when asked, runs the app (package worker/app, the runtime), and
+// shuts all of it down in order within a deadline. It sits above the
+// runtime and server so that the runtime imports neither gRPC nor server
+// (docs/architecture.md#layers); cmd/worker parses flags, handles signals
+// and maps Run's error to the exit status.
+package daemon
 
 import (
 	"context"
@@ -38,20 +42,21 @@ type Options struct {
 	AddrFile string
 }
 
-// Worker is one worker process. Run it once.
-type Worker struct {
+// Daemon is one worker process. Run it once; not for concurrent use
+// beyond that.
+type Daemon struct {
 	cfg     *config.Config
 	log     *slog.Logger
 	opts    Options
 	running atomic.Bool
 }
 
-// New returns a worker for a validated config.
-func New(cfg *config.Config, log *slog.Logger, opts Options) *Worker {
+// New returns the process of a validated config.
+func New(cfg *config.Config, log *slog.Logger, opts Options) *Daemon {
 	if opts.Version == "" {
 		opts.Version = "dev"
 	}
-	return &Worker{cfg: cfg, log: log, opts: opts}
+	return &Daemon{cfg: cfg, log: log, opts: opts}
 }
 
 // Run starts the worker and blocks until ctx is cancelled, a Shutdown RPC
@@ -65,11 +70,12 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) *Worker {
 //  1. health turns NOT_SERVING, state STOPPING;
 //  2. the app stops its services in reverse start order (agents, consumer —
 //     committing what is done and leaving the group —, producer, flushing);
-//  3. the gRPC server stops gracefully (forcibly at the deadline), then HTTP;
+//  3. the gRPC server stops gracefully (forcibly at the deadline) and closes
+//     its connections to other workers (forwarded table reads), then HTTP;
 //  4. the embedded broker, if any, closes.
-func (w *Worker) Run(ctx context.Context) (err error) {
+func (w *Daemon) Run(ctx context.Context) (err error) {
 	if !w.running.CompareAndSwap(false, true) {
-		return errors.New("worker: Run called twice")
+		return errors.New("daemon: Run called twice")
 	}
 	cfg := w.cfg
 	log := w.log
@@ -118,7 +124,8 @@ func (w *Worker) Run(ctx context.Context) (err error) {
 		httpLis.Close()
 		return err
 	}
-	gs, health := server.New(server.Config{Token: cfg.Auth.Token, ProtectReads: cfg.Auth.ProtectReads, TLS: tlsCfg, Logger: log}, a)
+	srv := server.New(server.Config{Token: cfg.Auth.Token, ProtectReads: cfg.Auth.ProtectReads, TLS: tlsCfg, Logger: log}, a)
+	gs, health := srv.GRPC, srv.Health
 	hs := &http.Server{Handler: server.HTTPHandler(a.State, a.Metrics()), ReadHeaderTimeout: 5 * time.Second}
 	a.OnStateChange(func(s app.State) { server.SetServing(health, s.Serving()) })
 
@@ -175,6 +182,7 @@ func (w *Worker) Run(ctx context.Context) (err error) {
 		}
 	}
 	stopGRPC(gs, deadline.C, &timedOut)
+	closeErr := srv.Close() // the connections of forwarded table reads
 	hctx, hcancel := context.WithTimeout(context.Background(), time.Second)
 	defer hcancel()
 	_ = hs.Shutdown(hctx)
@@ -183,7 +191,7 @@ func (w *Worker) Run(ctx context.Context) (err error) {
 	if timedOut {
 		return errors.Join(ErrShutdownTimeout, appErr)
 	}
-	return errors.Join(appErr, serveErr)
+	return errors.Join(appErr, serveErr, closeErr)
 }
 
 var errShutdownRequested = errors.New("shutdown requested")
