@@ -29,7 +29,7 @@ const (
 //
 // Shutdown (Stop):
 //  1. Stop reading; apply the records already read, with their checkpoint.
-//  2. Close the consumer.
+//  2. Remove the partition from the Restorer's changelog reader.
 //  3. Hand the open store to the caller (Stop) or close it (Close).
 type Standby struct {
 	r    *Restorer
@@ -93,11 +93,7 @@ func (sb *Standby) run(ctx context.Context, reason string) {
 
 // tail plans like a restore and then reads until ctx ends or an error.
 func (sb *Standby) tail(ctx context.Context, l *slog.Logger, reason string, records *int64) error {
-	sess, err := sb.r.newSession(sb.st, "standby", l)
-	if err != nil {
-		return err
-	}
-	defer sess.close()
+	sess := sb.r.newSession(sb.st, l)
 	pl, err := sess.plan(ctx, reason)
 	if err != nil {
 		return err
