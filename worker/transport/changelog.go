@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -19,11 +20,17 @@ const (
 	// shared by all its partitions (queued.max.messages.kbytes): 32 MiB.
 	changelogPrefetchKiB = 32 << 10
 	// ChangelogStreamRecords and ChangelogStreamBytes bound what a
-	// ChangelogStream holds between two Fetch calls: past either, the
-	// reader pauses the partition until Fetch takes the records (one
-	// record may overshoot). Records count their key, value and 64 bytes.
-	ChangelogStreamRecords = 4096
-	ChangelogStreamBytes   = 1 << 20
+	// ChangelogStream holds between two Fetch calls, and
+	// ChangelogReaderBytes what all the streams of a reader hold together:
+	// past any of them, the reader pauses the partition it delivers to
+	// until Fetch takes its records (one record may overshoot). Records
+	// count their key, value and 64 bytes. A stream holds more than a
+	// restore's batch (10,000 records), so a restore applying one batch
+	// rarely finds its partition paused: a pause drops what librdkafka
+	// prefetched for the partition, which is then fetched again.
+	ChangelogStreamRecords = 16384
+	ChangelogStreamBytes   = 4 << 20
+	ChangelogReaderBytes   = 64 << 20
 	// recordOverhead is what a record costs besides its key and value.
 	recordOverhead = 64
 )
@@ -88,7 +95,8 @@ type ChangelogReader struct {
 	adminOnce sync.Once
 	admin     *Admin // the reader's own, created by adminOnce
 	adminErr  error
-	locating  sync.Mutex     // one locate at a time
+	locating  atomic.Bool    // a locate runs: later errors wait for it, not queue
+	buffered  atomic.Int64   // bytes held by all streams
 	bg        sync.WaitGroup // locate goroutines
 }
 
@@ -202,8 +210,8 @@ func (r *ChangelogReader) start() error {
 	return nil
 }
 
-// Remove stops reading the partition and ends its stream (Fetch returns
-// what was read, then ErrClosed). It returns once the partition is
+// Remove stops reading the partition and ends its stream: what it holds
+// is dropped, and Fetch returns ErrClosed. It returns once the partition is
 // unassigned, so it may be added again at once. Removing a partition
 // that is not being read does nothing.
 func (r *ChangelogReader) Remove(topic string, partition int32) {
@@ -220,6 +228,8 @@ func (r *ChangelogReader) Remove(topic string, partition int32) {
 	s.removed = true
 	wasPaused := s.paused
 	s.paused = false
+	s.r.buffered.Add(-int64(s.bytes))
+	s.events, s.records, s.bytes = nil, 0, 0
 	if s.err == nil {
 		s.err = ErrClosed
 	}
@@ -355,11 +365,16 @@ func (r *ChangelogReader) onError(e kafka.Error) {
 		switch e.Code() {
 		case kafka.ErrAutoOffsetReset, kafka.ErrOffsetOutOfRange,
 			kafka.ErrUnknownTopicOrPart, kafka.ErrUnknownTopic, kafka.ErrUnknownPartition:
-			r.bg.Add(1)
-			go func() {
-				defer r.bg.Done()
-				r.locate(e)
-			}()
+			// One at a time: librdkafka repeats such errors while
+			// they last, and one look at the metadata answers them all.
+			if r.locating.CompareAndSwap(false, true) {
+				r.bg.Add(1)
+				go func() {
+					defer r.bg.Done()
+					defer r.locating.Store(false)
+					r.locate(e)
+				}()
+			}
 		}
 	}
 }
@@ -369,8 +384,6 @@ func (r *ChangelogReader) onError(e kafka.Error) {
 // whose next offset lies outside the partition's watermarks
 // (ErrOffsetOutOfRange). The others read on.
 func (r *ChangelogReader) locate(cause kafka.Error) {
-	r.locating.Lock()
-	defer r.locating.Unlock()
 	r.mu.RLock()
 	streams := make([]*ChangelogStream, 0, len(r.streams))
 	for _, s := range r.streams {
@@ -485,9 +498,12 @@ func (s *ChangelogStream) deliver(kc *kafka.Consumer, ev ChangelogEvent) {
 		}
 		s.next = ev.Offset + 1
 		s.events = append(s.events, ev)
+		n := len(ev.Key) + len(ev.Value) + recordOverhead
 		s.records++
-		s.bytes += len(ev.Key) + len(ev.Value) + recordOverhead
-		if !s.paused && (s.records >= ChangelogStreamRecords || s.bytes >= ChangelogStreamBytes) {
+		s.bytes += n
+		total := s.r.buffered.Add(int64(n))
+		if !s.paused && (s.records >= ChangelogStreamRecords || s.bytes >= ChangelogStreamBytes ||
+			total >= ChangelogReaderBytes) {
 			if err := kc.Pause([]kafka.TopicPartition{s.tp}); err == nil {
 				s.paused = true
 			}
@@ -519,6 +535,7 @@ func (s *ChangelogStream) Fetch(ctx context.Context, wait time.Duration) ([]Chan
 		s.mu.Lock()
 		if len(s.events) > 0 {
 			evs := s.events
+			s.r.buffered.Add(-int64(s.bytes))
 			s.events, s.records, s.bytes = nil, 0, 0
 			if s.paused && !s.removed {
 				s.paused = false

@@ -95,7 +95,10 @@ type Config struct {
 	TransactionalID string
 	// Overrides are raw librdkafka properties applied last to every client
 	// this package creates (a producer-only property given to a consumer
-	// is ignored by librdkafka with a logged warning). Properties whose
+	// is ignored by librdkafka with a logged warning), except those the
+	// ChangelogReader owns (auto.offset.reset, enable.partition.eof,
+	// isolation.level, queued.max.messages.kbytes, ...: changelogReaderOwned,
+	// docs/kafka.md), which it skips with a logged warning. Properties whose
 	// change would break this package's contract are rejected by Validate:
 	// go.* (channel plumbing), enable.auto.commit, enable.auto.offset.store
 	// (the commit frontier commits explicitly) and
@@ -369,6 +372,13 @@ func (c Config) changelogReaderConfig() (kafka.ConfigMap, map[string]string) {
 		// One prefetch queue for every partition the reader has
 		// (librdkafka's high-level consumer bounds its single queue).
 		"queued.max.messages.kbytes": changelogPrefetchKiB,
+		// With many partitions on one consumer, the prefetch thresholds
+		// (queued.min.messages, queued.max.messages.kbytes) are reached
+		// by the queue they share, and librdkafka then postpones each
+		// partition's next fetch by this much (1s by default), which
+		// halved restore throughput; the poll goroutine drains the queue
+		// in far less.
+		"fetch.queue.backoff.ms": 10,
 	} {
 		m[k] = v
 	}
