@@ -30,7 +30,7 @@ const (
 // or lacks the partition (create it with Changelog.Spec first).
 var ErrNoChangelog = errors.New("tables: changelog topic or partition does not exist")
 
-// errOutOfRange: the consumer's position fell below the changelog's low
+// errOutOfRange: the reader's position fell below the changelog's low
 // watermark (records were deleted while reading).
 var errOutOfRange = errors.New("tables: changelog offset out of range")
 
@@ -59,7 +59,7 @@ type Config struct {
 	// Logger receives lifecycle, progress and error logs (keys table,
 	// partition, topic, offset, err). Default: discard.
 	Logger *slog.Logger
-	// Errors, if set, records the Kafka errors the consumers report, for
+	// Errors, if set, records the Kafka errors the default Reader reports, for
 	// the status RPC. Default: not recorded (still logged).
 	Errors *transport.ErrorLog
 	// OnProgress, if set, is called with the progress of each restore and

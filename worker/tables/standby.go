@@ -19,7 +19,7 @@ const (
 // worker: it tails the partition's changelog into a local store, so that
 // when the partition moves here the takeover (Restorer.Resume on the store
 // Stop returns) reads only the tail. Records are committed to the store in
-// batches as they arrive (at the latest when the consumer goes idle for
+// batches as they arrive (at the latest when the changelog goes quiet for
 // 100ms), each batch with its checkpoint.
 //
 // The tailing goroutine survives errors (broker down, changelog deleted,
