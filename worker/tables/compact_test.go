@@ -67,7 +67,6 @@ func TestRestoreCompactedChangelog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = r.Close() })
 	e2 := *e
 	e2.r = r
 	st, p = e2.restore("counts", 0)

@@ -349,7 +349,6 @@ func TestRestoreStaleCheckpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = r.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	st, p, err := r.Restore(ctx, "counts", 0)
@@ -401,7 +400,6 @@ func TestRestoreReadCommitted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = r.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	st2, p, err := r.Restore(ctx, "counts", 0)
