@@ -4,14 +4,18 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/eddy-streams/eddy/worker/tables"
+	"github.com/eddy-streams/eddy/worker/transport"
 )
 
 // benchRecords is the changelog size of BenchmarkRestore:
@@ -78,6 +82,117 @@ func BenchmarkRestore(b *testing.B) {
 	reportPeakRSS(b)
 }
 
+// benchPartitionRecords is the records per partition of
+// BenchmarkRestorePartitions: EDDY_BENCH_PARTITION_RECORDS, default 20000.
+func benchPartitionRecords(b *testing.B) int {
+	if s := os.Getenv("EDDY_BENCH_PARTITION_RECORDS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			b.Fatalf("EDDY_BENCH_PARTITION_RECORDS=%q: want a positive number", s)
+		}
+		return n
+	}
+	return 20_000
+}
+
+// BenchmarkRestorePartitions restores 8 and 64 partitions of one changelog
+// at once (one Restore per partition, all started together, as a worker
+// taking that many partitions does), each partition holding
+// EDDY_BENCH_PARTITION_RECORDS distinct keys (16-byte keys, 100-byte
+// values), from scratch into a new data directory per iteration. It
+// reports the records restored per second of the whole (records/s), the
+// process's peak thread count during the restores (peak-threads: each
+// librdkafka client runs a thread per broker plus its own), and peak RSS.
+func BenchmarkRestorePartitions(b *testing.B) {
+	per := benchPartitionRecords(b)
+	for _, parts := range []int{8, 64} {
+		b.Run(strconv.Itoa(parts), func(b *testing.B) {
+			e := newEnv(b)
+			cl := e.changelog("bench", parts, nil)
+			value := bytes.Repeat([]byte("v"), 100)
+			var recs []transport.Record
+			for p := range parts {
+				muts := make([]tables.Mutation, per)
+				for i := range muts {
+					muts[i] = tables.Mutation{Key: fmt.Appendf(nil, "k%02d-%012d", p, i), Value: value}
+				}
+				r, err := cl.Records(int32(p), muts)
+				if err != nil {
+					b.Fatal(err)
+				}
+				recs = append(recs, r...)
+			}
+			produceRecords(b, recs)
+			recs = nil
+			ctx := context.Background()
+			var records int64
+			var peakThreads int
+			for b.Loop() {
+				cfg := e.cfg
+				cfg.Dir = b.TempDir()
+				r, err := tables.NewRestorer(cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				stop := make(chan struct{})
+				sampled := make(chan int)
+				go func() { sampled <- samplePeakThreads(stop) }()
+				var wg sync.WaitGroup
+				var mu sync.Mutex
+				var firstErr error
+				for p := range parts {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						st, prog, err := r.Restore(ctx, "bench", int32(p))
+						if err == nil && prog.Records != int64(per) {
+							err = fmt.Errorf("partition %d: restored %d records, want %d", p, prog.Records, per)
+						}
+						if st != nil {
+							err = errors.Join(err, st.Close())
+						}
+						mu.Lock()
+						defer mu.Unlock()
+						if err != nil && firstErr == nil {
+							firstErr = err
+						}
+						records += prog.Records
+					}()
+				}
+				wg.Wait()
+				close(stop)
+				peakThreads = max(peakThreads, <-sampled)
+				if firstErr != nil {
+					b.Fatal(firstErr)
+				}
+				closeRestorer(r)
+			}
+			b.ReportMetric(float64(records)/b.Elapsed().Seconds(), "records/s")
+			b.ReportMetric(0, "ns/op")
+			b.ReportMetric(float64(peakThreads), "peak-threads")
+			reportPeakRSS(b)
+		})
+	}
+}
+
+// samplePeakThreads returns the highest thread count of the process seen
+// every 10ms until stop closes (0 where /proc is missing).
+func samplePeakThreads(stop <-chan struct{}) int {
+	peak := 0
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if ents, err := os.ReadDir("/proc/self/task"); err == nil {
+			peak = max(peak, len(ents))
+		}
+		select {
+		case <-stop:
+			return peak
+		case <-tick.C:
+		}
+	}
+}
+
 // BenchmarkStoreMemory applies 1M distinct keys (word-count shaped: 12-byte
 // keys, 8-byte values) to a store in batches of 10000 and reports the Go
 // heap the store holds afterwards, per key and in total, and the process's
@@ -136,5 +251,13 @@ func reportPeakRSS(b *testing.B) {
 			}
 			return
 		}
+	}
+}
+
+// closeRestorer releases what a Restorer holds, for Restorers that hold
+// something.
+func closeRestorer(r any) {
+	if c, ok := r.(interface{ Close() error }); ok {
+		_ = c.Close()
 	}
 }
