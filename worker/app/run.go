@@ -25,8 +25,10 @@ const stopBudget = 10 * time.Second
 //
 // Start order (docs/architecture.md): monitor (created with the app), Kafka admin
 // (reach the brokers within kafka.reach_timeout, create declared topics,
-// dead-letter and changelog topics), producer, table restorer, agents
-// manager, consumer (joins the group). Table partitions are restored by
+// dead-letter and changelog topics), producer, table restorer (with the
+// worker's one changelog reader, which every restore and standby shares;
+// its consumer starts with the first restore), agents manager, consumer
+// (joins the group). Table partitions are restored by
 // the manager as their source partitions are assigned.
 //
 // Standby replicas (tables with standby_replicas) are placed from the
@@ -40,9 +42,10 @@ const stopBudget = 10 * time.Second
 //     the group; the standby placement and partition count loops end;
 //  3. agents manager;
 //  4. standby replicas: each store closed, checkpointed;
-//  5. producer: flush outstanding records, then close;
-//  6. admin client;
-//  7. state STOPPED.
+//  5. changelog reader (restores and standbys have ended);
+//  6. producer: flush outstanding records, then close;
+//  7. admin client;
+//  8. state STOPPED.
 func (a *App) Run(ctx context.Context) (err error) {
 	if !a.running.CompareAndSwap(false, true) {
 		return errors.New("app: Run called twice")
@@ -80,9 +83,16 @@ func (a *App) Run(ctx context.Context) (err error) {
 		err = errors.Join(err, producer.Close(cctx))
 	}()
 
+	// One changelog reader for every restore and standby, asking the
+	// admin client for topic ids and watermarks (docs/tables.md#recovery).
+	reader, err := transport.NewChangelogReader(tcfg, admin, topts...)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, reader.Close()) }()
 	restorer, err := tables.NewRestorer(tables.Config{
 		App: a.cfg.App, Dir: a.cfg.DataDir, Kafka: tcfg, Logger: a.log, Errors: errLog,
-		OnProgress: a.onRestoreProgress,
+		Reader: tables.TransportReader(reader), OnProgress: a.onRestoreProgress,
 	})
 	if err != nil {
 		return err

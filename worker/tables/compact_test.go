@@ -67,6 +67,7 @@ func TestRestoreCompactedChangelog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = r.Close() })
 	e2 := *e
 	e2.r = r
 	st, p = e2.restore("counts", 0)

@@ -15,6 +15,10 @@
 //     be trusted.
 //   - Standby: tails the changelog of a partition owned by another worker
 //     into a local store, so a takeover only replays the tail.
+//   - ChangelogReader: what restores and standbys read through; the worker
+//     passes its one transport.ChangelogReader (TransportReader), which
+//     serves all of them, and tests pass fakes. The package imports no
+//     Kafka client library.
 //   - Window: tumbling and hopping window arithmetic and the key encoding of
 //     windowed tables.
 //

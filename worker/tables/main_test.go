@@ -67,6 +67,7 @@ func newEnv(t testing.TB, mod ...func(*tables.Config)) *env {
 		t.Fatalf("NewRestorer: %v", err)
 	}
 	e.r = r
+	t.Cleanup(func() { _ = r.Close() }) // after the stores and standbys (cleanups run last first)
 	a, err := transport.NewAdmin(kafkaConfig(t))
 	if err != nil {
 		t.Fatalf("NewAdmin: %v", err)

@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
-
 	"github.com/eddy-streams/eddy/worker/transport"
 )
 
@@ -32,7 +30,7 @@ const (
 // or lacks the partition (create it with Changelog.Spec first).
 var ErrNoChangelog = errors.New("tables: changelog topic or partition does not exist")
 
-// errOutOfRange: the consumer's position fell below the changelog's low
+// errOutOfRange: the reader's position fell below the changelog's low
 // watermark (records were deleted while reading).
 var errOutOfRange = errors.New("tables: changelog offset out of range")
 
@@ -45,17 +43,23 @@ type Config struct {
 	// Dir is the data directory (the app file's data_dir); stores live in
 	// <Dir>/<table>/<partition>.db. Required.
 	Dir string
-	// Kafka holds the Kafka client settings of the restore and standby
-	// consumers: Brokers (required), ClientID, IsolationLevel
+	// Reader reads the changelogs for every restore and standby: the
+	// worker's one transport.ChangelogReader (TransportReader), or a fake
+	// in tests. Default: a transport.ChangelogReader built from Kafka,
+	// created by NewRestorer and closed by Restorer.Close.
+	Reader ChangelogReader
+	// Kafka holds the Kafka client settings of the default Reader:
+	// Brokers (required without a Reader), ClientID, IsolationLevel
 	// (transport.ReadCommitted for processing_guarantee exactly_once, so
 	// only committed changelog records are restored), ReachTimeout (bounds
-	// each metadata request) and Overrides. GroupID is not used: the
-	// consumers are assigned their partition and join no group.
+	// each metadata request) and Overrides (those the reader owns are
+	// skipped, docs/kafka.md). GroupID is not used: the reader is assigned
+	// partitions and joins no group. Unused when Reader is set.
 	Kafka transport.Config
 	// Logger receives lifecycle, progress and error logs (keys table,
 	// partition, topic, offset, err). Default: discard.
 	Logger *slog.Logger
-	// Errors, if set, records the Kafka errors the consumers report, for
+	// Errors, if set, records the Kafka errors the default Reader reports, for
 	// the status RPC. Default: not recorded (still logged).
 	Errors *transport.ErrorLog
 	// OnProgress, if set, is called with the progress of each restore and
@@ -93,6 +97,9 @@ func (c Config) validate() error {
 		return fmt.Errorf("tables: Config.BatchSize: must not be negative, got %d", c.BatchSize)
 	case c.ProgressInterval < 0 || c.LogInterval < 0:
 		return errors.New("tables: Config.ProgressInterval, LogInterval: must not be negative")
+	}
+	if c.Reader != nil {
+		return nil
 	}
 	if err := c.Kafka.Validate(); err != nil {
 		return fmt.Errorf("tables: Config.Kafka: %w", err)
@@ -165,22 +172,43 @@ type Progress struct {
 func (p Progress) Remaining() int64 { return max(p.To-p.Position, 0) }
 
 // Restorer restores table partitions from their changelogs and runs
-// standby replicas. Each Restore and Standby uses a consumer of its own,
-// assigned the one changelog partition (no consumer group). A Restorer is
-// safe for concurrent use: restore several partitions at once by calling
-// Restore from several goroutines.
+// standby replicas. Every Restore and Standby reads through the one
+// Config.Reader, which has the partition assigned while it reads (no
+// consumer group). A Restorer is safe for concurrent use: restore several
+// partitions at once by calling Restore from several goroutines.
 type Restorer struct {
-	cfg Config
+	cfg    Config
+	reader ChangelogReader
+	own    *transport.ChangelogReader // the default Reader, closed by Close
 }
 
 // NewRestorer validates cfg and returns a Restorer. It does not contact
-// Kafka.
+// Kafka (the default Reader connects on its first restore).
 func NewRestorer(cfg Config) (*Restorer, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	cfg.defaults()
-	return &Restorer{cfg: cfg}, nil
+	r := &Restorer{cfg: cfg, reader: cfg.Reader}
+	if r.reader == nil {
+		tr, err := transport.NewChangelogReader(cfg.Kafka, nil,
+			transport.WithLogger(cfg.Logger), transport.WithErrorLog(cfg.Errors))
+		if err != nil {
+			return nil, fmt.Errorf("tables: Config.Kafka: %w", err)
+		}
+		r.reader, r.own = TransportReader(tr), tr
+	}
+	return r, nil
+}
+
+// Close closes the default Reader, if NewRestorer created one; call it
+// once every Restore and Standby has ended. A Reader passed in Config is
+// the caller's to close. Idempotent.
+func (r *Restorer) Close() error {
+	if r.own == nil {
+		return nil
+	}
+	return r.own.Close()
 }
 
 func (r *Restorer) storeOpts() []StoreOption { return []StoreOption{WithSync(r.cfg.Sync)} }
@@ -241,11 +269,7 @@ func (r *Restorer) Resume(ctx context.Context, st *Store) (Progress, error) {
 
 func (r *Restorer) resume(ctx context.Context, st *Store, reason string) (Progress, error) {
 	log := r.cfg.Logger.With("table", st.table, "partition", st.partition)
-	sess, err := r.newSession(st, "restore", log)
-	if err != nil {
-		return Progress{Table: st.table, Partition: st.partition}, err
-	}
-	defer sess.close()
+	sess := r.newSession(st, log)
 
 	var records int64
 	for attempt := 0; ; attempt++ {
@@ -305,70 +329,17 @@ func logPlan(log *slog.Logger, pl plan, standby bool) {
 	}
 }
 
-// session is one consumer (plus an admin client on its handle) reading
-// one changelog partition into one store.
+// session is one restore or standby's reading of one changelog partition
+// into one store, through the Restorer's Reader.
 type session struct {
 	r     *Restorer
 	st    *Store
 	topic string
 	log   *slog.Logger
-	c     *kafka.Consumer
-	a     *kafka.AdminClient
-
-	logsDone <-chan struct{}
-	lastErr  map[kafka.ErrorCode]time.Time // for log deduplication
 }
 
-func (r *Restorer) newSession(st *Store, client string, log *slog.Logger) (*session, error) {
-	k := r.cfg.Kafka
-	level := k.IsolationLevel
-	if level == "" {
-		level = transport.ReadUncommitted
-	}
-	cm := kafka.ConfigMap{
-		"bootstrap.servers": k.Brokers,
-		"client.id":         k.ClientID,
-		// confluent-kafka-go requires a group.id; the consumer is only
-		// ever assigned partitions, so it joins no group and commits
-		// nothing.
-		"group.id":                 r.cfg.App + "-tables",
-		"enable.auto.commit":       false,
-		"enable.auto.offset.store": false,
-		// The restore decides where to start; an offset that is out of
-		// range means records were deleted under it, which it must hear.
-		"auto.offset.reset":        "error",
-		"enable.partition.eof":     true,
-		"isolation.level":          string(level),
-		"allow.auto.create.topics": false,
-		"go.logs.channel.enable":   true,
-		"log.connection.close":     false,
-		// One partition per consumer: 32 MiB of prefetch keeps a restore
-		// busy without making many standbys expensive.
-		"queued.max.messages.kbytes": 32 << 10,
-	}
-	for key, v := range k.Overrides {
-		cm[key] = v
-	}
-	c, err := kafka.NewConsumer(&cm)
-	if err != nil {
-		return nil, fmt.Errorf("tables: create %s consumer: %w", client, err)
-	}
-	a, err := kafka.NewAdminClientFromConsumer(c)
-	if err != nil {
-		_ = c.Close()
-		return nil, fmt.Errorf("tables: create %s admin client: %w", client, err)
-	}
-	return &session{
-		r: r, st: st, topic: ChangelogTopic(r.cfg.App, st.table), log: log, c: c, a: a,
-		logsDone: transport.ForwardLogs(c.Logs(), log, client),
-		lastErr:  map[kafka.ErrorCode]time.Time{},
-	}, nil
-}
-
-func (s *session) close() {
-	s.a.Close()
-	_ = s.c.Close() // closes Logs
-	<-s.logsDone
+func (r *Restorer) newSession(st *Store, log *slog.Logger) *session {
+	return &session{r: r, st: st, topic: ChangelogTopic(r.cfg.App, st.table), log: log}
 }
 
 // plan is where a replay starts and ends, and why.
@@ -394,11 +365,11 @@ func (s *session) plan(ctx context.Context, forced string) (plan, error) {
 		return pl, err
 	}
 	pl.topicID = id
-	if pl.low, err = s.offset(ctx, kafka.EarliestOffsetSpec); err != nil {
-		return pl, err
-	}
-	if pl.end, err = s.offset(ctx, kafka.LatestOffsetSpec); err != nil {
-		return pl, err
+	if pl.low, pl.end, err = s.r.reader.Watermarks(ctx, s.topic, s.st.partition); err != nil {
+		if errors.Is(err, transport.ErrUnknownTopic) {
+			return pl, fmt.Errorf("%w: %v", ErrNoChangelog, err)
+		}
+		return pl, fmt.Errorf("tables: watermarks of %s[%d]: %w", s.topic, s.st.partition, err)
 	}
 	m := s.st.checkpoint()
 	count, err := s.st.Count()
@@ -446,59 +417,17 @@ func (s *session) plan(ctx context.Context, forced string) (plan, error) {
 // describe returns the changelog topic's id ("" if the broker has none)
 // and checks that the partition exists.
 func (s *session) describe(ctx context.Context) (string, error) {
-	timeout := s.r.cfg.Kafka.ReachTimeout
-	rctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	res, err := s.a.DescribeTopics(rctx, kafka.NewTopicCollectionOfTopicNames([]string{s.topic}),
-		kafka.SetAdminRequestTimeout(timeout))
-	if err != nil {
+	info, err := s.r.reader.DescribeTopic(ctx, s.topic)
+	switch {
+	case errors.Is(err, transport.ErrUnknownTopic):
+		return "", fmt.Errorf("%w: %q", ErrNoChangelog, s.topic)
+	case err != nil:
 		return "", fmt.Errorf("tables: describe changelog %q: %w", s.topic, err)
+	case int(s.st.partition) >= info.Partitions:
+		return "", fmt.Errorf("%w: %q has %d partitions, table partition %d does not exist",
+			ErrNoChangelog, s.topic, info.Partitions, s.st.partition)
 	}
-	for _, d := range res.TopicDescriptions {
-		switch d.Error.Code() {
-		case kafka.ErrNoError:
-		case kafka.ErrUnknownTopicOrPart, kafka.ErrUnknownTopic:
-			return "", fmt.Errorf("%w: %q", ErrNoChangelog, s.topic)
-		default:
-			return "", fmt.Errorf("tables: describe changelog %q: %w", s.topic, d.Error)
-		}
-		if int(s.st.partition) >= len(d.Partitions) {
-			return "", fmt.Errorf("%w: %q has %d partitions, table partition %d does not exist",
-				ErrNoChangelog, s.topic, len(d.Partitions), s.st.partition)
-		}
-		if d.TopicID.GetMostSignificantBits() == 0 && d.TopicID.GetLeastSignificantBits() == 0 {
-			return "", nil
-		}
-		return d.TopicID.String(), nil
-	}
-	return "", fmt.Errorf("%w: %q", ErrNoChangelog, s.topic)
-}
-
-// offset lists the partition's earliest or latest offset, at the
-// configured isolation level (latest is the last stable offset under
-// read_committed).
-func (s *session) offset(ctx context.Context, spec kafka.OffsetSpec) (int64, error) {
-	timeout := s.r.cfg.Kafka.ReachTimeout
-	rctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	level := kafka.IsolationLevelReadUncommitted
-	if s.r.cfg.Kafka.IsolationLevel == transport.ReadCommitted {
-		level = kafka.IsolationLevelReadCommitted
-	}
-	topic := s.topic
-	res, err := s.a.ListOffsets(rctx,
-		map[kafka.TopicPartition]kafka.OffsetSpec{{Topic: &topic, Partition: s.st.partition}: spec},
-		kafka.SetAdminIsolationLevel(level), kafka.SetAdminRequestTimeout(timeout))
-	if err != nil {
-		return 0, fmt.Errorf("tables: list offsets of %s[%d]: %w", s.topic, s.st.partition, err)
-	}
-	for _, info := range res.ResultInfos {
-		if info.Error.Code() != kafka.ErrNoError {
-			return 0, fmt.Errorf("tables: list offsets of %s[%d]: %w", s.topic, s.st.partition, info.Error)
-		}
-		return int64(info.Offset), nil
-	}
-	return 0, fmt.Errorf("tables: list offsets of %s[%d]: no result", s.topic, s.st.partition)
+	return info.ID, nil
 }
 
 // consume reads the changelog partition from offset from and applies it to
@@ -507,11 +436,11 @@ func (s *session) offset(ctx context.Context, spec kafka.OffsetSpec) (int64, err
 // before it returns, also on error and cancellation, so the store's
 // checkpoint covers everything read.
 func (s *session) consume(ctx context.Context, from, until int64, tr *tracker, standby bool) (err error) {
-	tp := kafka.TopicPartition{Topic: &s.topic, Partition: s.st.partition, Offset: kafka.Offset(from)}
-	if err := s.c.Assign([]kafka.TopicPartition{tp}); err != nil {
-		return fmt.Errorf("tables: assign %s[%d]: %w", s.topic, s.st.partition, err)
+	stream, err := s.r.reader.Add(s.topic, s.st.partition, from)
+	if err != nil {
+		return fmt.Errorf("tables: read %s[%d]: %w", s.topic, s.st.partition, err)
 	}
-	defer func() { _ = s.c.Unassign() }()
+	defer s.r.reader.Remove(s.topic, s.st.partition)
 
 	batchSize := s.r.cfg.BatchSize
 	batch := make([]Mutation, 0, min(batchSize, 4096))
@@ -525,7 +454,7 @@ func (s *session) consume(ctx context.Context, from, until int64, tr *tracker, s
 		if err := s.st.apply(batch, last, syncedAt); err != nil {
 			return err
 		}
-		clear(batch) // drop references to the messages' bytes
+		clear(batch) // drop references to the records' bytes
 		batch = batch[:0]
 		tr.committed(time.Now())
 		if !syncedAt.IsZero() {
@@ -542,42 +471,30 @@ func (s *session) consume(ctx context.Context, from, until int64, tr *tracker, s
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		switch e := s.c.Poll(100).(type) {
-		case *kafka.Message:
-			if e.TopicPartition.Error != nil {
-				return fmt.Errorf("tables: read %s[%d]: %w", s.topic, s.st.partition, e.TopicPartition.Error)
+		evs, err := stream.Fetch(ctx, idleWait)
+		if err != nil {
+			return s.readError(ctx, err)
+		}
+		if len(evs) == 0 && standby && len(batch) > 0 {
+			// Idle: a standby commits what it has, so its store is fresh.
+			if err := flush(); err != nil {
+				return err
 			}
-			off := int64(e.TopicPartition.Offset)
-			if until >= 0 && off >= until {
-				tr.p.Position = until
-				continue
+		}
+		for _, e := range evs {
+			if until >= 0 && tr.p.Position >= until {
+				break
 			}
-			if len(e.Key) == 0 {
-				// Not written by Eddy (compacted topics refuse null
-				// keys, Changelog refuses empty ones): nothing to apply.
-				if skipped++; skipped == 1 {
-					s.log.Warn("changelog record without a key ignored", "topic", s.topic, "offset", off)
+			if e.EOF {
+				tr.p.Position = max(tr.p.Position, e.Offset)
+				if !standby {
+					continue
 				}
-			} else {
-				batch = append(batch, mutationOf(e.Key, e.Value))
-			}
-			last = off
-			tr.p.Position = off + 1
-			tr.p.Records++
-			if len(batch) >= batchSize {
-				if err := flush(); err != nil {
-					return err
-				}
-			}
-		case kafka.PartitionEOF:
-			end := int64(e.Offset)
-			tr.p.Position = max(tr.p.Position, end)
-			if standby {
-				tr.p.To = max(tr.p.To, end)
+				tr.p.To = max(tr.p.To, e.Offset)
 				now := time.Now()
 				if !caughtUp {
 					caughtUp = true
-					s.log.Info("standby replica caught up", "topic", s.topic, "offset", end,
+					s.log.Info("standby replica caught up", "topic", s.topic, "offset", e.Offset,
 						"records", tr.p.Records, "took", now.Sub(tr.start).Round(time.Millisecond))
 				}
 				// Caught up: record it with the next commit, or on its
@@ -588,14 +505,25 @@ func (s *session) consume(ctx context.Context, from, until int64, tr *tracker, s
 						return err
 					}
 				}
+				continue
 			}
-		case kafka.Error:
-			if err := s.onError(e); err != nil {
-				return err
+			if until >= 0 && e.Offset >= until {
+				tr.p.Position = until
+				continue
 			}
-		case nil:
-			// Idle: a standby commits what it has, so its store is fresh.
-			if standby && len(batch) > 0 {
+			if len(e.Key) == 0 {
+				// Not written by Eddy (compacted topics refuse null
+				// keys, Changelog refuses empty ones): nothing to apply.
+				if skipped++; skipped == 1 {
+					s.log.Warn("changelog record without a key ignored", "topic", s.topic, "offset", e.Offset)
+				}
+			} else {
+				batch = append(batch, mutationOf(e.Key, e.Value))
+			}
+			last = e.Offset
+			tr.p.Position = e.Offset + 1
+			tr.p.Records++
+			if len(batch) >= batchSize {
 				if err := flush(); err != nil {
 					return err
 				}
@@ -606,32 +534,21 @@ func (s *session) consume(ctx context.Context, from, until int64, tr *tracker, s
 	return nil
 }
 
-// onError logs a consumer error event and returns an error when it ends
-// the replay.
-func (s *session) onError(e kafka.Error) error {
-	if s.r.cfg.Errors != nil {
-		s.r.cfg.Errors.Add(transport.KafkaError{
-			Client: "tables", Code: e.Code(), CodeName: e.Code().String(), Message: e.Error(),
-			Fatal: e.IsFatal(), Retriable: e.IsRetriable(), Topic: s.topic, Partition: s.st.partition,
-		})
+// idleWait is how long a consume waits for records before it counts the
+// changelog as idle (a standby then commits what it holds).
+const idleWait = 100 * time.Millisecond
+
+// readError maps the error that ended a stream to the package's.
+func (s *session) readError(ctx context.Context, err error) error {
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case errors.Is(err, transport.ErrOffsetOutOfRange):
+		return fmt.Errorf("%w: %v", errOutOfRange, err)
+	case errors.Is(err, transport.ErrUnknownTopic):
+		return fmt.Errorf("%w: %q: %v", ErrNoChangelog, s.topic, err)
 	}
-	switch e.Code() {
-	case kafka.ErrAutoOffsetReset, kafka.ErrOffsetOutOfRange:
-		return fmt.Errorf("%w: %v", errOutOfRange, e)
-	case kafka.ErrUnknownTopicOrPart, kafka.ErrUnknownTopic, kafka.ErrUnknownPartition:
-		return fmt.Errorf("%w: %q: %v", ErrNoChangelog, s.topic, e)
-	}
-	if e.IsFatal() {
-		return fmt.Errorf("tables: read %s[%d]: %w", s.topic, s.st.partition, e)
-	}
-	// Transient (brokers down, ...): librdkafka retries; log it once in
-	// a while.
-	now := time.Now()
-	if last, ok := s.lastErr[e.Code()]; !ok || now.Sub(last) > 30*time.Second {
-		s.lastErr[e.Code()] = now
-		s.log.Warn("changelog consumer error", "topic", s.topic, "code", e.Code().String(), "err", e)
-	}
-	return nil
+	return fmt.Errorf("tables: read %s[%d]: %w", s.topic, s.st.partition, err)
 }
 
 // tracker computes and publishes a Progress.

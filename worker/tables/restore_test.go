@@ -349,6 +349,7 @@ func TestRestoreStaleCheckpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = r.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	st, p, err := r.Restore(ctx, "counts", 0)
@@ -400,6 +401,7 @@ func TestRestoreReadCommitted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = r.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	st2, p, err := r.Restore(ctx, "counts", 0)

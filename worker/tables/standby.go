@@ -19,7 +19,7 @@ const (
 // worker: it tails the partition's changelog into a local store, so that
 // when the partition moves here the takeover (Restorer.Resume on the store
 // Stop returns) reads only the tail. Records are committed to the store in
-// batches as they arrive (at the latest when the consumer goes idle for
+// batches as they arrive (at the latest when the changelog goes quiet for
 // 100ms), each batch with its checkpoint.
 //
 // The tailing goroutine survives errors (broker down, changelog deleted,
@@ -29,7 +29,7 @@ const (
 //
 // Shutdown (Stop):
 //  1. Stop reading; apply the records already read, with their checkpoint.
-//  2. Close the consumer.
+//  2. Remove the partition from the Restorer's changelog reader.
 //  3. Hand the open store to the caller (Stop) or close it (Close).
 type Standby struct {
 	r    *Restorer
@@ -93,11 +93,7 @@ func (sb *Standby) run(ctx context.Context, reason string) {
 
 // tail plans like a restore and then reads until ctx ends or an error.
 func (sb *Standby) tail(ctx context.Context, l *slog.Logger, reason string, records *int64) error {
-	sess, err := sb.r.newSession(sb.st, "standby", l)
-	if err != nil {
-		return err
-	}
-	defer sess.close()
+	sess := sb.r.newSession(sb.st, l)
 	pl, err := sess.plan(ctx, reason)
 	if err != nil {
 		return err

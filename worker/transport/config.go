@@ -95,7 +95,10 @@ type Config struct {
 	TransactionalID string
 	// Overrides are raw librdkafka properties applied last to every client
 	// this package creates (a producer-only property given to a consumer
-	// is ignored by librdkafka with a logged warning). Properties whose
+	// is ignored by librdkafka with a logged warning), except those the
+	// ChangelogReader owns (auto.offset.reset, enable.partition.eof,
+	// isolation.level, queued.max.messages.kbytes, ...: changelogReaderOwned,
+	// docs/kafka.md), which it skips with a logged warning. Properties whose
 	// change would break this package's contract are rejected by Validate:
 	// go.* (channel plumbing), enable.auto.commit, enable.auto.offset.store
 	// (the commit frontier commits explicitly) and
@@ -332,4 +335,60 @@ func (c Config) adminConfig() kafka.ConfigMap {
 	m["go.events.channel.size"] = 1000
 	m["go.produce.channel.size"] = 1
 	return c.apply(m)
+}
+
+// changelogReaderOwned are the librdkafka properties ChangelogReader sets
+// itself and does not take from Overrides, with the reason (the reader
+// logs each one it skips). Every other override applies, e.g. security.*,
+// sasl.*, ssl.*, fetch.* and socket settings.
+var changelogReaderOwned = map[string]string{
+	"auto.offset.reset":          `must be "error": an offset out of range means records were deleted under a restore, which it must hear`,
+	"enable.partition.eof":       "must be true: restores and standbys notice the partition's end by it",
+	"isolation.level":            "follows IsolationLevel, the same level the end offsets are measured at",
+	"queued.max.messages.kbytes": "bounds the memory of every restoring and standby partition together",
+	"allow.auto.create.topics":   "a missing changelog must be reported, not created",
+	"statistics.interval.ms":     "the reader reads no statistics",
+	"enable.auto.commit":         "the reader commits nothing",
+	"auto.commit.enable":         "the reader commits nothing",
+	"enable.auto.offset.store":   "the reader commits nothing",
+}
+
+// changelogReaderConfig is the librdkafka configuration of
+// ChangelogReader: a consumer that is only ever assigned partitions (no
+// group membership, no commits), with the Overrides applied except those
+// in changelogReaderOwned, which it returns with the reason.
+func (c Config) changelogReaderConfig() (kafka.ConfigMap, map[string]string) {
+	m := c.common()
+	for k, v := range map[string]kafka.ConfigValue{
+		// confluent-kafka-go requires a group.id; the reader only assigns
+		// partitions, so it joins no group and commits nothing.
+		"group.id":                 c.clientID() + "-changelog-reader",
+		"enable.auto.commit":       false,
+		"enable.auto.offset.store": false,
+		"auto.offset.reset":        "error",
+		"enable.partition.eof":     true,
+		"isolation.level":          string(c.isolationLevel()),
+		"allow.auto.create.topics": false,
+		// One prefetch queue for every partition the reader has
+		// (librdkafka's high-level consumer bounds its single queue).
+		"queued.max.messages.kbytes": changelogPrefetchKiB,
+		// With many partitions on one consumer, the prefetch thresholds
+		// (queued.min.messages, queued.max.messages.kbytes) are reached
+		// by the queue they share, and librdkafka then postpones each
+		// partition's next fetch by this much (1s by default), which
+		// halved restore throughput; the poll goroutine drains the queue
+		// in far less.
+		"fetch.queue.backoff.ms": 10,
+	} {
+		m[k] = v
+	}
+	skipped := map[string]string{}
+	for k, v := range c.Overrides {
+		if why, ok := changelogReaderOwned[k]; ok {
+			skipped[k] = why
+			continue
+		}
+		m[k] = v
+	}
+	return m, skipped
 }

@@ -3,7 +3,9 @@
 // (acks=all, idempotent, a callback per record that feeds the commit
 // frontier) and a Consumer (consumer group with cooperative-sticky
 // incremental rebalancing, explicit commits, pause/resume, optional static
-// membership). Kafka errors are logged with log/slog and kept in an ErrorLog
+// membership), and a ChangelogReader (one consumer in assign mode that
+// reads every changelog partition being restored or tailed, routing records
+// by partition). Kafka errors are logged with log/slog and kept in an ErrorLog
 // for the status RPC.
 //
 // It is the Kafka boundary: the only package of the runtime that imports

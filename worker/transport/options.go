@@ -62,8 +62,9 @@ func buildOptions(opts []Option) options {
 // levels up to 4 become Warn here rather than Error, except connection
 // failures (tag FAIL), which become Debug.
 //
-// It is exported for other packages that run their own librdkafka clients
-// (tables' restore consumers), so every client logs the same way.
+// It is exported for packages that run librdkafka clients of their own, so
+// every client logs the same way (the worker's clients all live in this
+// package now, ChangelogReader included).
 func ForwardLogs(ch chan kafka.LogEvent, logger *slog.Logger, client string) <-chan struct{} {
 	done := make(chan struct{})
 	if ch == nil {

@@ -1,0 +1,278 @@
+package transport_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/eddy-streams/eddy/internal/kafkatest"
+	"github.com/eddy-streams/eddy/worker/transport"
+)
+
+// produceTo writes n records to one partition of topic (keys
+// "p<partition>-<i>") and waits until Kafka acknowledged them all.
+func produceTo(t testing.TB, cfg transport.Config, topic string, partition int32, n int) {
+	t.Helper()
+	p := newProducer(t, cfg)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	wg.Add(n)
+	for i := range n {
+		p.Produce(transport.Record{
+			Topic: topic, Partition: partition,
+			Key: fmt.Appendf(nil, "p%d-%d", partition, i), Value: bytes.Repeat([]byte("v"), 100),
+		}, func(err error) {
+			defer wg.Done()
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil && first == nil {
+				first = err
+			}
+		})
+	}
+	wg.Wait()
+	if first != nil {
+		t.Fatalf("produce to %s[%d]: %v", topic, partition, first)
+	}
+}
+
+func newTopic(t testing.TB, cfg transport.Config, partitions int) string {
+	t.Helper()
+	topic := strings.ToLower(kafkatest.Group(t))
+	a := newAdmin(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := a.EnsureTopics(ctx, []transport.TopicSpec{{Name: topic, Partitions: partitions}}); err != nil {
+		t.Fatalf("EnsureTopics: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		_ = a.DeleteTopics(ctx, []string{topic})
+	})
+	return topic
+}
+
+func newReader(t testing.TB, cfg transport.Config, opts ...transport.Option) *transport.ChangelogReader {
+	t.Helper()
+	r, err := transport.NewChangelogReader(cfg, nil, append([]transport.Option{transport.WithLogger(testLogger(t))}, opts...)...)
+	if err != nil {
+		t.Fatalf("NewChangelogReader: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := r.Close(); err != nil {
+			t.Errorf("ChangelogReader.Close: %v", err)
+		}
+	})
+	return r
+}
+
+// readToEOF fetches s until an EOF at end and returns the records' offsets
+// and keys.
+func readToEOF(t testing.TB, s *transport.ChangelogStream, end int64) (offs []int64, keys []string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	for {
+		evs, err := s.Fetch(ctx, 100*time.Millisecond)
+		if err != nil {
+			t.Fatalf("Fetch after %d records: %v", len(offs), err)
+		}
+		for _, ev := range evs {
+			if ev.EOF {
+				if ev.Offset == end {
+					return offs, keys
+				}
+				continue
+			}
+			offs = append(offs, ev.Offset)
+			keys = append(keys, string(ev.Key))
+		}
+	}
+}
+
+// TestChangelogReaderRoutesPartitions reads four partitions through one
+// reader: each stream gets exactly its partition's records, in order, and
+// its end; a partition whose stream is not fetched for a while (paused,
+// full) holds up none of the others, and loses nothing.
+func TestChangelogReaderRoutesPartitions(t *testing.T) {
+	cfg := testConfig(t)
+	topic := newTopic(t, cfg, 4)
+	counts := []int{3*transport.ChangelogStreamRecords + 17, 300, 0, 1}
+	for p, n := range counts {
+		produceTo(t, cfg, topic, int32(p), n)
+	}
+	r := newReader(t, cfg)
+	streams := make([]*transport.ChangelogStream, len(counts))
+	for p := range counts {
+		s, err := r.Add(topic, int32(p), 0)
+		if err != nil {
+			t.Fatalf("Add(%d): %v", p, err)
+		}
+		streams[p] = s
+	}
+	if _, err := r.Add(topic, 1, 0); err == nil {
+		t.Errorf("second Add of partition 1 succeeded")
+	}
+	if got := r.Partitions(); got != 4 {
+		t.Errorf("Partitions() = %d, want 4", got)
+	}
+	check := func(p int) {
+		offs, keys := readToEOF(t, streams[p], int64(counts[p]))
+		if len(offs) != counts[p] {
+			t.Fatalf("partition %d: %d records, want %d", p, len(offs), counts[p])
+		}
+		for i := range offs {
+			if offs[i] != int64(i) || keys[i] != fmt.Sprintf("p%d-%d", p, i) {
+				t.Fatalf("partition %d: record %d is offset %d key %q", p, i, offs[i], keys[i])
+			}
+		}
+	}
+	// Partition 0 fills its stream and waits, paused, while the others
+	// are read to their ends.
+	for p := 1; p < len(counts); p++ {
+		check(p)
+	}
+	check(0)
+
+	// Removed and added again: read from the new offset.
+	r.Remove(topic, 1)
+	if _, err := streams[1].Fetch(context.Background(), 0); !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("Fetch after Remove: %v, want ErrClosed", err)
+	}
+	s, err := r.Add(topic, 1, 250)
+	if err != nil {
+		t.Fatalf("Add again: %v", err)
+	}
+	if offs, _ := readToEOF(t, s, 300); len(offs) != 50 || offs[0] != 250 {
+		t.Errorf("re-added partition read %d records from %v, want 50 from 250", len(offs), offs[:min(1, len(offs))])
+	}
+	if err := r.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if _, err := streams[0].Fetch(context.Background(), 0); !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("Fetch after Close: %v, want ErrClosed", err)
+	}
+	if _, err := r.Add(topic, 2, 0); !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("Add after Close: %v, want ErrClosed", err)
+	}
+}
+
+// TestChangelogReaderOutOfRange: records deleted below a stream's offset
+// end that stream with ErrOffsetOutOfRange (never a silent reset), even
+// when Overrides ask for auto.offset.reset=earliest and no partition EOF,
+// which the reader does not take; the other partition reads on.
+func TestChangelogReaderOutOfRange(t *testing.T) {
+	cfg := testConfig(t)
+	topic := newTopic(t, cfg, 2)
+	produceTo(t, cfg, topic, 0, 100)
+	produceTo(t, cfg, topic, 1, 100)
+	deleteBefore(t, topic, 0, 50)
+
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	rcfg := cfg
+	rcfg.Overrides = map[string]string{"auto.offset.reset": "earliest", "enable.partition.eof": "false", "fetch.wait.max.ms": "50"}
+	r, err := transport.NewChangelogReader(rcfg, newAdmin(t, cfg), transport.WithLogger(slog.New(
+		slog.NewTextHandler(lockedWriter{&mu, &logs}, nil))))
+	if err != nil {
+		t.Fatalf("NewChangelogReader: %v", err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	mu.Lock()
+	for _, p := range []string{"auto.offset.reset", "enable.partition.eof"} {
+		if !strings.Contains(logs.String(), "property="+p) {
+			t.Errorf("no log line about skipping %s:\n%s", p, logs.String())
+		}
+	}
+	if strings.Contains(logs.String(), "fetch.wait.max.ms") {
+		t.Errorf("fetch.wait.max.ms was skipped:\n%s", logs.String())
+	}
+	mu.Unlock()
+
+	low, high, err := r.Watermarks(context.Background(), topic, 0)
+	if err != nil || low != 50 || high != 100 {
+		t.Fatalf("Watermarks = %d, %d, %v; want 50, 100", low, high, err)
+	}
+	bad, err := r.Add(topic, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, err := r.Add(topic, 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	for {
+		evs, err := bad.Fetch(ctx, 100*time.Millisecond)
+		if err != nil {
+			if !errors.Is(err, transport.ErrOffsetOutOfRange) {
+				t.Fatalf("Fetch: %v, want ErrOffsetOutOfRange", err)
+			}
+			break
+		}
+		if len(evs) > 0 {
+			t.Fatalf("read %d events below the low watermark: %+v", len(evs), evs[0])
+		}
+	}
+	if offs, _ := readToEOF(t, good, 100); len(offs) != 100 {
+		t.Errorf("partition 1: %d records, want 100", len(offs))
+	}
+	r.Remove(topic, 0)
+	s, err := r.Add(topic, 0, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if offs, _ := readToEOF(t, s, 100); len(offs) != 50 {
+		t.Errorf("partition 0 from its low watermark: %d records, want 50", len(offs))
+	}
+	if _, err := r.DescribeTopic(ctx, topic+"-missing"); !errors.Is(err, transport.ErrUnknownTopic) {
+		t.Errorf("DescribeTopic of a missing topic: %v, want ErrUnknownTopic", err)
+	}
+	if info, err := r.DescribeTopic(ctx, topic); err != nil || info.Partitions != 2 || info.ID == "" {
+		t.Errorf("DescribeTopic = %+v, %v; want 2 partitions and an id", info, err)
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// deleteBefore deletes the records of topic[p] before offset, through a
+// client that is not the code under test.
+func deleteBefore(t testing.TB, topic string, p int32, offset int64) {
+	t.Helper()
+	a, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": kafkatest.Bootstrap(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	res, err := a.DeleteRecords(ctx, []kafka.TopicPartition{{Topic: &topic, Partition: p, Offset: kafka.Offset(offset)}})
+	if err != nil {
+		t.Fatalf("DeleteRecords: %v", err)
+	}
+	for _, r := range res.DeleteRecordsResults {
+		if r.TopicPartition.Error != nil {
+			t.Fatalf("DeleteRecords: %v", r.TopicPartition.Error)
+		}
+	}
+}
