@@ -487,6 +487,12 @@ func (r *ChangelogReader) onError(e kafka.Error) {
 // whose topic or partition no longer exists (ErrUnknownTopic) and those
 // whose next offset lies outside the partition's watermarks
 // (ErrOffsetOutOfRange). The others read on.
+//
+// librdkafka stops fetching the partition an out-of-range error is about
+// (auto.offset.reset=error), so a partition left reading would wait for
+// ever: when the error cannot be pinned on any partition (the lookups
+// fail, or every partition looks in range), every stream ends with it and
+// its restore or standby starts again — never a silent stop.
 func (r *ChangelogReader) locate(cause kafka.Error) {
 	r.mu.RLock()
 	streams := make([]*ChangelogStream, 0, len(r.streams))
@@ -494,8 +500,23 @@ func (r *ChangelogReader) locate(cause kafka.Error) {
 		streams = append(streams, s)
 	}
 	r.mu.RUnlock()
+	if len(streams) == 0 {
+		return
+	}
+	failAll := func(why string) {
+		r.logger.Warn("changelog reader: cannot tell which partition an error is about; every restore and standby starts again",
+			"why", why, "cause", cause, "partitions", len(streams))
+		for _, s := range streams {
+			// Not ErrOffsetOutOfRange: that would read as truncation and
+			// rebuild the store; a plain failure makes the caller add the
+			// partition again, and a real out-of-range then shows itself.
+			s.fail(fmt.Errorf("transport: changelog reader: %s[%d]: %w (could not tell which partition it was about: %s)",
+				s.key.topic, s.key.partition, cause, why))
+		}
+	}
 	a, err := r.getAdmin()
-	if err != nil || len(streams) == 0 {
+	if err != nil {
+		failAll(err.Error())
 		return
 	}
 	ctx := context.Background()
@@ -510,7 +531,7 @@ func (r *ChangelogReader) locate(cause kafka.Error) {
 			case errors.Is(err, ErrUnknownTopic):
 				n = -1
 			case err != nil:
-				r.logger.Warn("changelog reader: cannot tell which partition an error is about", "err", err, "cause", cause)
+				failAll(err.Error())
 				return
 			default:
 				n = info.Partitions
@@ -527,7 +548,7 @@ func (r *ChangelogReader) locate(cause kafka.Error) {
 	if len(present) > 0 && (cause.Code() == kafka.ErrAutoOffsetReset || cause.Code() == kafka.ErrOffsetOutOfRange) {
 		marks, err := a.watermarks(ctx, present, r.cfg.isolationLevel())
 		if err != nil {
-			r.logger.Warn("changelog reader: cannot tell which partition an error is about", "err", err, "cause", cause)
+			failAll(err.Error())
 			return
 		}
 		for _, s := range streams {
@@ -543,7 +564,7 @@ func (r *ChangelogReader) locate(cause kafka.Error) {
 		}
 	}
 	if failed == 0 {
-		r.logger.Debug("changelog reader: error about no partition it reads now", "cause", cause)
+		failAll("every partition read is within its watermarks")
 	}
 }
 
