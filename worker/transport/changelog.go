@@ -35,6 +35,14 @@ const (
 	recordOverhead = 64
 )
 
+// pollHook, when set, is called by the poll goroutine with each polled
+// record's offset before routing it (tests only).
+var pollHook atomic.Pointer[func(offset int64)]
+
+// changelogPollTimeout is the longest one Poll of the reader blocks: Add
+// and Remove wait for the poll goroutine, so it bounds their latency.
+const changelogPollTimeout = 10 * time.Millisecond
+
 // ChangelogEvent is one record of a partition read by a ChangelogReader,
 // or the news that the reader reached the partition's end.
 type ChangelogEvent struct {
@@ -87,8 +95,9 @@ type ChangelogReader struct {
 	closed  bool
 	kc      *kafka.Consumer
 	streams map[tpKey]*ChangelogStream
-	stop    chan struct{} // closed to end the poll goroutine
-	done    chan struct{} // closed when it ended
+	stop    chan struct{}              // closed to end the poll goroutine
+	done    chan struct{}              // closed when it ended
+	cmds    chan func(*kafka.Consumer) // run by the poll goroutine between Polls
 	logs    <-chan struct{}
 	fatal   error
 
@@ -156,8 +165,11 @@ func (r *ChangelogReader) Watermarks(ctx context.Context, topic string, partitio
 
 // Add starts reading partition of topic at offset from and returns the
 // stream its records arrive on. A partition is read by at most one stream
-// at a time: Remove it before adding it again. The first Add creates the
-// librdkafka consumer.
+// at a time: Remove it before adding it again. The stream gets only what
+// is read for this Add, from from on: never a record or end of partition
+// fetched for an earlier Add of the partition. The first Add creates the
+// librdkafka consumer; Add waits for the poll goroutine (at most a Poll,
+// 10ms, and the seek).
 func (r *ChangelogReader) Add(topic string, partition int32, from int64) (*ChangelogStream, error) {
 	if from < 0 {
 		return nil, fmt.Errorf("transport: changelog reader: %s[%d]: offset %d is not a position", topic, partition, from)
@@ -183,18 +195,86 @@ func (r *ChangelogReader) Add(topic string, partition int32, from int64) (*Chang
 		r: r, key: k, tp: kafka.TopicPartition{Topic: &k.topic, Partition: partition},
 		next: from, ready: make(chan struct{}, 1),
 	}
-	tp := s.tp
-	tp.Offset = kafka.Offset(from)
-	// Registered first: the first record may arrive before
-	// IncrementalAssign returns.
+	// Registered now, so a second Add is refused, but routed to only once
+	// the poll goroutine has assigned it (s.live).
 	r.streams[k] = s
-	if err := r.kc.IncrementalAssign([]kafka.TopicPartition{tp}); err != nil {
-		delete(r.streams, k)
+	n := len(r.streams)
+	r.mu.Unlock()
+	err := r.do(func(kc *kafka.Consumer) error { return r.assign(kc, s, from) })
+	r.mu.Lock()
+	if err != nil {
+		if r.streams[k] == s {
+			delete(r.streams, k)
+		}
 		return nil, fmt.Errorf("transport: changelog reader: assign %s[%d]: %w", topic, partition, err)
 	}
 	r.logger.Debug("changelog reader: partition added", "topic", topic, "partition", partition, "offset", from,
-		"partitions", len(r.streams))
+		"partitions", n)
 	return s, nil
+}
+
+// assign starts reading s's partition at from (poll goroutine). After
+// IncrementalUnassign and IncrementalAssign librdkafka may still hand out
+// records and ends of partition it fetched for an earlier assignment of
+// the partition (both calls take effect asynchronously): the Seek takes a
+// new fetch version before it returns, and librdkafka drops every queued
+// event of an older version when it is polled. Only then is s routed to,
+// on this goroutine, so nothing polled before reaches it.
+func (r *ChangelogReader) assign(kc *kafka.Consumer, s *ChangelogStream, from int64) error {
+	tp := s.tp
+	tp.Offset = kafka.Offset(from)
+	if err := kc.IncrementalAssign([]kafka.TopicPartition{tp}); err != nil {
+		return err
+	}
+	if err := seekStarted(kc, tp, r.cfg.reachTimeout()); err != nil {
+		if uerr := kc.IncrementalUnassign([]kafka.TopicPartition{s.tp}); uerr != nil {
+			r.rep.report(uerr, s.key.topic, s.key.partition)
+		}
+		return fmt.Errorf("seek to %d: %w", from, err)
+	}
+	s.mu.Lock()
+	s.live = true
+	s.mu.Unlock()
+	return nil
+}
+
+// seekStarted seeks tp to tp.Offset, retrying while the partition's fetch
+// has not started yet (ERR__STATE) or an earlier stop is still under way
+// (ERR__PREV_IN_PROGRESS), for at most timeout. Each try takes a new fetch
+// version, but only one that succeeds also moves the fetch to it: were the
+// assignment's own fetch start, with an older version, served after a
+// failed seek, librdkafka would drop every record it fetched and the
+// partition would stall.
+func seekStarted(kc *kafka.Consumer, tp kafka.TopicPartition, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := kc.Seek(tp, 0)
+		var kerr kafka.Error
+		if err == nil || !errors.As(err, &kerr) ||
+			(kerr.Code() != kafka.ErrState && kerr.Code() != kafka.ErrPrevInProgress) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// do runs f on the poll goroutine, between two Polls, and returns its
+// error: assignments change there, so a record polled for a partition is
+// routed before the partition is unassigned or assigned again. Once the
+// poll goroutine has ended (Close, a fatal error) f is not run.
+func (r *ChangelogReader) do(f func(*kafka.Consumer) error) error {
+	errc := make(chan error, 1)
+	select {
+	case r.cmds <- func(kc *kafka.Consumer) { errc <- f(kc) }:
+		return <-errc
+	case <-r.done:
+		r.mu.RLock()
+		defer r.mu.RUnlock()
+		if r.fatal != nil {
+			return r.fatal
+		}
+		return ErrClosed
+	}
 }
 
 // start creates the consumer and its poll goroutine (r.mu held).
@@ -206,7 +286,8 @@ func (r *ChangelogReader) start() error {
 	r.kc = kc
 	r.logs = ForwardLogs(kc.Logs(), r.logger, "changelog-reader")
 	r.stop, r.done = make(chan struct{}), make(chan struct{})
-	go r.poll(kc, r.stop, r.done)
+	r.cmds = make(chan func(*kafka.Consumer))
+	go r.poll(kc, r.stop, r.done, r.cmds)
 	return nil
 }
 
@@ -222,12 +303,10 @@ func (r *ChangelogReader) Remove(topic string, partition int32) {
 	if s == nil {
 		return
 	}
-	// Marked under the stream's lock first, so the poll goroutine neither
-	// delivers to it nor pauses the partition after this.
+	// Marked under the stream's lock first, so Fetch ends at once and
+	// never resumes the partition after this.
 	s.mu.Lock()
 	s.removed = true
-	wasPaused := s.paused
-	s.paused = false
 	s.r.buffered.Add(-int64(s.bytes))
 	s.events, s.records, s.bytes = nil, 0, 0
 	if s.err == nil {
@@ -236,24 +315,41 @@ func (r *ChangelogReader) Remove(topic string, partition int32) {
 	s.mu.Unlock()
 	s.wake()
 
+	// On the poll goroutine: whatever it polled for the partition before
+	// has been routed (to s, which drops it).
+	_ = r.do(func(kc *kafka.Consumer) error {
+		r.mu.Lock()
+		if r.streams[k] != s {
+			r.mu.Unlock()
+			return nil
+		}
+		delete(r.streams, k)
+		n := len(r.streams)
+		r.mu.Unlock()
+		s.mu.Lock()
+		wasPaused, live := s.paused, s.live
+		s.paused, s.live = false, false
+		s.mu.Unlock()
+		if !live {
+			return nil
+		}
+		if wasPaused {
+			// A partition's pause outlives its assignment in librdkafka.
+			_ = kc.Resume([]kafka.TopicPartition{s.tp})
+		}
+		if err := kc.IncrementalUnassign([]kafka.TopicPartition{s.tp}); err != nil {
+			r.rep.report(err, topic, partition)
+		}
+		r.logger.Debug("changelog reader: partition removed", "topic", topic, "partition", partition,
+			"partitions", n)
+		return nil
+	})
+	// The poll goroutine has ended: nothing routes to s any more.
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.streams[k] != s {
-		return
+	if r.streams[k] == s {
+		delete(r.streams, k)
 	}
-	delete(r.streams, k)
-	if r.kc == nil {
-		return
-	}
-	if wasPaused {
-		// A partition's pause outlives its assignment in librdkafka.
-		_ = r.kc.Resume([]kafka.TopicPartition{s.tp})
-	}
-	if err := r.kc.IncrementalUnassign([]kafka.TopicPartition{s.tp}); err != nil {
-		r.rep.report(err, topic, partition)
-	}
-	r.logger.Debug("changelog reader: partition removed", "topic", topic, "partition", partition,
-		"partitions", len(r.streams))
+	r.mu.Unlock()
 }
 
 // Partitions returns how many partitions the reader is reading.
@@ -305,17 +401,25 @@ func (r *ChangelogReader) Close() error {
 
 // poll is the poll goroutine: it routes what librdkafka delivers until
 // stop closes or a fatal error.
-func (r *ChangelogReader) poll(kc *kafka.Consumer, stop, done chan struct{}) {
+func (r *ChangelogReader) poll(kc *kafka.Consumer, stop, done chan struct{}, cmds chan func(*kafka.Consumer)) {
 	defer close(done)
 	for {
-		select {
-		case <-stop:
-			return
-		default:
+		for ran := true; ran; {
+			select {
+			case <-stop:
+				return
+			case f := <-cmds:
+				f(kc)
+			default:
+				ran = false
+			}
 		}
-		switch e := kc.Poll(int(pollTimeout / time.Millisecond)).(type) {
+		switch e := kc.Poll(int(changelogPollTimeout / time.Millisecond)).(type) {
 		case nil:
 		case *kafka.Message:
+			if h := pollHook.Load(); h != nil {
+				(*h)(int64(e.TopicPartition.Offset))
+			}
 			s := r.stream(keyOf(e.TopicPartition))
 			if s == nil {
 				continue // removed meanwhile
@@ -479,6 +583,7 @@ type ChangelogStream struct {
 	next    int64 // the offset after the last record delivered
 	paused  bool
 	removed bool
+	live    bool  // assigned and routed to (set and cleared on the poll goroutine)
 	err     error // ends the stream once events are taken
 	ready   chan struct{}
 }
@@ -501,7 +606,7 @@ func (s *ChangelogStream) position() int64 {
 func (s *ChangelogStream) deliver(kc *kafka.Consumer, ev ChangelogEvent) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.removed || s.err != nil {
+	if !s.live || s.removed || s.err != nil {
 		return
 	}
 	if ev.EOF {
@@ -515,7 +620,14 @@ func (s *ChangelogStream) deliver(kc *kafka.Consumer, ev ChangelogEvent) {
 		}
 	} else {
 		if ev.Offset < s.next {
-			return // already delivered
+			// Never seen: records come in offset order, and a pause
+			// resumes after the last one delivered. Were it a record of
+			// an earlier assignment that slipped through, those in
+			// between would be lost: end the stream rather than read on.
+			s.err = fmt.Errorf("transport: changelog reader: %s[%d]: record %d after %d: out of order",
+				s.key.topic, s.key.partition, ev.Offset, s.next-1)
+			s.wake()
+			return
 		}
 		s.next = ev.Offset + 1
 		s.events = append(s.events, ev)
