@@ -221,6 +221,15 @@ func (r *ChangelogReader) Add(topic string, partition int32, from int64) (*Chang
 // event of an older version when it is polled. Only then is s routed to,
 // on this goroutine, so nothing polled before reaches it.
 func (r *ChangelogReader) assign(kc *kafka.Consumer, s *ChangelogStream, from int64) error {
+	// A Remove that ran between Add's registering and this command found
+	// the stream not live and unassigned nothing: assigning now would leave
+	// the partition assigned with no stream.
+	s.mu.Lock()
+	removed := s.removed
+	s.mu.Unlock()
+	if removed {
+		return ErrClosed
+	}
 	tp := s.tp
 	tp.Offset = kafka.Offset(from)
 	if err := kc.IncrementalAssign([]kafka.TopicPartition{tp}); err != nil {
@@ -672,7 +681,13 @@ func (s *ChangelogStream) Fetch(ctx context.Context, wait time.Duration) ([]Chan
 			s.events, s.records, s.bytes = nil, 0, 0
 			if s.paused && !s.removed {
 				s.paused = false
-				s.r.resume(s.tp)
+				if err := s.r.resume(s.tp); err != nil && s.err == nil {
+					// Still paused in librdkafka, and no later Fetch
+					// would resume it: end the stream loudly (its
+					// restore or standby starts again) rather than wait
+					// for ever.
+					s.err = fmt.Errorf("transport: changelog reader: resume %s[%d]: %w", s.key.topic, s.key.partition, err)
+				}
 			}
 			s.mu.Unlock()
 			return evs, nil
@@ -699,13 +714,15 @@ func (s *ChangelogStream) Fetch(ctx context.Context, wait time.Duration) ([]Chan
 
 // resume resumes fetching tp (called with the stream's lock held, so it
 // never races with the stream's pause).
-func (r *ChangelogReader) resume(tp kafka.TopicPartition) {
+func (r *ChangelogReader) resume(tp kafka.TopicPartition) error {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if r.kc == nil || r.closed {
-		return
+		return nil // Close ends the streams itself
 	}
 	if err := r.kc.Resume([]kafka.TopicPartition{tp}); err != nil {
 		r.rep.report(err, *tp.Topic, tp.Partition)
+		return err
 	}
+	return nil
 }
