@@ -165,14 +165,21 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("agent starting", "addr", a.opts.addr)
 	bo := backoff{min: a.opts.backoffMin, max: a.opts.backoffMax}
 	for {
+		if ctx.Err() != nil { // stopped before (or while) connecting
+			a.log.Info("agent stopped")
+			return nil
+		}
 		established, err := a.connectOnce(ctx)
+		if ctx.Err() != nil {
+			// A stop wins over what the worker said meanwhile: the
+			// session's stream does not end with ctx (it drains), so a
+			// rejection can still arrive after the caller stopped.
+			a.log.Info("agent stopped")
+			return nil
+		}
 		if rej := a.rejection(err); rej != nil {
 			a.log.Error("the worker rejected the agent; not reconnecting", "err", rej)
 			return rej
-		}
-		if ctx.Err() != nil {
-			a.log.Info("agent stopped")
-			return nil
 		}
 		if established {
 			bo.reset()
