@@ -34,11 +34,7 @@ func TestRevokeWaitsForProduceAcksPastDeadline(t *testing.T) {
 	cfg.RevokeTimeout = 50 * time.Millisecond
 	cfg.MessageTimeout = 5 * time.Second
 	h := start(t, cfg)
-	h.m.Assigned(tps("in", 0))
-	h.sendRange("in", 0, 0, 2)
-	h.settle()
-	a := h.open("count", "a", 100)
-	b := a.nextBatch()
+	a, b := delivered(h, 2)
 	a.reply(b, ok(0, outRec("x")), ok(1))
 	h.prod.waitCalls(t, 1)
 
@@ -96,11 +92,7 @@ func TestAssignedAgainWhileRevokePending(t *testing.T) {
 	cfg := noCommitConfig()
 	cfg.RevokeTimeout = time.Minute
 	h := start(t, cfg)
-	h.m.Assigned(tps("in", 0))
-	h.sendRange("in", 0, 0, 3)
-	h.settle()
-	a := h.open("count", "a", 100)
-	held := a.nextBatch()
+	a, held := delivered(h, 3)
 	old := revokeAsync(h, false, 0)
 	waitFor(t, wait, func() string { return "Revoke of in[0]" }, func() bool { a.pump(); return len(a.revokes) == 1 })
 
@@ -150,14 +142,9 @@ func TestAssignedAgainWhileRevokePending(t *testing.T) {
 // commit made after the pause succeeds (the group still has this worker's
 // partitions); then the held records go out.
 func TestStoodStillHoldsWritesUntilMembershipConfirmed(t *testing.T) {
-	cfg := noCommitConfig()
-	cfg.FreezeGap = 200 * time.Millisecond
+	cfg := freezeConfig()
 	h := start(t, cfg)
-	h.m.Assigned(tps("in", 0))
-	h.sendRange("in", 0, 0, 2)
-	h.settle()
-	a := h.open("count", "a", 100)
-	b := a.nextBatch()
+	a, b := delivered(h, 2)
 	h.cons.setFailNext(2) // the coordinator does not answer at first
 	h.m.StandStill(time.Minute)
 	a.reply(b, ok(0, outRec("x")), ok(1, outRec("y")))
@@ -182,14 +169,9 @@ func TestStoodStillHoldsWritesUntilMembershipConfirmed(t *testing.T) {
 // partitions, the membership check keeps failing; Kafka then reports them
 // lost. What the agent answered meanwhile is never produced.
 func TestStoodStillThenLostProducesNothing(t *testing.T) {
-	cfg := noCommitConfig()
-	cfg.FreezeGap = 200 * time.Millisecond
+	cfg := freezeConfig()
 	h := start(t, cfg)
-	h.m.Assigned(tps("in", 0))
-	h.sendRange("in", 0, 0, 2)
-	h.settle()
-	a := h.open("count", "a", 100)
-	b := a.nextBatch()
+	a, b := delivered(h, 2)
 	h.cons.setFailNext(1 << 30) // not a member any more
 	h.m.StandStill(time.Minute)
 	a.reply(b, ok(0, outRec("x")), ok(1, outRec("y")))
@@ -372,15 +354,10 @@ func startGated(t *testing.T, cfg agents.Config, g *gatedConsumer) *harness {
 // partitions it is about to report lost). That proves nothing: the held
 // records stay held.
 func TestFenceNotAssignedIsNotConfirmation(t *testing.T) {
-	cfg := noCommitConfig()
-	cfg.FreezeGap = 200 * time.Millisecond
+	cfg := freezeConfig()
 	g := newGatedConsumer()
 	h := startGated(t, cfg, g)
-	h.m.Assigned(tps("in", 0))
-	h.sendRange("in", 0, 0, 2)
-	h.settle()
-	a := h.open("count", "a", 100)
-	b := a.nextBatch()
+	a, b := delivered(h, 2)
 	g.set(nil, &transport.NotAssignedError{Offsets: []transport.PartitionOffset{{Topic: "in", Partition: 0}}})
 	h.m.StandStill(time.Minute)
 	a.reply(b, ok(0, outRec("x")), ok(1, outRec("y")))
@@ -395,15 +372,10 @@ func TestFenceNotAssignedIsNotConfirmation(t *testing.T) {
 // predate the second pause, so the check runs again before anything is
 // produced.
 func TestSecondPauseDuringFence(t *testing.T) {
-	cfg := noCommitConfig()
-	cfg.FreezeGap = 200 * time.Millisecond
+	cfg := freezeConfig()
 	g := newGatedConsumer()
 	h := startGated(t, cfg, g)
-	h.m.Assigned(tps("in", 0))
-	h.sendRange("in", 0, 0, 1)
-	h.settle()
-	a := h.open("count", "a", 100)
-	b := a.nextBatch()
+	a, b := delivered(h, 1)
 	gate := make(chan struct{})
 	g.set(gate, nil)
 	h.m.StandStill(time.Minute)
@@ -430,11 +402,7 @@ func TestRevokingPartitionDoesNotRewrite(t *testing.T) {
 	cfg.RetryBackoffMin = 100 * time.Millisecond
 	cfg.RetryBackoffMax = 100 * time.Millisecond
 	h := start(t, cfg)
-	h.m.Assigned(tps("in", 0))
-	h.sendRange("in", 0, 0, 3)
-	h.settle()
-	a := h.open("count", "a", 100)
-	b := a.nextBatch()
+	a, b := delivered(h, 3)
 	a.reply(b, ok(0), ok(1), ok(2, outRec("x")))
 	h.prod.waitCalls(t, 1)
 	h.prod.answer(t, 0, kafkaErr(kafka.ErrMsgTimedOut))
@@ -483,4 +451,22 @@ func TestFlushDoesNotWaitForCommit(t *testing.T) {
 	h.send(msg("in", 0, 2, "k2", "x"))
 	a.takeEvents(1) // delivered: the held bytes were released without the commit
 	close(gate)
+}
+
+// freezeConfig commits only on revoke and suspects a pause of 200 ms.
+func freezeConfig() agents.Config {
+	cfg := noCommitConfig()
+	cfg.FreezeGap = 200 * time.Millisecond
+	return cfg
+}
+
+// delivered assigns in[0], sends its offsets 0..n-1 and returns instance
+// "a" holding their batch.
+func delivered(h *harness, n int64) (*fakeAgent, *agents.Batch) {
+	h.t.Helper()
+	h.m.Assigned(tps("in", 0))
+	h.sendRange("in", 0, 0, n)
+	h.settle()
+	a := h.open("count", "a", 100)
+	return a, a.nextBatch()
 }
