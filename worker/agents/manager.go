@@ -242,6 +242,7 @@ type Manager struct {
 	fenceWait  []*suspectReq
 	fenceAt    time.Time
 	fenceSent  time.Duration // the freeze guard's clock when the last check was sent
+	calm       func() bool   // m.freeze.calm, made once (produce.go)
 	epochSeq   uint64
 	lastCommit time.Time
 	doneCount  int // events done since the last commit
@@ -297,6 +298,7 @@ func New(cfg Config, producer Producer) *Manager {
 	m.prodQ.wake = make(chan struct{}, 1)
 	m.commitQ = make(chan *commitJob, 1)
 	m.freeze = newFreezeGuard(cfg.FreezeGap)
+	m.calm = m.freeze.calm
 	m.mem.room = make(chan struct{})
 	for _, a := range cfg.Agents {
 		m.agents[a.Name] = &agentState{

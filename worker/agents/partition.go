@@ -111,6 +111,9 @@ type partition struct {
 	// lost is set, before gone, when the assignment was lost (not given
 	// back in order): see handOver.
 	lost atomic.Bool
+	// allowed is its records' transport.Record.Allowed (made once: a
+	// closure per record would allocate on the produce path).
+	allowed func() bool
 	// tombstones counts expiry tombstones not acknowledged yet: a leaving
 	// partition waits for them like for its events' writes.
 	tombstones int
@@ -286,6 +289,7 @@ func (m *Manager) assign(parts []transport.TopicPartition) {
 		if a.byKey || a.tables {
 			p.keyBusy = map[string]int{}
 		}
+		p.allowed = func() bool { return !p.gone.Load() && m.freeze.calm() }
 		m.parts[k] = p
 		a.parts[k] = p
 		if a.blocked != "" {

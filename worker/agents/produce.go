@@ -141,10 +141,10 @@ func (m *Manager) handOver(j produceJob) {
 	// A Produce waiting for room in librdkafka's queue may outlast a pause
 	// of the process, or the loss of the partition: it must not queue the
 	// record after either.
-	if p := j.p; p != nil {
-		j.rec.Allowed = func() bool { return !p.gone.Load() && m.freeze.calm() }
+	if j.p != nil {
+		j.rec.Allowed = j.p.allowed
 	} else {
-		j.rec.Allowed = m.freeze.calm
+		j.rec.Allowed = m.calm
 	}
 	if j.onOffset != nil {
 		m.producer.ProduceOffset(j.rec, j.onOffset)
