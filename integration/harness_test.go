@@ -72,23 +72,8 @@ var (
 	waitFor  = testutil.WaitFor[string]
 )
 
-// syncBuffer is a bytes.Buffer safe for a writer process and a reading test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a buffer safe for a writer and a reading test.
+type syncBuffer = testutil.Buffer
 
 // workerProc is a running worker process.
 type workerProc struct {

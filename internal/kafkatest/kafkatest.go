@@ -352,3 +352,21 @@ func uniqueName(testName string) string {
 	}
 	return fmt.Sprintf("%s-%08x", b.String(), rand.Uint32())
 }
+
+// DeleteRecordsBefore deletes the records of topic[partition] before
+// offset, through a client of its own (not the code under test).
+func DeleteRecordsBefore(t testing.TB, topic string, partition int32, offset int64) {
+	t.Helper()
+	a := adminClient(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := a.DeleteRecords(ctx, []kafka.TopicPartition{{Topic: &topic, Partition: partition, Offset: kafka.Offset(offset)}})
+	if err != nil {
+		t.Fatalf("kafkatest: DeleteRecords %s[%d]: %v", topic, partition, err)
+	}
+	for _, r := range res.DeleteRecordsResults {
+		if r.TopicPartition.Error != nil {
+			t.Fatalf("kafkatest: DeleteRecords %s[%d]: %v", topic, partition, r.TopicPartition.Error)
+		}
+	}
+}

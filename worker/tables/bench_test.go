@@ -18,18 +18,22 @@ import (
 	"github.com/eddy-streams/eddy/worker/transport"
 )
 
-// benchRecords is the changelog size of BenchmarkRestore:
-// EDDY_BENCH_RESTORE_RECORDS, default 200000.
-func benchRecords(b *testing.B) int {
-	if s := os.Getenv("EDDY_BENCH_RESTORE_RECORDS"); s != "" {
+// benchCount reads a positive count from the environment variable env,
+// else returns def.
+func benchCount(b *testing.B, env string, def int) int {
+	if s := os.Getenv(env); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
-			b.Fatalf("EDDY_BENCH_RESTORE_RECORDS=%q: want a positive number", s)
+			b.Fatalf("%s=%q: want a positive number", env, s)
 		}
 		return n
 	}
-	return 200_000
+	return def
 }
+
+// benchRecords is the changelog size of BenchmarkRestore:
+// EDDY_BENCH_RESTORE_RECORDS, default 200000.
+func benchRecords(b *testing.B) int { return benchCount(b, "EDDY_BENCH_RESTORE_RECORDS", 200_000) }
 
 // BenchmarkRestore restores one changelog partition of distinct keys
 // (16-byte keys, 100-byte values) from scratch into a new data directory
@@ -85,14 +89,7 @@ func BenchmarkRestore(b *testing.B) {
 // benchPartitionRecords is the records per partition of
 // BenchmarkRestorePartitions: EDDY_BENCH_PARTITION_RECORDS, default 20000.
 func benchPartitionRecords(b *testing.B) int {
-	if s := os.Getenv("EDDY_BENCH_PARTITION_RECORDS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			b.Fatalf("EDDY_BENCH_PARTITION_RECORDS=%q: want a positive number", s)
-		}
-		return n
-	}
-	return 20_000
+	return benchCount(b, "EDDY_BENCH_PARTITION_RECORDS", 20_000)
 }
 
 // BenchmarkRestorePartitions restores 8 and 64 partitions of one changelog

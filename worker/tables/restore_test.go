@@ -309,22 +309,7 @@ func TestRestoreDeletedRecords(t *testing.T) {
 
 func deleteRecordsBefore(t testing.TB, topic string, p int32, offset int64) {
 	t.Helper()
-	a, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": kafkatest.Bootstrap(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	res, err := a.DeleteRecords(ctx, []kafka.TopicPartition{{Topic: &topic, Partition: p, Offset: kafka.Offset(offset)}})
-	if err != nil {
-		t.Fatalf("DeleteRecords: %v", err)
-	}
-	for _, r := range res.DeleteRecordsResults {
-		if r.TopicPartition.Error != nil {
-			t.Fatalf("DeleteRecords: %v", r.TopicPartition.Error)
-		}
-	}
+	kafkatest.DeleteRecordsBefore(t, topic, p, offset)
 	if low, _ := watermarks(t, topic, p); low != offset {
 		t.Fatalf("low watermark after DeleteRecords = %d, want %d", low, offset)
 	}

@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
-
 	"github.com/eddy-streams/eddy/internal/kafkatest"
 	"github.com/eddy-streams/eddy/worker/transport"
 )
@@ -176,7 +174,7 @@ func TestChangelogReaderOutOfRange(t *testing.T) {
 	topic := newTopic(t, cfg, 2)
 	produceTo(t, cfg, topic, 0, 100)
 	produceTo(t, cfg, topic, 1, 100)
-	deleteBefore(t, topic, 0, 50)
+	kafkatest.DeleteRecordsBefore(t, topic, 0, 50)
 
 	var logs bytes.Buffer
 	var mu sync.Mutex
@@ -253,28 +251,6 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
-}
-
-// deleteBefore deletes the records of topic[p] before offset, through a
-// client that is not the code under test.
-func deleteBefore(t testing.TB, topic string, p int32, offset int64) {
-	t.Helper()
-	a, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": kafkatest.Bootstrap(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	res, err := a.DeleteRecords(ctx, []kafka.TopicPartition{{Topic: &topic, Partition: p, Offset: kafka.Offset(offset)}})
-	if err != nil {
-		t.Fatalf("DeleteRecords: %v", err)
-	}
-	for _, r := range res.DeleteRecordsResults {
-		if r.TopicPartition.Error != nil {
-			t.Fatalf("DeleteRecords: %v", r.TopicPartition.Error)
-		}
-	}
 }
 
 // TestReaddFromLowerOffsetReadsEverything removes a partition and adds it
