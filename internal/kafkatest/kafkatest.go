@@ -370,3 +370,106 @@ func DeleteRecordsBefore(t testing.TB, topic string, partition int32, offset int
 		}
 	}
 }
+
+// Record is one record ReadAll read.
+type Record struct {
+	Partition int32
+	Offset    int64
+	Key       []byte
+	Value     []byte
+}
+
+// ReadAll reads every record of topic's partitions 0..partitions-1 from the
+// start to the end, through a consumer of its own (not the code under
+// test): with committed set, at read_committed (records of aborted or
+// still open transactions are not seen; the end is the last stable
+// offset), else at read_uncommitted. Records come per partition in offset
+// order. It fails the test if the end is not reached within a minute.
+func ReadAll(t testing.TB, topic string, partitions int, committed bool) []Record {
+	t.Helper()
+	level := "read_uncommitted"
+	if committed {
+		level = "read_committed"
+	}
+	c, err := kafka.NewConsumer(&kafka.ConfigMap{
+		"bootstrap.servers":    Bootstrap(t),
+		"group.id":             uniqueName("kafkatest-reader"),
+		"enable.auto.commit":   false,
+		"enable.partition.eof": true,
+		"isolation.level":      level,
+		"auto.offset.reset":    "earliest",
+	})
+	if err != nil {
+		t.Fatalf("kafkatest.ReadAll: consumer: %v", err)
+	}
+	defer c.Close()
+	var tps []kafka.TopicPartition
+	for p := range partitions {
+		tps = append(tps, kafka.TopicPartition{Topic: &topic, Partition: int32(p), Offset: kafka.OffsetBeginning})
+	}
+	if err := c.Assign(tps); err != nil {
+		t.Fatalf("kafkatest.ReadAll: assign: %v", err)
+	}
+	var out []Record
+	eof := map[int32]bool{}
+	deadline := time.Now().Add(time.Minute)
+	for len(eof) < partitions {
+		if time.Now().After(deadline) {
+			t.Fatalf("kafkatest.ReadAll %s: reached the end of %d of %d partitions within a minute", topic, len(eof), partitions)
+		}
+		switch e := c.Poll(100).(type) {
+		case *kafka.Message:
+			if e.TopicPartition.Error != nil {
+				t.Fatalf("kafkatest.ReadAll %s: %v", topic, e.TopicPartition.Error)
+			}
+			out = append(out, Record{Partition: e.TopicPartition.Partition, Offset: int64(e.TopicPartition.Offset), Key: e.Key, Value: e.Value})
+		case kafka.PartitionEOF:
+			eof[e.Partition] = true
+		case kafka.Error:
+			if e.IsFatal() {
+				t.Fatalf("kafkatest.ReadAll %s: %v", topic, e)
+			}
+		}
+	}
+	return out
+}
+
+// CommittedOffsets returns group's committed offsets of topic's partitions
+// 0..partitions-1 (-1: none), asked with require_stable (KIP-447: an
+// offset of a transaction still open is waited for, not answered), through
+// a client of its own.
+func CommittedOffsets(t testing.TB, group, topic string, partitions int) map[int32]int64 {
+	t.Helper()
+	a := adminClient(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var tps []kafka.TopicPartition
+	for p := range partitions {
+		tps = append(tps, kafka.TopicPartition{Topic: &topic, Partition: int32(p)})
+	}
+	for {
+		res, err := a.ListConsumerGroupOffsets(ctx, []kafka.ConsumerGroupTopicPartitions{{Group: group, Partitions: tps}},
+			kafka.SetAdminRequireStableOffsets(true))
+		if err != nil {
+			t.Fatalf("kafkatest: committed offsets of %s: %v", group, err)
+		}
+		out, unstable := map[int32]int64{}, false
+		for _, g := range res.ConsumerGroupsTopicPartitions {
+			for _, tp := range g.Partitions {
+				var kerr kafka.Error
+				switch {
+				case tp.Error == nil:
+					out[tp.Partition] = int64(tp.Offset)
+				case errors.As(tp.Error, &kerr) && kerr.Code() == kafka.ErrUnstableOffsetCommit && ctx.Err() == nil:
+					unstable = true // a transaction's markers are on their way
+				default:
+					t.Fatalf("kafkatest: committed offset of %s %s[%d]: %v", group, topic, tp.Partition, tp.Error)
+				}
+			}
+		}
+		if !unstable {
+			return out
+		}
+		time.Sleep(50 * time.Millisecond) // polling the broker until the offsets are stable
+	}
+}

@@ -88,11 +88,18 @@ type Config struct {
 	// IsolationLevel is the consumer's isolation.level. Default:
 	// ReadUncommitted. processing_guarantee exactly_once uses ReadCommitted.
 	IsolationLevel IsolationLevel
-	// TransactionalID is reserved for processing_guarantee exactly_once (one
-	// transactional producer per worker). The Producer of this package does
-	// not run transactions yet and NewProducer rejects a non-empty value.
-	// Default: empty.
+	// TransactionalID makes the Producer transactional (processing_guarantee
+	// exactly_once: one transactional producer per worker, its id stable
+	// across restarts, docs/kafka.md#exactly-once). Default: empty (not
+	// transactional).
 	TransactionalID string
+	// TransactionTimeout is transaction.timeout.ms of a transactional
+	// Producer: the coordinator aborts a transaction left open this long
+	// (a crashed worker's), and read_committed readers wait at most this
+	// long for it. It must exceed the longest transaction: the commit
+	// interval plus a revoke's deadline. Millisecond resolution. Default:
+	// 30s. Unused without TransactionalID.
+	TransactionTimeout time.Duration
 	// Overrides are raw librdkafka properties applied last to every client
 	// this package creates (a producer-only property given to a consumer
 	// is ignored by librdkafka with a logged warning), except those the
@@ -160,6 +167,7 @@ func (c Config) Validate() error {
 		{"ReachTimeout", c.ReachTimeout},
 		{"Linger", c.Linger},
 		{"MessageTimeout", c.MessageTimeout},
+		{"TransactionTimeout", c.TransactionTimeout},
 	} {
 		if d.v < 0 {
 			return fmt.Errorf("transport: %s: must not be negative, got %s", d.name, d.v)
@@ -171,6 +179,10 @@ func (c Config) Validate() error {
 	if c.maxPollInterval() < c.sessionTimeout() {
 		return fmt.Errorf("transport: MaxPollInterval: %s is shorter than SessionTimeout %s",
 			c.maxPollInterval(), c.sessionTimeout())
+	}
+	if c.TransactionalID != "" && c.MessageTimeout > c.transactionTimeout() {
+		return fmt.Errorf("transport: MessageTimeout: %s exceeds TransactionTimeout %s (librdkafka requires message.timeout.ms <= transaction.timeout.ms)",
+			c.MessageTimeout, c.transactionTimeout())
 	}
 	switch c.IsolationLevel {
 	case "", ReadUncommitted, ReadCommitted:
@@ -292,7 +304,24 @@ func (c Config) producerConfig() kafka.ConfigMap {
 	if c.MessageTimeout > 0 {
 		m["message.timeout.ms"] = ms(c.MessageTimeout)
 	}
+	if c.TransactionalID != "" {
+		m["transactional.id"] = c.TransactionalID
+		m["transaction.timeout.ms"] = ms(c.transactionTimeout())
+		if c.MessageTimeout <= 0 {
+			m["message.timeout.ms"] = ms(c.transactionTimeout())
+		}
+	}
 	return c.apply(m)
+}
+
+// DefaultTransactionTimeout is the default of Config.TransactionTimeout.
+const DefaultTransactionTimeout = 30 * time.Second
+
+func (c Config) transactionTimeout() time.Duration {
+	if c.TransactionTimeout <= 0 {
+		return DefaultTransactionTimeout
+	}
+	return c.TransactionTimeout
 }
 
 // consumerConfig is the librdkafka configuration of Consumer.

@@ -72,7 +72,9 @@ func TestNewClientsRejectInvalidConfig(t *testing.T) {
 		t.Errorf("NewConsumer without GroupID: got %v, want an error naming GroupID", err)
 	}
 	good.TransactionalID = "tx"
-	if _, err := transport.NewProducer(good); err == nil || !strings.Contains(err.Error(), "TransactionalID") {
-		t.Errorf("NewProducer with TransactionalID: got %v, want an error naming TransactionalID", err)
+	good.MessageTimeout = time.Minute
+	good.TransactionTimeout = 10 * time.Second
+	if _, err := transport.NewProducer(good); err == nil || !strings.Contains(err.Error(), "TransactionTimeout") {
+		t.Errorf("NewProducer with MessageTimeout > TransactionTimeout: got %v, want an error naming TransactionTimeout", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,11 +63,19 @@ var ErrWithheld = errors.New("transport: record withheld before it was queued")
 //     error, wrapping ErrClosed), close librdkafka's handle.
 //  5. Fail the callbacks of records that got no report at all.
 type Producer struct {
-	p        *kafka.Producer
+	p        *kafka.Producer // replaced by ResetTxn, under inflight held exclusively
 	rep      reporter
 	errs     *ErrorLog
+	logger   *slog.Logger
+	cfg      Config
 	logsDone <-chan struct{}
 	dlvDone  chan struct{} // closed when the delivery goroutine exits
+
+	// txnMu serialises the transaction calls (txn.go) and Close.
+	txnMu sync.Mutex
+	// txnFatal is the fatal error of a transactional producer's current
+	// librdkafka handle, cleared by ResetTxn; nil otherwise.
+	txnFatal atomic.Pointer[error]
 
 	// inflight is held shared by Produce while it hands a record to
 	// librdkafka, and exclusively by Close to wait for those calls.
@@ -96,27 +105,47 @@ func NewProducer(cfg Config, opts ...Option) (*Producer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.TransactionalID != "" {
-		return nil, errors.New("transport: TransactionalID: transactional producing is not implemented yet")
-	}
 	o := buildOptions(opts)
-	kp, err := kafka.NewProducer(ptr(cfg.producerConfig()))
-	if err != nil {
-		return nil, fmt.Errorf("transport: create producer: %w", err)
-	}
 	p := &Producer{
-		p:       kp,
 		rep:     reporter{client: "producer", logger: o.logger, errs: o.errs},
 		errs:    o.errs,
-		dlvDone: make(chan struct{}),
+		logger:  o.logger,
+		cfg:     cfg,
 		closeCh: make(chan struct{}),
 		space:   make(chan struct{}, 1),
 		pending: make(map[uint64]func(int64, error)),
 		fatalCh: make(chan struct{}),
 	}
-	p.logsDone = ForwardLogs(kp.Logs(), o.logger, "producer")
-	go p.deliveries()
+	if err := p.open(); err != nil {
+		return nil, err
+	}
 	return p, nil
+}
+
+// open creates the librdkafka handle and its goroutines; a transactional
+// producer also initialises transactions (fencing an earlier producer of
+// the same TransactionalID and aborting its open transaction) and begins
+// the first one.
+func (p *Producer) open() error {
+	kp, err := kafka.NewProducer(ptr(p.cfg.producerConfig()))
+	if err != nil {
+		return fmt.Errorf("transport: create producer: %w", err)
+	}
+	p.p = kp
+	p.dlvDone = make(chan struct{})
+	p.logsDone = ForwardLogs(kp.Logs(), p.logger, "producer")
+	go p.deliveries(kp, p.dlvDone)
+	if p.cfg.TransactionalID == "" {
+		return nil
+	}
+	if err := p.initTxn(); err != nil {
+		kp.Close()
+		<-p.dlvDone
+		<-p.logsDone
+		p.p = nil
+		return err
+	}
+	return nil
 }
 
 // Produce hands rec to librdkafka and returns. onDone (which may be nil) is
@@ -157,6 +186,10 @@ func (p *Producer) ProduceOffset(rec Record, onDone func(offset int64, err error
 	}
 	if errp := p.fatalErr.Load(); errp != nil {
 		go onDone(-1, fmt.Errorf("transport: producer failed: %w", *errp))
+		return
+	}
+	if errp := p.txnFatal.Load(); errp != nil {
+		go onDone(-1, fmt.Errorf("%w: %w", ErrTxnFatal, *errp))
 		return
 	}
 	p.mu.Lock()
@@ -227,9 +260,9 @@ func (p *Producer) take(id uint64) func(int64, error) {
 
 // deliveries runs the callbacks from delivery reports and records error
 // events, until librdkafka's handle is closed.
-func (p *Producer) deliveries() {
-	defer close(p.dlvDone)
-	for ev := range p.p.Events() {
+func (p *Producer) deliveries(kp *kafka.Producer, done chan struct{}) {
+	defer close(done)
+	for ev := range kp.Events() {
 		switch e := ev.(type) {
 		case *kafka.Message:
 			id, _ := e.Opaque.(uint64)
@@ -262,7 +295,12 @@ func (p *Producer) deliveries() {
 			}
 		case kafka.Error:
 			p.rep.report(e, "", -1)
-			if e.IsFatal() {
+			if e.IsFatal() && p.cfg.TransactionalID != "" {
+				// A transactional producer is re-created (ResetTxn),
+				// not given up: the next transaction call says so.
+				var err error = e
+				p.txnFatal.CompareAndSwap(nil, &err)
+			} else if e.IsFatal() {
 				p.fatalOnce.Do(func() {
 					var err error = e
 					p.fatalErr.Store(&err)
@@ -285,7 +323,7 @@ var ErrPurged = errors.New("transport: record withdrawn before it was sent (the 
 func (p *Producer) PurgeQueued() {
 	p.inflight.RLock()
 	defer p.inflight.RUnlock()
-	if p.closing.Load() {
+	if p.closing.Load() || p.p == nil {
 		return
 	}
 	if err := p.p.Purge(kafka.PurgeQueue | kafka.PurgeNonBlocking); err != nil {
@@ -330,10 +368,22 @@ func (p *Producer) Close(ctx context.Context) error {
 }
 
 func (p *Producer) close(ctx context.Context) error {
+	p.txnMu.Lock()
+	defer p.txnMu.Unlock()
 	p.closing.Store(true)
 	close(p.closeCh)
 	p.inflight.Lock() // barrier: no Produce is handing over a record
 	p.inflight.Unlock()
+	if p.p == nil { // a ResetTxn failed: nothing is open
+		return p.failLeft()
+	}
+	if p.cfg.TransactionalID != "" && p.txnFatal.Load() == nil {
+		// What the open transaction holds was not committed: abort it,
+		// so read_committed readers need not wait for its timeout.
+		if err := p.p.AbortTransaction(ctx); err != nil {
+			p.rep.report(err, "", -1)
+		}
+	}
 
 	for p.p.Len() > 0 && ctx.Err() == nil {
 		step := 100 * time.Millisecond
@@ -355,7 +405,11 @@ func (p *Producer) close(ctx context.Context) error {
 	p.p.Close() // closes Events and Logs
 	<-p.dlvDone
 	<-p.logsDone
+	return p.failLeft()
+}
 
+// failLeft fails the callbacks of records that got no report at all.
+func (p *Producer) failLeft() error {
 	p.mu.Lock()
 	left := p.pending
 	p.pending = map[uint64]func(int64, error){}

@@ -1,0 +1,150 @@
+package transport_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eddy-streams/eddy/internal/kafkatest"
+	"github.com/eddy-streams/eddy/worker/transport"
+)
+
+func txnConfig(t *testing.T) transport.Config {
+	cfg := testConfig(t)
+	cfg.TransactionalID = "txn-" + kafkatest.Group(t)
+	cfg.TransactionTimeout = 10 * time.Second
+	return cfg
+}
+
+// produceAll produces one record per value to topic[0] and waits for the
+// callbacks; it returns their errors.
+func produceAll(t *testing.T, p *transport.Producer, topic string, values ...string) []error {
+	t.Helper()
+	var mu sync.Mutex
+	errs := make([]error, len(values))
+	n := 0
+	for i, v := range values {
+		p.Produce(transport.Record{Topic: topic, Partition: 0, Value: []byte(v)}, func(err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			errs[i] = err
+			n++
+		})
+	}
+	waitFor(t, waitTimeout, func() string { return "produce callbacks" }, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return n == len(values)
+	})
+	return errs
+}
+
+func committedValues(t *testing.T, topic string) []string {
+	var out []string
+	for _, r := range kafkatest.ReadAll(t, topic, 1, true) {
+		out = append(out, string(r.Value))
+	}
+	return out
+}
+
+// TestTxnCommitAndAbort: a read_committed reader sees the records of
+// committed transactions and none of an aborted one.
+func TestTxnCommitAndAbort(t *testing.T) {
+	topic := kafkatest.Topic(t, 1)
+	p := newProducer(t, txnConfig(t))
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	produceAll(t, p, topic, "a", "b")
+	if err := p.CommitTxn(ctx, nil, transport.GroupMetadata{}); err != nil {
+		t.Fatalf("CommitTxn: %v", err)
+	}
+	produceAll(t, p, topic, "x", "y")
+	if err := p.AbortTxn(ctx); err != nil {
+		t.Fatalf("AbortTxn: %v", err)
+	}
+	produceAll(t, p, topic, "c")
+	if err := p.CommitTxn(ctx, nil, transport.GroupMetadata{}); err != nil {
+		t.Fatalf("CommitTxn: %v", err)
+	}
+	if got, want := committedValues(t, topic), []string{"a", "b", "c"}; !slices.Equal(got, want) {
+		t.Errorf("read_committed: got %q, want %q", got, want)
+	}
+	if got := len(kafkatest.ReadAll(t, topic, 1, false)); got != 5 {
+		t.Errorf("read_uncommitted: got %d records, want 5 (the aborted ones too)", got)
+	}
+}
+
+// TestTxnFencedThenReset: a second producer with the same transactional id
+// fences the first, whose commit fails with ErrTxnFatal and whose records
+// are never visible; ResetTxn makes it usable again (fencing the second).
+func TestTxnFencedThenReset(t *testing.T) {
+	topic := kafkatest.Topic(t, 1)
+	cfg := txnConfig(t)
+	p1 := newProducer(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	produceAll(t, p1, topic, "zombie")
+	p2 := newProducer(t, cfg) // fences p1 and aborts its open transaction
+	produceAll(t, p2, topic, "two")
+	if err := p2.CommitTxn(ctx, nil, transport.GroupMetadata{}); err != nil {
+		t.Fatalf("p2 CommitTxn: %v", err)
+	}
+	err := p1.CommitTxn(ctx, nil, transport.GroupMetadata{})
+	if !errors.Is(err, transport.ErrTxnFatal) {
+		t.Fatalf("fenced p1 CommitTxn: got %v, want ErrTxnFatal", err)
+	}
+	if errs := produceAll(t, p1, topic, "refused"); !errors.Is(errs[0], transport.ErrTxnFatal) {
+		t.Errorf("produce on the fenced p1: got %v, want ErrTxnFatal", errs[0])
+	}
+	if err := p1.ResetTxn(ctx); err != nil {
+		t.Fatalf("ResetTxn: %v", err)
+	}
+	if errs := produceAll(t, p1, topic, "one"); errs[0] != nil {
+		t.Fatalf("produce after ResetTxn: %v", errs[0])
+	}
+	if err := p1.CommitTxn(ctx, nil, transport.GroupMetadata{}); err != nil {
+		t.Fatalf("CommitTxn after ResetTxn: %v", err)
+	}
+	if got, want := committedValues(t, topic), []string{"two", "one"}; !slices.Equal(got, want) {
+		t.Errorf("read_committed: got %q, want %q", got, want)
+	}
+}
+
+// TestTxnOffsetsCommitWithRecords: the offsets sent with a transaction are
+// the group's committed offsets once it commits, and not before.
+func TestTxnOffsetsCommitWithRecords(t *testing.T) {
+	in := kafkatest.Topic(t, 1)
+	out := kafkatest.Topic(t, 1)
+	produceN(t, testConfig(t), in, 3)
+	ccfg := testConfig(t)
+	ccfg.GroupID = kafkatest.Group(t)
+	ccfg.IsolationLevel = transport.ReadCommitted
+	rec := newRecorder()
+	c, err := transport.NewConsumer(ccfg, []string{in}, rec, transport.WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runConsumer(t, c)
+	waitFor(t, waitTimeout, func() string { return "3 records consumed" }, func() bool { return rec.messages() == 3 })
+	p := newProducer(t, txnConfig(t))
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	produceAll(t, p, out, "result")
+	gm, err := c.GroupMetadata()
+	if err != nil {
+		t.Fatalf("GroupMetadata: %v", err)
+	}
+	if err := p.CommitTxn(ctx, []transport.PartitionOffset{{Topic: in, Partition: 0, Offset: 3}}, gm); err != nil {
+		t.Fatalf("CommitTxn: %v", err)
+	}
+	if got := kafkatest.CommittedOffsets(t, ccfg.GroupID, in, 1); fmt.Sprint(got) != "map[0:3]" {
+		t.Errorf("committed offsets: got %v, want map[0:3]", got)
+	}
+	if got := committedValues(t, out); !slices.Equal(got, []string{"result"}) {
+		t.Errorf("output: got %q, want [result]", got)
+	}
+}
