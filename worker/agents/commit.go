@@ -25,6 +25,10 @@ type commitJob struct {
 	// fence: a membership check after a pause (freeze.go); it may commit
 	// a partition's starting offset.
 	fence bool
+	// Exactly-once (eos.go): txn is the transaction committed (or, with
+	// abort set to the reason, aborted).
+	txn   uint64
+	abort error
 }
 
 // commitDone is the outcome of a commitJob, back on the Run goroutine.
@@ -32,6 +36,8 @@ type commitDone struct {
 	job  *commitJob
 	err  error
 	took time.Duration
+	// reset: the transactional producer was re-created (exactly-once).
+	reset bool
 }
 
 // runCommitter commits the jobs it is given until jobs is closed.
@@ -39,6 +45,11 @@ func (m *Manager) runCommitter(jobs <-chan *commitJob, done chan<- struct{}) {
 	defer close(done)
 	for j := range jobs {
 		start := time.Now()
+		if m.eos {
+			err, reset := m.runTxn(j)
+			m.in.push(&commitDone{job: j, err: err, took: time.Since(start), reset: reset})
+			continue
+		}
 		err := m.consumer.Commit(j.offsets)
 		m.in.push(&commitDone{job: j, err: err, took: time.Since(start)})
 	}
@@ -50,6 +61,9 @@ func (m *Manager) runCommitter(jobs <-chan *commitJob, done chan<- struct{}) {
 // applies the tables' acknowledged mutations to their stores first.
 func (m *Manager) commitAll(only map[*partition]bool) bool {
 	now := time.Now()
+	if m.eos {
+		return m.commitTxn(now)
+	}
 	if m.committing {
 		// The tables' acknowledged mutations go to their stores on
 		// schedule all the same: they do not wait for Kafka's commit,
@@ -99,6 +113,10 @@ func (m *Manager) addToCommit(j *commitJob, p *partition) {
 
 // committed takes the outcome of a commit.
 func (m *Manager) committed(d *commitDone) {
+	if m.eos {
+		m.txnDone(d)
+		return
+	}
 	m.committing = false
 	m.mon.CommitLatency.Observe(d.took)
 	ok := d.err == nil || onlyNotAssigned(d.err)
@@ -173,6 +191,8 @@ func onlyNotAssigned(err error) bool {
 // events are not left uncommitted for a whole interval.
 func (m *Manager) maybeCommit(now time.Time) {
 	switch {
+	case m.eos && m.txnErr != nil:
+		m.commitAll(nil) // abort at once
 	case m.doneCount >= m.cfg.CommitEvery, now.Sub(m.lastCommit) >= m.cfg.CommitInterval:
 		m.commitAll(nil)
 	case m.doneCount > 0 && now.Sub(m.lastCommit) >= idleCommitGap && m.caughtUp():

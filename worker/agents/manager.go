@@ -150,6 +150,11 @@ type Config struct {
 	// Standbys, if set, hands over the stores of standby replicas on
 	// takeover. Default: none (every recovery opens the store itself).
 	Standbys Standbys
+	// ExactlyOnce runs every commit cycle as a transaction
+	// (processing_guarantee exactly_once, eos.go): the producer must be a
+	// TxnProducer (transactional) and the consumer a TxnConsumer reading
+	// read_committed. Default: false (at-least-once).
+	ExactlyOnce bool
 	// SourcePartitions is the partition count of each source topic when
 	// the app started, which is what the changelogs of its tables have
 	// (docs/tables.md#partitions). A partition of an agent with tables
@@ -246,6 +251,20 @@ type Manager struct {
 	epochSeq   uint64
 	lastCommit time.Time
 	doneCount  int // events done since the last commit
+
+	// Exactly-once (eos.go), owned by the Run goroutine: txn numbers the
+	// open transaction (from 1), committedTxn the last committed one;
+	// txnErr aborts the open one at the next cycle; txnWrites counts the
+	// records handed over in it; poisoned are events whose writes Kafka
+	// refused for good, to be dead-lettered when they come back.
+	eos          bool
+	txn          uint64
+	committedTxn uint64
+	txnErr       error
+	txnWrites    int
+	poisoned     map[poisonKey]poison
+	// quit is closed when Run ends (the committer's retries stop).
+	quit chan struct{}
 }
 
 type tpKey struct {
@@ -290,6 +309,10 @@ func New(cfg Config, producer Producer) *Manager {
 		parts:        map[tpKey]*partition{},
 		outputs:      map[string]bool{},
 		internal:     map[string]bool{},
+		eos:          cfg.ExactlyOnce,
+		txn:          1,
+		poisoned:     map[poisonKey]poison{},
+		quit:         make(chan struct{}),
 	}
 	for _, t := range cfg.Outputs {
 		m.outputs[t] = true
@@ -364,6 +387,11 @@ func (m *Manager) Run(ctx context.Context) error {
 		return errors.New("agents: Run called twice")
 	}
 	defer close(m.stopped)
+	if m.eos {
+		if _, ok := m.producer.(TxnProducer); !ok {
+			return errors.New("agents: Config.ExactlyOnce needs a transactional producer")
+		}
+	}
 	for _, a := range m.agents {
 		if a.tables && m.cfg.Restorer == nil {
 			return fmt.Errorf("agents: agent %q declares tables but Config.Restorer is nil", a.cfg.Name)
@@ -382,7 +410,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	defer close(stopPulse)
 	committerDone := make(chan struct{})
 	go m.runCommitter(m.commitQ, committerDone)
-	defer func() { close(m.commitQ); <-committerDone }()
+	defer func() { close(m.quit); close(m.commitQ); <-committerDone }()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	m.lastCommit = time.Now()
@@ -407,6 +435,9 @@ func (m *Manager) Run(ctx context.Context) error {
 			msgs[i] = transport.Message{} // hold on to nothing of it
 		}
 		m.dispatch()
+		if m.eos {
+			m.handOutAll()
+		}
 		now := time.Now()
 		m.checkFence(now)
 		m.maybeCommit(now)
@@ -501,6 +532,8 @@ func (m *Manager) handle(item any) {
 		m.produced(it.p, it.r, it.w, it.err)
 	case *changelogAck:
 		m.changelogAcked(it)
+	case *txnAck:
+		m.txnAcked(it)
 	case *commitDone:
 		m.committed(it)
 	case *funcReq:

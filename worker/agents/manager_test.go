@@ -355,11 +355,21 @@ type harness struct {
 // start runs a manager with cfg until the test ends.
 func start(t *testing.T, cfg agents.Config) *harness {
 	t.Helper()
+	return startWith(t, cfg, &fakeProducer{}, nil)
+}
+
+// startWith is start with the producer given (and prod as the manager's
+// producer when set: a fake wrapping p).
+func startWith(t *testing.T, cfg agents.Config, p *fakeProducer, prod agents.Producer) *harness {
+	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger()
 	}
-	h := &harness{t: t, cons: newFakeConsumer(), prod: &fakeProducer{}}
-	h.m = agents.New(cfg, h.prod)
+	if prod == nil {
+		prod = p
+	}
+	h := &harness{t: t, cons: newFakeConsumer(), prod: p}
+	h.m = agents.New(cfg, prod)
 	h.m.Attach(h.cons)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

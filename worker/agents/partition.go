@@ -23,8 +23,12 @@ const (
 	// stateAcking: result applied, waiting for Kafka to acknowledge the
 	// records it produced (outputs or the dead letter).
 	stateAcking
-	// stateDone: finished and durable; the frontier may pass it.
+	// stateDone: finished and durable; the frontier may pass it. Under
+	// exactly-once: its writes are handed over to the open transaction.
 	stateDone
+	// stateHeld (exactly-once): result applied, its writes held until the
+	// frontier reaches it (eos.go).
+	stateHeld
 )
 
 // rec is one received record of a partition.
@@ -51,6 +55,7 @@ type rec struct {
 	lastErr      string   // the agent's or the producer's last error
 	retryAt      time.Time
 	sentAt       time.Time // last delivery, for latency and stall detection
+	held         []*write  // exactly-once: the writes of its result, until handed over (eos.go)
 }
 
 // lane is one instance's share of a partition under one epoch. In
@@ -117,6 +122,15 @@ type partition struct {
 	// tombstones counts expiry tombstones not acknowledged yet: a leaving
 	// partition waits for them like for its events' writes.
 	tombstones int
+	// Exactly-once (eos.go): keep holds records passed by the frontier in
+	// uncommitted until their offset is committed (an abort delivers them
+	// again); final stops handing writes over once a leaving partition's
+	// frontier is settled; handedTxn is the transaction it last handed a
+	// write over in.
+	keep        bool
+	uncommitted []*rec
+	final       bool
+	handedTxn   uint64
 }
 
 func (p *partition) len() int { return len(p.recs) - p.head }
@@ -155,7 +169,11 @@ func (p *partition) advance() int {
 		if p.stats != nil {
 			p.doneTs = append(p.doneTs, r.ts.UnixNano())
 		}
-		p.bytes -= r.size
+		if p.keep {
+			p.uncommitted = append(p.uncommitted, r)
+		} else {
+			p.bytes -= r.size
+		}
 		p.recs[p.head] = nil
 		p.head++
 		n++
@@ -285,7 +303,7 @@ func (m *Manager) assign(parts []transport.TopicPartition) {
 			prev = old.prev
 		}
 		p := &partition{ktp: k, a: a, lanes: map[*session]*lane{}, frontier: -1, committed: -1,
-			stats: m.mon.Partition(a.cfg.Name, k.topic, k.partition), lastMove: time.Now(), prev: prev}
+			stats: m.mon.Partition(a.cfg.Name, k.topic, k.partition), lastMove: time.Now(), prev: prev, keep: m.eos}
 		if a.byKey || a.tables {
 			p.keyBusy = map[string]int{}
 		}
@@ -505,11 +523,13 @@ func (m *Manager) startRevoke(req *revokeReq) {
 			m.revokeLane(l, now)
 		}
 	}
-	if req.lost {
+	if req.lost && !m.eos {
 		// The whole assignment is lost (librdkafka reports no less): what
 		// the producer still queues for it must not go out after the next
 		// owners' writes. Records already sent are beyond recall; the
 		// producer's message timeout bounds how late they can land.
+		// (Under exactly-once the open transaction aborts instead:
+		// txnLeaving.)
 		if pq, ok := m.producer.(interface{ PurgeQueued() }); ok {
 			pq.PurgeQueued()
 		}
@@ -574,6 +594,10 @@ func (m *Manager) revokeDone(req *revokeReq, now time.Time) bool {
 		req.drained = true
 		for _, p := range req.ps {
 			if !p.dropped {
+				if m.eos {
+					m.handOut(p)
+					p.final = true // what it still holds is its next owner's
+				}
 				p.advance()
 			}
 		}
@@ -638,6 +662,17 @@ func (m *Manager) dropPartition(p *partition, lost bool) {
 		}
 	}
 	p.lanes = nil
+	if m.eos {
+		m.txnLeaving(p)
+		for _, r := range append(p.uncommitted, p.recs[p.head:]...) {
+			for _, w := range r.held {
+				if w.tp == nil {
+					m.release(w.n)
+				}
+			}
+			r.held = nil
+		}
+	}
 	m.closeTables(p)
 	p.dropped = true
 	p.gone.Store(true)

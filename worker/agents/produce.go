@@ -17,6 +17,20 @@ type produceJob struct {
 	rec      transport.Record
 	onDone   func(error)
 	onOffset func(int64, error) // instead of onDone: ProduceOffset
+	// barrier, if set, is closed when the producer goroutine reaches the
+	// job: every record queued before it was handed over (prodBarrier).
+	barrier chan struct{}
+}
+
+// prodBarrier returns once the producer goroutine handed over (or failed)
+// every record queued before the call. Called off the Run goroutine.
+func (m *Manager) prodBarrier() {
+	b := make(chan struct{})
+	m.enqueueProduce(produceJob{barrier: b})
+	select {
+	case <-b:
+	case <-m.quit:
+	}
 }
 
 // produceQueue hands records from the Run goroutine to the producer
@@ -66,6 +80,11 @@ func (m *Manager) runProducer(stop <-chan struct{}, done chan<- struct{}) {
 		jobs, q.jobs = q.jobs, jobs[:0]
 		q.mu.Unlock()
 		for i, j := range jobs {
+			if j.barrier != nil {
+				close(j.barrier)
+				jobs[i] = produceJob{}
+				continue
+			}
 			// Checked before every record: the process may stand still
 			// between two of them (a whole batch is taken at once).
 			if m.confirmOwnership(stop) {
@@ -86,6 +105,10 @@ func (m *Manager) runProducer(stop <-chan struct{}, done chan<- struct{}) {
 			q.jobs = nil
 			q.mu.Unlock()
 			for _, j := range left {
+				if j.barrier != nil {
+					close(j.barrier)
+					continue
+				}
 				if m.confirmOwnership(nil) {
 					m.handOver(j)
 				} else {
@@ -102,6 +125,12 @@ func (m *Manager) runProducer(stop <-chan struct{}, done chan<- struct{}) {
 // knowing (freeze.go); then once the manager confirmed it still owns them,
 // or they were lost. It returns false when stop is closed first.
 func (m *Manager) confirmOwnership(stop <-chan struct{}) bool {
+	if m.eos {
+		// A worker that lost its partitions unknowingly cannot commit
+		// what it produces: the group coordinator refuses the offsets of
+		// its transaction (eos.go), so its writes are never visible.
+		return true
+	}
 	for {
 		// Asked again after each confirmation: the process may have
 		// stood still once more while the check was under way.

@@ -123,7 +123,7 @@ func (m *Manager) TableStats(ctx context.Context) ([]TablePartStat, error) {
 				seen[k] = true
 				st := TablePartStat{Table: t.name, Partition: p.ktp.partition, Recovering: p.recovering || t.store == nil}
 				if !st.Recovering {
-					n, err := t.count()
+					n, err := t.count(m.queryView(t))
 					if err != nil {
 						qerr = err
 						return
@@ -152,13 +152,13 @@ type tablePartition struct {
 }
 
 // count returns the keys of the partition as the agents see them.
-func (t *tablePart) count() (int64, error) {
+func (t *tablePart) count(ov map[string]overlayValue) (int64, error) {
 	n, err := t.store.Count()
 	if err != nil {
 		return 0, err
 	}
 	total := int64(n)
-	for k, v := range t.overlay {
+	for k, v := range ov {
 		_, inStore, err := t.store.Get([]byte(k))
 		if err != nil {
 			return 0, err
@@ -186,7 +186,7 @@ func (m *Manager) TableGet(ctx context.Context, table string, partition int32, k
 		switch {
 		case t != nil:
 			var st TableState
-			st, qerr = t.get(key)
+			st, qerr = t.getIn(m.queryView(t), key)
 			value, found = st.Value, st.HasValue
 		case rec[partition]:
 			qerr = fmt.Errorf("table %q partition %d: %w", table, partition, ErrRecovering)
@@ -224,7 +224,7 @@ func (m *Manager) TableScan(ctx context.Context, table string, prefix []byte, fr
 				continue
 			}
 			partitions = append(partitions, p)
-			es, err := t.scan(p, prefix, from, limit+1)
+			es, err := t.scan(m.queryView(t), p, prefix, from, limit+1)
 			if err != nil {
 				qerr = err
 				return
@@ -254,10 +254,10 @@ func (m *Manager) TableScan(ctx context.Context, table string, prefix []byte, fr
 
 // scan returns up to limit entries of t (partition part) merged with its
 // overlay, in key order, starting after from.
-func (t *tablePart) scan(part int32, prefix []byte, from ScanFrom, limit int) ([]TableEntry, error) {
+func (t *tablePart) scan(view map[string]overlayValue, part int32, prefix []byte, from ScanFrom, limit int) ([]TableEntry, error) {
 	// Overlay keys in range, sorted: they replace or delete store keys.
 	var ov []string
-	for k := range t.overlay {
+	for k := range view {
 		if strings.HasPrefix(k, string(prefix)) && !from.covers([]byte(k), part) {
 			ov = append(ov, k)
 		}
@@ -265,7 +265,7 @@ func (t *tablePart) scan(part int32, prefix []byte, from ScanFrom, limit int) ([
 	slices.Sort(ov)
 	var out []TableEntry
 	emitOverlay := func(k string) {
-		if v := t.overlay[k]; !v.deleted {
+		if v := view[k]; !v.deleted {
 			out = append(out, TableEntry{Key: []byte(k), Value: slices.Clone(v.value), Partition: part})
 		}
 	}
@@ -309,4 +309,24 @@ func (t *tablePart) scan(part int32, prefix []byte, from ScanFrom, limit int) ([
 		emitOverlay(ov[i])
 	}
 	return out, nil
+}
+
+// queryView is the overlay TableService reads t through: the agents' own
+// (acknowledged mutations not yet in the store) under at-least-once; under
+// exactly-once only committed state is answered, so the mutations of
+// committed transactions not yet applied to the store.
+func (m *Manager) queryView(t *tablePart) map[string]overlayValue {
+	if !m.eos {
+		return t.overlay
+	}
+	var ov map[string]overlayValue
+	for _, e := range t.txnLog {
+		if e.txn != 0 && e.txn <= m.committedTxn {
+			if ov == nil {
+				ov = map[string]overlayValue{}
+			}
+			ov[string(e.mut.Key)] = overlayValue{value: e.mut.Value, deleted: e.mut.Delete, off: e.seq}
+		}
+	}
+	return ov
 }

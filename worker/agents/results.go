@@ -93,6 +93,10 @@ func (m *Manager) results(s *session, res *Results) error {
 				m.doneCount++
 				continue
 			}
+			if m.eos {
+				m.holdResult(p, rec, &res.Results[i])
+				continue
+			}
 			// In key ordering (and with tables) the key stays busy until
 			// Kafka has what the event produced and its changelog
 			// records: a failed produce redelivers the event, which must
@@ -141,6 +145,9 @@ type write struct {
 	// has not acknowledged it; -1: its record's size (an output); 0: none
 	// (a dead letter is the buffered record, held there).
 	n int64
+	// log is the mutation's entry in its table partition's transaction
+	// log (exactly-once, eos.go).
+	log *txnMut
 }
 
 // topic is the topic w goes to.
@@ -288,6 +295,14 @@ func (m *Manager) produceDeadLetter(p *partition, r *rec) {
 	w := &write{rec: transport.Record{
 		Topic: p.a.dlq, Partition: transport.AnyPartition, Key: r.key, Value: value, Headers: hs, Timestamp: r.ts,
 	}}
+	if m.eos {
+		// Into the transaction with the offset past it (eos.go).
+		p.acking--
+		r.acks = 0
+		r.held = []*write{w}
+		r.state = stateHeld
+		return
+	}
 	m.produce(p, w.rec, m.onProduced(p, r, w))
 }
 

@@ -35,6 +35,10 @@ type tablePart struct {
 	store     *tables.Store // nil until the partition is recovered
 	overlay   map[string]overlayValue
 	acked     []ackedMutation // in the order acknowledged
+	// txnLog (exactly-once, eos.go) holds the mutations not yet applied to
+	// the store, in the order they were made; seq numbers them.
+	txnLog []*txnMut
+	seq    int64
 	// gapSeen: a record of another writer was found among this worker's
 	// own (logged once; flushTable).
 	gapSeen bool
@@ -107,9 +111,12 @@ func (m *Manager) newTableParts(p *partition) []*tablePart {
 }
 
 // get returns the current value of key: the overlay's, else the store's.
-func (t *tablePart) get(key []byte) (TableState, error) {
+func (t *tablePart) get(key []byte) (TableState, error) { return t.getIn(t.overlay, key) }
+
+// getIn returns the value of key through ov, else the store's.
+func (t *tablePart) getIn(ov map[string]overlayValue, key []byte) (TableState, error) {
 	st := TableState{Table: t.name}
-	if v, ok := t.overlay[string(key)]; ok {
+	if v, ok := ov[string(key)]; ok {
 		st.HasValue, st.Value = !v.deleted, v.value
 		return st, nil
 	}
@@ -325,8 +332,34 @@ const sweepKeys = 5000
 // time: a tombstone goes to the changelog, and once Kafka acknowledges it
 // the delete joins the overlay and the store like any mutation.
 func (m *Manager) expireWindows(p *partition, t *tablePart, now time.Time) {
+	for _, k := range m.expiredWindows(p, t, now) {
+		tm := tables.Mutation{Key: k, Delete: true}
+		recs, err := t.changelog.Records(p.ktp.partition, []tables.Mutation{tm})
+		if err != nil {
+			// The window stays; the next full pass finds it again.
+			t.expireLog.error(m.log, now, "writing the tombstone of an expired window failed; the next sweep tries again",
+				"agent", p.a.cfg.Name, "table", t.name, "partition", p.ktp.partition, "err", err)
+			continue
+		}
+		if t.expiring == nil {
+			t.expiring = map[string]bool{}
+		}
+		t.expiring[string(k)] = true
+		n := mutationBytes(tm)
+		m.hold(n)
+		p.tombstones++
+		m.produceOffset(p, recs[0], func(off int64, err error) {
+			m.in.push(&changelogAck{p: p, tp: t, mut: tm, off: off, err: err, n: n})
+		})
+	}
+}
+
+// expiredWindows returns the window keys of the next part of t's sweep
+// (sweepKeys of them at most) that expired at the partition's stream time
+// and are not being deleted already.
+func (m *Manager) expiredWindows(p *partition, t *tablePart, now time.Time) [][]byte {
 	if t.store == nil || p.streamTime.IsZero() || (t.sweepFrom == nil && now.Sub(t.sweptAt) < m.cfg.WindowSweepEvery) {
-		return
+		return nil
 	}
 	var expired [][]byte
 	seen, malformed := 0, 0
@@ -347,7 +380,7 @@ func (m *Manager) expireWindows(p *partition, t *tablePart, now time.Time) {
 		// The next cycle sweeps again from the same key.
 		t.expireLog.error(m.log, now, "sweeping the table for expired windows failed; the next commit cycle tries again",
 			"agent", p.a.cfg.Name, "table", t.name, "partition", p.ktp.partition, "err", err)
-		return
+		return nil
 	}
 	if malformed > 0 {
 		t.expireLog.error(m.log, now, "the windowed table holds keys that are not window keys; they never expire",
@@ -358,26 +391,7 @@ func (m *Manager) expireWindows(p *partition, t *tablePart, now time.Time) {
 	} else {
 		t.sweepFrom = last
 	}
-	for _, k := range expired {
-		tm := tables.Mutation{Key: k, Delete: true}
-		recs, err := t.changelog.Records(p.ktp.partition, []tables.Mutation{tm})
-		if err != nil {
-			// The window stays; the next full pass finds it again.
-			t.expireLog.error(m.log, now, "writing the tombstone of an expired window failed; the next sweep tries again",
-				"agent", p.a.cfg.Name, "table", t.name, "partition", p.ktp.partition, "err", err)
-			continue
-		}
-		if t.expiring == nil {
-			t.expiring = map[string]bool{}
-		}
-		t.expiring[string(k)] = true
-		n := mutationBytes(tm)
-		m.hold(n)
-		p.tombstones++
-		m.produceOffset(p, recs[0], func(off int64, err error) {
-			m.in.push(&changelogAck{p: p, tp: t, mut: tm, off: off, err: err, n: n})
-		})
-	}
+	return expired
 }
 
 // flushTable applies t's acknowledged mutations in changelog order, with
@@ -450,6 +464,14 @@ func (m *Manager) closeTables(p *partition) {
 	}
 	for _, t := range p.tables {
 		m.flushTable(p, t)
+		if m.eos {
+			m.applyCommitted(p, t)
+			m.dropUncommitted(t)
+			for _, e := range t.txnLog { // committed, not applied: the store failed
+				m.release(e.n)
+			}
+			t.txnLog = nil
+		}
 		if t.store != nil {
 			if err := t.store.Close(); err != nil {
 				m.log.Warn("closing table store", "table", t.name, "partition", p.ktp.partition, "err", err)

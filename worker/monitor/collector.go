@@ -37,6 +37,9 @@ var (
 	descRebalanceDur = prometheus.NewDesc("eddy_rebalance_duration_seconds", "Time to drain and commit revoked partitions.", nil, nil)
 	descProduce      = prometheus.NewDesc("eddy_produce_latency_seconds", "Time from producing a record to Kafka's acknowledgement.", nil, nil)
 	descCommit       = prometheus.NewDesc("eddy_commit_latency_seconds", "Time to commit offsets.", nil, nil)
+	descTxnCommits   = prometheus.NewDesc("eddy_transactions_committed_total", "Transactions committed (processing_guarantee exactly_once): each holds the outputs, changelog and dead-letter records of the events below the offsets it commits.", nil, nil)
+	descTxnAborts    = prometheus.NewDesc("eddy_transactions_aborted_total", "Transactions aborted (exactly_once): their records are invisible to read_committed readers, and their events are processed again from the committed offsets.", nil, nil)
+	descProdResets   = prometheus.NewDesc("eddy_producer_resets_total", "Transactional producers re-created after a fatal error (fenced by a newer producer of the same transactional id, or the transaction timed out).", nil, nil)
 	descCommitFailed = prometheus.NewDesc("eddy_commit_failures_total", "Offset commits that failed and will be retried at the next commit cycle.", nil, nil)
 	descWatchDropped = prometheus.NewDesc("eddy_watch_snapshots_dropped_total", "Snapshots not sent to slow Watch callers.", nil, nil)
 )
@@ -49,7 +52,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descReceived, descDelivered, descProcessed, descRetried, descDeadLettered,
 		descInFlight, descLag, descCommitted, descProcessing, descEndToEnd, descSessions, descConnects,
 		descDisconnects, descStale, descRefused, descProduceRetry, descDLQNoValue, descProcTimeouts, descTableReadErr, descStalled,
-		descRebalances, descFreezes, descRebalanceDur, descProduce, descCommit, descCommitFailed, descWatchDropped, descInflightB,
+		descRebalances, descFreezes, descRebalanceDur, descProduce, descCommit, descCommitFailed, descTxnCommits, descTxnAborts, descProdResets, descWatchDropped, descInflightB,
 		descStreamWaits} {
 		ch <- d
 	}
@@ -117,6 +120,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstHistogram(d, s.count, s.sum, s.cumulative())
 	}
 	ch <- prometheus.MustNewConstMetric(descCommitFailed, prometheus.CounterValue, float64(m.CommitFailures.Load()))
+	ch <- prometheus.MustNewConstMetric(descTxnCommits, prometheus.CounterValue, float64(m.TxnCommits.Load()))
+	ch <- prometheus.MustNewConstMetric(descTxnAborts, prometheus.CounterValue, float64(m.TxnAborts.Load()))
+	ch <- prometheus.MustNewConstMetric(descProdResets, prometheus.CounterValue, float64(m.ProducerResets.Load()))
 	ch <- prometheus.MustNewConstMetric(descWatchDropped, prometheus.CounterValue, float64(m.WatchDropped.Load()))
 	ch <- prometheus.MustNewConstMetric(descInflightB, prometheus.GaugeValue, float64(m.InflightBytes.Load()))
 	ch <- prometheus.MustNewConstMetric(descStreamWaits, prometheus.CounterValue, float64(m.StreamWaits.Load()))

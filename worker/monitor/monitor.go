@@ -41,6 +41,12 @@ type Monitor struct {
 	// CommitFailures counts offset commits Kafka refused (each logged as
 	// "commit failed; will retry"); their offsets are retried next cycle.
 	CommitFailures atomic.Uint64
+	// TxnCommits and TxnAborts count the transactions of exactly_once
+	// (docs/monitoring.md); ProducerResets the transactional producers
+	// re-created after a fatal error (fenced, timed out).
+	TxnCommits     atomic.Uint64
+	TxnAborts      atomic.Uint64
+	ProducerResets atomic.Uint64
 	// WatchDropped counts snapshots not sent to slow watchers.
 	WatchDropped atomic.Uint64
 	// InflightBytes is what the agents manager holds against

@@ -1,0 +1,548 @@
+package agents
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/eddy-streams/eddy/worker/tables"
+	"github.com/eddy-streams/eddy/worker/transport"
+)
+
+// Exactly-once (Config.ExactlyOnce; docs/kafka.md#exactly-once): the commit
+// cycle is the transaction. One transactional producer per worker; every
+// record the worker writes for an event (outputs, changelog records, the
+// dead letter) goes into the open transaction, and each commit cycle
+// commits the transaction together with the frontier of every partition
+// (the offsets travel in the transaction, with the consumer's group
+// metadata, so the group coordinator fences a stale generation).
+//
+// A committed transaction holds exactly the effects of the events below the
+// offsets it commits:
+//   - An OK result's writes are held in the worker (stateHeld) until every
+//     earlier event of the partition has its writes handed over: writes go
+//     to the producer in offset order, and the frontier is the end of
+//     what was handed over. So no record of an event beyond the frontier is
+//     in the transaction.
+//   - While a commit is in flight nothing is handed over (the records wait
+//     in the worker): a record handed over meanwhile would join the
+//     transaction being committed without its offset.
+//   - Records passed by the frontier stay in memory until their offset is
+//     committed: an abort delivers them again.
+//
+// State: a result's mutations join the table partition's overlay at once
+// (the next event of the key reads them: read your writes) and are logged
+// with the transaction they are handed over in; a committed transaction's
+// mutations go to the store (which so holds only committed state), an
+// aborted one's are dropped. The store's checkpoint is the highest
+// changelog offset of the committed mutations it holds: the group
+// coordinator's fencing keeps other writers' committed records from landing
+// among them while this worker owns the partition.
+//
+// Abort: every partition is rewound to its committed offset — its events
+// go back to pending, lanes get a new epoch (results of the old one are
+// stale), the uncommitted overlay is dropped — and delivered again. A
+// fatal producer error (fenced, timed out, a commit whose outcome is
+// unknown) re-creates the producer before the rewind.
+
+// TxnProducer is what the manager needs from a transactional producer
+// (transport.Producer with a TransactionalID).
+type TxnProducer interface {
+	CommitTxn(ctx context.Context, offsets []transport.PartitionOffset, gm transport.GroupMetadata) error
+	AbortTxn(ctx context.Context) error
+	ResetTxn(ctx context.Context) error
+}
+
+// TxnConsumer is what the manager needs from the consumer under
+// exactly-once: its group membership, sent with each transaction's offsets.
+type TxnConsumer interface {
+	GroupMetadata() (transport.GroupMetadata, error)
+}
+
+// txnMut is one mutation of the open (or a not yet applied) transaction.
+type txnMut struct {
+	mut tables.Mutation
+	seq int64  // order of application within the table partition
+	txn uint64 // the transaction it was handed over in; 0 while held
+	off int64  // its changelog offset once acknowledged; -1 before
+	n   int64  // bytes held against Config.InflightBytes until applied or dropped
+}
+
+// txnAck is the producer's report on one record handed over in
+// transaction txn.
+type txnAck struct {
+	p   *partition
+	r   *rec // nil for an expiry tombstone
+	w   *write
+	txn uint64
+	off int64
+	err error
+}
+
+// poisonKey names an event whose writes Kafka refused for good.
+type poisonKey struct {
+	tp  tpKey
+	off int64
+}
+
+// poison is why an event is dead-lettered when it comes back after the
+// abort its refused write caused, and whether its dead letter goes without
+// the value.
+type poison struct {
+	reason  string
+	noValue string
+}
+
+// errTxnLeft aborts the open transaction: a partition left this worker
+// with writes in it that no commit covered.
+var errTxnLeft = errors.New("a partition left this worker with uncommitted writes in the open transaction")
+
+// logMutation adds tm to t's overlay and transaction log, held (txn 0).
+func (m *Manager) logMutation(t *tablePart, tm tables.Mutation) *txnMut {
+	t.seq++
+	e := &txnMut{mut: tm, seq: t.seq, off: -1, n: mutationBytes(tm)}
+	m.hold(e.n)
+	t.txnLog = append(t.txnLog, e)
+	t.overlay[string(tm.Key)] = overlayValue{value: tm.Value, deleted: tm.Delete, off: e.seq}
+	return e
+}
+
+// holdResult keeps the writes of r's OK result until the frontier reaches
+// r; its mutations are visible to the key's next event at once.
+func (m *Manager) holdResult(p *partition, r *rec, res *Result) {
+	if key := (poisonKey{p.ktp, r.off}); m.poisoned[key].reason != "" {
+		// Kafka refused a write of this event for good and the
+		// transaction holding it was aborted: dead-letter it this time.
+		why := m.poisoned[key]
+		delete(m.poisoned, key)
+		if p.keyBusy != nil {
+			p.unbusy(r.key)
+		}
+		r.noValue = why.noValue
+		m.deadLetter(p, r, why.reason)
+		return
+	}
+	for _, mu := range res.Mutations {
+		t := p.tableOf(mu.Table)
+		tm := tables.Mutation{Key: t.storeKey(mu), Value: mu.Value, Delete: mu.Delete}
+		r.held = append(r.held, &write{tp: t, mut: tm, log: m.logMutation(t, tm)})
+	}
+	for _, out := range res.Produced {
+		w := &write{rec: transport.Record{
+			Topic:     out.Topic,
+			Partition: transport.AnyPartition,
+			Key:       out.Key,
+			Value:     out.Value,
+			Headers:   out.Headers,
+		}}
+		w.n = outputBytes(w.rec)
+		m.hold(w.n)
+		r.held = append(r.held, w)
+	}
+	if p.keyBusy != nil {
+		p.unbusy(r.key)
+	}
+	r.state = stateHeld
+}
+
+// handOut hands the held writes of p's events over to the producer, in
+// offset order, from the frontier on, and moves the frontier past them.
+// Nothing is handed over while a commit is in flight, or once a leaving
+// partition's frontier is final.
+func (m *Manager) handOut(p *partition) {
+	if m.committing || p.final || p.dropped {
+		return
+	}
+	for i := p.head; i < len(p.recs); i++ {
+		r := p.recs[i]
+		if r.state == stateDone {
+			continue
+		}
+		if r.state != stateHeld {
+			break
+		}
+		for _, w := range r.held {
+			m.handWrite(p, r, w)
+		}
+		r.held = nil
+		r.state = stateDone
+		m.doneCount++
+	}
+	if p.advance() > 0 {
+		m.applyPause(p)
+	}
+}
+
+// handOutAll is handOut for every partition.
+func (m *Manager) handOutAll() {
+	if m.committing {
+		return
+	}
+	for _, p := range m.parts {
+		m.handOut(p)
+	}
+	for _, req := range m.revokes {
+		for _, p := range req.ps {
+			if m.parts[p.ktp] != p {
+				m.handOut(p)
+			}
+		}
+	}
+}
+
+// handWrite hands one write of r over to the producer, in the open
+// transaction.
+func (m *Manager) handWrite(p *partition, r *rec, w *write) {
+	txn := m.txn
+	p.handedTxn = txn
+	m.txnWrites++
+	if w.tp != nil {
+		w.log.txn = txn
+		recs, err := w.tp.changelog.Records(p.ktp.partition, []tables.Mutation{w.mut})
+		if err != nil { // validated: cannot happen, but never commit without it
+			m.in.push(&txnAck{p: p, r: r, w: w, txn: txn, off: -1, err: err})
+			return
+		}
+		m.produceOffset(p, recs[0], func(off int64, err error) {
+			m.in.push(&txnAck{p: p, r: r, w: w, txn: txn, off: off, err: err})
+		})
+		return
+	}
+	start := time.Now()
+	m.produce(p, w.rec, func(err error) {
+		m.mon.ProduceLatency.Observe(time.Since(start))
+		m.in.push(&txnAck{p: p, r: r, w: w, txn: txn, off: -1, err: err})
+	})
+}
+
+// txnAcked takes the producer's report on one record of a transaction. A
+// failure in the open transaction aborts it at the next commit cycle; a
+// permanent one (the record is refused for good) also marks its event, to
+// be dead-lettered when it comes back.
+func (m *Manager) txnAcked(a *txnAck) {
+	if a.w.tp == nil {
+		m.release(a.w.n)
+	} else if a.err == nil {
+		a.w.log.off = a.off
+	}
+	if a.r == nil && a.w.tp != nil && a.err != nil {
+		m.log.Warn("writing the tombstone of an expired window failed; the transaction aborts and a later sweep tries again",
+			"table", a.w.tp.name, "partition", a.p.ktp.partition, "err", a.err)
+	}
+	if a.err == nil || a.txn != m.txn || errors.Is(a.err, transport.ErrPurged) || errors.Is(a.err, transport.ErrTxnFatal) {
+		// Success, or the failure of a transaction already over (aborted:
+		// its records are purged; a record of a committed one cannot
+		// fail, the commit would have).
+		return
+	}
+	if a.r != nil && transport.IsPermanent(a.err) {
+		k := poisonKey{a.p.ktp, a.r.off}
+		if a.r.dlq {
+			m.poisoned[k] = poison{reason: a.r.lastErr, noValue: "the dead-letter topic refused the record: " + a.err.Error()}
+		} else if _, ok := m.poisoned[k]; !ok {
+			m.poisoned[k] = poison{reason: fmt.Sprintf("producing to topic %q failed permanently: %v", a.w.topic(), a.err)}
+		}
+	}
+	if m.txnErr == nil {
+		m.txnErr = a.err
+		m.log.Warn("a record of the open transaction failed; the transaction aborts and its events are processed again",
+			"agent", a.p.a.cfg.Name, "topic", a.p.ktp.topic, "partition", a.p.ktp.partition, "to", a.w.topic(), "err", a.err)
+	}
+}
+
+// commitTxn starts the commit (or, after a failure, the abort) of the open
+// transaction with the frontier of every partition, unless one is in
+// flight. Under exactly-once one transaction spans all partitions of the
+// worker, so a revoke's commit (only) commits them all.
+func (m *Manager) commitTxn(now time.Time) bool {
+	if m.committing {
+		return false
+	}
+	m.lastCommit = now
+	m.doneCount = 0
+	j := &commitJob{txn: m.txn}
+	if m.txnErr != nil {
+		j.abort = m.txnErr
+	} else {
+		for _, p := range m.parts {
+			m.addToCommit(j, p)
+		}
+		for _, req := range m.revokes {
+			for _, p := range req.ps {
+				if !p.dropped && !p.superseded && m.parts[p.ktp] != p {
+					m.addToCommit(j, p)
+				}
+			}
+		}
+		if len(j.offsets) == 0 && m.txnWrites == 0 {
+			return true
+		}
+	}
+	m.committing = true
+	m.commitQ <- j
+	return true
+}
+
+// runTxn commits or aborts j's transaction on the committer goroutine: once
+// the producer goroutine handed over every record queued before, the
+// offsets go with the consumer's group metadata. A fatal producer error
+// re-creates the producer (retried until it works or the manager stops);
+// the transaction is then lost, like an aborted one.
+func (m *Manager) runTxn(j *commitJob) (err error, reset bool) {
+	tp := m.producer.(TxnProducer)
+	m.prodBarrier()
+	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.MessageTimeout+5*time.Second)
+	defer cancel()
+	switch {
+	case j.abort != nil:
+		err = tp.AbortTxn(ctx)
+		if err == nil {
+			err = fmt.Errorf("%w: %w", transport.ErrTxnAborted, j.abort)
+		}
+	default:
+		var gm transport.GroupMetadata
+		if tc, ok := m.consumer.(TxnConsumer); ok && len(j.offsets) > 0 {
+			gm, err = tc.GroupMetadata()
+		}
+		if err != nil {
+			if aerr := tp.AbortTxn(ctx); aerr != nil {
+				err = aerr
+			} else {
+				err = fmt.Errorf("%w: %w", transport.ErrTxnAborted, err)
+			}
+		} else {
+			err = tp.CommitTxn(ctx, j.offsets, gm)
+		}
+	}
+	if !errors.Is(err, transport.ErrTxnFatal) {
+		return err, false
+	}
+	backoff := m.cfg.RetryBackoffMin
+	for {
+		m.log.Warn("transactional producer failed; re-creating it", "err", err)
+		rctx, rcancel := context.WithTimeout(context.Background(), m.cfg.MessageTimeout+5*time.Second)
+		rerr := tp.ResetTxn(rctx)
+		rcancel()
+		if rerr == nil {
+			return err, true
+		}
+		m.log.Error("re-creating the transactional producer failed; trying again", "err", rerr, "in", backoff)
+		select {
+		case <-m.quit:
+			return errors.Join(err, rerr), false
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, m.cfg.RetryBackoffMax)
+	}
+}
+
+// txnDone takes the outcome of a transaction's commit or abort.
+func (m *Manager) txnDone(d *commitDone) {
+	m.committing = false
+	m.mon.CommitLatency.Observe(d.took)
+	if d.reset {
+		m.mon.ProducerResets.Add(1)
+	}
+	if d.err == nil {
+		m.mon.TxnCommits.Add(1)
+		m.committedTxn = d.job.txn
+		m.txn = d.job.txn + 1
+		m.txnWrites = 0
+		now := time.Now()
+		for i, p := range d.job.parts {
+			if p.dropped || d.job.at[i] <= p.committed {
+				continue
+			}
+			p.committed = d.job.at[i]
+			p.releaseCommitted()
+			p.stats.CommittedAt(p.committed, d.job.doneTs[i], now)
+			for _, l := range p.lanes {
+				m.send(l.s, Outbound{Committed: &Committed{Topic: p.ktp.topic, Partition: p.ktp.partition, Offset: p.committed}})
+			}
+		}
+		for _, p := range m.parts {
+			for _, t := range p.tables {
+				m.applyCommitted(p, t)
+				if t.window != nil && !p.revoking && p.a.blocked == "" {
+					m.expireWindowsTxn(p, t, m.now)
+				}
+			}
+		}
+		m.handOutAll()
+		return
+	}
+	m.mon.TxnAborts.Add(1)
+	m.mon.CommitFailures.Add(1)
+	m.log.Warn("transaction aborted; every partition goes back to its committed offset and its events are delivered again",
+		"err", d.err, "partitions", len(m.parts))
+	m.txn = d.job.txn + 1
+	m.txnErr = nil
+	m.txnWrites = 0
+	m.rewindAll()
+}
+
+// rewindAll rewinds every partition to its committed offset after an abort.
+func (m *Manager) rewindAll() {
+	for _, p := range m.parts {
+		m.rewind(p)
+	}
+	for _, req := range m.revokes {
+		for _, p := range req.ps {
+			if m.parts[p.ktp] != p && !p.dropped {
+				m.rewind(p)
+			}
+		}
+	}
+}
+
+// rewind takes p back to its committed offset: every event from there on is
+// pending again, under a new epoch, with the committed state.
+func (m *Manager) rewind(p *partition) {
+	for _, t := range p.tables {
+		m.dropUncommitted(t)
+	}
+	var sessions []*session
+	for s, l := range p.lanes {
+		if l.moveTo != nil {
+			l.moveTo.pendingIn--
+			l.moveTo = nil
+		}
+		if !l.revoking {
+			sessions = append(sessions, s)
+		}
+		m.dropLane(l, false)
+	}
+	all := append(p.uncommitted, p.recs[p.head:]...)
+	for _, r := range all {
+		for _, w := range r.held {
+			if w.tp == nil {
+				m.release(w.n)
+			}
+		}
+		*r = rec{off: r.off, key: r.key, value: r.value, headers: r.headers, ts: r.ts, size: r.size,
+			tries: r.tries, sent: r.sent, lost: r.lost, lastErr: r.lastErr}
+	}
+	p.recs, p.head, p.scan, p.uncommitted = all, 0, 0, nil
+	p.retrying, p.acking = 0, 0
+	clear(p.keyBusy)
+	p.frontier = p.committed
+	if p.revoking || p.dropped {
+		return
+	}
+	if p.a.byKey {
+		for _, s := range p.a.sessions {
+			m.addLane(p, s)
+		}
+	} else if len(sessions) > 0 {
+		m.addLane(p, sessions[0])
+	} else if s := p.a.leastLoaded(nil); s != nil {
+		m.addLane(p, s)
+	}
+	for _, r := range p.recs {
+		if r.size > m.cfg.MaxEventBytes {
+			m.deadLetter(p, r, "record too large for the agent stream")
+		}
+	}
+	m.applyPause(p)
+}
+
+// releaseCommitted lets go of the records below the committed offset.
+func (p *partition) releaseCommitted() {
+	n := 0
+	for n < len(p.uncommitted) && p.uncommitted[n].off < p.committed {
+		p.bytes -= p.uncommitted[n].size
+		n++
+	}
+	p.uncommitted = p.uncommitted[:copy(p.uncommitted, p.uncommitted[n:])]
+	clear(p.uncommitted[len(p.uncommitted):cap(p.uncommitted)])
+}
+
+// applyCommitted applies the mutations of committed transactions to t's
+// store, in the order they were made, with the highest known changelog
+// offset among them as the checkpoint; the overlay keeps the rest. On
+// failure they stay (reads stay right) and the next commit tries again.
+func (m *Manager) applyCommitted(p *partition, t *tablePart) {
+	if t.store == nil || len(t.txnLog) == 0 {
+		return
+	}
+	var muts []tables.Mutation
+	ckpt := int64(-1)
+	for _, e := range t.txnLog {
+		if e.txn != 0 && e.txn <= m.committedTxn {
+			muts = append(muts, e.mut)
+			ckpt = max(ckpt, e.off)
+		}
+	}
+	if len(muts) == 0 {
+		return
+	}
+	off := tables.NoOffset
+	if ckpt > t.store.LastOffset() {
+		off = ckpt
+	}
+	if err := t.store.Apply(muts, off); err != nil {
+		m.log.Error("applying committed changelog writes to the table store failed; will retry", "table", t.name,
+			"partition", p.ktp.partition, "err", err)
+		return
+	}
+	keep := t.txnLog[:0]
+	for _, e := range t.txnLog {
+		if e.txn != 0 && e.txn <= m.committedTxn {
+			m.release(e.n)
+			k := string(e.mut.Key)
+			if ov, ok := t.overlay[k]; ok && ov.off == e.seq {
+				delete(t.overlay, k)
+			}
+			delete(t.expiring, k)
+			continue
+		}
+		keep = append(keep, e)
+	}
+	clear(t.txnLog[len(keep):])
+	t.txnLog = keep
+}
+
+// dropUncommitted drops the mutations of t no committed transaction holds,
+// and rebuilds the overlay from those that wait to be applied.
+func (m *Manager) dropUncommitted(t *tablePart) {
+	keep := t.txnLog[:0]
+	for _, e := range t.txnLog {
+		if e.txn != 0 && e.txn <= m.committedTxn {
+			keep = append(keep, e)
+			continue
+		}
+		m.release(e.n)
+		delete(t.expiring, string(e.mut.Key))
+	}
+	clear(t.txnLog[len(keep):])
+	t.txnLog = keep
+	clear(t.overlay)
+	for _, e := range keep {
+		t.overlay[string(e.mut.Key)] = overlayValue{value: e.mut.Value, deleted: e.mut.Delete, off: e.seq}
+	}
+}
+
+// expireWindowsTxn writes the tombstones of expired windows into the open
+// transaction; their deletes join the overlay at once.
+func (m *Manager) expireWindowsTxn(p *partition, t *tablePart, now time.Time) {
+	for _, k := range m.expiredWindows(p, t, now) {
+		tm := tables.Mutation{Key: k, Delete: true}
+		if t.expiring == nil {
+			t.expiring = map[string]bool{}
+		}
+		t.expiring[string(k)] = true
+		w := &write{tp: t, mut: tm, log: m.logMutation(t, tm)}
+		m.handWrite(p, nil, w)
+	}
+}
+
+// txnLeaving is called when p leaves this worker: writes of it in the open
+// transaction that no commit covers abort the transaction (a commit
+// without p's offset would make them visible, and p's next owner
+// processes those events again).
+func (m *Manager) txnLeaving(p *partition) {
+	if p.handedTxn == m.txn && !m.committing && m.txnWrites > 0 && p.frontier > p.committed && m.txnErr == nil {
+		m.txnErr = errTxnLeft
+	}
+}

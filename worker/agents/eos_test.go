@@ -1,0 +1,271 @@
+package agents_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/eddy-streams/eddy/internal/testutil"
+	"github.com/eddy-streams/eddy/worker/agents"
+	"github.com/eddy-streams/eddy/worker/transport"
+)
+
+// fakeTxn is one transaction of fakeTxnProducer.
+type fakeTxn struct {
+	calls   []int // indexes into the fakeProducer's calls
+	offsets []transport.PartitionOffset
+	outcome string // "committed", "aborted", "" while open
+	acks    sync.WaitGroup
+	failed  bool // a record failed: the commit aborts (as librdkafka's)
+}
+
+// fakeTxnProducer is a transactional producer over fakeProducer (which
+// acknowledges every record at once): it groups the records into
+// transactions, and on commit sets the consumer's committed offsets.
+type fakeTxnProducer struct {
+	*fakeProducer
+	cons *fakeConsumer
+
+	mu        sync.Mutex
+	txns      []*fakeTxn
+	failNext  int // the next commits abort
+	committed map[string]int // value → times in committed transactions
+}
+
+func newFakeTxnProducer() *fakeTxnProducer {
+	return &fakeTxnProducer{fakeProducer: &fakeProducer{auto: true}, txns: []*fakeTxn{{}}}
+}
+
+func (p *fakeTxnProducer) open() *fakeTxn { return p.txns[len(p.txns)-1] }
+
+func (p *fakeTxnProducer) Produce(rec transport.Record, onDone func(error)) {
+	p.ProduceOffset(rec, func(_ int64, err error) { onDone(err) })
+}
+
+func (p *fakeTxnProducer) ProduceOffset(rec transport.Record, onDone func(int64, error)) {
+	p.mu.Lock()
+	t := p.open()
+	t.calls = append(t.calls, p.fakeProducer.len())
+	t.acks.Add(1)
+	p.fakeProducer.ProduceOffset(rec, func(off int64, err error) { // under p.mu: call order = index order
+		if err != nil {
+			p.mu.Lock()
+			t.failed = true
+			p.mu.Unlock()
+		}
+		onDone(off, err)
+		t.acks.Done()
+	})
+	p.mu.Unlock()
+}
+
+func (p *fakeTxnProducer) CommitTxn(_ context.Context, offsets []transport.PartitionOffset, _ transport.GroupMetadata) error {
+	p.mu.Lock()
+	t := p.open()
+	p.mu.Unlock()
+	t.acks.Wait() // librdkafka flushes before it commits
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t.offsets = slices.Clone(offsets)
+	p.txns = append(p.txns, &fakeTxn{})
+	if t.failed {
+		t.outcome = "aborted"
+		return fmt.Errorf("%w: fake: a record failed", transport.ErrTxnAborted)
+	}
+	if p.failNext > 0 {
+		p.failNext--
+		t.outcome = "aborted"
+		return fmt.Errorf("%w: fake: commit refused", transport.ErrTxnAborted)
+	}
+	t.outcome = "committed"
+	if p.committed == nil {
+		p.committed = map[string]int{}
+	}
+	for _, i := range t.calls {
+		p.committed[string(p.fakeProducer.record(i).Value)]++
+	}
+	if len(offsets) > 0 {
+		if err := p.cons.Commit(offsets); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *fakeTxnProducer) AbortTxn(context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.open().outcome = "aborted"
+	p.txns = append(p.txns, &fakeTxn{})
+	return nil
+}
+
+func (p *fakeTxnProducer) ResetTxn(ctx context.Context) error { return p.AbortTxn(ctx) }
+
+// committedValues returns how often each value is in a committed
+// transaction.
+func (p *fakeTxnProducer) committedValues() map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return maps(p.committed)
+}
+
+func maps(m map[string]int) map[string]int {
+	out := map[string]int{}
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// txnOf returns the index of the transaction holding record value v.
+func (p *fakeTxnProducer) txnOf(v string) (int, string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, t := range p.txns {
+		for _, c := range t.calls {
+			if string(p.fakeProducer.record(c).Value) == v {
+				return i, t.outcome
+			}
+		}
+	}
+	return -1, ""
+}
+
+func startEOS(t *testing.T, cfg agents.Config) (*harness, *fakeTxnProducer) {
+	t.Helper()
+	cfg.ExactlyOnce = true
+	tp := newFakeTxnProducer()
+	h := startWith(t, cfg, tp.fakeProducer, tp)
+	tp.cons = h.cons
+	return h, tp
+}
+
+
+// TestEOSHoldsWritesBeyondFrontier: the outputs of an event whose earlier
+// events have no result yet are not produced: a transaction must not hold
+// them without their offset.
+func TestEOSHoldsWritesBeyondFrontier(t *testing.T) {
+	cfg := testConfig()
+	cfg.Agents[0].Ordering = "key"
+	h, tp := startEOS(t, cfg)
+	h.m.Assigned(tps("in", 0))
+	a := h.open("count", "a", 100)
+	h.send(msg("in", 0, 0, "k0", "v0"), msg("in", 0, 1, "k1", "v1"))
+	evs := a.takeEvents(2)
+	if got := eventOffsets(evs); !slices.Equal(got, []int64{0, 1}) {
+		t.Fatalf("delivered %v, want [0 1]", got)
+	}
+	b := a.log[len(a.log)-1].Batch
+	a.reply(b, ok(1, out("from-1")))
+	h.settle()
+	if n := tp.len(); n != 0 {
+		t.Fatalf("produced %d records while offset 0 has no result; want 0 (held)", n)
+	}
+	a.reply(b, ok(0, out("from-0")))
+	h.waitCommitted("in", 0, 2)
+	t0, o0 := tp.txnOf("from-0")
+	t1, o1 := tp.txnOf("from-1")
+	if t0 < 0 || t0 != t1 || o0 != "committed" || o1 != "committed" {
+		t.Errorf("from-0 in transaction %d (%s), from-1 in %d (%s): want both in one committed transaction", t0, o0, t1, o1)
+	}
+	if got := []string{string(tp.record(0).Value), string(tp.record(1).Value)}; !slices.Equal(got, []string{"from-0", "from-1"}) {
+		t.Errorf("produce order %q, want offset order [from-0 from-1]", got)
+	}
+}
+
+// TestEOSAbortRedelivers: a record of the open transaction fails, so the
+// transaction aborts; the events go back to the committed offset under a
+// new epoch and each output ends up exactly once in committed
+// transactions.
+func TestEOSAbortRedelivers(t *testing.T) {
+	cfg := testConfig()
+	cfg.Logger = testutil.Logger(t)
+	h, tp := startEOS(t, cfg)
+	h.m.Assigned(tps("in", 0))
+	a := h.open("count", "a", 100)
+	h.sendRange("in", 0, 0, 3)
+	b := a.nextBatch()
+	a.reply(b, ok(0, out("o0")))
+	h.waitCommitted("in", 0, 1)
+	failed := false
+	tp.fakeProducer.mu.Lock()
+	tp.fakeProducer.fail = func(r transport.Record) error {
+		if string(r.Value) == "o1" && !failed {
+			failed = true
+			return kafkaErr(kafka.ErrNotEnoughReplicas)
+		}
+		return nil
+	}
+	tp.fakeProducer.mu.Unlock()
+	a.reply(b, ok(1, out("o1")), ok(2, out("o2")))
+	// Redelivered from the committed offset 1, under a new epoch.
+	var again *agents.Batch
+	waitFor(t, wait, func() string { return "redelivery of offsets 1, 2" }, func() bool {
+		a.pump()
+		for _, x := range a.batches {
+			if x.Epoch != b.Epoch && slices.Equal(offsets(x), []int64{1, 2}) {
+				again = x
+			}
+		}
+		return again != nil
+	})
+	a.reply(again, ok(1, out("o1")), ok(2, out("o2")))
+	h.waitCommitted("in", 0, 3)
+	want := map[string]int{"o0": 1, "o1": 1, "o2": 1}
+	if got := tp.committedValues(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("committed outputs %v, want each once: %v", got, want)
+	}
+}
+
+// TestEOSPoisonDeadLettersWithItsOffset: a record Kafka refuses for good
+// aborts the transaction; when the event comes back its dead letter and
+// the offset past it commit together, once.
+func TestEOSPoisonDeadLettersWithItsOffset(t *testing.T) {
+	h, tp := startEOS(t, testConfig())
+	h.m.Assigned(tps("in", 0))
+	a := h.open("count", "a", 100)
+	h.sendRange("in", 0, 0, 1)
+	tp.fakeProducer.mu.Lock()
+	tp.fakeProducer.fail = func(r transport.Record) error {
+		if r.Topic == "out" {
+			return kafkaErr(kafka.ErrMsgSizeTooLarge)
+		}
+		return nil
+	}
+	tp.fakeProducer.mu.Unlock()
+	b := a.nextBatch()
+	a.reply(b, ok(0, out("huge")))
+	var again *agents.Batch
+	waitFor(t, wait, func() string { return "redelivery of offset 0" }, func() bool {
+		a.pump()
+		for _, x := range a.batches {
+			if x.Epoch != b.Epoch {
+				again = x
+			}
+		}
+		return again != nil
+	})
+	a.reply(again, ok(0, out("huge")))
+	h.waitCommitted("in", 0, 1)
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	var dlq []int
+	for i, x := range tp.txns {
+		for _, c := range x.calls {
+			if r := tp.fakeProducer.record(c); r.Topic == agents.DLQTopic("app", "count") && x.outcome == "committed" {
+				dlq = append(dlq, i)
+				if len(x.offsets) != 1 || x.offsets[0].Offset != 1 {
+					t.Errorf("dead letter committed with offsets %v, want in[0]@1", x.offsets)
+				}
+			}
+		}
+	}
+	if len(dlq) != 1 {
+		t.Errorf("dead letters in committed transactions: %d, want 1", len(dlq))
+	}
+}
