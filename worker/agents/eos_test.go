@@ -32,7 +32,7 @@ type fakeTxnProducer struct {
 
 	mu        sync.Mutex
 	txns      []*fakeTxn
-	failNext  int // the next commits abort
+	failNext  int            // the next commits abort
 	committed map[string]int // value → times in committed transactions
 }
 
@@ -144,7 +144,6 @@ func startEOS(t *testing.T, cfg agents.Config) (*harness, *fakeTxnProducer) {
 	tp.cons = h.cons
 	return h, tp
 }
-
 
 // TestEOSHoldsWritesBeyondFrontier: the outputs of an event whose earlier
 // events have no result yet are not produced: a transaction must not hold
