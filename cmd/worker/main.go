@@ -139,9 +139,9 @@ func parseConfig(args []string, stderr io.Writer, getenv func(string) string) (*
 	if err := cfg.Validate(); err != nil {
 		return nil, opts, config.InFile(*file, err)
 	}
-	if cfg.WorkerID == "" {
-		host, _ := os.Hostname()
-		cfg.WorkerID = fmt.Sprintf("%s-%d", host, os.Getpid())
+	host, _ := os.Hostname()
+	if err := cfg.ResolveWorkerID(host, os.Getpid()); err != nil {
+		return nil, opts, err
 	}
 	return cfg, opts, nil
 }

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/eddy-streams/eddy/worker/agents"
+	"github.com/eddy-streams/eddy/worker/config"
 	"github.com/eddy-streams/eddy/worker/tables"
 	"github.com/eddy-streams/eddy/worker/transport"
 )
@@ -73,7 +74,21 @@ func (a *App) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("declared topics: %w", err)
 	}
 
-	producer, err := transport.NewProducer(tcfg, topts...)
+	pcfg := tcfg
+	eos := a.cfg.ProcessingGuarantee == config.ExactlyOnce
+	if eos {
+		if err := a.checkIdentity(ctx, admin); err != nil {
+			return err
+		}
+		// One transactional producer per worker, its id stable across
+		// restarts: a successor's InitTransactions aborts what a crashed
+		// predecessor left open (docs/kafka.md#exactly-once).
+		pcfg.TransactionalID = a.transactionalID()
+		pcfg.TransactionTimeout = a.cfg.EffectiveTransactionTimeout()
+		a.log.Info("exactly-once: initialising transactions", "transactional_id", pcfg.TransactionalID,
+			"transaction_timeout", pcfg.TransactionTimeout, "commit_interval", a.cfg.EffectiveCommitInterval())
+	}
+	producer, err := transport.NewProducer(pcfg, topts...)
 	if err != nil {
 		return err
 	}
@@ -104,7 +119,8 @@ func (a *App) Run(ctx context.Context) (err error) {
 	mcfg := agents.Config{
 		App: a.cfg.App, Agents: a.cfg.Agents, Outputs: a.outputTopics(), Logger: a.log,
 		Monitor: a.mon, StallTimeout: a.cfg.Monitor.StallTimeout.D(),
-		CommitInterval: a.cfg.Commit.Interval.D(), CommitEvery: a.cfg.Commit.Every,
+		CommitInterval: a.cfg.EffectiveCommitInterval(), CommitEvery: a.cfg.Commit.Every,
+		ExactlyOnce:    eos,
 		RevokeTimeout:  a.cfg.Commit.RevokeTimeout.D(),
 		MessageTimeout: a.cfg.EffectiveMessageTimeout(),
 		// A pause of a third of the session timeout is suspect: losing the
@@ -209,6 +225,10 @@ func (a *App) transportConfig() transport.Config {
 		c.MaxPollInterval = c.SessionTimeout
 	}
 	c.ReachTimeout = a.cfg.Kafka.ReachTimeout.D()
+	if a.cfg.ProcessingGuarantee == config.ExactlyOnce {
+		// Inputs, restores and standbys see committed transactions only.
+		c.IsolationLevel = transport.ReadCommitted
+	}
 	c.MessageTimeout = a.cfg.EffectiveMessageTimeout()
 	if a.cfg.Monitor.Enabled {
 		c.StatsInterval = a.cfg.Monitor.StatsInterval.D()

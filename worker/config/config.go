@@ -19,7 +19,11 @@ type Config struct {
 	// app's internal topics (changelogs, dead-letter topics). Required.
 	App string `yaml:"app"`
 	// WorkerID identifies this worker within the app in logs, status and the
-	// consumer group's client.id. Default: "<hostname>-<pid>".
+	// consumer group's client.id; under exactly_once it names the worker's
+	// transactional id (<app>-<worker_id>), which must be the same after a
+	// restart and unique among live workers. Default: "<hostname>-<pid>";
+	// under exactly_once "<hostname>-<random>", created on first start and
+	// kept in <data_dir>/worker-id.
 	WorkerID string `yaml:"worker_id"`
 	// Brokers is the comma-separated Kafka bootstrap list, or "embedded" for
 	// the in-process dev broker (keeps nothing). Required.
@@ -28,9 +32,11 @@ type Config struct {
 	DataDir string `yaml:"data_dir"`
 	// Listen holds the addresses of the control plane.
 	Listen Listen `yaml:"listen"`
-	// ProcessingGuarantee is at_least_once (default and, for now, the only
-	// accepted value): exactly_once is refused by Validate until the
-	// worker implements it.
+	// ProcessingGuarantee is at_least_once (default) or exactly_once: every
+	// commit cycle is then a Kafka transaction holding the outputs,
+	// changelog and dead-letter records of the events below the offsets it
+	// commits (docs/kafka.md#exactly-once). Under exactly_once the worker's
+	// identity must survive restarts: WorkerID, or the one kept in DataDir.
 	ProcessingGuarantee string `yaml:"processing_guarantee"`
 	// ShutdownTimeout bounds graceful shutdown; past it the worker exits
 	// anyway with a non-zero status. Default: 30s.
@@ -136,15 +142,52 @@ type Kafka struct {
 // committed; these settings trade commit traffic against how much is
 // processed again after a crash.
 type Commit struct {
-	// Interval commits the frontier at least this often. Default: 1s.
+	// Interval commits the frontier at least this often (under exactly_once
+	// each commit is a transaction: outputs become visible to
+	// read_committed readers at this pace). Default (0): 1s at_least_once,
+	// 100ms exactly_once.
 	Interval Duration `yaml:"interval"`
 	// Every commits as soon as this many events are done since the last
 	// commit. Default: 10000.
 	Every int `yaml:"every"`
+	// TransactionTimeout (exactly_once) is how long the transaction
+	// coordinator keeps a transaction open before it aborts it: a crashed
+	// worker's open transaction holds read_committed readers of its
+	// partitions (their next owner's restore too) until its successor with
+	// the same worker id starts or this passes. It must exceed the longest
+	// transaction: interval + revoke_timeout + kafka.message_timeout.
+	// Default (0): that sum plus 5s.
+	TransactionTimeout Duration `yaml:"transaction_timeout"`
 	// RevokeTimeout is how long an agent instance may take to finish its
 	// in-flight events when its partitions are taken away (rebalance,
 	// shutdown) before they are given to the next owner. Default: 10s.
 	RevokeTimeout Duration `yaml:"revoke_timeout"`
+}
+
+// EffectiveCommitInterval is Commit.Interval, or its default for the
+// guarantee: 1s at_least_once, 100ms exactly_once (as Kafka Streams).
+func (c *Config) EffectiveCommitInterval() time.Duration {
+	switch {
+	case c.Commit.Interval.D() > 0:
+		return c.Commit.Interval.D()
+	case c.ProcessingGuarantee == ExactlyOnce:
+		return 100 * time.Millisecond
+	}
+	return time.Second
+}
+
+// EffectiveTransactionTimeout is Commit.TransactionTimeout, or its default:
+// the longest transaction (commit interval + revoke timeout + message
+// timeout) plus 5s.
+func (c *Config) EffectiveTransactionTimeout() time.Duration {
+	if d := c.Commit.TransactionTimeout.D(); d > 0 {
+		return d
+	}
+	return c.longestTxn() + 5*time.Second
+}
+
+func (c *Config) longestTxn() time.Duration {
+	return c.EffectiveCommitInterval() + c.Commit.RevokeTimeout.D() + c.EffectiveMessageTimeout()
 }
 
 // EffectiveMessageTimeout is Kafka.MessageTimeout, or its default: half of
@@ -263,8 +306,7 @@ type Window struct {
 	Expires Duration `yaml:"expires"`
 }
 
-// Guarantees named in ProcessingGuarantee. Validate accepts only
-// AtLeastOnce; ExactlyOnce is reserved and refused as not available yet.
+// Guarantees named in ProcessingGuarantee.
 const (
 	AtLeastOnce = "at_least_once"
 	ExactlyOnce = "exactly_once"
@@ -289,7 +331,6 @@ func DefaultConfig() *Config {
 			MetadataRefresh:   Duration(30 * time.Second),
 		},
 		Commit: Commit{
-			Interval:      Duration(time.Second),
 			Every:         10000,
 			RevokeTimeout: Duration(10 * time.Second),
 		},

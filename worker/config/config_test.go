@@ -98,6 +98,28 @@ func TestByteSize(t *testing.T) {
 	}
 }
 
+// TestCommitDefaultsByGuarantee: the commit interval defaults to 1s under
+// at_least_once and 100ms under exactly_once; the transaction timeout to
+// the longest transaction plus 5s.
+func TestCommitDefaultsByGuarantee(t *testing.T) {
+	c := DefaultConfig()
+	if got := c.EffectiveCommitInterval(); got != time.Second {
+		t.Errorf("at_least_once commit interval %s, want 1s", got)
+	}
+	c.ProcessingGuarantee = ExactlyOnce
+	if got := c.EffectiveCommitInterval(); got != 100*time.Millisecond {
+		t.Errorf("exactly_once commit interval %s, want 100ms", got)
+	}
+	// 100ms + revoke 10s + message timeout min(10s/2, 10s) = 15.1s, + 5s.
+	if got := c.EffectiveTransactionTimeout(); got != 20100*time.Millisecond {
+		t.Errorf("exactly_once transaction timeout %s, want 20.1s", got)
+	}
+	c.Commit.Interval = Duration(2 * time.Second)
+	if got := c.EffectiveCommitInterval(); got != 2*time.Second {
+		t.Errorf("set commit interval %s, want 2s", got)
+	}
+}
+
 func TestLoadBad(t *testing.T) {
 	tests := []struct {
 		name string
@@ -120,8 +142,11 @@ func TestLoadBad(t *testing.T) {
 		{"duplicate topic", strings.Replace(good, "- {name: lines, partitions: 8}", "- {name: lines, partitions: 8}\n  - {name: lines, partitions: 2}", 1),
 			[]string{`topics[1].name: duplicate topic "lines"`}},
 		{"bad guarantee", good + "processing_guarantee: maybe_once\n", []string{`processing_guarantee: "maybe_once"`}},
-		{"exactly_once not available", good + "processing_guarantee: exactly_once\n",
-			[]string{`processing_guarantee: "exactly_once" is not available yet`, "at_least_once"}},
+		{"exactly_once on the embedded broker", strings.Replace(good, "brokers: localhost:9092", "brokers: embedded", 1) + "processing_guarantee: exactly_once\n",
+			[]string{`processing_guarantee: "exactly_once" needs a real Kafka cluster`}},
+		{"transaction timeout too short", good + "processing_guarantee: exactly_once\ncommit: {transaction_timeout: 5s}\n",
+			[]string{"commit.transaction_timeout: 5s: must exceed the longest transaction", "= 15.1s"}},
+		{"negative commit interval", good + "commit: {interval: -1s}\n", []string{"commit.interval: -1s: must not be negative"}},
 		{"bad partitions type", strings.Replace(good, "partitions: 8", "partitions: eight", 1),
 			[]string{"topics[0].partitions", `want a whole number, got "eight"`}},
 		{"zero partitions", strings.Replace(good, "partitions: 8", "partitions: 0", 1),

@@ -52,11 +52,16 @@ func (c *Config) Validate() error {
 	switch c.ProcessingGuarantee {
 	case AtLeastOnce:
 	case ExactlyOnce:
-		// Refused until transactions are wired in: a setting must never
-		// say more than the worker does (docs/configuration.md).
-		bad("processing_guarantee", "%q is not available yet: this worker runs %s only", c.ProcessingGuarantee, AtLeastOnce)
+		if c.Brokers == EmbeddedBrokers {
+			bad("processing_guarantee", "%q needs a real Kafka cluster: the embedded dev broker runs %s only", ExactlyOnce, AtLeastOnce)
+		}
+		if d := c.Commit.TransactionTimeout.D(); d < 0 {
+			bad("commit.transaction_timeout", "%s: must not be negative", d)
+		} else if d > 0 && d <= c.longestTxn() {
+			bad("commit.transaction_timeout", "%s: must exceed the longest transaction, commit.interval + commit.revoke_timeout + kafka.message_timeout = %s", d, c.longestTxn())
+		}
 	default:
-		bad("processing_guarantee", "%q: want %s (%s is not available yet)", c.ProcessingGuarantee, AtLeastOnce, ExactlyOnce)
+		bad("processing_guarantee", "%q: want %s or %s", c.ProcessingGuarantee, AtLeastOnce, ExactlyOnce)
 	}
 	positive("shutdown_timeout", c.ShutdownTimeout, bad)
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
@@ -81,7 +86,9 @@ func (c *Config) Validate() error {
 		bad("kafka.message_timeout", "%s: must be below two thirds of kafka.session_timeout (%s): a record queued before the worker stood still long enough to lose its partitions must expire, not land after their next owner's writes", mt, st)
 	}
 	positive("monitor.stall_timeout", c.Monitor.StallTimeout, bad)
-	positive("commit.interval", c.Commit.Interval, bad)
+	if d := c.Commit.Interval.D(); d < 0 {
+		bad("commit.interval", "%s: must not be negative (0: the guarantee's default)", d)
+	}
 	positive("commit.revoke_timeout", c.Commit.RevokeTimeout, bad)
 	if c.Commit.Every < 1 {
 		bad("commit.every", "%d: must be at least 1", c.Commit.Every)
