@@ -145,8 +145,8 @@ type GetStatusResponse struct {
 	// EmbeddedBroker is true when the worker runs the in-process dev broker,
 	// which keeps nothing and is for development only.
 	EmbeddedBroker bool `protobuf:"varint,6,opt,name=embedded_broker,json=embeddedBroker,proto3" json:"embedded_broker,omitempty"`
-	// ProcessingGuarantee is "at_least_once", the only guarantee the worker
-	// gives so far (it refuses to start with "exactly_once").
+	// ProcessingGuarantee is the app's guarantee: "at_least_once" or
+	// "exactly_once" (every commit cycle a Kafka transaction).
 	ProcessingGuarantee string `protobuf:"bytes,7,opt,name=processing_guarantee,json=processingGuarantee,proto3" json:"processing_guarantee,omitempty"`
 	// StartedAt is when the process started.
 	StartedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
