@@ -126,7 +126,8 @@ func (w *Daemon) Run(ctx context.Context) (err error) {
 	}
 	srv := server.New(server.Config{Token: cfg.Auth.Token, ProtectReads: cfg.Auth.ProtectReads, TLS: tlsCfg, Logger: log}, a)
 	gs, health := srv.GRPC, srv.Health
-	hs := &http.Server{Handler: server.HTTPHandler(a.State, a.Metrics()), ReadHeaderTimeout: 5 * time.Second}
+	dash := srv.Dashboard(a)
+	hs := &http.Server{Handler: server.HTTPHandler(a.State, a.Metrics(), dash), ReadHeaderTimeout: 5 * time.Second}
 	a.OnStateChange(func(s app.State) { server.SetServing(health, s.Serving()) })
 
 	log.Info("control plane listening", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(),
@@ -152,6 +153,9 @@ func (w *Daemon) Run(ctx context.Context) (err error) {
 		}
 		return nil
 	})
+
+	// The dashboard samples for its charts until shutdown begins.
+	g.Go(func() error { return dash.Run(ctx) })
 
 	// The app runs until ctx is cancelled; its own stop is bounded below.
 	appDone := make(chan error, 1)

@@ -15,8 +15,10 @@ import (
 //   - /healthz: 200 while the process is alive (liveness);
 //   - /readyz: 200 while RUNNING or PAUSED, else 503 with the state (readiness);
 //   - /metrics: Prometheus text format from reg;
-//   - /debug/pprof/: Go profiles (net/http/pprof).
-func HTTPHandler(state func() app.State, reg prometheus.Gatherer) http.Handler {
+//   - /debug/pprof/: Go profiles (net/http/pprof);
+//   - / and /dashboard/: the web dashboard, when dash is not nil
+//     (Server.Dashboard, docs/monitoring.md#web-dashboard).
+func HTTPHandler(state func() app.State, reg prometheus.Gatherer, dash http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
@@ -35,5 +37,9 @@ func HTTPHandler(state func() app.State, reg prometheus.Gatherer) http.Handler {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if dash != nil {
+		mux.Handle("GET /{$}", dash)
+		mux.Handle("/dashboard/", dash)
+	}
 	return mux
 }

@@ -91,7 +91,9 @@ type Server struct {
 	// Health is the health service, to flip with SetServing.
 	Health *health.Server
 
-	fwd *forwarder
+	fwd    *forwarder
+	tables *tableServer // the dashboard's look-ups
+	cfg    Config
 }
 
 // Close closes the connections to other workers. Call it once GRPC has
@@ -146,14 +148,15 @@ func New(cfg Config, core Core) *Server {
 		}
 	}
 	fwd := &forwarder{token: cfg.Token, tls: fwdTLS}
-	eddyv1.RegisterTableServiceServer(s, &tableServer{core: core, log: log, fwd: fwd})
+	ts := &tableServer{core: core, log: log, fwd: fwd}
+	eddyv1.RegisterTableServiceServer(s, ts)
 	eddyv1.RegisterMonitorServiceServer(s, &monitorServer{core: core, log: log})
 	eddyv1.RegisterTopicServiceServer(s, &topicServer{core: core, log: log})
 	h := health.NewServer()
 	healthpb.RegisterHealthServer(s, h)
 	reflection.Register(s)
 	SetServing(h, false)
-	return &Server{GRPC: s, Health: h, fwd: fwd}
+	return &Server{GRPC: s, Health: h, fwd: fwd, tables: ts, cfg: cfg}
 }
 
 // Services are the names health reports on, besides the empty name that
