@@ -9,6 +9,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -80,6 +81,11 @@ func (w *Daemon) Run(ctx context.Context) (err error) {
 	cfg := w.cfg
 	log := w.log
 
+	// Certificates first: a bad file fails the start before anything binds.
+	tlsCfg, err := loadTLS(cfg.TLS)
+	if err != nil {
+		return err
+	}
 	grpcLis, err := net.Listen("tcp", cfg.Listen.GRPC)
 	if err != nil {
 		return fmt.Errorf("listen.grpc %s: %w", cfg.Listen.GRPC, err)
@@ -88,6 +94,14 @@ func (w *Daemon) Run(ctx context.Context) (err error) {
 	if err != nil {
 		grpcLis.Close()
 		return fmt.Errorf("listen.http %s: %w", cfg.Listen.HTTP, err)
+	}
+	grpcAddr, httpAddr := grpcLis.Addr().String(), httpLis.Addr().String()
+	grpcLis = server.LimitListener(grpcLis, cfg.Limits.MaxConnections, "grpc", log)
+	httpLis = server.LimitListener(httpLis, cfg.Limits.MaxConnections, "http", log)
+	if tlsCfg.server != nil {
+		// The gRPC server does its own handshakes (credentials); HTTP
+		// serves the same certificate and client CAs.
+		httpLis = tls.NewListener(httpLis, tlsCfg.server)
 	}
 
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -110,30 +124,34 @@ func (w *Daemon) Run(ctx context.Context) (err error) {
 		Logger:    log,
 		Version:   w.opts.Version,
 		Bootstrap: brokers,
-		GRPCAddr:  grpcLis.Addr().String(),
-		HTTPAddr:  httpLis.Addr().String(),
-		Advertise: cfg.Listen.Advertised(grpcLis.Addr().String()),
+		GRPCAddr:  grpcAddr,
+		HTTPAddr:  httpAddr,
+		Advertise: cfg.Listen.Advertised(grpcAddr),
 		Shutdown: func(reason string) {
 			log.Info("shutdown requested", "reason", reason)
 			cancel(errShutdownRequested)
 		},
 	})
-	tlsCfg, err := loadTLS(cfg.TLS)
-	if err != nil {
-		grpcLis.Close()
-		httpLis.Close()
-		return err
-	}
-	srv := server.New(server.Config{Token: cfg.Auth.Token, ProtectReads: cfg.Auth.ProtectReads, TLS: tlsCfg, Logger: log}, a)
+	l := cfg.Limits
+	srv := server.New(server.Config{
+		Token: cfg.Auth.Token, ProtectReads: cfg.Auth.ProtectReads, TLS: tlsCfg.server, PeerCAs: tlsCfg.peerCAs, Logger: log,
+		MaxConnectionIdle: l.MaxConnectionIdle.D(), MaxStreamsPerConnection: l.MaxStreamsPerConnection,
+		HelloTimeout: l.HelloTimeout.D(), MaxPendingHello: l.MaxPendingHello, MaxStreamsPerClient: l.MaxStreamsPerClient,
+	}, a)
 	gs, health := srv.GRPC, srv.Health
 	dash := srv.Dashboard(a)
-	hs := &http.Server{Handler: server.HTTPHandler(a.State, a.Metrics(), dash), ReadHeaderTimeout: 5 * time.Second}
+	hs := &http.Server{
+		Handler:           server.HTTPHandler(a.State, a.Metrics(), server.HTTPOptions{Pprof: cfg.Monitor.Pprof, Token: cfg.Auth.Token, Dashboard: dash}),
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       l.MaxConnectionIdle.D(),
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug), // TLS handshake failures of probes and scanners
+	}
 	a.OnStateChange(func(s app.State) { server.SetServing(health, s.Serving()) })
 
-	log.Info("control plane listening", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(),
-		"advertise", cfg.Listen.Advertised(grpcLis.Addr().String()))
+	log.Info("control plane listening", "grpc", grpcAddr, "http", httpAddr,
+		"advertise", cfg.Listen.Advertised(grpcAddr), "tls", tlsCfg.server != nil, "mtls", cfg.TLS.ClientCAFile != "")
 	if w.opts.AddrFile != "" {
-		if err := writeAddrFile(w.opts.AddrFile, grpcLis.Addr().String(), httpLis.Addr().String()); err != nil {
+		if err := writeAddrFile(w.opts.AddrFile, grpcAddr, httpAddr); err != nil {
 			grpcLis.Close()
 			httpLis.Close()
 			return err

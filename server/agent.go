@@ -31,6 +31,7 @@ type agentServer struct {
 	log         *slog.Logger
 	token       string
 	sendTimeout time.Duration // Config.AgentSendTimeout; 0: defaultAgentSendTimeout
+	gate        *helloGate
 }
 
 // defaultAgentSendTimeout is the default of Config.AgentSendTimeout.
@@ -40,7 +41,14 @@ const defaultAgentSendTimeout = 30 * time.Second
 // messages out and the agent's messages in, until either side ends it.
 func (s *agentServer) Connect(stream grpc.BidiStreamingServer[eddyv1.ConnectRequest, eddyv1.ConnectResponse]) error {
 	ctx := stream.Context()
-	first, err := stream.Recv()
+	who := clientOf(ctx)
+	helloed, done, err := s.gate.open(who)
+	if err != nil {
+		return err
+	}
+	defer done()
+	first, err := s.recvHello(stream)
+	helloed()
 	if err != nil {
 		return err
 	}
@@ -71,6 +79,12 @@ func (s *agentServer) Connect(stream grpc.BidiStreamingServer[eddyv1.ConnectRequ
 	if p, ok := peer.FromContext(ctx); ok {
 		hello.Peer = p.Addr.String()
 	}
+	release, err := s.gate.claim(hello.Agent, hello.InstanceID, who)
+	if err != nil {
+		s.log.Warn("agent session refused", "agent", hello.Agent, "instance", hello.InstanceID, "peer", hello.Peer, "err", err)
+		return err
+	}
+	defer release()
 	sess, w, err := s.core.OpenAgentSession(hello)
 	if err != nil {
 		return toStatus(s.log, err)
@@ -134,6 +148,31 @@ func (s *agentServer) Connect(stream grpc.BidiStreamingServer[eddyv1.ConnectRequ
 		case err := <-recvErr:
 			return s.received(sess, err)
 		}
+	}
+}
+
+// recvHello receives the first message of a Connect stream within the
+// gate's Hello deadline: a stream that says nothing is ended, so it holds
+// no handler, and counts against limits.max_pending_hello, only that long.
+func (s *agentServer) recvHello(stream grpc.BidiStreamingServer[eddyv1.ConnectRequest, eddyv1.ConnectResponse]) (*eddyv1.ConnectRequest, error) {
+	type recv struct {
+		msg *eddyv1.ConnectRequest
+		err error
+	}
+	got := make(chan recv, 1)
+	go func() {
+		// Returning from the handler cancels the stream, which ends this
+		// Recv if the deadline passed first.
+		m, err := stream.Recv()
+		got <- recv{m, err}
+	}()
+	timer := time.NewTimer(s.gate.timeout)
+	defer timer.Stop()
+	select {
+	case r := <-got:
+		return r.msg, r.err
+	case <-timer.C:
+		return nil, status.Errorf(codes.DeadlineExceeded, "no Hello within %s of opening the Connect stream (limits.hello_timeout)", s.gate.timeout)
 	}
 }
 

@@ -98,7 +98,7 @@ func TestServerCloseClosesForwardConns(t *testing.T) {
 	if _, _, err := srv.fwd.conn(fwdAddr(9)); !errors.Is(err, errForwarderClosed) {
 		t.Errorf("conn after Close: got %v, want errForwarderClosed", err)
 	}
-	_, err := srv.fwd.get(context.Background(), "me", fwdAddr(9), &eddyv1.GetRequest{Table: "t", Key: []byte("k")})
+	_, err := srv.fwd.get(context.Background(), "me", "w9", fwdAddr(9), &eddyv1.GetRequest{Table: "t", Key: []byte("k")})
 	if !errors.Is(err, errForwarderClosed) {
 		t.Errorf("get after Close: got %v, want errForwarderClosed", err)
 	}

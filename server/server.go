@@ -6,6 +6,7 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"log/slog"
 	"time"
 
@@ -33,8 +34,16 @@ const (
 	MaxRecvMsgBytes = 4 << 20
 	// MaxSendMsgBytes is the largest response message sent.
 	MaxSendMsgBytes = 4 << 20
-	// MaxConcurrentStreams bounds streams per connection.
+	// MaxConcurrentStreams is the default of Config.MaxStreamsPerConnection.
 	MaxConcurrentStreams = 256
+)
+
+// Defaults of the Config limits left zero (docs/configuration.md).
+const (
+	defaultMaxConnectionIdle   = 5 * time.Minute
+	defaultHelloTimeout        = 10 * time.Second
+	defaultMaxPendingHello     = 128
+	defaultMaxStreamsPerClient = 256
 )
 
 // Core is what the services need from the worker runtime; *app.App
@@ -67,12 +76,19 @@ type Config struct {
 	// ListAgents, tables, monitor). Health and reflection stay open for
 	// probes and grpcurl. Default: false.
 	ProtectReads bool
-	// TLS enables TLS when set. Default: plaintext.
+	// TLS enables TLS when set; with ClientAuth
+	// tls.RequireAndVerifyClientCert (mutual TLS) an agent instance id is
+	// bound to the client-certificate identity of its session.
+	// Default: plaintext.
 	TLS *tls.Config
-	// ForwardTLS is the client TLS configuration for TableService reads
-	// forwarded to other workers, when TLS is set. Default: TLS verified
-	// against the system roots. Forwarded calls carry Token.
-	ForwardTLS *tls.Config
+	// PeerCAs verify the other workers' certificates when reads are
+	// forwarded to them over TLS (tls.peer_ca_file); TLS.Certificates are
+	// presented to them as client certificates. A forwarded read carries
+	// Token only to a verified peer: over TLS verified by PeerCAs, with the
+	// certificate naming the host dialled, or at a loopback address.
+	// Default: none: peers are verified against the system roots and
+	// receive no token unless on loopback.
+	PeerCAs *x509.CertPool
 	// Logger receives request logs and recovered panics. Required.
 	Logger *slog.Logger
 	// AgentSendTimeout bounds one message's send to an agent on its
@@ -80,6 +96,30 @@ type Config struct {
 	// control window; past this its session ends (RESOURCE_EXHAUSTED) and
 	// its work goes to other instances. Default: 30s.
 	AgentSendTimeout time.Duration
+	// MaxConnectionIdle closes a connection without calls or streams for
+	// this long. Default: 5m.
+	MaxConnectionIdle time.Duration
+	// MaxStreamsPerConnection bounds the concurrent streams of one
+	// connection. Default: MaxConcurrentStreams.
+	MaxStreamsPerConnection int
+	// HelloTimeout bounds the wait for a Connect stream's Hello.
+	// Default: 10s.
+	HelloTimeout time.Duration
+	// MaxPendingHello bounds the Connect streams waiting for their Hello,
+	// over all clients. Default: 128.
+	MaxPendingHello int
+	// MaxStreamsPerClient bounds the Connect streams of one client (its
+	// certificate identity under mutual TLS, else its IP address).
+	// Default: 256.
+	MaxStreamsPerClient int
+}
+
+// orDefault returns v, or def when v is not positive.
+func orDefault[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
 }
 
 // Server is the worker's gRPC server with what it owns besides: the health
@@ -92,6 +132,7 @@ type Server struct {
 	Health *health.Server
 
 	fwd    *forwarder
+	gate   *helloGate
 	tables *tableServer // the dashboard's look-ups
 	cfg    Config
 }
@@ -125,10 +166,14 @@ func New(cfg Config, core Core) *Server {
 		),
 		grpc.MaxRecvMsgSize(MaxRecvMsgBytes),
 		grpc.MaxSendMsgSize(MaxSendMsgBytes),
-		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
+		grpc.MaxConcurrentStreams(uint32(orDefault(cfg.MaxStreamsPerConnection, MaxConcurrentStreams))),
 		// Agents keep long-lived streams: ping idle connections so dead
-		// peers are noticed, and refuse clients that ping abusively.
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		// peers are noticed, close connections left without calls, and
+		// refuse clients that ping abusively.
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time: 30 * time.Second, Timeout: 10 * time.Second,
+			MaxConnectionIdle: orDefault(cfg.MaxConnectionIdle, defaultMaxConnectionIdle),
+		}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	}
 	if cfg.TLS != nil {
@@ -136,18 +181,9 @@ func New(cfg Config, core Core) *Server {
 	}
 	s := grpc.NewServer(opts...)
 	eddyv1.RegisterLifecycleServiceServer(s, &lifecycleServer{core: core, log: log})
-	eddyv1.RegisterAgentServiceServer(s, &agentServer{core: core, log: log, token: cfg.Token, sendTimeout: cfg.AgentSendTimeout})
-	fwdTLS := cfg.TLS
-	if fwdTLS != nil {
-		// Forwarded reads go to the other workers of the app, which serve
-		// the same certificate setup; verify them against the system roots
-		// unless ForwardTLS says otherwise.
-		fwdTLS = cfg.ForwardTLS
-		if fwdTLS == nil {
-			fwdTLS = &tls.Config{MinVersion: tls.VersionTLS12}
-		}
-	}
-	fwd := &forwarder{token: cfg.Token, tls: fwdTLS}
+	gate := newHelloGate(cfg)
+	eddyv1.RegisterAgentServiceServer(s, &agentServer{core: core, log: log, token: cfg.Token, sendTimeout: cfg.AgentSendTimeout, gate: gate})
+	fwd := newForwarder(cfg)
 	ts := &tableServer{core: core, log: log, fwd: fwd}
 	eddyv1.RegisterTableServiceServer(s, ts)
 	eddyv1.RegisterMonitorServiceServer(s, &monitorServer{core: core, log: log})
@@ -156,7 +192,7 @@ func New(cfg Config, core Core) *Server {
 	healthpb.RegisterHealthServer(s, h)
 	reflection.Register(s)
 	SetServing(h, false)
-	return &Server{GRPC: s, Health: h, fwd: fwd, tables: ts, cfg: cfg}
+	return &Server{GRPC: s, Health: h, fwd: fwd, gate: gate, tables: ts, cfg: cfg}
 }
 
 // Services are the names health reports on, besides the empty name that

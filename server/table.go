@@ -20,6 +20,7 @@ import (
 
 	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
 	"github.com/eddy-streams/eddy/worker/app"
+	"github.com/eddy-streams/eddy/worker/config"
 )
 
 // ForwardedHeader marks a TableService call forwarded by another worker,
@@ -124,13 +125,13 @@ func (s *tableServer) forwardGet(ctx context.Context, req *eddyv1.GetRequest, no
 		return nil, toStatus(s.log, fmt.Errorf("%w; this worker does not forward reads", no))
 	}
 	me := s.core.Status().WorkerID
-	resp, err := s.fwd.get(ctx, me, no.Addr, req)
+	resp, err := s.fwd.get(ctx, me, no.WorkerID, no.Addr, req)
 	if c := status.Code(err); c == codes.Unavailable || c == codes.Unknown { // Unknown: not a gRPC status, e.g. no connection
 		// The owner named by a cached description may have lost the
 		// partition in a rebalance: ask the owner of a fresh one, once.
 		if owners, oerr := s.core.TableOwners(ctx, no.Table, []int32{no.Partition}, true); oerr == nil && len(owners) == 1 && owners[0].Addr != no.Addr {
 			no = &app.NotOwnedError{Table: no.Table, Partition: no.Partition, WorkerID: owners[0].WorkerID, Addr: owners[0].Addr}
-			resp, err = s.fwd.get(ctx, me, no.Addr, req)
+			resp, err = s.fwd.get(ctx, me, no.WorkerID, no.Addr, req)
 		}
 	}
 	if err != nil {
@@ -149,8 +150,9 @@ func (s *tableServer) forwardGet(ctx context.Context, req *eddyv1.GetRequest, no
 // (once no call uses it). Close closes them all, at shutdown. Safe for
 // concurrent use.
 type forwarder struct {
-	token string
-	tls   *tls.Config // nil: plaintext
+	token    string
+	tls      *tls.Config // nil: plaintext
+	verified bool        // tls verifies peers against the peer CAs
 
 	mu     sync.Mutex
 	conns  map[string]*list.Element // of *fwdConn, in lru
@@ -172,6 +174,45 @@ const maxForwardConns = 64
 
 // errForwarderClosed fails a read forwarded after Close.
 var errForwarderClosed = errors.New("the worker is shutting down: it forwards no more reads")
+
+// newForwarder returns the forwarder of a server configured with cfg.
+func newForwarder(cfg Config) *forwarder {
+	f := &forwarder{token: cfg.Token}
+	if cfg.TLS != nil {
+		// Forwarded reads go to the other workers of the app, which serve
+		// the same certificate setup: verify them against the peer CAs
+		// (the system roots without) and present this worker's
+		// certificate, for peers that require client certificates. The
+		// server name checked is the host of the address dialled.
+		f.tls = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: cfg.PeerCAs, Certificates: cfg.TLS.Certificates}
+		f.verified = cfg.PeerCAs != nil
+	}
+	return f
+}
+
+// UnverifiedPeerError refuses to forward a read, which would carry the
+// token, to a peer that is not verified (docs/operations.md#security).
+type UnverifiedPeerError struct {
+	WorkerID, Addr string
+	TLS            bool // this worker serves TLS (and lacks tls.peer_ca_file)
+}
+
+func (e *UnverifiedPeerError) Error() string {
+	missing := "the workers run without TLS: set tls.cert_file, tls.key_file and tls.peer_ca_file"
+	if e.TLS {
+		missing = "tls.peer_ca_file is not set: set it to the CA that signs the workers' certificates"
+	}
+	return fmt.Sprintf("not forwarding the read to worker %q at %s: a worker sends its token only to a peer whose certificate verifies against tls.peer_ca_file, or on loopback; %s",
+		e.WorkerID, e.Addr, missing)
+}
+
+// check refuses a peer the token may not go to.
+func (f *forwarder) check(id, addr string) error {
+	if f.token == "" || f.verified || config.Loopback(addr) {
+		return nil
+	}
+	return status.Error(codes.FailedPrecondition, (&UnverifiedPeerError{WorkerID: id, Addr: addr, TLS: f.tls != nil}).Error())
+}
 
 // conn returns the connection to addr, and release to call when the call
 // using it is done.
@@ -249,7 +290,10 @@ func (f *forwarder) Close() error {
 // client returns a TableService client of the worker at addr and the
 // context for a call forwarded by worker me (marked, authorized, bounded).
 // The returned cancel also releases the connection.
-func (f *forwarder) client(ctx context.Context, me, addr string) (eddyv1.TableServiceClient, context.Context, context.CancelFunc, error) {
+func (f *forwarder) client(ctx context.Context, me, id, addr string) (eddyv1.TableServiceClient, context.Context, context.CancelFunc, error) {
+	if err := f.check(id, addr); err != nil {
+		return nil, nil, nil, err
+	}
 	c, release, err := f.conn(addr)
 	if err != nil {
 		return nil, nil, nil, err
@@ -267,8 +311,8 @@ func (f *forwarder) client(ctx context.Context, me, addr string) (eddyv1.TableSe
 	return eddyv1.NewTableServiceClient(c), metadata.NewOutgoingContext(ctx, md), cancel, nil
 }
 
-func (f *forwarder) get(ctx context.Context, me, addr string, req *eddyv1.GetRequest) (*eddyv1.GetResponse, error) {
-	c, ctx, cancel, err := f.client(ctx, me, addr)
+func (f *forwarder) get(ctx context.Context, me, id, addr string, req *eddyv1.GetRequest) (*eddyv1.GetResponse, error) {
+	c, ctx, cancel, err := f.client(ctx, me, id, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -276,8 +320,8 @@ func (f *forwarder) get(ctx context.Context, me, addr string, req *eddyv1.GetReq
 	return c.Get(ctx, req)
 }
 
-func (f *forwarder) scan(ctx context.Context, me, addr string, req *eddyv1.ScanRequest) (*eddyv1.ScanResponse, error) {
-	c, ctx, cancel, err := f.client(ctx, me, addr)
+func (f *forwarder) scan(ctx context.Context, me, id, addr string, req *eddyv1.ScanRequest) (*eddyv1.ScanResponse, error) {
+	c, ctx, cancel, err := f.client(ctx, me, id, addr)
 	if err != nil {
 		return nil, err
 	}

@@ -108,7 +108,7 @@ func (s *tableServer) scanOwners(ctx context.Context, req *eddyv1.ScanRequest, l
 	var wg sync.WaitGroup
 	for i, o := range owners {
 		wg.Go(func() {
-			resps[i], errs[i] = s.fwd.scan(ctx, me, o.Addr, &eddyv1.ScanRequest{
+			resps[i], errs[i] = s.fwd.scan(ctx, me, o.WorkerID, o.Addr, &eddyv1.ScanRequest{
 				Table: req.GetTable(), Prefix: req.GetPrefix(), Limit: uint32(limit),
 				PageToken: req.GetPageToken(), Partitions: o.Partitions,
 			})

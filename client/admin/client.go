@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
+	"github.com/eddy-streams/eddy/internal/tlsfiles"
 )
 
 // Client is a connection to one worker's control plane. It is safe for
@@ -44,6 +45,8 @@ type Client struct {
 	// succeeds. gRPC reduces it to status text; keeping it lets errors name
 	// the real cause and keep the typed network error in the chain.
 	lastDialErr atomic.Pointer[dialFailure]
+	// tlsRec keeps the last TLS failure, when TLS is on.
+	tlsRec *tlsfiles.Recorder
 
 	closeOnce sync.Once
 	closeErr  error
@@ -77,7 +80,8 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 	c := &Client{addr: addr, opts: o}
 	var transportCreds credentials.TransportCredentials = insecure.NewCredentials()
 	if o.tlsConfig != nil {
-		transportCreds = credentials.NewTLS(o.tlsConfig)
+		c.tlsRec = tlsfiles.NewRecorder(credentials.NewTLS(o.tlsConfig))
+		transportCreds = c.tlsRec
 	}
 	dialOpts := []grpc.DialOption{
 		grpc.WithTransportCredentials(transportCreds),

@@ -39,11 +39,23 @@ var ErrUnreachable = errors.New("cannot reach worker")
 // status.FromError.
 var ErrUnauthenticated = errors.New("the worker rejected the token")
 
+// ErrTLS reports that the TLS connection to the worker failed: its
+// certificate did not verify (unknown authority, wrong name, expired), it
+// does not serve TLS, or it refused this client's certificate (none given,
+// or one its tls.client_ca_file does not verify). Errors returned by
+// Client wrap it, so test with errors.Is(err, ErrTLS); the message names
+// the certificate problem, for example
+//
+//	TLS handshake with the worker at 127.0.0.1:6066 failed: tls: failed to verify certificate: x509: certificate signed by unknown authority
+//
+// and a *tlsfiles.HandshakeError is in the chain.
+var ErrTLS = errors.New("TLS connection to the worker failed")
+
 // classifiedError carries a sentinel and the underlying cause while printing
 // a message written for the user rather than the raw gRPC status text.
 type classifiedError struct {
 	msg   string
-	kind  error // ErrUnreachable or ErrUnauthenticated
+	kind  error // ErrUnreachable, ErrUnauthenticated or ErrTLS
 	cause error
 }
 
@@ -73,6 +85,9 @@ func (c *Client) classify(ctx context.Context, err error) error {
 		if fromWorker(st) {
 			return remote(st, err)
 		}
+		if tlsErr := c.tlsFailure(err); tlsErr != nil {
+			return tlsErr
+		}
 		return c.unreachable(err, st.Message())
 	case codes.DeadlineExceeded:
 		// A deadline on a live connection is a slow worker, not a missing one.
@@ -80,6 +95,9 @@ func (c *Client) classify(ctx context.Context, err error) error {
 		// is up is how an unanswering address shows itself.
 		if c.conn.GetState() == connectivity.Ready {
 			return remote(st, err)
+		}
+		if tlsErr := c.tlsFailure(err); tlsErr != nil {
+			return tlsErr
 		}
 		return c.unreachable(err, "no connection before the deadline")
 	case codes.Unauthenticated, codes.PermissionDenied:
@@ -91,6 +109,19 @@ func (c *Client) classify(ctx context.Context, err error) error {
 	default:
 		return remote(st, err)
 	}
+}
+
+// tlsFailure returns the ErrTLS error of the last TLS failure, if the
+// connection failed on one.
+func (c *Client) tlsFailure(err error) error {
+	if c.tlsRec == nil {
+		return nil
+	}
+	h := c.tlsRec.Last()
+	if h == nil {
+		return nil
+	}
+	return &classifiedError{msg: h.Error(), kind: ErrTLS, cause: errors.Join(h, err)}
 }
 
 // errorDomain is the google.rpc.ErrorInfo domain of the worker's statuses.

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/eddy-streams/eddy/internal/tlsfiles"
 )
 
 // DefaultDialTimeout is how long one connection attempt may take when
@@ -18,6 +20,7 @@ type Option func(*options)
 type options struct {
 	token       string
 	tlsConfig   *tls.Config
+	tlsFiles    *tlsfiles.Files
 	dialTimeout time.Duration
 }
 
@@ -51,6 +54,38 @@ func WithTLS(cfg *tls.Config) Option {
 	return func(o *options) { o.tlsConfig = cfg }
 }
 
+// WithTLSFiles connects with TLS configured from PEM files: the worker's
+// certificate must verify against the CAs in caFile (the system roots when
+// empty) and name the host of the address; certFile and keyFile, both or
+// neither, are the client certificate a worker with tls.client_ca_file
+// requires. Dial reads the files and reports one it cannot use, naming it.
+// TLS 1.2 at least. It cannot be combined with WithTLS.
+//
+// Default: plaintext.
+func WithTLSFiles(caFile, certFile, keyFile string) Option {
+	return func(o *options) {
+		f := o.files()
+		f.CAFile, f.CertFile, f.KeyFile = caFile, certFile, keyFile
+	}
+}
+
+// WithInsecureSkipVerify connects with TLS without verifying the worker's
+// certificate: anyone on the path can then read the token. For tests
+// against a throw-away certificate only. It combines with a client
+// certificate of WithTLSFiles, not with its caFile.
+//
+// Default: the worker's certificate is verified.
+func WithInsecureSkipVerify() Option {
+	return func(o *options) { o.files().InsecureSkipVerify = true }
+}
+
+func (o *options) files() *tlsfiles.Files {
+	if o.tlsFiles == nil {
+		o.tlsFiles = &tlsfiles.Files{}
+	}
+	return o.tlsFiles
+}
+
 // WithDialTimeout bounds one attempt to establish the connection (TCP, TLS
 // and HTTP/2 handshakes); failed attempts are retried with backoff while calls
 // are waiting. It does not bound calls: use the context passed to each method
@@ -74,6 +109,15 @@ func (o *options) validate() error {
 		if r < 0x21 || r > 0x7e {
 			errs = append(errs, errors.New("WithToken: token contains whitespace or non-printable characters"))
 			break
+		}
+	}
+	if o.tlsFiles != nil {
+		if o.tlsConfig != nil {
+			errs = append(errs, errors.New("WithTLS and WithTLSFiles (or WithInsecureSkipVerify) exclude each other: give one TLS configuration"))
+		} else if cfg, err := o.tlsFiles.Config("WithTLSFiles"); err != nil {
+			errs = append(errs, err)
+		} else {
+			o.tlsConfig = cfg
 		}
 	}
 	return errors.Join(errs...)

@@ -34,12 +34,15 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
+	"github.com/eddy-streams/eddy/internal/tlsfiles"
 )
 
 // ProtocolVersion is the agent protocol version this SDK speaks; it is sent
@@ -203,8 +206,12 @@ func (a *Agent) Run(ctx context.Context) error {
 // ended the stream), so that rejection can classify it.
 func (a *Agent) connectOnce(ctx context.Context) (established bool, err error) {
 	var creds credentials.TransportCredentials = insecure.NewCredentials()
+	var rec *tlsfiles.Recorder
 	if a.opts.tlsConfig != nil {
-		creds = credentials.NewTLS(a.opts.tlsConfig)
+		// The recorder keeps the TLS failure that gRPC would reduce to
+		// UNAVAILABLE, so the reconnect log names the certificate problem.
+		rec = tlsfiles.NewRecorder(credentials.NewTLS(a.opts.tlsConfig))
+		creds = rec
 	}
 	// A connection per session: the reconnection backoff is then ours alone
 	// (grpc's own would add up to two minutes), and a session never inherits
@@ -224,7 +231,13 @@ func (a *Agent) connectOnce(ctx context.Context) (established bool, err error) {
 	}
 	defer conn.Close()
 	s := newSession(a)
-	return s.run(ctx, eddyv1.NewAgentServiceClient(conn))
+	established, err = s.run(ctx, eddyv1.NewAgentServiceClient(conn))
+	if rec != nil && !established && status.Code(err) == codes.Unavailable {
+		if h := rec.Last(); h != nil {
+			err = fmt.Errorf("%w (%w)", h, err)
+		}
+	}
+	return established, err
 }
 
 // process runs the handler on one event and builds its result.

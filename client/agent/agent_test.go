@@ -3,6 +3,7 @@ package agent_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -1162,6 +1163,20 @@ func TestEventUseAfterReturnIgnored(t *testing.T) {
 	}
 }
 
+// TestWithTLSFilesRefused: a key without its certificate, and WithTLS
+// beside WithTLSFiles, are refused by New, naming the option.
+func TestWithTLSFilesRefused(t *testing.T) {
+	h := func(context.Context, *agent.Event) error { return nil }
+	_, err := agent.New("count", h, agent.WithApp("a"), agent.WithTLSFiles("", "", "k.pem"))
+	if want := "WithTLSFiles: a client certificate needs both the certificate file and the key file"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("got %v, want an error containing %q", err, want)
+	}
+	_, err = agent.New("count", h, agent.WithApp("a"), agent.WithTLSFiles("", "", ""), agent.WithTLS(&tls.Config{}))
+	if err == nil || !strings.Contains(err.Error(), "WithTLS and WithTLSFiles exclude each other") {
+		t.Errorf("got %v, want WithTLS and WithTLSFiles refused together", err)
+	}
+}
+
 func TestNewRejectsBadOptions(t *testing.T) {
 	t.Setenv(agent.EnvApp, "")
 	_, err := agent.New("", nil,
@@ -1172,6 +1187,7 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		agent.WithDrainTimeout(-time.Second),
 		agent.WithBackoff(time.Second, time.Millisecond),
 		agent.WithConcurrency(-1),
+		agent.WithTLSFiles("/nonexistent/ca.pem", "", ""),
 	)
 	if err == nil {
 		t.Fatal("New: got nil error")
@@ -1188,6 +1204,7 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		"WithDrainTimeout: -1s is negative",
 		"WithBackoff: minimum 1s exceeds maximum 1ms",
 		"WithConcurrency: -1 is negative",
+		"WithTLSFiles: CA file: open /nonexistent/ca.pem: no such file or directory",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q; got:\n%v", want, err)

@@ -11,6 +11,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/eddy-streams/eddy/internal/tlsfiles"
 )
 
 // Defaults of the options. They are exported so programs can print them or
@@ -55,6 +57,7 @@ type options struct {
 	addr          string
 	token         string
 	tlsConfig     *tls.Config
+	tlsFiles      *tlsfiles.Files
 	instanceID    string
 	instanceIDSet bool
 	creditEvents  int
@@ -120,6 +123,20 @@ func WithToken(token string) Option {
 // without TLS.
 func WithTLS(cfg *tls.Config) Option {
 	return func(o *options) { o.tlsConfig = cfg }
+}
+
+// WithTLSFiles connects with TLS configured from PEM files: the worker's
+// certificate must verify against the CAs in caFile (the system roots when
+// empty) and name the host of the address; certFile and keyFile, both or
+// neither, are the client certificate a worker with tls.client_ca_file
+// requires. Under mutual TLS the certificate's subject is the identity
+// that holds this agent's instance id (docs/operations.md#security). New
+// reads the files and reports one it cannot use, naming it. TLS 1.2 at
+// least. It cannot be combined with WithTLS.
+//
+// Default: plaintext.
+func WithTLSFiles(caFile, certFile, keyFile string) Option {
+	return func(o *options) { o.tlsFiles = &tlsfiles.Files{CAFile: caFile, CertFile: certFile, KeyFile: keyFile} }
 }
 
 // WithInstanceID sets the id this process presents to the worker. The worker
@@ -226,6 +243,15 @@ func (o *options) validate() error {
 		errs = append(errs, errors.New("WithInstanceID: id is empty"))
 	} else if !printable(o.instanceID) {
 		errs = append(errs, fmt.Errorf("WithInstanceID: %q contains whitespace or non-printable characters", o.instanceID))
+	}
+	if o.tlsFiles != nil {
+		if o.tlsConfig != nil {
+			errs = append(errs, errors.New("WithTLS and WithTLSFiles exclude each other: give one TLS configuration"))
+		} else if cfg, err := o.tlsFiles.Config("WithTLSFiles"); err != nil {
+			errs = append(errs, err)
+		} else {
+			o.tlsConfig = cfg
+		}
 	}
 	if o.creditEvents < 1 || int64(o.creditEvents) > math.MaxUint32 {
 		errs = append(errs, fmt.Errorf("WithCredit: events %d is not in 1..%d", o.creditEvents, uint32(math.MaxUint32)))

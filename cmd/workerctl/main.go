@@ -21,7 +21,7 @@ const (
 	exitError       = 1 // any other error
 	exitUsage       = 2 // unknown command or flag, wrong arguments, invalid flag value
 	exitUnreachable = 3 // the worker is not answering at --addr
-	exitAuth        = 4 // the worker rejected the token, or needs one
+	exitAuth        = 4 // the worker rejected the token or the client certificate, or the TLS handshake failed
 )
 
 func main() {
@@ -64,7 +64,7 @@ func exitCode(err error) int {
 		return exitUsage
 	case errors.Is(err, admin.ErrUnreachable):
 		return exitUnreachable
-	case errors.Is(err, admin.ErrUnauthenticated):
+	case errors.Is(err, admin.ErrUnauthenticated), errors.Is(err, admin.ErrTLS):
 		return exitAuth
 	default:
 		return exitError
@@ -82,6 +82,8 @@ func errorMessage(err error) string {
 		msg += "\nIs the worker running? Set the address with --addr or EDDY_ADDR."
 	case errors.Is(err, admin.ErrUnauthenticated):
 		msg += "; pass --token or set EDDY_TOKEN"
+	case errors.Is(err, admin.ErrTLS):
+		msg += "\nCheck --cacert (the CA of the worker's certificate) and, for a worker that requires client certificates, --cert and --key."
 	}
 	return msg
 }

@@ -17,6 +17,9 @@ const (
 	defaultTimeout = 5 * time.Second
 	envAddr        = "EDDY_ADDR"
 	envToken       = "EDDY_TOKEN"
+	envCACert      = "EDDY_CACERT"
+	envCert        = "EDDY_CERT"
+	envKey         = "EDDY_KEY"
 )
 
 // globalFlags are the flags every command accepts.
@@ -25,6 +28,16 @@ type globalFlags struct {
 	token   string        // --token, else EDDY_TOKEN; empty sends none
 	output  string        // -o/--output: "table" or "json"
 	timeout time.Duration // --timeout: bound on each call to the worker
+	cacert  string        // --cacert, else EDDY_CACERT: CA of the worker's certificate
+	cert    string        // --cert, else EDDY_CERT: client certificate
+	key     string        // --key, else EDDY_KEY: its key
+	// --insecure-skip-tls-verify: TLS without verifying the worker
+	insecureSkipVerify bool
+}
+
+// tls reports whether the flags ask for TLS.
+func (f globalFlags) tls() bool {
+	return f.cacert != "" || f.cert != "" || f.key != "" || f.insecureSkipVerify
 }
 
 // cli is what commands share: the global flags and the process environment
@@ -66,19 +79,29 @@ control plane.
 Read-only commands (status, version) need no token. Mutating commands (pause,
 resume, shutdown) need the worker's token once the worker has one configured:
 pass --token or set EDDY_TOKEN. The token is sent as "authorization: Bearer
-<token>"; it is sent in clear text, which is only safe on loopback, the
-worker's default listen address.
+<token>"; without TLS it is sent in clear text, which is only safe on
+loopback, the worker's default listen address.
+
+TLS is on as soon as --cacert, --cert, --key or --insecure-skip-tls-verify
+is given: the worker's certificate is verified against --cacert (else the
+system roots), and --cert/--key are the client certificate a worker with
+tls.client_ca_file requires.
 
 Environment:
-  EDDY_ADDR   worker gRPC address, used when --addr is not given
-  EDDY_TOKEN  bearer token, used when --token is not given
+  EDDY_ADDR    worker gRPC address, used when --addr is not given
+  EDDY_TOKEN   bearer token, used when --token is not given
+  EDDY_CACERT  CA file, used when --cacert is not given
+  EDDY_CERT    client certificate file, used when --cert is not given
+  EDDY_KEY     client key file, used when --key is not given
 
 Exit codes:
   0  success
   1  any other error (for example the worker refused the request)
   2  usage error: unknown command or flag, wrong arguments, invalid flag value
   3  the worker is unreachable at --addr
-  4  authentication failed: the worker rejected the token, or needs one`
+  4  authentication failed: the worker rejected the token, or needs one; or
+     TLS failed: the worker's certificate did not verify, or the worker
+     refused the client certificate (or needs one)`
 
 const rootExample = `  # Status of the worker on the default address
   workerctl status
@@ -134,6 +157,10 @@ func newRootCommand(stdout, stderr io.Writer, getenv func(string) string) *cobra
 	f.StringVar(&c.flags.token, "token", "", "bearer token for mutating calls (env "+envToken+")")
 	f.StringVarP(&c.flags.output, "output", "o", "table", "output format: table or json")
 	f.DurationVar(&c.flags.timeout, "timeout", defaultTimeout, "time limit for each call to the worker")
+	f.StringVar(&c.flags.cacert, "cacert", "", "connect with TLS, verifying the worker against this PEM CA file (env "+envCACert+")")
+	f.StringVar(&c.flags.cert, "cert", "", "connect with TLS, presenting this PEM client certificate (env "+envCert+")")
+	f.StringVar(&c.flags.key, "key", "", "PEM key of --cert (env "+envKey+")")
+	f.BoolVar(&c.flags.insecureSkipVerify, "insecure-skip-tls-verify", false, "connect with TLS without verifying the worker's certificate (tests only)")
 
 	root.AddCommand(
 		newStatusCommand(c),
@@ -164,6 +191,20 @@ func (c *cli) resolveFlags(cmd *cobra.Command) error {
 	if !cmd.Flags().Changed("token") {
 		c.flags.token = c.getenv(envToken)
 	}
+	for _, f := range []struct {
+		flag, env string
+		v         *string
+	}{{"cacert", envCACert, &c.flags.cacert}, {"cert", envCert, &c.flags.cert}, {"key", envKey, &c.flags.key}} {
+		if !cmd.Flags().Changed(f.flag) {
+			*f.v = c.getenv(f.env)
+		}
+	}
+	switch {
+	case (c.flags.cert == "") != (c.flags.key == ""):
+		return newUsageError(cmd, "--cert and --key go together (or %s and %s): got --cert %q, --key %q", envCert, envKey, c.flags.cert, c.flags.key)
+	case c.flags.insecureSkipVerify && c.flags.cacert != "":
+		return newUsageError(cmd, "--insecure-skip-tls-verify and --cacert exclude each other: either verify the worker against the CA or not")
+	}
 	switch c.flags.output {
 	case "table", "json":
 	default:
@@ -180,15 +221,20 @@ func (c *cli) resolveFlags(cmd *cobra.Command) error {
 func (c *cli) withClient(cmd *cobra.Command, call func(context.Context, *admin.Client) error) (err error) {
 	ctx, cancel := context.WithTimeout(cmd.Context(), c.flags.timeout)
 	defer cancel()
-	client, err := admin.Dial(ctx, c.flags.addr,
-		admin.WithToken(c.flags.token),
-		admin.WithDialTimeout(c.flags.timeout),
-	)
+	opts := []admin.Option{admin.WithToken(c.flags.token), admin.WithDialTimeout(c.flags.timeout)}
+	if c.flags.tls() {
+		opts = append(opts, admin.WithTLSFiles(c.flags.cacert, c.flags.cert, c.flags.key))
+		if c.flags.insecureSkipVerify {
+			opts = append(opts, admin.WithInsecureSkipVerify())
+		}
+	}
+	client, err := admin.Dial(ctx, c.flags.addr, opts...)
 	if err != nil {
 		if ctx.Err() != nil {
 			return err
 		}
-		// Dial does no I/O: otherwise it fails only on a bad address or token.
+		// Dial reads only the TLS files: otherwise it fails only on a bad
+		// address, token or file.
 		return newUsageError(cmd, "%w", err)
 	}
 	defer func() {

@@ -29,6 +29,9 @@ func main() {
 		delay    = flag.Duration("delay", 0, "time spent on each event")
 		credit   = flag.Int("credit", 1000, "credit window in events")
 		token    = flag.String("token", "", "bearer token")
+		cacert   = flag.String("cacert", "", "TLS: CA file of the worker's certificate")
+		cert     = flag.String("cert", "", "TLS: client certificate file")
+		key      = flag.String("key", "", "TLS: client key file")
 		hangFile = flag.String("hang-file", "", "while this file exists, events are held without a result")
 		table    = flag.String("table", "", "table: events of key k0 set k0's value, others output k0's value read with Event.Get (\"k0=V\" or \"k0 absent\")")
 	)
@@ -82,6 +85,9 @@ func main() {
 	}
 	if *instance != "" {
 		opts = append(opts, agent.WithInstanceID(*instance))
+	}
+	if *cacert != "" || *cert != "" {
+		opts = append(opts, agent.WithTLSFiles(*cacert, *cert, *key))
 	}
 	a, err := agent.New(*name, handler, opts...)
 	if err != nil {

@@ -43,7 +43,9 @@ type Config struct {
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
 	// Auth configures bearer-token authentication.
 	Auth Auth `yaml:"auth"`
-	// TLS enables TLS on the gRPC listener when both files are given.
+	// TLS enables TLS on the gRPC and HTTP listeners when both files are
+	// given, mutual TLS with ClientCAFile, and verified forwarding to the
+	// other workers with PeerCAFile.
 	TLS TLS `yaml:"tls"`
 	// Log configures logging.
 	Log Log `yaml:"log"`
@@ -89,15 +91,38 @@ type Auth struct {
 	// agents, tables, monitor); health and reflection stay open.
 	// Default: false.
 	ProtectReads bool `yaml:"protect_reads"`
+	// AllowPlaintext lets a worker with a Token listen without TLS on an
+	// address other than loopback, where the token would cross the network
+	// in clear text. Without it such a worker refuses to start.
+	// Default: false.
+	AllowPlaintext bool `yaml:"allow_plaintext"`
 }
 
-// TLS configures TLS for the gRPC listener.
+// TLS configures TLS for the gRPC and HTTP listeners and for the reads
+// forwarded to the other workers (docs/operations.md#security).
 type TLS struct {
-	// CertFile is a PEM certificate chain. Default: empty (plaintext).
+	// CertFile is a PEM certificate chain served on both listeners and
+	// presented to the other workers as a client certificate when
+	// forwarding. Default: empty (plaintext).
 	CertFile string `yaml:"cert_file"`
 	// KeyFile is the PEM private key of CertFile. Default: empty.
 	KeyFile string `yaml:"key_file"`
+	// ClientCAFile is a PEM bundle of the CAs that sign client
+	// certificates. When set, both listeners require a client certificate
+	// that verifies against it (mutual TLS). Needs CertFile. Default: empty
+	// (no client certificate asked for).
+	ClientCAFile string `yaml:"client_ca_file"`
+	// PeerCAFile is a PEM bundle of the CAs that sign the other workers'
+	// certificates. A worker forwards a table read, and with it its token,
+	// only to a peer whose certificate verifies against it and names the
+	// host of the address the peer advertises, or to a loopback address.
+	// Needs CertFile. Default: empty (reads are forwarded with a token only
+	// to loopback peers).
+	PeerCAFile string `yaml:"peer_ca_file"`
 }
+
+// Enabled reports whether the listeners serve TLS.
+func (t TLS) Enabled() bool { return t.CertFile != "" }
 
 // Log configures the worker's log/slog output on stderr.
 type Log struct {
@@ -210,6 +235,29 @@ type Limits struct {
 	// make room. Written as bytes (268435456) or with a unit (256MiB,
 	// 1GiB, 512KiB). Default: 256MiB; at least 1MiB.
 	InflightBytes ByteSize `yaml:"inflight_bytes"`
+	// MaxConnections bounds the open connections of each listener (gRPC
+	// and HTTP); one past it is closed at once. Default: 1024.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionIdle closes a gRPC connection that has had no call or
+	// stream for this long (an agent's open stream keeps its connection).
+	// Default: 5m.
+	MaxConnectionIdle Duration `yaml:"max_connection_idle"`
+	// MaxStreamsPerConnection bounds the concurrent calls and streams of
+	// one gRPC connection (HTTP/2 MAX_CONCURRENT_STREAMS). Default: 256.
+	MaxStreamsPerConnection int `yaml:"max_streams_per_connection"`
+	// HelloTimeout is how long a Connect stream may go without a valid
+	// Hello; past it the stream is closed (DEADLINE_EXCEEDED). Until its
+	// Hello is accepted a stream gets nothing and holds no partition.
+	// Default: 10s.
+	HelloTimeout Duration `yaml:"hello_timeout"`
+	// MaxPendingHello bounds the Connect streams, over all clients, that
+	// have not sent their Hello yet; one past it is refused at once
+	// (RESOURCE_EXHAUSTED). Default: 128.
+	MaxPendingHello int `yaml:"max_pending_hello"`
+	// MaxStreamsPerClient bounds the open Connect streams of one client:
+	// its client-certificate identity under mutual TLS, else its IP
+	// address. One past it is refused (RESOURCE_EXHAUSTED). Default: 256.
+	MaxStreamsPerClient int `yaml:"max_streams_per_client"`
 }
 
 // MinInflightBytes is the smallest Limits.InflightBytes accepted: room for
@@ -228,6 +276,9 @@ type Monitor struct {
 	// StatsInterval is how often librdkafka reports statistics (consumer
 	// lag). Default: 5s.
 	StatsInterval Duration `yaml:"stats_interval"`
+	// Pprof serves Go profiles at /debug/pprof/ on the HTTP listener,
+	// behind auth.token (which it needs). Default: false (not served).
+	Pprof bool `yaml:"pprof"`
 }
 
 // Topic declares a topic.
@@ -334,7 +385,15 @@ func DefaultConfig() *Config {
 			Every:         10000,
 			RevokeTimeout: Duration(10 * time.Second),
 		},
-		Limits: Limits{InflightBytes: 256 << 20},
+		Limits: Limits{
+			InflightBytes:           256 << 20,
+			MaxConnections:          1024,
+			MaxConnectionIdle:       Duration(5 * time.Minute),
+			MaxStreamsPerConnection: 256,
+			HelloTimeout:            Duration(10 * time.Second),
+			MaxPendingHello:         128,
+			MaxStreamsPerClient:     256,
+		},
 		Monitor: Monitor{
 			Enabled:       true,
 			StallTimeout:  Duration(30 * time.Second),

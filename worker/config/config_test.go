@@ -177,6 +177,24 @@ func TestLoadBad(t *testing.T) {
 		{"bad advertise", good + "listen: {grpc: \"0.0.0.0:6066\", advertise: nowhere}\n", []string{`listen.advertise: "nowhere"`}},
 		{"wildcard advertise", good + "listen: {grpc: \"0.0.0.0:6066\", advertise: \"0.0.0.0:6066\"}\n",
 			[]string{`listen.advertise: "0.0.0.0:6066": a wildcard address`}},
+		{"client ca without tls", good + "tls: {client_ca_file: ca.pem}\n",
+			[]string{"tls.client_ca_file: needs tls.cert_file and tls.key_file"}},
+		{"peer ca without tls", good + "tls: {peer_ca_file: ca.pem}\n",
+			[]string{"tls.peer_ca_file: needs tls.cert_file and tls.key_file"}},
+		{"key without cert", good + "tls: {key_file: k.pem}\n", []string{"tls: cert_file and key_file must be given together"}},
+		{"pprof without token", good + "monitor: {pprof: true}\n", []string{"monitor.pprof: needs auth.token"}},
+		{"token in plaintext off loopback", good + "auth: {token: s}\nlisten: {grpc: \"10.0.0.7:6066\"}\n",
+			[]string{`auth.allow_plaintext: auth.token is set and listen.grpc "10.0.0.7:6066" is not a loopback address`, "clear text"}},
+		{"token in plaintext on every interface", good + "auth: {token: s}\nlisten: {grpc: \"0.0.0.0:6066\", advertise: \"w1:6066\"}\n",
+			[]string{`listen.grpc "0.0.0.0:6066" is not a loopback address`}},
+		{"pprof token in plaintext off loopback", good + "auth: {token: s}\nmonitor: {pprof: true}\nlisten: {http: \"10.0.0.7:6067\"}\n",
+			[]string{`auth.allow_plaintext: monitor.pprof is on behind auth.token and listen.http "10.0.0.7:6067"`}},
+		{"zero max connections", good + "limits: {max_connections: 0}\n", []string{"limits.max_connections: 0: must be at least 1"}},
+		{"zero connection idle", good + "limits: {max_connection_idle: 0s}\n", []string{"limits.max_connection_idle: 0s: must be positive"}},
+		{"zero streams per connection", good + "limits: {max_streams_per_connection: 0}\n", []string{"limits.max_streams_per_connection: 0: must be at least 1"}},
+		{"zero hello timeout", good + "limits: {hello_timeout: 0s}\n", []string{"limits.hello_timeout: 0s: must be positive"}},
+		{"zero pending hello", good + "limits: {max_pending_hello: 0}\n", []string{"limits.max_pending_hello: 0: must be at least 1"}},
+		{"zero streams per client", good + "limits: {max_streams_per_client: 0}\n", []string{"limits.max_streams_per_client: 0: must be at least 1"}},
 		{"not yaml", "app: [\n", []string{"not valid YAML"}},
 		{"empty", "", []string{"empty"}},
 		{"list where mapping", "app: a\nbrokers: b\nlisten: [1]\n", []string{"listen: line 3: want a mapping"}},
@@ -193,6 +211,33 @@ func TestLoadBad(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSecurityAccepted: what the refusals above leave allowed — a token in
+// plaintext on loopback, or off loopback when auth.allow_plaintext says so,
+// or over TLS; pprof behind the token.
+func TestSecurityAccepted(t *testing.T) {
+	for _, body := range []string{
+		good + "auth: {token: s}\n",
+		good + "auth: {token: s}\nlisten: {grpc: \"localhost:6066\"}\n",
+		good + "auth: {token: s}\nlisten: {grpc: \"[::1]:6066\"}\n",
+		good + "auth: {token: s, allow_plaintext: true}\nlisten: {grpc: \"10.0.0.7:6066\"}\n",
+		good + "auth: {token: s}\nlisten: {grpc: \"10.0.0.7:6066\"}\ntls: {cert_file: c.pem, key_file: k.pem, client_ca_file: ca.pem, peer_ca_file: ca.pem}\n",
+		good + "auth: {token: s}\nmonitor: {pprof: true}\n",
+	} {
+		if _, err := load(t, body); err != nil {
+			t.Errorf("%s: got %v, want no error", body[len(good):], err)
+		}
+	}
+	cfg, err := load(t, good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := cfg.Limits
+	if l.MaxConnections != 1024 || l.MaxConnectionIdle.D() != 5*time.Minute || l.MaxStreamsPerConnection != 256 ||
+		l.HelloTimeout.D() != 10*time.Second || l.MaxPendingHello != 128 || l.MaxStreamsPerClient != 256 || cfg.Monitor.Pprof {
+		t.Errorf("got limits %+v pprof %v, want the documented defaults", l, cfg.Monitor.Pprof)
 	}
 }
 

@@ -67,6 +67,39 @@ func (c *Config) Validate() error {
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		bad("tls", "cert_file and key_file must be given together")
 	}
+	if c.TLS.ClientCAFile != "" && !c.TLS.Enabled() {
+		bad("tls.client_ca_file", "needs tls.cert_file and tls.key_file: client certificates are asked for only over TLS")
+	}
+	if c.TLS.PeerCAFile != "" && !c.TLS.Enabled() {
+		bad("tls.peer_ca_file", "needs tls.cert_file and tls.key_file: reads are forwarded over TLS only by a worker that serves TLS")
+	}
+	if c.Monitor.Pprof && c.Auth.Token == "" {
+		bad("monitor.pprof", "needs auth.token: profiles are served only behind the token")
+	}
+	// A token sent in clear text over a network can be read by anyone on
+	// the path (docs/operations.md#security).
+	if c.Auth.Token != "" && !c.TLS.Enabled() && !c.Auth.AllowPlaintext {
+		if !Loopback(c.Listen.GRPC) {
+			bad("auth.allow_plaintext", "auth.token is set and listen.grpc %q is not a loopback address, but tls.cert_file is not set: the token would cross the network in clear text; configure tls, or set auth.allow_plaintext: true to accept that", c.Listen.GRPC)
+		} else if c.Monitor.Pprof && !Loopback(c.Listen.HTTP) {
+			bad("auth.allow_plaintext", "monitor.pprof is on behind auth.token and listen.http %q is not a loopback address, but tls.cert_file is not set: the token would cross the network in clear text; configure tls, or set auth.allow_plaintext: true to accept that", c.Listen.HTTP)
+		}
+	}
+	l := c.Limits
+	if l.MaxConnections < 1 {
+		bad("limits.max_connections", "%d: must be at least 1", l.MaxConnections)
+	}
+	positive("limits.max_connection_idle", l.MaxConnectionIdle, bad)
+	if l.MaxStreamsPerConnection < 1 {
+		bad("limits.max_streams_per_connection", "%d: must be at least 1", l.MaxStreamsPerConnection)
+	}
+	positive("limits.hello_timeout", l.HelloTimeout, bad)
+	if l.MaxPendingHello < 1 {
+		bad("limits.max_pending_hello", "%d: must be at least 1", l.MaxPendingHello)
+	}
+	if l.MaxStreamsPerClient < 1 {
+		bad("limits.max_streams_per_client", "%d: must be at least 1", l.MaxStreamsPerClient)
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -289,6 +322,20 @@ func Wildcard(hostport string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsUnspecified()
+}
+
+// Loopback reports whether hostport names a loopback address
+// (127.0.0.0/8, ::1 or localhost): only this machine can reach it.
+func Loopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = hostport
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func positive(field string, d Duration, bad func(string, string, ...any)) {

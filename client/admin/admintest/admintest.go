@@ -8,6 +8,7 @@ package admintest
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"slices"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -64,6 +66,13 @@ type Worker struct {
 // <token>"; GetStatus never needs it.
 func Start(t testing.TB, token string, status *eddyv1.GetStatusResponse) *Worker {
 	t.Helper()
+	return StartTLS(t, token, status, nil)
+}
+
+// StartTLS is Start serving TLS with cfg (plaintext when nil), as a worker
+// with tls.cert_file and, for client certificates, tls.client_ca_file does.
+func StartTLS(t testing.TB, token string, status *eddyv1.GetStatusResponse, cfg *tls.Config) *Worker {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("admintest: listen: %v", err)
@@ -76,7 +85,11 @@ func Start(t testing.TB, token string, status *eddyv1.GetStatusResponse) *Worker
 		token:  token,
 		status: proto.CloneOf(status),
 	}
-	srv := grpc.NewServer()
+	var opts []grpc.ServerOption
+	if cfg != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg)))
+	}
+	srv := grpc.NewServer(opts...)
 	eddyv1.RegisterLifecycleServiceServer(srv, w)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()

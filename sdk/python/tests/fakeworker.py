@@ -102,11 +102,14 @@ class FakeWorker:
     Welcome at all); ``end_on_half_close`` ends a stream with OK once the
     agent closes its side, as the real worker does."""
 
-    def __init__(self, serve_agents: bool = True) -> None:
+    def __init__(self, serve_agents: bool = True, tls: Optional[grpc.ServerCredentials] = None) -> None:
         self.server = grpc.aio.server()
         if serve_agents:
             agent_pb2_grpc.add_AgentServiceServicer_to_server(_Servicer(self), self.server)
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        if tls is not None:
+            self.port = self.server.add_secure_port("127.0.0.1:0", tls)
+        else:
+            self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.addr = f"127.0.0.1:{self.port}"
         self.sessions: asyncio.Queue[FakeSession] = asyncio.Queue()
         self.all: list[FakeSession] = []

@@ -83,6 +83,54 @@ class Options:
         return out
 
 
+def file_credentials(
+    credentials: Optional[grpc.ChannelCredentials],
+    ca_file: Optional[str],
+    cert_file: Optional[str],
+    key_file: Optional[str],
+    problems: list[str],
+) -> Optional[grpc.ChannelCredentials]:
+    """TLS channel credentials from PEM files (docs/operations.md#security).
+
+    ``ca_file`` holds the CAs the worker's certificate must verify against
+    (default: the system roots); ``cert_file`` and ``key_file``, both or
+    neither, are the client certificate a worker with
+    ``tls.client_ca_file`` requires. No file given: ``credentials`` as is.
+    Each unusable file or conflict is added to ``problems``, named."""
+    if not (ca_file or cert_file or key_file):
+        return credentials
+    if credentials is not None:
+        problems.append("credentials and tls_ca_file/tls_cert_file/tls_key_file exclude each other: give one TLS configuration")
+        return None
+    if bool(cert_file) != bool(key_file):
+        problems.append(
+            f"tls_cert_file and tls_key_file go together (got tls_cert_file={cert_file!r}, tls_key_file={key_file!r})"
+        )
+        return None
+    read: dict[str, Optional[bytes]] = {}
+    for name, path in (("tls_ca_file", ca_file), ("tls_cert_file", cert_file), ("tls_key_file", key_file)):
+        if not path:
+            read[name] = None
+            continue
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            problems.append(f"{name}: {path}: {e.strerror or e}")
+            continue
+        if b"-----BEGIN " not in data:
+            problems.append(f"{name}: {path} holds no PEM data")
+            continue
+        read[name] = data
+    if len(read) < 3:
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=read["tls_ca_file"],
+        private_key=read["tls_key_file"],
+        certificate_chain=read["tls_cert_file"],
+    )
+
+
 def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 

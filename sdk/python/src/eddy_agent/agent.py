@@ -82,6 +82,12 @@ class Agent:
       durable; informational, must return quickly.
     - ``credentials``: ``grpc.ssl_channel_credentials(...)`` for TLS; default
       plaintext.
+    - ``tls_ca_file``, ``tls_cert_file``, ``tls_key_file``: TLS from PEM
+      files instead of ``credentials``: the CA the worker's certificate must
+      verify against (default: the system roots), and the client
+      certificate and key (both or neither) a worker with
+      ``tls.client_ca_file`` requires. Under mutual TLS the certificate's
+      subject holds this agent's instance id. Default: none.
     - ``logger``: a ``logging.Logger``; default ``logging.getLogger("eddy_agent")``.
 
     Invalid values are reported together, as one ``ValueError``.
@@ -104,9 +110,13 @@ class Agent:
         backoff_max: float = _options.DEFAULT_BACKOFF_MAX,
         on_committed: Optional[OnCommitted] = None,
         credentials: Optional[grpc.ChannelCredentials] = None,
+        tls_ca_file: Optional[str] = None,
+        tls_cert_file: Optional[str] = None,
+        tls_key_file: Optional[str] = None,
         logger: Optional[logging.Logger] = None,
     ) -> None:
-        problems = []
+        problems: list[str] = []
+        credentials = _options.file_credentials(credentials, tls_ca_file, tls_cert_file, tls_key_file, problems)
         if not isinstance(name, str) or not name:
             problems.append("name: empty")
         if not callable(handler):

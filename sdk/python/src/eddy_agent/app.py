@@ -59,6 +59,9 @@ class App:
         backoff_max: float = _options.DEFAULT_BACKOFF_MAX,
         on_committed: Optional[OnCommitted] = None,
         credentials: Optional[grpc.ChannelCredentials] = None,
+        tls_ca_file: Optional[str] = None,
+        tls_cert_file: Optional[str] = None,
+        tls_key_file: Optional[str] = None,
         logger: Optional[logging.Logger] = None,
     ) -> None:
         self._defaults: dict[str, Any] = dict(
@@ -74,6 +77,9 @@ class App:
             backoff_max=backoff_max,
             on_committed=on_committed,
             credentials=credentials,
+            tls_ca_file=tls_ca_file,
+            tls_cert_file=tls_cert_file,
+            tls_key_file=tls_key_file,
             logger=logger,
         )
         # Check the defaults now, not at the first decorator.
