@@ -35,8 +35,10 @@ func BenchmarkPeers(b *testing.B) {
 	pb := newPeerBench(b)
 	pb.row("raw-read", "confluent-kafka-go consumer, in the bench process", pb.rawRead)
 	pb.row("raw-copy", "confluent-kafka-go consumer + producer (linger.ms 5, acks all), in the bench process", pb.rawCopy)
-	pb.row("eddy-pass", "worker + 1 Go agent process copying every line; at-least-once, commits on", pb.eddyPass)
+	pb.row("eddy-pass", "worker + 1 Go agent process copying every line; at-least-once, commits on", pb.eddyPass(""))
+	pb.row("eddy-pass-eos", "eddy-pass under processing_guarantee exactly_once (a transaction per 100 ms commit cycle; output read read_committed)", pb.eddyPass(eosBody))
 	pb.row("eddy-wc-go", "worker + Go agents (examples/wordcount: split -> words topic -> count with the counts table and its changelog)", pb.eddyWordCount("go"))
+	pb.row("eddy-wc-go-eos", "eddy-wc-go under processing_guarantee exactly_once (a transaction per 100 ms commit cycle; output read read_committed)", pb.eddyWordCount("go", eosBody))
 	pb.row("eddy-wc-python", "worker + Python agents (examples/wordcount/python, same topology)", pb.eddyWordCount("python"))
 	pb.row("faust", "faust-streaming word count, table + changelog (bench/peers/faust/README.md); its own input: the first EDDY_BENCH_FAUST_LINES lines of the corpus", pb.faust)
 	pb.row("kstreams", "Kafka Streams word count, RocksDB store + changelog, at_least_once, default commit interval (30 s) and cache", pb.kstreams())
@@ -408,9 +410,16 @@ func resumeWorker(b *testing.B, w *workerProc) time.Time {
 	return t0
 }
 
-func (pb *peerBench) eddyPass(b *testing.B, r *peerRow) {
+// eosBody is the app-file line of the exactly-once rows.
+const eosBody = "processing_guarantee: exactly_once\n"
+
+func (pb *peerBench) eddyPass(extra string) func(b *testing.B, r *peerRow) {
+	return func(b *testing.B, r *peerRow) { pb.eddyPassRow(b, r, extra) }
+}
+
+func (pb *peerBench) eddyPassRow(b *testing.B, r *peerRow, extra string) {
 	out := kafkatest.Topic(b, 8)
-	body := pb.eddyApp(b, fmt.Sprintf("  - {name: pass, topics: [%s]}\n", pb.main.topic), out)
+	body := pb.eddyApp(b, fmt.Sprintf("  - {name: pass, topics: [%s]}\n", pb.main.topic), out) + extra
 	start := time.Now()
 	w := startWorker(b, body)
 	w.waitAssigned(b, 8)
@@ -432,11 +441,11 @@ func (pb *peerBench) eddyPass(b *testing.B, r *peerRow) {
 	r.Profile = <-profile
 }
 
-func (pb *peerBench) eddyWordCount(lang string) func(b *testing.B, r *peerRow) {
+func (pb *peerBench) eddyWordCount(lang string, extra ...string) func(b *testing.B, r *peerRow) {
 	return func(b *testing.B, r *peerRow) {
 		words, out := kafkatest.Topic(b, 8), kafkatest.Topic(b, 8)
 		body := pb.eddyApp(b, fmt.Sprintf("  - {name: split, topics: [%s]}\n  - {name: count, topics: [%s], tables: [counts]}\ntables:\n  - {name: counts}\n",
-			pb.main.topic, words), words, out)
+			pb.main.topic, words), words, out) + strings.Join(extra, "")
 		start := time.Now()
 		w := startWorker(b, body)
 		w.waitAssigned(b, 16)

@@ -86,6 +86,10 @@ func watchOutput(b testing.TB, topic, mode string, want map[string]int64) *outWa
 	c, err := kafka.NewConsumer(&kafka.ConfigMap{
 		"bootstrap.servers": kafkatest.Bootstrap(b), "group.id": kafkatest.Group(b) + "-watch",
 		"enable.auto.commit": false, "fetch.wait.max.ms": 10, "go.logs.channel.enable": false,
+		// What a downstream reader sees: committed transactions only
+		// (the exactly-once rows); the same as read_uncommitted for the
+		// others, which write no transactions.
+		"isolation.level": "read_committed",
 	})
 	if err != nil {
 		b.Fatal(err)
