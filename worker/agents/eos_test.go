@@ -33,6 +33,7 @@ type fakeTxnProducer struct {
 	mu        sync.Mutex
 	txns      []*fakeTxn
 	failNext  int            // the next commits abort
+	gate      chan struct{}  // if set, commits wait until it is closed
 	committed map[string]int // value → times in committed transactions
 }
 
@@ -65,8 +66,11 @@ func (p *fakeTxnProducer) ProduceOffset(rec transport.Record, onDone func(int64,
 
 func (p *fakeTxnProducer) CommitTxn(_ context.Context, offsets []transport.PartitionOffset, _ transport.GroupMetadata) error {
 	p.mu.Lock()
-	t := p.open()
+	t, gate := p.open(), p.gate
 	p.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
 	t.acks.Wait() // librdkafka flushes before it commits
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -266,5 +270,73 @@ func TestEOSPoisonDeadLettersWithItsOffset(t *testing.T) {
 	}
 	if len(dlq) != 1 {
 		t.Errorf("dead letters in committed transactions: %d, want 1", len(dlq))
+	}
+}
+
+// TestEOSAbortRestoresCommittedState: the open transaction's mutations are
+// visible to the key's next event (read your writes) but reach the store
+// only when it commits; after an abort the events come back with the
+// committed state, and the store never held the aborted value.
+func TestEOSAbortRestoresCommittedState(t *testing.T) {
+	r := newFakeRestorer(t)
+	close(r.release)
+	h, tp := startEOS(t, tableConfig(r, ""))
+	a := h.open("count", "a", 100)
+	h.m.Assigned(tps("in", 0))
+	h.send(msg("in", 0, 0, "k", "x"))
+	b := a.nextBatch()
+	a.reply(b, set(0, "k", "1"))
+	h.waitCommitted("in", 0, 1)
+	st := r.store(0)
+	waitFor(t, wait, func() string { return "store to hold k=1" }, func() bool {
+		v, found, _ := st.Get([]byte("k"))
+		return found && string(v) == "1"
+	})
+
+	// The next events of k read the open transaction's state while its
+	// commit waits; then the commit aborts.
+	gate := make(chan struct{})
+	tp.mu.Lock()
+	tp.failNext, tp.gate = 1, gate
+	tp.mu.Unlock()
+	h.send(msg("in", 0, 1, "k", "x"))
+	e := a.takeEvents(1)[0]
+	if v, _ := stateOf(t, e); v != "1" {
+		t.Fatalf("offset 1 sees %q, want the committed 1", v)
+	}
+	b = a.log[len(a.log)-1].Batch
+	a.reply(b, set(1, "k", "2"))
+	h.send(msg("in", 0, 2, "k", "x"))
+	e = a.takeEvents(1)[0]
+	if v, _ := stateOf(t, e); e.Offset != 2 || v != "2" {
+		t.Fatalf("offset %d sees %q, want offset 2 reading 2 (read your writes)", e.Offset, v)
+	}
+	b2 := a.log[len(a.log)-1].Batch
+	a.reply(b2, set(2, "k", "3"))
+	h.settle()
+	if v, _, _ := st.Get([]byte("k")); string(v) != "1" {
+		t.Fatalf("store holds %q before the commit, want the committed 1", v)
+	}
+	close(gate)
+	// The commit aborts: 1 and 2 come back under a new epoch, with the
+	// committed state.
+	var again []agents.Event
+	waitFor(t, wait, func() string { return "redelivery of offset 1 after the abort" }, func() bool {
+		a.pump()
+		for _, x := range a.batches {
+			if x.Epoch != b.Epoch && x.Epoch != b2.Epoch && len(x.Events) > 0 && x.Events[0].Offset == 1 {
+				again = x.Events
+			}
+		}
+		return again != nil
+	})
+	if v, _ := stateOf(t, again[0]); v != "1" {
+		t.Errorf("redelivered offset 1 sees %q, want the committed 1", v)
+	}
+	tp.mu.Lock()
+	tp.gate = nil
+	tp.mu.Unlock()
+	if v, _, _ := st.Get([]byte("k")); string(v) != "1" {
+		t.Errorf("store holds %q after the abort, want 1", v)
 	}
 }
