@@ -473,3 +473,40 @@ func CommittedOffsets(t testing.TB, group, topic string, partitions int) map[int
 		time.Sleep(50 * time.Millisecond) // polling the broker until the offsets are stable
 	}
 }
+
+// RestartBroker kills the broker started by Main with SIGKILL (a crash, no
+// clean shutdown), waits until it is gone, and starts it again on the same
+// address and data (scripts/kafka/start.sh with EDDY_KAFKA_KEEP=1). Clients
+// reconnect to the address they know. It fails the test when the tests run
+// against an existing broker (EDDY_KAFKA_BOOTSTRAP).
+func RestartBroker(t testing.TB) {
+	t.Helper()
+	pid := BrokerPID(t)
+	if err := syscallKill(pid); err != nil {
+		t.Fatalf("kafkatest: kill broker %d: %v", pid, err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for processAlive(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("kafkatest: broker %d still alive 30s after SIGKILL", pid)
+		}
+		time.Sleep(50 * time.Millisecond) // polling for the process to be gone
+	}
+	root, err := testutil.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "scripts", "kafka", "start.sh"), brokerDir)
+	cmd.Env = append(os.Environ(), "EDDY_KAFKA_KEEP=1", "EDDY_KAFKA_WATCH_PID="+strconv.Itoa(os.Getpid()))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("kafkatest: restart broker: %v\n%s", err, stderr.Bytes())
+	}
+	if got := strings.TrimSpace(string(out)); got != bootstrap {
+		t.Fatalf("kafkatest: restarted broker at %s, want the same address %s", got, bootstrap)
+	}
+}

@@ -153,3 +153,28 @@ func TestProduceConsume(t *testing.T) {
 		}
 	}
 }
+
+// TestRestartBrokerKeepsData: after a kill -9 and a restart the broker
+// answers at the same address with the records it had.
+func TestRestartBrokerKeepsData(t *testing.T) {
+	topic := kafkatest.Topic(t, 1)
+	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": kafkatest.Bootstrap(t), "acks": "all"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	done := make(chan kafka.Event, 1)
+	if err := p.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: 0}, Value: []byte("kept")}, done); err != nil {
+		t.Fatal(err)
+	}
+	if m := (<-done).(*kafka.Message); m.TopicPartition.Error != nil {
+		t.Fatal(m.TopicPartition.Error)
+	}
+	start := time.Now()
+	kafkatest.RestartBroker(t)
+	t.Logf("broker restarted in %s", time.Since(start).Round(time.Millisecond))
+	rs := kafkatest.ReadAll(t, topic, 1, true)
+	if len(rs) != 1 || string(rs[0].Value) != "kept" {
+		t.Fatalf("after the restart: %d records %v, want the one written before", len(rs), rs)
+	}
+}

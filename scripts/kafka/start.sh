@@ -25,6 +25,9 @@
 #   EDDY_KAFKA_WATCH_PID      if set, a small watchdog stops the broker and
 #                             deletes DIR once that process has exited (so a
 #                             killed `go test` binary doesn't leak a broker)
+#   EDDY_KAFKA_KEEP           1: start again the broker DIR held before (a
+#                             restart after a stop or a kill -9): same ports,
+#                             same data, nothing formatted
 #
 # If DIR already holds a live broker, its address is printed and nothing is
 # started. Stop with scripts/kafka/stop.sh DIR.
@@ -200,23 +203,37 @@ tail_log() {
   echo "---- end of $log ----" >&2
 }
 
+keep="${EDDY_KAFKA_KEEP:-0}"
+if [[ $keep == 1 && ! -f "$props" ]]; then
+  die "EDDY_KAFKA_KEEP=1: $props does not exist: no broker to start again in $dir"
+fi
 rm -f "$dir/bootstrap" "$pidfile"
 attempts=3
 for ((attempt = 1; attempt <= attempts; attempt++)); do
-  read -r port cport < <(free_ports)
-  write_props "$port" "$cport"
-  : >"$log"
+  if [[ $keep == 1 ]]; then
+    # The same listeners as before, so clients reconnect to the address
+    # they know; the data and the KRaft metadata stay.
+    port="$(sed -n 's|^listeners=PLAINTEXT://127.0.0.1:\([0-9]*\),.*|\1|p' "$props")"
+    attempts=$attempt
+    echo "--- restarted by start.sh (EDDY_KAFKA_KEEP=1) ---" >>"$log"
+  else
+    read -r port cport < <(free_ports)
+    write_props "$port" "$cport"
+    : >"$log"
+  fi
 
   # Format KRaft storage from scratch (DIR is throw-away). In Kafka 4.x the
   # storage tool is still kafka.tools.StorageTool (in kafka_2.13); it needs
   # an explicit cluster id. C1 only: it's a short-lived JVM.
-  rm -rf "$dir/data"
-  if ! java -Xmx256m -XX:TieredStopAtLevel=1 "${jvm_common[@]}" -cp "$lib/*" \
+  if [[ $keep != 1 ]]; then rm -rf "$dir/data"; fi
+  if [[ $keep != 1 ]] && ! java -Xmx256m -XX:TieredStopAtLevel=1 "${jvm_common[@]}" -cp "$lib/*" \
     kafka.tools.StorageTool format --cluster-id "$(cluster_id)" --config "$props" \
     >>"$log" 2>&1; then
     tail_log
     die "formatting KRaft storage failed"
   fi
+
+  logstart="$(stat -c %s "$log")" # a restart appends: look only at what follows
 
   # Start the broker detached from our stdout/stderr (so a caller reading
   # our output sees EOF when we exit) and from stdin.
@@ -242,7 +259,7 @@ for ((attempt = 1; attempt <= attempts; attempt++)); do
       fi
       break
     fi
-    if grep -q 'Kafka Server started' "$log" &&
+    if tail -c +"$((logstart + 1))" "$log" | grep -q 'Kafka Server started' &&
       (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       ready=true
       break
