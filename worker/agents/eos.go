@@ -58,6 +58,7 @@ type TxnProducer interface {
 // exactly-once: its group membership, sent with each transaction's offsets.
 type TxnConsumer interface {
 	GroupMetadata() (transport.GroupMetadata, error)
+	CommittedOffsets(ctx context.Context, parts []transport.PartitionOffset) ([]transport.PartitionOffset, error)
 }
 
 // txnMut is one mutation of the open (or a not yet applied) transaction.
@@ -66,7 +67,7 @@ type txnMut struct {
 	seq int64  // order of application within the table partition
 	txn uint64 // the transaction it was handed over in; 0 while held
 	off int64  // its changelog offset once acknowledged; -1 before
-	n   int64  // bytes held against Config.InflightBytes until applied or dropped
+	n   int64  // bytes held against Config.InflightBytes from its hand-over until applied or dropped
 }
 
 // txnAck is the producer's report on one record handed over in
@@ -101,8 +102,10 @@ var errTxnLeft = errors.New("a partition left this worker with uncommitted write
 // logMutation adds tm to t's overlay and transaction log, held (txn 0).
 func (m *Manager) logMutation(t *tablePart, tm tables.Mutation) *txnMut {
 	t.seq++
+	// Its bytes are held (Config.InflightBytes) once it is handed over,
+	// not before: a held event may wait for an earlier one that the cap
+	// would keep from being delivered again.
 	e := &txnMut{mut: tm, seq: t.seq, off: -1, n: mutationBytes(tm)}
-	m.hold(e.n)
 	t.txnLog = append(t.txnLog, e)
 	t.overlay[string(tm.Key)] = overlayValue{value: tm.Value, deleted: tm.Delete, off: e.seq}
 	return e
@@ -136,8 +139,7 @@ func (m *Manager) holdResult(p *partition, r *rec, res *Result) {
 			Value:     out.Value,
 			Headers:   out.Headers,
 		}}
-		w.n = outputBytes(w.rec)
-		m.hold(w.n)
+		w.n = outputBytes(w.rec) // held once handed over (logMutation)
 		r.held = append(r.held, w)
 	}
 	if p.keyBusy != nil {
@@ -151,7 +153,7 @@ func (m *Manager) holdResult(p *partition, r *rec, res *Result) {
 // Nothing is handed over while a commit is in flight, or once a leaving
 // partition's frontier is final.
 func (m *Manager) handOut(p *partition) {
-	if m.committing || p.final || p.dropped {
+	if m.committing || p.final || p.dropped || p.superseded {
 		return
 	}
 	for i := p.head; i < len(p.recs); i++ {
@@ -199,6 +201,7 @@ func (m *Manager) handWrite(p *partition, r *rec, w *write) {
 	m.txnWrites++
 	if w.tp != nil {
 		w.log.txn = txn
+		m.hold(w.log.n)
 		recs, err := w.tp.changelog.Records(p.ktp.partition, []tables.Mutation{w.mut})
 		if err != nil { // validated: cannot happen, but never commit without it
 			m.in.push(&txnAck{p: p, r: r, w: w, txn: txn, off: -1, err: err})
@@ -209,6 +212,7 @@ func (m *Manager) handWrite(p *partition, r *rec, w *write) {
 		})
 		return
 	}
+	m.hold(w.n)
 	start := time.Now()
 	m.produce(p, w.rec, func(err error) {
 		m.mon.ProduceLatency.Observe(time.Since(start))
@@ -230,13 +234,12 @@ func (m *Manager) txnAcked(a *txnAck) {
 		m.log.Warn("writing the tombstone of an expired window failed; the transaction aborts and a later sweep tries again",
 			"table", a.w.tp.name, "partition", a.p.ktp.partition, "err", a.err)
 	}
-	if a.err == nil || a.txn != m.txn || errors.Is(a.err, transport.ErrPurged) || errors.Is(a.err, transport.ErrTxnFatal) {
-		// Success, or the failure of a transaction already over (aborted:
-		// its records are purged; a record of a committed one cannot
-		// fail, the commit would have).
+	if a.err == nil || errors.Is(a.err, transport.ErrPurged) || errors.Is(a.err, transport.ErrTxnFatal) {
 		return
 	}
 	if a.r != nil && transport.IsPermanent(a.err) {
+		// The record is refused for good, whichever transaction it was
+		// in: mark its event.
 		k := poisonKey{a.p.ktp, a.r.off}
 		if a.r.dlq {
 			m.poisoned[k] = poison{reason: a.r.lastErr, noValue: "the dead-letter topic refused the record: " + a.err.Error()}
@@ -244,8 +247,14 @@ func (m *Manager) txnAcked(a *txnAck) {
 			m.poisoned[k] = poison{reason: fmt.Sprintf("producing to topic %q failed permanently: %v", a.w.topic(), a.err)}
 		}
 	}
+	if a.txn != m.txn {
+		// The failure of a transaction already over (aborted: its records
+		// are purged; a record of a committed one cannot fail, the commit
+		// would have).
+		return
+	}
 	if m.txnErr == nil {
-		m.txnErr = a.err
+		m.txnErr, m.txnErrTxn = a.err, a.txn
 		m.log.Warn("a record of the open transaction failed; the transaction aborts and its events are processed again",
 			"agent", a.p.a.cfg.Name, "topic", a.p.ktp.topic, "partition", a.p.ktp.partition, "to", a.w.topic(), "err", a.err)
 	}
@@ -291,9 +300,19 @@ func (m *Manager) commitTxn(now time.Time) bool {
 // the transaction is then lost, like an aborted one.
 func (m *Manager) runTxn(j *commitJob) (err error, reset bool) {
 	tp := m.producer.(TxnProducer)
-	m.prodBarrier()
+	passed := m.prodBarrier()
 	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.MessageTimeout+5*time.Second)
 	defer cancel()
+	if j.abort == nil && !passed {
+		// Shutting down with records of this transaction possibly still
+		// queued: never commit without them (Close aborts).
+		return fmt.Errorf("%w: the worker stops before every record of the transaction was handed over", transport.ErrTxnAborted), false
+	}
+	if j.abort == nil && m.localFail.Swap(false) {
+		// A record of it failed before it reached the producer (its
+		// partition left, its agent is blocked): the commit would lack it.
+		j.abort = errors.New("a record of the transaction was refused before it reached Kafka")
+	}
 	switch {
 	case j.abort != nil:
 		err = tp.AbortTxn(ctx)
@@ -305,6 +324,12 @@ func (m *Manager) runTxn(j *commitJob) (err error, reset bool) {
 		if tc, ok := m.consumer.(TxnConsumer); ok && len(j.offsets) > 0 {
 			gm, err = tc.GroupMetadata()
 		}
+		if err == nil && m.abortTxn.Load() == j.txn {
+			// A partition with writes in it was lost (or its revoke gave
+			// up) while the commit was queued: the group may have moved
+			// on, and this metadata be of the next generation already.
+			err = errTxnLeft
+		}
 		if err != nil {
 			if aerr := tp.AbortTxn(ctx); aerr != nil {
 				err = aerr
@@ -315,6 +340,7 @@ func (m *Manager) runTxn(j *commitJob) (err error, reset bool) {
 			err = tp.CommitTxn(ctx, j.offsets, gm)
 		}
 	}
+	m.localFail.Store(false) // the transaction is over, whatever failed in it
 	if !errors.Is(err, transport.ErrTxnFatal) {
 		return err, false
 	}
@@ -325,6 +351,11 @@ func (m *Manager) runTxn(j *commitJob) (err error, reset bool) {
 		rerr := tp.ResetTxn(rctx)
 		rcancel()
 		if rerr == nil {
+			if errors.Is(err, transport.ErrTxnUnknown) {
+				// The commit's outcome was unknown; the new producer's
+				// InitTransactions settled it: the committed offsets tell.
+				return m.settled(j, err), true
+			}
 			return err, true
 		}
 		m.log.Error("re-creating the transactional producer failed; trying again", "err", rerr, "in", backoff)
@@ -337,12 +368,42 @@ func (m *Manager) runTxn(j *commitJob) (err error, reset bool) {
 	}
 }
 
+// settled returns nil when the group's committed offsets are those j
+// committed (its transaction committed after all), else err.
+func (m *Manager) settled(j *commitJob, err error) error {
+	tc, ok := m.consumer.(TxnConsumer)
+	if !ok || len(j.offsets) == 0 {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.MessageTimeout+5*time.Second)
+	defer cancel()
+	got, qerr := tc.CommittedOffsets(ctx, j.offsets)
+	if qerr != nil {
+		m.log.Warn("the outcome of a transaction was unknown and the committed offsets could not be read; treating it as aborted", "err", qerr)
+		return err
+	}
+	for i, o := range j.offsets {
+		if i >= len(got) || got[i] != o {
+			return err
+		}
+	}
+	m.log.Info("a transaction whose commit timed out did commit", "partitions", len(j.offsets))
+	return nil
+}
+
 // txnDone takes the outcome of a transaction's commit or abort.
 func (m *Manager) txnDone(d *commitDone) {
 	m.committing = false
 	m.mon.CommitLatency.Observe(d.took)
 	if d.reset {
 		m.mon.ProducerResets.Add(1)
+	}
+	if d.err == nil && m.txnErr != nil && m.txnErrTxn == d.job.txn {
+		// Kafka committed a transaction one of whose records failed:
+		// librdkafka's commit flushes and fails on a failed record, and a
+		// record refused before it reached librdkafka aborts (localFail).
+		m.log.Error("a transaction committed although one of its records failed", "err", m.txnErr)
+		m.txnErr = nil
 	}
 	if d.err == nil {
 		m.mon.TxnCommits.Add(1)
@@ -382,6 +443,14 @@ func (m *Manager) txnDone(d *commitDone) {
 	m.rewindAll()
 }
 
+// txnFailure notes a record that failed in the producer goroutine before it
+// reached the producer: the transaction it was for must not commit.
+func (m *Manager) txnFailure() {
+	if m.eos {
+		m.localFail.Store(true)
+	}
+}
+
 // rewindAll rewinds every partition to its committed offset after an abort.
 func (m *Manager) rewindAll() {
 	for _, p := range m.parts {
@@ -415,11 +484,6 @@ func (m *Manager) rewind(p *partition) {
 	}
 	all := append(p.uncommitted, p.recs[p.head:]...)
 	for _, r := range all {
-		for _, w := range r.held {
-			if w.tp == nil {
-				m.release(w.n)
-			}
-		}
 		*r = rec{off: r.off, key: r.key, value: r.value, headers: r.headers, ts: r.ts, size: r.size,
 			tries: r.tries, sent: r.sent, lost: r.lost, lastErr: r.lastErr}
 	}
@@ -512,7 +576,9 @@ func (m *Manager) dropUncommitted(t *tablePart) {
 			keep = append(keep, e)
 			continue
 		}
-		m.release(e.n)
+		if e.txn != 0 { // handed over: its bytes are held
+			m.release(e.n)
+		}
 		delete(t.expiring, string(e.mut.Key))
 	}
 	clear(t.txnLog[len(keep):])
@@ -542,7 +608,16 @@ func (m *Manager) expireWindowsTxn(p *partition, t *tablePart, now time.Time) {
 // without p's offset would make them visible, and p's next owner
 // processes those events again).
 func (m *Manager) txnLeaving(p *partition) {
-	if p.handedTxn == m.txn && !m.committing && m.txnWrites > 0 && p.frontier > p.committed && m.txnErr == nil {
-		m.txnErr = errTxnLeft
+	if p.handedTxn != m.txn {
+		return // nothing of it in the open transaction
+	}
+	if m.committing {
+		// The transaction being committed holds its writes: the group may
+		// have moved on by the time its offsets go (runTxn).
+		m.abortTxn.Store(m.txn)
+		return
+	}
+	if m.txnErr == nil {
+		m.txnErr, m.txnErrTxn = errTxnLeft, m.txn
 	}
 }

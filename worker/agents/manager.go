@@ -261,10 +261,16 @@ type Manager struct {
 	txn          uint64
 	committedTxn uint64
 	txnErr       error
+	txnErrTxn    uint64 // the transaction txnErr is about
 	txnWrites    int
 	poisoned     map[poisonKey]poison
 	// quit is closed when Run ends (the committer's retries stop).
 	quit chan struct{}
+	// localFail is set by the producer goroutine when a record failed
+	// before it reached the producer; abortTxn names a transaction whose
+	// commit must abort (txnLeaving). Both read by the committer.
+	localFail atomic.Bool
+	abortTxn  atomic.Uint64
 }
 
 type tpKey struct {

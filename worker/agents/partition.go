@@ -119,6 +119,7 @@ type partition struct {
 	// allowed is its records' transport.Record.Allowed (made once: a
 	// closure per record would allocate on the produce path).
 	allowed func() bool
+	notGone func() bool // exactly-once's Allowed: no freeze guard
 	// tombstones counts expiry tombstones not acknowledged yet: a leaving
 	// partition waits for them like for its events' writes.
 	tombstones int
@@ -308,6 +309,7 @@ func (m *Manager) assign(parts []transport.TopicPartition) {
 			p.keyBusy = map[string]int{}
 		}
 		p.allowed = func() bool { return !p.gone.Load() && m.freeze.calm() }
+		p.notGone = func() bool { return !p.gone.Load() }
 		m.parts[k] = p
 		a.parts[k] = p
 		if a.blocked != "" {
@@ -339,6 +341,11 @@ func (m *Manager) supersede(old *partition) {
 	m.log.Warn("partition assigned again before its revoke finished; the old assignment is dropped",
 		"agent", old.a.cfg.Name, "topic", old.ktp.topic, "partition", old.ktp.partition,
 		"in_flight", old.inflight, "acking", old.acking)
+	if m.eos {
+		// Its writes in the open transaction would commit without its
+		// offset (it commits no more): abort (eos.go).
+		m.txnLeaving(old)
+	}
 	old.revoking = true
 	old.superseded = true
 	for _, l := range old.lanes {
@@ -376,6 +383,21 @@ func (m *Manager) startPending(old *partition) {
 		return
 	}
 	p.prev = nil
+	if m.eos && old.committed > p.committed {
+		// A commit of old's transaction succeeded after p was assigned
+		// from the offset committed before: p starts after it (the
+		// records before were buffered, never delivered: dispatch waits
+		// for prev).
+		p.committed, p.frontier = old.committed, old.committed
+		n := 0
+		for p.head+n < len(p.recs) && p.recs[p.head+n].off < old.committed {
+			p.bytes -= p.recs[p.head+n].size
+			p.recs[p.head+n] = nil
+			n++
+		}
+		p.head += n
+		p.scan = max(p.scan, p.head)
+	}
 	if p.a.tables {
 		m.startRecovery(p)
 	}
@@ -664,6 +686,11 @@ func (m *Manager) dropPartition(p *partition, lost bool) {
 	p.lanes = nil
 	if m.eos {
 		m.txnLeaving(p)
+		for k := range m.poisoned {
+			if k.tp == p.ktp {
+				delete(m.poisoned, k)
+			}
+		}
 		for _, r := range append(p.uncommitted, p.recs[p.head:]...) {
 			for _, w := range r.held {
 				if w.tp == nil {

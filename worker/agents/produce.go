@@ -22,14 +22,17 @@ type produceJob struct {
 	barrier chan struct{}
 }
 
-// prodBarrier returns once the producer goroutine handed over (or failed)
-// every record queued before the call. Called off the Run goroutine.
-func (m *Manager) prodBarrier() {
+// prodBarrier returns true once the producer goroutine handed over (or
+// failed) every record queued before the call; false if the manager stopped
+// first. Called off the Run goroutine.
+func (m *Manager) prodBarrier() bool {
 	b := make(chan struct{})
 	m.enqueueProduce(produceJob{barrier: b})
 	select {
 	case <-b:
+		return true
 	case <-m.quit:
+		return false
 	}
 }
 
@@ -90,6 +93,7 @@ func (m *Manager) runProducer(stop <-chan struct{}, done chan<- struct{}) {
 			if m.confirmOwnership(stop) {
 				m.handOver(j)
 			} else {
+				m.txnFailure()
 				fail(j, ErrShuttingDown)
 			}
 			jobs[i] = produceJob{}
@@ -112,6 +116,7 @@ func (m *Manager) runProducer(stop <-chan struct{}, done chan<- struct{}) {
 				if m.confirmOwnership(nil) {
 					m.handOver(j)
 				} else {
+					m.txnFailure()
 					fail(j, ErrShuttingDown)
 				}
 			}
@@ -160,19 +165,29 @@ func fail(j produceJob, err error) {
 
 func (m *Manager) handOver(j produceJob) {
 	if j.p != nil && j.p.gone.Load() {
+		m.txnFailure()
 		fail(j, errPartitionGone)
 		return
 	}
 	if j.p != nil && j.p.blocked.Load() {
+		m.txnFailure()
 		fail(j, errAgentBlocked)
 		return
 	}
 	// A Produce waiting for room in librdkafka's queue may outlast a pause
 	// of the process, or the loss of the partition: it must not queue the
 	// record after either.
-	if j.p != nil {
+	switch {
+	case m.eos:
+		// No freeze guard under exactly-once (confirmOwnership): a
+		// record waiting for room is withheld only once its partition
+		// left.
+		if j.p != nil {
+			j.rec.Allowed = j.p.notGone
+		}
+	case j.p != nil:
 		j.rec.Allowed = j.p.allowed
-	} else {
+	default:
 		j.rec.Allowed = m.calm
 	}
 	if j.onOffset != nil {

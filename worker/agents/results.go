@@ -266,6 +266,12 @@ func (m *Manager) deadLetterLost(p *partition, r *rec) {
 }
 
 func (m *Manager) produceDeadLetter(p *partition, r *rec) {
+	if k := (poisonKey{p.ktp, r.off}); m.eos && m.poisoned[k].noValue != "" && r.noValue == "" {
+		// Its dead letter with the value was refused for good and the
+		// transaction aborted: without the value this time.
+		r.noValue = m.poisoned[k].noValue
+		delete(m.poisoned, k)
+	}
 	r.state = stateAcking
 	p.acking++
 	r.acks = 1

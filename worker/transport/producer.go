@@ -76,6 +76,10 @@ type Producer struct {
 	// txnFatal is the fatal error of a transactional producer's current
 	// librdkafka handle, cleared by ResetTxn; nil otherwise.
 	txnFatal atomic.Pointer[error]
+	// txnRefused is the first record of the open transaction refused
+	// before librdkafka had it (it is not in the transaction, so
+	// CommitTransaction would not fail): CommitTxn aborts instead.
+	txnRefused atomic.Pointer[error]
 
 	// inflight is held shared by Produce while it hands a record to
 	// librdkafka, and exclusively by Close to wait for those calls.
@@ -237,8 +241,12 @@ func (p *Producer) ProduceOffset(rec Record, onDone func(offset int64, err error
 		if p.closing.Load() && errors.As(err, &kerr) && kerr.Code() == kafka.ErrQueueFull {
 			err = fmt.Errorf("%w: %w", ErrClosed, err)
 		}
+		err = fmt.Errorf("transport: produce to %s[%d]: %w", rec.Topic, rec.Partition, err)
+		if p.cfg.TransactionalID != "" {
+			p.txnRefused.CompareAndSwap(nil, &err)
+		}
 		if cb := p.take(id); cb != nil {
-			go cb(-1, fmt.Errorf("transport: produce to %s[%d]: %w", rec.Topic, rec.Partition, err))
+			go cb(-1, err)
 		}
 		return
 	}

@@ -37,6 +37,12 @@ var ErrTxnAborted = errors.New("transport: transaction aborted")
 // call ResetTxn.
 var ErrTxnFatal = errors.New("transport: transactional producer failed")
 
+// ErrTxnUnknown is returned (wrapped, with ErrTxnFatal) by CommitTxn when
+// the commit's outcome is unknown: it timed out after the request may have
+// reached the coordinator. After ResetTxn (whose InitTransactions settles
+// it) the group's committed offsets tell whether it committed.
+var ErrTxnUnknown = errors.New("transport: the transaction's outcome is unknown")
+
 // ErrNotTransactional is returned by the transaction calls of a Producer
 // without Config.TransactionalID.
 var ErrNotTransactional = errors.New("transport: producer is not transactional (no TransactionalID)")
@@ -63,6 +69,43 @@ func (c *Consumer) GroupMetadata() (GroupMetadata, error) {
 	return GroupMetadata{m: m}, nil
 }
 
+// CommittedOffsets returns the group's committed offsets of the partitions
+// in parts (their Offset is ignored; -1: none), asked at the consumer's
+// isolation level: under ReadCommitted librdkafka asks for stable offsets
+// (KIP-447), so an offset of a transaction still settling is waited for.
+// Safe for concurrent use.
+func (c *Consumer) CommittedOffsets(ctx context.Context, parts []PartitionOffset) ([]PartitionOffset, error) {
+	kc, err := c.acquire()
+	if err != nil {
+		return nil, err
+	}
+	defer c.life.RUnlock()
+	tps := make([]kafka.TopicPartition, len(parts))
+	for i, o := range parts {
+		topic := o.Topic
+		tps[i] = kafka.TopicPartition{Topic: &topic, Partition: o.Partition}
+	}
+	timeout := c.cfg.reachTimeout()
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	res, err := kc.Committed(tps, max(int(timeout/time.Millisecond), 1))
+	if err != nil {
+		return nil, fmt.Errorf("transport: committed offsets: %w", err)
+	}
+	out := make([]PartitionOffset, len(res))
+	for i, r := range res {
+		if r.Error != nil {
+			return nil, fmt.Errorf("transport: committed offset of %s[%d]: %w", topicOf(r), r.Partition, r.Error)
+		}
+		out[i] = PartitionOffset{Topic: topicOf(r), Partition: r.Partition, Offset: Offset(r.Offset)}
+		if r.Offset < 0 {
+			out[i].Offset = -1
+		}
+	}
+	return out, nil
+}
+
 // initTxn initialises transactions on the current handle and begins the
 // first transaction.
 func (p *Producer) initTxn() error {
@@ -71,7 +114,7 @@ func (p *Producer) initTxn() error {
 	if err := p.p.InitTransactions(ctx); err != nil {
 		return fmt.Errorf("transport: init transactions (transactional.id %q): %w", p.cfg.TransactionalID, err)
 	}
-	if err := p.p.BeginTransaction(); err != nil {
+	if err := p.begin(); err != nil {
 		return fmt.Errorf("transport: begin transaction: %w", err)
 	}
 	return nil
@@ -90,6 +133,14 @@ func (p *Producer) CommitTxn(ctx context.Context, offsets []PartitionOffset, gm 
 	if err := p.txnUsable(); err != nil {
 		return err
 	}
+	if errp := p.txnRefused.Load(); errp != nil {
+		// A record refused at produce time is not in the transaction:
+		// committing would commit the offsets without it.
+		if aerr := p.abort(ctx); aerr != nil {
+			return aerr
+		}
+		return fmt.Errorf("%w: a record was refused before it joined the transaction: %w", ErrTxnAborted, *errp)
+	}
 	if len(offsets) > 0 {
 		if gm.m == nil {
 			return errors.New("transport: CommitTxn: offsets without consumer group metadata")
@@ -99,17 +150,43 @@ func (p *Producer) CommitTxn(ctx context.Context, offsets []PartitionOffset, gm 
 			topic := o.Topic
 			tps[i] = kafka.TopicPartition{Topic: &topic, Partition: o.Partition, Offset: kafka.Offset(o.Offset)}
 		}
-		if err := p.p.SendOffsetsToTransaction(ctx, tps, gm.m); err != nil {
-			return p.txnFailed(ctx, "send offsets to transaction", err)
+		if err := retry(ctx, func(ctx context.Context) error { return p.p.SendOffsetsToTransaction(ctx, tps, gm.m) }); err != nil {
+			return p.txnFailed(ctx, "send offsets to transaction", err, false)
 		}
 	}
-	if err := p.p.CommitTransaction(ctx); err != nil {
-		return p.txnFailed(ctx, "commit transaction", err)
+	if err := retry(ctx, p.p.CommitTransaction); err != nil {
+		return p.txnFailed(ctx, "commit transaction", err, true)
 	}
-	if err := p.p.BeginTransaction(); err != nil {
-		return p.markTxnFatal("begin transaction", err)
+	if err := p.begin(); err != nil {
+		// Committed; the next transaction call reports the failure.
+		_ = p.markTxnFatal("begin transaction", err)
 	}
 	return nil
+}
+
+// begin begins the next transaction.
+func (p *Producer) begin() error {
+	p.txnRefused.Store(nil)
+	return p.p.BeginTransaction()
+}
+
+// retryStep bounds each attempt of a transaction call that retry repeats.
+const retryStep = 5 * time.Second
+
+// retry calls f until it succeeds, fails with an error that is not
+// retriable, or ctx ends: librdkafka asks for a retriable error (a
+// timeout) to be retried by calling the same function again, which picks
+// up the request still under way.
+func retry(ctx context.Context, f func(context.Context) error) error {
+	for {
+		step, cancel := context.WithTimeout(ctx, retryStep)
+		err := f(step)
+		cancel()
+		var kerr kafka.Error
+		if err == nil || !errors.As(err, &kerr) || !kerr.IsRetriable() || kerr.TxnRequiresAbort() || kerr.IsFatal() || ctx.Err() != nil {
+			return err
+		}
+	}
 }
 
 // AbortTxn aborts the open transaction (its records are discarded; those
@@ -125,10 +202,10 @@ func (p *Producer) AbortTxn(ctx context.Context) error {
 }
 
 func (p *Producer) abort(ctx context.Context) error {
-	if err := p.p.AbortTransaction(ctx); err != nil {
+	if err := retry(ctx, p.p.AbortTransaction); err != nil {
 		return p.markTxnFatal("abort transaction", err)
 	}
-	if err := p.p.BeginTransaction(); err != nil {
+	if err := p.begin(); err != nil {
 		return p.markTxnFatal("begin transaction", err)
 	}
 	return nil
@@ -147,8 +224,10 @@ func (p *Producer) txnUsable() error {
 	return nil
 }
 
-// txnFailed aborts after an abortable error, or marks the handle fatal.
-func (p *Producer) txnFailed(ctx context.Context, op string, err error) error {
+// txnFailed aborts after an abortable error, or marks the handle fatal;
+// commit says the failed call was CommitTransaction, whose outcome is then
+// unknown.
+func (p *Producer) txnFailed(ctx context.Context, op string, err error, commit bool) error {
 	p.rep.report(err, "", -1)
 	var kerr kafka.Error
 	if errors.As(err, &kerr) && kerr.TxnRequiresAbort() && !kerr.IsFatal() {
@@ -157,10 +236,15 @@ func (p *Producer) txnFailed(ctx context.Context, op string, err error) error {
 		}
 		return fmt.Errorf("%w: %s: %w", ErrTxnAborted, op, err)
 	}
-	// Fatal, or retriable: a timed-out EndTxn may still commit, and
-	// librdkafka cannot tell (no KIP-890), so the handle is re-created;
-	// its successor's InitTransactions settles the transaction.
-	return p.markTxnFatal(op, err)
+	// Fatal, or still retriable when ctx ended: a commit that timed out
+	// may yet complete, and librdkafka cannot tell (no KIP-890), so the
+	// handle is re-created; its successor's InitTransactions settles the
+	// transaction, and the committed offsets tell how (ErrTxnUnknown).
+	ferr := p.markTxnFatal(op, err)
+	if commit && !(errors.As(err, &kerr) && kerr.IsFatal()) {
+		return fmt.Errorf("%w: %w", ErrTxnUnknown, ferr)
+	}
+	return ferr
 }
 
 func (p *Producer) markTxnFatal(op string, err error) error {

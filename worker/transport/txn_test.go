@@ -148,3 +148,39 @@ func TestTxnOffsetsCommitWithRecords(t *testing.T) {
 		t.Errorf("output: got %q, want [result]", got)
 	}
 }
+
+// TestTxnLocalRefusalAborts: a record librdkafka refuses at produce time
+// (larger than message.max.bytes) never joins the transaction, so the
+// transaction must not commit without it: CommitTxn aborts, and the
+// records produced with it are not visible.
+func TestTxnLocalRefusalAborts(t *testing.T) {
+	topic := kafkatest.Topic(t, 1)
+	p := newProducer(t, txnConfig(t))
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	produceAll(t, p, topic, "with-the-big-one")
+	var mu sync.Mutex
+	var bigErr error
+	done := make(chan struct{})
+	p.Produce(transport.Record{Topic: topic, Partition: 0, Value: make([]byte, transport.MaxMessageBytes+1)}, func(err error) {
+		mu.Lock()
+		bigErr = err
+		mu.Unlock()
+		close(done)
+	})
+	<-done
+	if bigErr == nil {
+		t.Fatal("a record above message.max.bytes was accepted")
+	}
+	err := p.CommitTxn(ctx, nil, transport.GroupMetadata{})
+	if !errors.Is(err, transport.ErrTxnAborted) {
+		t.Fatalf("CommitTxn after a refused record: got %v, want ErrTxnAborted", err)
+	}
+	produceAll(t, p, topic, "next")
+	if err := p.CommitTxn(ctx, nil, transport.GroupMetadata{}); err != nil {
+		t.Fatalf("CommitTxn of the next transaction: %v", err)
+	}
+	if got := committedValues(t, topic); !slices.Equal(got, []string{"next"}) {
+		t.Errorf("read_committed: got %q, want [next]", got)
+	}
+}
