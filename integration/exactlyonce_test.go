@@ -15,8 +15,9 @@ import (
 // exactly_once on three workers, a producer writing throughout, and faults
 // one after another: three workers killed -9 (each restarted on its data
 // directory, so with its worker id and transactional id), an agent process
-// killed with events in flight, and a worker frozen with SIGSTOP past its
-// session timeout and resumed (a zombie: its transactions must be fenced).
+// killed with events in flight, the broker killed -9 and restarted, and a
+// worker frozen with SIGSTOP past its session timeout and resumed (a
+// zombie: its transactions must be fenced).
 // Then an independent read_committed reader checks (docs/kafka.md,
 // "Exactly-once"):
 //   - the words topic (the split agent's outputs) holds every word of every
@@ -72,6 +73,12 @@ func TestExactlyOnceKills(t *testing.T) {
 	ags[1].kill()
 	ags[1] = startWordCount(t, ws[1].GRPC, a)
 	t.Logf("killed the agents of worker 1 at %d lines", prod.sent())
+
+	// The broker crashes (kill -9) and comes back on its data.
+	waitFor(t, 2*time.Minute, "22,000 lines written", func() bool { return prod.sent() >= 22000 })
+	restarted := time.Now()
+	kafkatest.RestartBroker(t)
+	t.Logf("broker killed and restarted at %d lines in %s", prod.sent(), time.Since(restarted).Round(time.Millisecond))
 
 	// A zombie: frozen past its session timeout (6s) while the group moves
 	// on, then resumed.

@@ -45,8 +45,12 @@ func (p *localFailTxnProducer) ProduceOffset(rec transport.Record, onDone func(i
 func (p *localFailTxnProducer) CommitTxn(ctx context.Context, o []transport.PartitionOffset, gm transport.GroupMetadata) error {
 	return p.fakeTxnProducer.CommitTxn(ctx, o, gm)
 }
-func (p *localFailTxnProducer) AbortTxn(ctx context.Context) error { return p.fakeTxnProducer.AbortTxn(ctx) }
-func (p *localFailTxnProducer) ResetTxn(ctx context.Context) error { return p.fakeTxnProducer.ResetTxn(ctx) }
+func (p *localFailTxnProducer) AbortTxn(ctx context.Context) error {
+	return p.fakeTxnProducer.AbortTxn(ctx)
+}
+func (p *localFailTxnProducer) ResetTxn(ctx context.Context) error {
+	return p.fakeTxnProducer.ResetTxn(ctx)
+}
 
 // A record refused locally after the commit job was made: the commit
 // succeeds and the offset past the event is committed without its output
