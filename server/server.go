@@ -44,6 +44,7 @@ type Core interface {
 	Pause(agent string) (app.State, []string, error)
 	Resume(agent string) (app.State, []string, error)
 	Shutdown(reason string) time.Time
+	Members(ctx context.Context, refresh bool) ([]app.Member, error)
 	AgentInfos() []app.AgentInfo
 	TableInfos(ctx context.Context) ([]app.TableInfo, error)
 	TableGet(ctx context.Context, table string, key []byte, windowStart *time.Time) (app.TableValue, error)
