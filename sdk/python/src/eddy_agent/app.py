@@ -60,6 +60,7 @@ class App:
         on_committed: Optional[OnCommitted] = None,
         credentials: Optional[grpc.ChannelCredentials] = None,
         logger: Optional[logging.Logger] = None,
+        discovery: float = _options.DEFAULT_DISCOVERY,
     ) -> None:
         self._defaults: dict[str, Any] = dict(
             app=app,
@@ -75,6 +76,7 @@ class App:
             on_committed=on_committed,
             credentials=credentials,
             logger=logger,
+            discovery=discovery,
         )
         # Check the defaults now, not at the first decorator.
         Agent("app", lambda ev: None, **self._defaults)
