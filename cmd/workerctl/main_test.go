@@ -379,7 +379,7 @@ func TestErrors(t *testing.T) {
 			name:       "unknown command",
 			args:       []string{"statu"},
 			wantCode:   exitUsage,
-			wantStderr: []string{`unknown command "statu"`, "did you mean status or stats?"},
+			wantStderr: []string{`unknown command "statu"`, "did you mean stats or status?"},
 		},
 		{
 			name:       "unknown flag",
@@ -466,6 +466,7 @@ func TestVersion(t *testing.T) {
 	}{
 		{args: []string{"version"}, want: "workerctl " + cliVersion() + "\n"},
 		{args: []string{"version", "-o", "json"}, want: "{\n  \"version\": \"" + cliVersion() + "\"\n}\n"},
+		{args: []string{"--version"}, want: "workerctl " + cliVersion() + "\n"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -474,5 +475,39 @@ func TestVersion(t *testing.T) {
 				t.Errorf("got code %v output %q, want code %v output %q", res.code, res.stdout, exitOK, tt.want)
 			}
 		})
+	}
+}
+
+// TestEveryCommandMarked: the root help marks every command read-only,
+// mutating or local, and only local commands claim to need no token at all.
+func TestEveryCommandMarked(t *testing.T) {
+	res := runCLI(t, nil, "--help")
+	root := newRootCommand(&bytes.Buffer{}, &bytes.Buffer{}, func(string) string { return "" })
+	marks := map[string]string{}
+	for _, cmd := range root.Commands() {
+		line := ""
+		for l := range strings.SplitSeq(res.stdout, "\n") {
+			if f := strings.Fields(l); len(f) > 0 && f[0] == cmd.Name() {
+				line = l
+			}
+		}
+		mark := ""
+		for _, m := range []string{accessRead, accessMutate, accessLocal} {
+			if strings.HasSuffix(line, "["+m+"]") {
+				mark = m
+			}
+		}
+		marks[cmd.Name()] = mark
+		if mark == "" {
+			t.Errorf("command %s: help line %q has no access mark", cmd.Name(), line)
+		}
+		if strings.Contains(cmd.Long, "Needs no token.") && mark != accessLocal {
+			t.Errorf("command %s (%s) says it needs no token; the worker asks for one when it protects reads", cmd.Name(), mark)
+		}
+	}
+	for name, want := range map[string]string{"status": accessRead, "get": accessRead, "pause": accessMutate, "send": accessMutate, "version": accessLocal} {
+		if marks[name] != want {
+			t.Errorf("%s: got [%s], want [%s]", name, marks[name], want)
+		}
 	}
 }

@@ -63,11 +63,15 @@ func usageArgs(validate cobra.PositionalArgs) cobra.PositionalArgs {
 const rootLong = `workerctl inspects and controls a running eddy worker through its gRPC
 control plane.
 
-Read-only commands (status, version) need no token. Mutating commands (pause,
-resume, shutdown) need the worker's token once the worker has one configured:
-pass --token or set EDDY_TOKEN. The token is sent as "authorization: Bearer
-<token>"; it is sent in clear text, which is only safe on loopback, the
-worker's default listen address.
+Each command below is marked:
+  [read-only]  reads the worker; needs the token only when the worker protects
+               reads (auth.protect_reads in its app file)
+  [mutating]   changes the worker or writes to Kafka; needs the worker's token
+               once the worker has one configured
+  [local]      does not contact the worker; needs no token
+Pass the token with --token or EDDY_TOKEN. It is sent as "authorization: Bearer
+<token>", in clear text, which is only safe on loopback, the worker's default
+listen address.
 
 Environment:
   EDDY_ADDR   worker gRPC address, used when --addr is not given
@@ -135,6 +139,8 @@ func newRootCommand(stdout, stderr io.Writer, getenv func(string) string) *cobra
 	f.StringVarP(&c.flags.output, "output", "o", "table", "output format: table or json")
 	f.DurationVar(&c.flags.timeout, "timeout", defaultTimeout, "time limit for each call to the worker")
 
+	root.Version = cliVersion()
+	root.SetVersionTemplate("workerctl {{.Version}}\n")
 	root.AddCommand(
 		newStatusCommand(c),
 		newAgentsCommand(c),
@@ -149,7 +155,37 @@ func newRootCommand(stdout, stderr io.Writer, getenv func(string) string) *cobra
 		newSendCommand(c),
 		newVersionCommand(c),
 	)
+	markAccess(root)
 	return root
+}
+
+// Access marks, set on each command as its "access" annotation: what the
+// root help says of it (and of the token it needs).
+const (
+	accessRead   = "read-only"
+	accessMutate = "mutating"
+	accessLocal  = "local"
+)
+
+// access returns the annotation for a command that has the given access.
+func access(a string) map[string]string { return map[string]string{"access": a} }
+
+// markAccess appends each command's access mark to its short help, so that
+// the root help's command list shows it. cobra's own completion command does
+// not contact the worker. A command without a mark is a bug that
+// TestEveryCommandMarked catches.
+func markAccess(root *cobra.Command) {
+	root.InitDefaultCompletionCmd()
+	root.InitDefaultHelpCmd()
+	for _, cmd := range root.Commands() {
+		a := cmd.Annotations["access"]
+		if cmd.Name() == "completion" || cmd.Name() == "help" {
+			a = accessLocal
+		}
+		if a != "" {
+			cmd.Short += " [" + a + "]"
+		}
+	}
 }
 
 // resolveFlags fills in defaults from the environment and validates the

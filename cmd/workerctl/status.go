@@ -10,8 +10,9 @@ import (
 
 func newStatusCommand(c *cli) *cobra.Command {
 	return &cobra.Command{
-		Use:   "status",
-		Short: "Show the worker's state, partitions, agents and problems",
+		Use:         "status",
+		Annotations: access(accessRead),
+		Short:       "Show the worker's state, partitions, agents and problems",
 		Long: `Show the worker's status: lifecycle state, app, worker id, version, uptime,
 brokers, processing guarantee, listen addresses, assigned partitions, agents,
 table recovery progress, stalled partitions, recent Kafka errors and warnings.
@@ -21,7 +22,7 @@ stalled partitions are called out loudly. The JSON output is the
 eddy.v1.GetStatusResponse message in protojson form with snake_case field
 names and every field present, for scripts.
 
-Needs no token.`,
+Needs no token unless the worker protects reads.`,
 		Example: `  # Human-readable status
   workerctl status
 

@@ -20,15 +20,16 @@ import (
 func newTopCommand(c *cli) *cobra.Command {
 	var interval time.Duration
 	cmd := &cobra.Command{
-		Use:   "top",
-		Short: "Live view of agents and partitions: rate, lag, in-flight, latency, stalls",
+		Use:         "top",
+		Annotations: access(accessRead),
+		Short:       "Live view of agents and partitions: rate, lag, in-flight, latency, stalls",
 		Long: `Show a live view of the worker, refreshed from MonitorService.Watch: per agent
 its sessions and events in flight; per partition the recent rate, consumer lag,
 events in flight, counters, p99 latencies, and STALLED marks. Press q (or
 Ctrl-C) to quit. Works on a plain terminal; with -o json it prints one JSON
 snapshot per line instead (for scripts; Ctrl-C stops).
 
-Needs no token.`,
+Needs no token unless the worker protects reads.`,
 		Example: `  workerctl top
   workerctl top --interval 500ms`,
 		Args: usageArgs(cobra.NoArgs),
