@@ -52,7 +52,8 @@ func newGetCommand(c *cli) *cobra.Command {
 		Long: `Read the value of KEY in TABLE. Any worker answers: the one asked reads
 the key's partition itself when it owns it, or forwards the read to the
 owner. The answer includes the partition and the worker that served it.
-A key that is not in the table is an error (exit code 1).
+A key that is not in the table is an error (exit code 1). The JSON output is
+eddy.v1.GetResponse: key and value are base64, as protojson writes bytes.
 
 A windowed table needs --window-start: the start of the window, as RFC 3339
 (2026-11-27T13:05:00Z) or Unix milliseconds.`,
@@ -73,6 +74,9 @@ A windowed table needs --window-start: the start of the window, as RFC 3339
 				resp, err := client.Tables().Get(ctx, req)
 				if err != nil {
 					return fmt.Errorf("get %s %q: %w", args[0], args[1], err)
+				}
+				if resp.Key == nil {
+					resp.Key = req.Key // a worker that predates the field
 				}
 				return c.printer().get(args[1], resp)
 			})
