@@ -2,8 +2,10 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -34,6 +36,24 @@ func TestAgentsReachEveryWorker(t *testing.T) {
 
 	ws = append(ws, startWorker(t, body))
 	allServed(t, in, ws, "a third worker joined")
+	// workerctl status --all, from any one worker, shows all three.
+	outAll, errAll, code := ws[2].ctl(t, "status", "--all", "-o", "json")
+	var all struct {
+		Workers []struct {
+			GrpcAddress string `json:"grpc_address"`
+			Status      struct {
+				State string `json:"state"`
+			} `json:"status"`
+		} `json:"workers"`
+	}
+	if err := json.Unmarshal([]byte(outAll), &all); code != 0 || err != nil || len(all.Workers) != 3 {
+		t.Errorf("status --all: exit %d, %v, %d workers, want 3:\n%s%s", code, err, len(all.Workers), outAll, errAll)
+	}
+	for _, w := range all.Workers {
+		if w.Status.State != "WORKER_STATE_RUNNING" || !slices.ContainsFunc(ws, func(p *workerProc) bool { return p.GRPC == w.GrpcAddress }) {
+			t.Errorf("status --all: worker at %s in state %s, want one of the three, RUNNING", w.GrpcAddress, w.Status.State)
+		}
+	}
 	keys, values := keyedValues(800, 200)
 	produce(t, in, keys, values)
 	outs := newConsumer(t, out).readUntil(90*time.Second, "the outputs of the first 800 inputs", countAtLeast(out, len(values)))

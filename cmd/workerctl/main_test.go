@@ -511,3 +511,56 @@ func TestEveryCommandMarked(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusAll: status --all asks the worker at --addr for the app's
+// workers and each of them for its status; a worker that does not answer is
+// shown with its error and makes the exit code 1.
+func TestStatusAll(t *testing.T) {
+	st1 := testStatus()
+	st2 := testStatus()
+	st2.WorkerId, st2.State, st2.Agents = "w-2", eddyv1.WorkerState_WORKER_STATE_RECOVERING, nil
+	w1 := admintest.Start(t, "", st1)
+	w2 := admintest.Start(t, "", st2)
+	w1.SetWorkers(&eddyv1.WorkerInfo{WorkerId: "w-1", GrpcAddress: w1.Addr}, &eddyv1.WorkerInfo{WorkerId: "w-2", GrpcAddress: w2.Addr})
+
+	res := runCLI(t, nil, "--addr", w1.Addr, "status", "--all")
+	if res.code != exitOK {
+		t.Fatalf("exit code %v, stderr %q", res.code, res.stderr)
+	}
+	for _, want := range []string{
+		"WORKER ADDRESS STATE PARTITIONS AGENTS RECOVERING STALLED PROBLEMS",
+		"w-1 " + w1.Addr + " RUNNING 6 enricher:2,mailer:1 1 1 3",
+		"w-2 " + w2.Addr + " RECOVERING 6 - 1 1 3",
+	} {
+		if !strings.Contains(squashSpaces(res.stdout), want) {
+			t.Errorf("output lacks %q:\n%s", want, res.stdout)
+		}
+	}
+	if n := len(w2.Calls()); n != 1 || w2.Calls()[0].Method != "GetStatus" {
+		t.Errorf("w-2 calls: %v, want one GetStatus", w2.Calls())
+	}
+
+	gone := admintest.RefusedAddr(t)
+	w1.SetWorkers(&eddyv1.WorkerInfo{WorkerId: "w-1", GrpcAddress: w1.Addr}, &eddyv1.WorkerInfo{WorkerId: "w-3", GrpcAddress: gone})
+	res = runCLI(t, nil, "--addr", w1.Addr, "status", "--all", "-o", "json")
+	if res.code != exitError || !strings.Contains(res.stderr, "1 of 2 workers did not answer") {
+		t.Errorf("a worker not answering: code %v stderr %q, want %v and the count", res.code, res.stderr, exitError)
+	}
+	var js struct {
+		Workers []struct {
+			WorkerID    string `json:"worker_id"`
+			GrpcAddress string `json:"grpc_address"`
+			Status      *struct {
+				State string `json:"state"`
+			} `json:"status"`
+			Error string `json:"error"`
+		} `json:"workers"`
+	}
+	if err := json.Unmarshal([]byte(res.stdout), &js); err != nil {
+		t.Fatalf("JSON: %v\n%s", err, res.stdout)
+	}
+	if len(js.Workers) != 2 || js.Workers[0].Status == nil || js.Workers[0].Status.State != "WORKER_STATE_RUNNING" ||
+		js.Workers[1].WorkerID != "w-3" || js.Workers[1].Status != nil || js.Workers[1].Error == "" {
+		t.Errorf("JSON: got %+v", js)
+	}
+}

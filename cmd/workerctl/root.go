@@ -213,10 +213,16 @@ func (c *cli) resolveFlags(cmd *cobra.Command) error {
 
 // withClient connects to the worker, runs call with a context bounded by
 // --timeout, and closes the connection.
-func (c *cli) withClient(cmd *cobra.Command, call func(context.Context, *admin.Client) error) (err error) {
+func (c *cli) withClient(cmd *cobra.Command, call func(context.Context, *admin.Client) error) error {
+	return c.withClientAt(cmd, c.flags.addr, call)
+}
+
+// withClientAt is withClient for the worker at addr (another worker of the
+// app, as ListWorkers names it).
+func (c *cli) withClientAt(cmd *cobra.Command, addr string, call func(context.Context, *admin.Client) error) (err error) {
 	ctx, cancel := context.WithTimeout(cmd.Context(), c.flags.timeout)
 	defer cancel()
-	client, err := admin.Dial(ctx, c.flags.addr,
+	client, err := admin.Dial(ctx, addr,
 		admin.WithToken(c.flags.token),
 		admin.WithDialTimeout(c.flags.timeout),
 	)
