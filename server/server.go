@@ -53,6 +53,7 @@ type Core interface {
 	TableWindowed(table string) bool
 	TableOwners(ctx context.Context, table string, parts []int32, refresh bool) ([]app.Owner, error)
 	Send(ctx context.Context, rec app.SendRecord) (app.SendResult, error)
+	Topics() []app.TopicInfo
 	OpenAgentSession(agents.Hello) (*agents.Session, agents.Welcome, error)
 	State() app.State
 	Snapshot() monitor.Snapshot

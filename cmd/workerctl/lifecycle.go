@@ -18,9 +18,10 @@ func agentArg(args []string) string {
 
 func newPauseCommand(c *cli) *cobra.Command {
 	return &cobra.Command{
-		Use:         "pause [AGENT]",
-		Annotations: access(accessMutate),
-		Short:       "Pause event delivery to one agent or to all",
+		Use:               "pause [AGENT]",
+		ValidArgsFunction: c.completeFirst(agentNames),
+		Annotations:       access(accessMutate),
+		Short:             "Pause event delivery to one agent or to all",
 		Long: `Pause event delivery to AGENT, or to every agent when AGENT is omitted.
 
 Consumption of the affected partitions is paused in Kafka: nothing is skipped,
@@ -49,9 +50,10 @@ Needs the worker's token when one is configured (--token or EDDY_TOKEN).`,
 
 func newResumeCommand(c *cli) *cobra.Command {
 	return &cobra.Command{
-		Use:         "resume [AGENT]",
-		Annotations: access(accessMutate),
-		Short:       "Resume event delivery to one agent or to all",
+		Use:               "resume [AGENT]",
+		ValidArgsFunction: c.completeFirst(agentNames),
+		Annotations:       access(accessMutate),
+		Short:             "Resume event delivery to one agent or to all",
 		Long: `Resume event delivery to AGENT, or to every agent when AGENT is omitted,
 undoing "workerctl pause".
 

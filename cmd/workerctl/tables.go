@@ -46,9 +46,10 @@ Needs no token unless the worker protects reads.`,
 func newGetCommand(c *cli) *cobra.Command {
 	var window string
 	cmd := &cobra.Command{
-		Use:         "get TABLE KEY",
-		Annotations: access(accessRead),
-		Short:       "Read one key of a table, from whichever worker owns it",
+		Use:               "get TABLE KEY",
+		ValidArgsFunction: c.completeFirst(tableNames),
+		Annotations:       access(accessRead),
+		Short:             "Read one key of a table, from whichever worker owns it",
 		Long: `Read the value of KEY in TABLE. Any worker answers: the one asked reads
 the key's partition itself when it owns it, or forwards the read to the
 owner. The answer includes the partition and the worker that served it.
@@ -108,9 +109,10 @@ type scanFlags struct {
 func newScanCommand(c *cli) *cobra.Command {
 	var f scanFlags
 	cmd := &cobra.Command{
-		Use:         "scan TABLE",
-		Annotations: access(accessRead),
-		Short:       "List the keys of a table, in key order, from any worker",
+		Use:               "scan TABLE",
+		ValidArgsFunction: c.completeFirst(tableNames),
+		Annotations:       access(accessRead),
+		Short:             "List the keys of a table, in key order, from any worker",
 		Long: `List the keys and values of TABLE from every partition, in key order (a
 key present in several partitions is listed once per partition). The worker
 asked reads the partitions it owns and asks the owners of the others (the
