@@ -1,6 +1,8 @@
 // Package agent is the Go SDK for writing eddy agents: the user's processing
-// functions, run in their own process and connected to a worker over the
-// agent protocol (eddy.v1.AgentService/Connect, see docs/protocol.md).
+// functions, run in their own process and connected to every worker of the
+// app over the agent protocol (eddy.v1.AgentService/Connect, see
+// docs/protocol.md); given any one worker's address, it finds the others
+// (docs/agents.md, "Several workers").
 //
 // The worker owns everything Kafka: it consumes the agent's topics, delivers
 // events, produces what the agent emits, dead-letters what it rejects and
