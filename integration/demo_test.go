@@ -59,3 +59,35 @@ func TestDemo(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeGrpcurl: the README's grpcurl lines run the grpcurl that `make
+// demo` builds (bin/grpcurl), not one assumed on PATH.
+func TestReadmeGrpcurl(t *testing.T) {
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	makefile, err := os.ReadFile(filepath.Join(root, "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(makefile), "-o $(BIN)/grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl") {
+		t.Fatal("the Makefile's demo target no longer builds bin/grpcurl: fix the README's grpcurl lines with it")
+	}
+	n := 0
+	for _, line := range strings.Split(string(readme), "\n") {
+		if strings.Contains(line, "grpcurl -plaintext") {
+			n++
+			if !strings.HasPrefix(strings.TrimSpace(line), "bin/grpcurl ") {
+				t.Errorf("README runs a grpcurl on PATH: %q; make demo builds bin/grpcurl", line)
+			}
+		}
+	}
+	if n == 0 {
+		t.Error("README shows no grpcurl command")
+	}
+}

@@ -17,6 +17,7 @@ type lifecycleCore interface {
 	Pause(agent string) (app.State, []string, error)
 	Resume(agent string) (app.State, []string, error)
 	Shutdown(reason string) time.Time
+	Members(ctx context.Context, refresh bool) ([]app.Member, error)
 }
 
 type lifecycleServer struct {
@@ -51,6 +52,22 @@ func (s *lifecycleServer) Shutdown(_ context.Context, req *eddyv1.ShutdownReques
 		reason = "Shutdown RPC"
 	}
 	return &eddyv1.ShutdownResponse{Deadline: timestamppb.New(s.core.Shutdown(reason))}, nil
+}
+
+// ListWorkers answers from the consumer group's description (cached for a
+// couple of seconds by the app: agents of every process poll it).
+func (s *lifecycleServer) ListWorkers(ctx context.Context, _ *eddyv1.ListWorkersRequest) (*eddyv1.ListWorkersResponse, error) {
+	ms, err := s.core.Members(ctx, false)
+	if err != nil {
+		return nil, toStatus(s.log, err)
+	}
+	resp := &eddyv1.ListWorkersResponse{WorkerId: s.core.Status().WorkerID}
+	for _, m := range ms {
+		resp.Workers = append(resp.Workers, &eddyv1.WorkerInfo{
+			WorkerId: m.WorkerID, GrpcAddress: m.Addr, Assigned: tpsProto(m.Assigned),
+		})
+	}
+	return resp, nil
 }
 
 func stateProto(s app.State) eddyv1.WorkerState {

@@ -53,6 +53,7 @@ type Core interface {
 	Pause(agent string) (app.State, []string, error)
 	Resume(agent string) (app.State, []string, error)
 	Shutdown(reason string) time.Time
+	Members(ctx context.Context, refresh bool) ([]app.Member, error)
 	AgentInfos() []app.AgentInfo
 	TableInfos(ctx context.Context) ([]app.TableInfo, error)
 	TableGet(ctx context.Context, table string, key []byte, windowStart *time.Time) (app.TableValue, error)
@@ -61,6 +62,7 @@ type Core interface {
 	TableWindowed(table string) bool
 	TableOwners(ctx context.Context, table string, parts []int32, refresh bool) ([]app.Owner, error)
 	Send(ctx context.Context, rec app.SendRecord) (app.SendResult, error)
+	Topics() []app.TopicInfo
 	OpenAgentSession(agents.Hello) (*agents.Session, agents.Welcome, error)
 	State() app.State
 	Snapshot() monitor.Snapshot

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -34,6 +35,7 @@ type fakeCore struct {
 	fakeTables
 	panicOnStatus bool
 	paused        []string
+	members       []app.Member
 	dropped       atomic.Uint64
 }
 
@@ -74,6 +76,33 @@ func TestStatusLastRestores(t *testing.T) {
 	}
 }
 
+// TestListWorkers: ListWorkers answers with the group's members and their
+// advertised addresses, and the answering worker's id; before the worker
+// runs it fails with Unavailable, so an SDK falls back to its seeds.
+func TestListWorkers(t *testing.T) {
+	core := &fakeCore{fakeTables: fakeTables{workerID: "w1"}}
+	conn := serve(t, Config{}, core)
+	lc := eddyv1.NewLifecycleServiceClient(conn)
+	if _, err := lc.ListWorkers(context.Background(), &eddyv1.ListWorkersRequest{}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("not running: got %v, want Unavailable", err)
+	}
+	core.members = []app.Member{
+		{WorkerID: "w1", Addr: "10.0.0.1:6066", Assigned: []app.TopicPartition{{Topic: "lines", Partition: 0}}},
+		{WorkerID: "w2", Addr: "10.0.0.2:6066"},
+	}
+	resp, err := lc.ListWorkers(context.Background(), &eddyv1.ListWorkersRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &eddyv1.ListWorkersResponse{WorkerId: "w1", Workers: []*eddyv1.WorkerInfo{
+		{WorkerId: "w1", GrpcAddress: "10.0.0.1:6066", Assigned: []*eddyv1.TopicPartition{{Topic: "lines", Partition: 0}}},
+		{WorkerId: "w2", GrpcAddress: "10.0.0.2:6066"},
+	}}
+	if !proto.Equal(resp, want) {
+		t.Errorf("got %v, want %v", resp, want)
+	}
+}
+
 func (f *fakeCore) Pause(agent string) (app.State, []string, error) {
 	if agent == "nosuch" {
 		return app.StateRunning, nil, &agents.UnknownAgentError{Name: agent, Declared: []string{"count"}}
@@ -85,7 +114,13 @@ func (f *fakeCore) Pause(agent string) (app.State, []string, error) {
 func (f *fakeCore) Resume(string) (app.State, []string, error) { return app.StateRunning, nil, nil }
 func (f *fakeCore) Shutdown(string) time.Time                  { return time.Now() }
 func (f *fakeCore) AgentInfos() []app.AgentInfo                { return nil }
-func (f *fakeCore) State() app.State                           { return app.StateRunning }
+func (f *fakeCore) Members(context.Context, bool) ([]app.Member, error) {
+	if f.members == nil {
+		return nil, fmt.Errorf("%w: state is STARTING", app.ErrNotRunning)
+	}
+	return f.members, nil
+}
+func (f *fakeCore) State() app.State { return app.StateRunning }
 func (f *fakeCore) Snapshot() monitor.Snapshot {
 	// Large snapshots, so a reader that stops fills the stream's flow
 	// control window quickly.

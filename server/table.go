@@ -105,12 +105,16 @@ func (s *tableServer) Get(ctx context.Context, req *eddyv1.GetRequest) (*eddyv1.
 	v, err := s.core.TableGet(ctx, req.GetTable(), req.GetKey(), ws)
 	var notOwned *app.NotOwnedError
 	if errors.As(err, &notOwned) {
-		return s.forwardGet(ctx, req, notOwned)
+		resp, err := s.forwardGet(ctx, req, notOwned)
+		if err == nil && resp.Key == nil {
+			resp.Key = req.GetKey() // an owner that predates the field
+		}
+		return resp, err
 	}
 	if err != nil {
 		return nil, toStatus(s.log, err)
 	}
-	return &eddyv1.GetResponse{Value: v.Value, Partition: v.Partition, ServedBy: v.ServedBy}, nil
+	return &eddyv1.GetResponse{Key: req.GetKey(), Value: v.Value, Partition: v.Partition, ServedBy: v.ServedBy}, nil
 }
 
 // forwardGet asks the owner of the key's partition, unless the call was

@@ -146,8 +146,8 @@ func TestTableService(t *testing.T) {
 		t.Errorf("ListTables = %v, want keys 1, active [0 2], standby [1]", got)
 	}
 	g, err := tc.Get(ctx, &eddyv1.GetRequest{Table: "counts", Key: []byte("a")})
-	if err != nil || string(g.Value) != "1" || g.ServedBy != "w1" {
-		t.Fatalf("Get a = %v, %v; want 1 served by w1", g, err)
+	if err != nil || string(g.Value) != "1" || g.ServedBy != "w1" || string(g.Key) != "a" {
+		t.Fatalf("Get a = %v, %v; want key a, 1 served by w1", g, err)
 	}
 	sc, err := tc.Scan(ctx, &eddyv1.ScanRequest{Table: "counts", Prefix: []byte("a"), Limit: 1})
 	if err != nil || len(sc.Entries) != 1 || string(sc.Entries[0].Key) != "a" || sc.NextPageToken == "" || len(sc.Partitions) != 4 {
@@ -212,8 +212,8 @@ func TestGetForwarded(t *testing.T) {
 	ctx := withToken(context.Background(), "tok")
 
 	g, err := tc.Get(ctx, &eddyv1.GetRequest{Table: "counts", Key: []byte("far")})
-	if err != nil || string(g.Value) != "42" || g.ServedBy != "w2" {
-		t.Fatalf("Get far = %v, %v; want 42 served by w2", g, err)
+	if err != nil || string(g.Value) != "42" || g.ServedBy != "w2" || string(g.Key) != "far" {
+		t.Fatalf("Get far = %v, %v; want key far, 42 served by w2", g, err)
 	}
 	if _, err := tc.Get(ctx, &eddyv1.GetRequest{Table: "counts", Key: []byte("gone")}); status.Code(err) != codes.NotFound {
 		t.Errorf("Get gone: %v, want the owner's NotFound", err)

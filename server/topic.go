@@ -14,6 +14,7 @@ import (
 
 type topicCore interface {
 	Send(ctx context.Context, rec app.SendRecord) (app.SendResult, error)
+	Topics() []app.TopicInfo
 }
 
 type topicServer struct {
@@ -38,4 +39,12 @@ func (s *topicServer) Send(ctx context.Context, req *eddyv1.SendRequest) (*eddyv
 		return nil, toStatus(s.log, err)
 	}
 	return &eddyv1.SendResponse{Partition: res.Partition, Offset: res.Offset, Timestamp: timestamppb.New(res.Timestamp)}, nil
+}
+
+func (s *topicServer) ListTopics(context.Context, *eddyv1.ListTopicsRequest) (*eddyv1.ListTopicsResponse, error) {
+	resp := &eddyv1.ListTopicsResponse{}
+	for _, t := range s.core.Topics() {
+		resp.Topics = append(resp.Topics, &eddyv1.TopicInfo{Name: t.Name, Partitions: t.Partitions})
+	}
+	return resp, nil
 }

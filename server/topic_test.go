@@ -28,6 +28,25 @@ func (f *fakeCore) Send(_ context.Context, rec app.SendRecord) (app.SendResult, 
 	return app.SendResult{Partition: p, Offset: int64(len(f.sent) - 1), Timestamp: time.Unix(1700000000, 0)}, nil
 }
 
+func (f *fakeCore) Topics() []app.TopicInfo {
+	return []app.TopicInfo{{Name: "lines", Partitions: 4}, {Name: "words", Partitions: 8}}
+}
+
+// TestListTopics: the declared topics, a read that needs no token unless
+// reads are protected.
+func TestListTopics(t *testing.T) {
+	core := &fakeCore{fakeTables: fakeTables{workerID: "w1"}}
+	tc := eddyv1.NewTopicServiceClient(serve(t, Config{Token: "tok"}, core))
+	resp, err := tc.ListTopics(context.Background(), &eddyv1.ListTopicsRequest{})
+	if err != nil || len(resp.GetTopics()) != 2 || resp.GetTopics()[1].GetName() != "words" || resp.GetTopics()[1].GetPartitions() != 8 {
+		t.Fatalf("ListTopics = %v, %v; want lines and words (8 partitions)", resp, err)
+	}
+	protected := eddyv1.NewTopicServiceClient(serve(t, Config{Token: "tok", ProtectReads: true}, core))
+	if _, err := protected.ListTopics(context.Background(), &eddyv1.ListTopicsRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("ListTopics without token, reads protected: %v, want Unauthenticated", err)
+	}
+}
+
 // TestTopicSend: Send needs the token, writes through the core, and names
 // what is wrong with a bad request.
 func TestTopicSend(t *testing.T) {

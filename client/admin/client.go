@@ -215,11 +215,24 @@ func (c *Client) Monitor() eddyv1.MonitorServiceClient { return c.monitor }
 
 // Status returns the worker's status: state, identity, assigned partitions,
 // agents, recovery progress, stalls, recent Kafka errors and warnings. It
-// needs no token. Safe for concurrent use.
+// needs the token only when the worker protects reads. Safe for concurrent
+// use.
 func (c *Client) Status(ctx context.Context) (*eddyv1.GetStatusResponse, error) {
 	resp, err := c.lifecycle.GetStatus(ctx, &eddyv1.GetStatusRequest{})
 	if err != nil {
 		return nil, fmt.Errorf("get status: %w", err)
+	}
+	return resp, nil
+}
+
+// Workers lists the app's workers with the gRPC addresses they advertise,
+// as the worker at Addr sees the consumer group (docs/workerctl.md, status
+// --all). It needs the token only when the worker protects reads. Safe for
+// concurrent use.
+func (c *Client) Workers(ctx context.Context) (*eddyv1.ListWorkersResponse, error) {
+	resp, err := c.lifecycle.ListWorkers(ctx, &eddyv1.ListWorkersRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("list workers: %w", err)
 	}
 	return resp, nil
 }

@@ -1,6 +1,8 @@
 // Package agent is the Go SDK for writing eddy agents: the user's processing
-// functions, run in their own process and connected to a worker over the
-// agent protocol (eddy.v1.AgentService/Connect, see docs/protocol.md).
+// functions, run in their own process and connected to every worker of the
+// app over the agent protocol (eddy.v1.AgentService/Connect, see
+// docs/protocol.md); given any one worker's address, it finds the others
+// (docs/agents.md, "Several workers").
 //
 // The worker owns everything Kafka: it consumes the agent's topics, delivers
 // events, produces what the agent emits, dead-letters what it rejects and
@@ -27,9 +29,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	mathrand "math/rand/v2"
 	"os"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -71,9 +75,9 @@ const ProtocolVersion = 1
 // called concurrently for the same partition.
 type Handler func(ctx context.Context, ev *Event) error
 
-// Agent is one agent instance: it connects to a worker, receives the
-// partitions the worker gives it and runs the handler on their events.
-// Create it with New and start it with Run. Its methods are safe for
+// Agent is one agent instance: it connects to every worker of the app,
+// receives the partitions the workers give it and runs the handler on their
+// events. Create it with New and start it with Run. Its methods are safe for
 // concurrent use.
 type Agent struct {
 	name     string
@@ -83,9 +87,10 @@ type Agent struct {
 	log      *slog.Logger
 	sem      chan struct{} // nil: no WithConcurrency bound
 
-	started   atomic.Bool
-	connected atomic.Bool
-	sessionID atomic.Pointer[string]
+	started atomic.Bool
+
+	mu       sync.Mutex
+	sessions map[string]string // worker address -> id of the live session there
 }
 
 // New returns an agent named name (an agent declared in the worker's app
@@ -109,7 +114,7 @@ func New(name string, handler Handler, opts ...Option) (*Agent, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("agent.New: %w", err)
 	}
-	a := &Agent{name: name, handler: handler, opts: o, instance: o.instanceID}
+	a := &Agent{name: name, handler: handler, opts: o, instance: o.instanceID, sessions: map[string]string{}}
 	if !o.instanceIDSet {
 		a.instance = defaultInstanceID()
 	}
@@ -123,35 +128,73 @@ func New(name string, handler Handler, opts ...Option) (*Agent, error) {
 // Name returns the agent name given to New.
 func (a *Agent) Name() string { return a.name }
 
-// InstanceID returns the instance id sent to the worker: the one from
+// InstanceID returns the instance id sent to the workers: the one from
 // WithInstanceID, or the one New chose. It does not change during the life
-// of the Agent.
+// of the Agent, and is the same at every worker.
 func (a *Agent) InstanceID() string { return a.instance }
 
-// Connected reports whether the agent currently has a session with the
-// worker (the worker answered Hello with Welcome and the stream is up). For
-// readiness probes and tests.
-func (a *Agent) Connected() bool { return a.connected.Load() }
-
-// SessionID returns the id of the current session as given by the worker
-// (also shown by "workerctl agents"), or "" when not connected.
-func (a *Agent) SessionID() string {
-	if p := a.sessionID.Load(); p != nil {
-		return *p
-	}
-	return ""
+// Connected reports whether the agent currently has a session with at least
+// one worker (the worker answered Hello with Welcome and the stream is up).
+// For readiness probes and tests.
+func (a *Agent) Connected() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.sessions) > 0
 }
 
-// Run connects to the worker and processes events until ctx is cancelled,
-// reconnecting with exponential backoff (WithBackoff) under the same
-// instance id whenever the connection or the session is lost. It returns nil
-// after a graceful stop, and an error without reconnecting when the worker
-// refuses the agent for a reason reconnecting cannot fix: a *RejectedError
-// wrapping ErrUnknownAgent, ErrUnauthenticated, ErrProtocolVersion,
-// ErrProtocolViolation or ErrNotSupported. Run may be called once; a second
-// call returns ErrAlreadyStarted.
+// SessionID returns the id of a current session as given by the worker
+// (also shown by "workerctl agents"), or "" when not connected. With
+// sessions at several workers it is the one at the lowest address; Sessions
+// lists them all.
+func (a *Agent) SessionID() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var addr, id string
+	for ad, sid := range a.sessions {
+		if addr == "" || ad < addr {
+			addr, id = ad, sid
+		}
+	}
+	return id
+}
+
+// Sessions returns the live sessions: worker address (as dialled) to
+// session id. It is a copy.
+func (a *Agent) Sessions() map[string]string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return maps.Clone(a.sessions)
+}
+
+func (a *Agent) sessionUp(addr, id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.sessions[addr] = id
+}
+
+func (a *Agent) sessionDown(addr string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.sessions, addr)
+}
+
+// Run connects to every worker of the app and processes events until ctx
+// is cancelled. The workers are found from the addresses of WithAddr: one of
+// them lists the app's workers with their advertised addresses
+// (eddy.v1.LifecycleService/ListWorkers), and the list is read again every
+// WithDiscovery interval, so the agent follows workers that join and leave
+// (docs/agents.md, "Several workers"). Each worker gets a session of its
+// own, under the same instance id, reconnected with exponential backoff
+// (WithBackoff) whenever the connection or the session is lost.
 //
-// When ctx is cancelled, Run stops in this order:
+// It returns nil after a graceful stop, and an error without reconnecting
+// when a worker refuses the agent for a reason reconnecting cannot fix: a
+// *RejectedError wrapping ErrUnknownAgent, ErrUnauthenticated,
+// ErrProtocolVersion, ErrProtocolViolation or ErrNotSupported (the sessions
+// at the other workers are then stopped gracefully). Run may be called once;
+// a second call returns ErrAlreadyStarted.
+//
+// When ctx is cancelled, each session stops in this order:
 //
 //  1. It takes no new work: partitions assigned from then on are ignored and
 //     events not yet started are dropped (the worker delivers them again).
@@ -160,51 +203,63 @@ func (a *Agent) SessionID() string {
 //     cancelled and their results are not sent.
 //  3. It closes its side of the stream and waits, up to 5s, for the worker
 //     to end the session.
-//  4. It closes the connection and returns nil.
+//  4. It closes the connection.
+//
+// Run returns nil once every session has stopped. A worker that leaves the
+// app's list has its session stopped the same way.
 func (a *Agent) Run(ctx context.Context) error {
 	if !a.started.CompareAndSwap(false, true) {
 		return ErrAlreadyStarted
 	}
-	a.log.Info("agent starting", "addr", a.opts.addr)
+	a.log.Info("agent starting", "addrs", a.opts.addrs, "discovery", a.opts.discovery)
+	err := newWorkers(a).run(ctx)
+	a.log.Info("agent stopped")
+	return err
+}
+
+// runLink runs the sessions with the worker at addr until ctx is cancelled
+// (nil) or the worker rejects the agent (the *RejectedError).
+func (a *Agent) runLink(ctx context.Context, addr string) error {
 	bo := backoff{min: a.opts.backoffMin, max: a.opts.backoffMax}
 	for {
 		if ctx.Err() != nil { // stopped before (or while) connecting
-			a.log.Info("agent stopped")
 			return nil
 		}
-		established, err := a.connectOnce(ctx)
+		established, err := a.connectOnce(ctx, addr)
 		if ctx.Err() != nil {
 			// A stop wins over what the worker said meanwhile: the
 			// session's stream does not end with ctx (it drains), so a
 			// rejection can still arrive after the caller stopped.
-			a.log.Info("agent stopped")
 			return nil
 		}
-		if rej := a.rejection(err); rej != nil {
-			a.log.Error("the worker rejected the agent; not reconnecting", "err", rej)
+		if rej := a.rejection(addr, err); rej != nil {
+			a.log.Error("the worker rejected the agent; not reconnecting", "addr", addr, "err", rej)
 			return rej
 		}
 		if established {
 			bo.reset()
 		}
 		delay := bo.next()
-		a.log.Warn("not connected to the worker; reconnecting", "addr", a.opts.addr, "err", err, "retry_in", delay)
+		a.log.Warn("not connected to the worker; reconnecting", "addr", addr, "err", err, "retry_in", delay)
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			a.log.Info("agent stopped")
 			return nil
 		case <-t.C:
 		}
 	}
 }
 
-// connectOnce runs one session on a fresh connection. It returns whether the
-// worker welcomed the agent, and why the session ended: nil after a graceful
-// stop, else the error as received (a gRPC status error when the worker
-// ended the stream), so that rejection can classify it.
-func (a *Agent) connectOnce(ctx context.Context) (established bool, err error) {
+// dial opens a connection to the worker at addr.
+func (a *Agent) dial(addr string) (*grpc.ClientConn, error) {
+	conn, _, err := a.dialRecorded(addr)
+	return conn, err
+}
+
+// dialRecorded is dial, also returning the recorder of TLS handshake
+// failures (nil without TLS).
+func (a *Agent) dialRecorded(addr string) (*grpc.ClientConn, *tlsfiles.Recorder, error) {
 	var creds credentials.TransportCredentials = insecure.NewCredentials()
 	var rec *tlsfiles.Recorder
 	if a.opts.tlsConfig != nil {
@@ -213,11 +268,9 @@ func (a *Agent) connectOnce(ctx context.Context) (established bool, err error) {
 		rec = tlsfiles.NewRecorder(credentials.NewTLS(a.opts.tlsConfig))
 		creds = rec
 	}
-	// A connection per session: the reconnection backoff is then ours alone
-	// (grpc's own would add up to two minutes), and a session never inherits
-	// a half-broken transport. passthrough hands the address to the dialer
-	// unresolved, as client/admin does.
-	conn, err := grpc.NewClient("passthrough:///"+a.opts.addr,
+	// passthrough hands the address to the dialer unresolved, as
+	// client/admin does.
+	conn, err := grpc.NewClient("passthrough:///"+addr,
 		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMessageBytes)),
 		// Pings find a worker that vanished without closing the connection
@@ -227,10 +280,25 @@ func (a *Agent) connectOnce(ctx context.Context) (established bool, err error) {
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	)
 	if err != nil {
-		return false, fmt.Errorf("connect to worker at %s: %w", a.opts.addr, err)
+		return nil, nil, fmt.Errorf("connect to worker at %s: %w", addr, err)
+	}
+	return conn, rec, nil
+}
+
+// connectOnce runs one session on a fresh connection. It returns whether the
+// worker welcomed the agent, and why the session ended: nil after a graceful
+// stop, else the error as received (a gRPC status error when the worker
+// ended the stream), so that rejection can classify it.
+func (a *Agent) connectOnce(ctx context.Context, addr string) (established bool, err error) {
+	// A connection per session: the reconnection backoff is then ours alone
+	// (grpc's own would add up to two minutes), and a session never inherits
+	// a half-broken transport.
+	conn, rec, err := a.dialRecorded(addr)
+	if err != nil {
+		return false, err
 	}
 	defer conn.Close()
-	s := newSession(a)
+	s := newSession(a, addr)
 	established, err = s.run(ctx, eddyv1.NewAgentServiceClient(conn))
 	if rec != nil && !established && status.Code(err) == codes.Unavailable {
 		if h := rec.Last(); h != nil {

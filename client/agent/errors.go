@@ -80,7 +80,7 @@ var permanentKinds = map[codes.Code]error{
 
 // rejection returns a *RejectedError when err is a status that reconnecting
 // cannot fix, else nil.
-func (a *Agent) rejection(err error) *RejectedError {
+func (a *Agent) rejection(addr string, err error) *RejectedError {
 	st, ok := status.FromError(err)
 	if !ok {
 		return nil
@@ -94,7 +94,7 @@ func (a *Agent) rejection(err error) *RejectedError {
 	}
 	return &RejectedError{
 		Agent:   a.name,
-		Addr:    a.opts.addr,
+		Addr:    addr,
 		Code:    st.Code(),
 		Message: st.Message(),
 		kind:    kind,

@@ -51,6 +51,40 @@ type fakeWorker struct {
 	sessions []*fakeSession
 	hellos   int
 	srv      *grpc.Server
+	// list, when set, answers LifecycleService/ListWorkers (Unimplemented
+	// otherwise, as a worker that predates the call).
+	list  func() *eddyv1.ListWorkersResponse
+	lists int // ListWorkers calls answered
+}
+
+// fakeLifecycle serves ListWorkers for a fakeWorker.
+type fakeLifecycle struct {
+	eddyv1.UnimplementedLifecycleServiceServer
+	w *fakeWorker
+}
+
+func (l fakeLifecycle) ListWorkers(context.Context, *eddyv1.ListWorkersRequest) (*eddyv1.ListWorkersResponse, error) {
+	l.w.mu.Lock()
+	defer l.w.mu.Unlock()
+	if l.w.list == nil {
+		return nil, status.Error(codes.Unimplemented, "not in the fake")
+	}
+	l.w.lists++
+	return l.w.list(), nil
+}
+
+// SetList makes ListWorkers answer with list().
+func (w *fakeWorker) SetList(list func() *eddyv1.ListWorkersResponse) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.list = list
+}
+
+// Lists is the number of ListWorkers calls answered.
+func (w *fakeWorker) Lists() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.lists
 }
 
 func startFakeWorker(t testing.TB) *fakeWorker {
@@ -62,6 +96,7 @@ func startFakeWorker(t testing.TB) *fakeWorker {
 	w := &fakeWorker{t: t, Addr: lis.Addr().String(), limits: &eddyv1.Limits{MaxMessageBytes: 4 << 20, MaxRetries: 5}}
 	w.srv = grpc.NewServer()
 	eddyv1.RegisterAgentServiceServer(w.srv, w)
+	eddyv1.RegisterLifecycleServiceServer(w.srv, fakeLifecycle{w: w})
 	served := make(chan error, 1)
 	go func() { served <- w.srv.Serve(lis) }()
 	t.Cleanup(func() {

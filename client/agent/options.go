@@ -35,6 +35,9 @@ const (
 	// reconnection attempts.
 	DefaultBackoffMin = 100 * time.Millisecond
 	DefaultBackoffMax = 5 * time.Second
+	// DefaultDiscovery is how often the agent reads the app's list of
+	// workers again (WithDiscovery).
+	DefaultDiscovery = 5 * time.Second
 )
 
 // Environment variables read by New for the defaults of WithAddr,
@@ -54,7 +57,8 @@ type Option func(*options)
 
 type options struct {
 	app           string
-	addr          string
+	addrs         []string
+	discovery     time.Duration
 	token         string
 	tlsConfig     *tls.Config
 	tlsFiles      *tlsfiles.Files
@@ -73,7 +77,8 @@ type options struct {
 func defaultOptions(getenv func(string) string) options {
 	return options{
 		app:          getenv(EnvApp),
-		addr:         cmp.Or(getenv(EnvAddr), DefaultAddr),
+		addrs:        splitAddrs(cmp.Or(getenv(EnvAddr), DefaultAddr)),
+		discovery:    DefaultDiscovery,
 		token:        getenv(EnvToken),
 		creditEvents: DefaultCreditEvents,
 		creditBytes:  DefaultCreditBytes,
@@ -95,12 +100,38 @@ func WithApp(app string) Option {
 	return func(o *options) { o.app = app }
 }
 
-// WithAddr sets the worker's gRPC address, a host:port such as
-// "127.0.0.1:6066".
+// WithAddr sets the gRPC addresses of one or more workers of the app, each
+// a host:port such as "127.0.0.1:6066"; an argument may also hold a
+// comma-separated list. The agent asks them for the app's workers and
+// connects to every one (WithDiscovery); any one worker's address is
+// enough, more are tried in turn when one does not answer.
 //
-// Default: the EDDY_ADDR environment variable, else DefaultAddr.
-func WithAddr(addr string) Option {
-	return func(o *options) { o.addr = addr }
+// Default: the EDDY_ADDR environment variable (a comma-separated list), else
+// DefaultAddr.
+func WithAddr(addrs ...string) Option {
+	return func(o *options) {
+		o.addrs = nil
+		for _, a := range addrs {
+			o.addrs = append(o.addrs, splitAddrs(a)...)
+		}
+	}
+}
+
+// WithDiscovery sets how often the agent reads the app's list of workers
+// again (eddy.v1.LifecycleService/ListWorkers, asked of a worker it knows):
+// it connects to workers that joined and stops its sessions with workers
+// that left (absent from two lists in a row). The workers are those of the
+// app's consumer group, at the addresses they advertise (listen.advertise
+// in the app file), which the agent must be able to dial.
+//
+// Zero turns discovery off: the agent connects to exactly the WithAddr
+// addresses. Until a worker answers the list (one that is still starting,
+// or too old to know the call), the agent connects to the WithAddr
+// addresses and keeps asking.
+//
+// Default: DefaultDiscovery (5s). It must not be negative.
+func WithDiscovery(every time.Duration) Option {
+	return func(o *options) { o.discovery = every }
 }
 
 // WithToken sets the bearer token the worker requires when it has one
@@ -230,8 +261,16 @@ func (o *options) validate() error {
 	} else if !printable(o.app) {
 		errs = append(errs, fmt.Errorf("WithApp: %q contains whitespace or non-printable characters", o.app))
 	}
-	if err := validateAddr(o.addr); err != nil {
-		errs = append(errs, fmt.Errorf("WithAddr: %w", err))
+	if len(o.addrs) == 0 {
+		errs = append(errs, errors.New("WithAddr: no worker address"))
+	}
+	for _, addr := range o.addrs {
+		if err := validateAddr(addr); err != nil {
+			errs = append(errs, fmt.Errorf("WithAddr: %w", err))
+		}
+	}
+	if o.discovery < 0 {
+		errs = append(errs, fmt.Errorf("WithDiscovery: %v is negative", o.discovery))
 	}
 	if !printable(o.token) {
 		// Header values must be visible ASCII; anything else is a paste
@@ -283,7 +322,20 @@ func printable(s string) bool {
 	return true
 }
 
+// splitAddrs splits a comma-separated list of addresses, dropping
+// surrounding spaces; an empty entry is kept, for validate to name.
+func splitAddrs(list string) []string {
+	var out []string
+	for a := range strings.SplitSeq(list, ",") {
+		out = append(out, strings.TrimSpace(a))
+	}
+	return out
+}
+
 func validateAddr(addr string) error {
+	if addr == "" {
+		return errors.New("empty worker address; want host:port")
+	}
 	if strings.Contains(addr, "/") {
 		return fmt.Errorf("invalid worker address %q: want host:port, without a scheme", addr)
 	}

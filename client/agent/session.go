@@ -59,8 +59,9 @@ type tp struct {
 // events; revocations wait in goroutines of their own. Any of them may send,
 // one at a time under sendMu.
 type session struct {
-	a   *Agent
-	log *slog.Logger
+	a    *Agent
+	addr string // the worker's
+	log  *slog.Logger
 
 	stream         grpc.BidiStreamingClient[eddyv1.ConnectRequest, eddyv1.ConnectResponse]
 	cancelStream   context.CancelFunc
@@ -95,10 +96,11 @@ type session struct {
 	getWait map[uint64]chan *eddyv1.StateReply // StateGets waiting for their reply
 }
 
-func newSession(a *Agent) *session {
+func newSession(a *Agent, addr string) *session {
 	return &session{
 		a:              a,
-		log:            a.log,
+		addr:           addr,
+		log:            a.log.With("addr", addr),
 		closing:        make(chan struct{}),
 		parts:          map[tp]*partition{},
 		maxResultBytes: defaultMaxMessageBytes - 1024,
@@ -171,12 +173,8 @@ func (s *session) run(ctx context.Context, client eddyv1.AgentServiceClient) (es
 		return false, nil
 	}
 
-	s.a.sessionID.Store(&s.id)
-	s.a.connected.Store(true)
-	defer func() {
-		s.a.connected.Store(false)
-		s.a.sessionID.Store(nil)
-	}()
+	s.a.sessionUp(s.addr, s.id)
+	defer s.a.sessionDown(s.addr)
 
 	select {
 	case err := <-recvDone:
@@ -228,7 +226,7 @@ func (s *session) welcome(w *eddyv1.Welcome) {
 	// a single result.
 	s.maxResultBytes = max(limit-1024, limit/2)
 	s.budgetBytes = min(resultsBudgetBytes, limit/2)
-	s.log.Info("connected to the worker", "addr", s.a.opts.addr, "session", s.id,
+	s.log.Info("connected to the worker", "session", s.id,
 		"max_message_bytes", w.GetLimits().GetMaxMessageBytes(), "max_retries", w.GetLimits().GetMaxRetries())
 }
 

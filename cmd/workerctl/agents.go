@@ -14,8 +14,9 @@ import (
 
 func newAgentsCommand(c *cli) *cobra.Command {
 	return &cobra.Command{
-		Use:   "agents",
-		Short: "Show the agents, their connected instances and partitions",
+		Use:         "agents",
+		Annotations: access(accessRead),
+		Short:       "Show the agents, their connected instances and partitions",
 		Long: `Show every agent declared in the worker's app: source topics, ordering,
 tables, whether it is paused, its connected instances, events in flight and
 lag; then one row per connected instance with its instance id, session,
@@ -28,7 +29,7 @@ until an instance connects), so they are listed first, loudly. The JSON
 output is the eddy.v1.ListAgentsResponse message in protojson form with
 snake_case field names and every field present, for scripts.
 
-Needs no token.`,
+Needs no token unless the worker protects reads.`,
 		Example: `  # Agents and their instances
   workerctl agents
 

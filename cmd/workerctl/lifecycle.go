@@ -18,8 +18,10 @@ func agentArg(args []string) string {
 
 func newPauseCommand(c *cli) *cobra.Command {
 	return &cobra.Command{
-		Use:   "pause [AGENT]",
-		Short: "Pause event delivery to one agent or to all",
+		Use:               "pause [AGENT]",
+		ValidArgsFunction: c.completeFirst(agentNames),
+		Annotations:       access(accessMutate),
+		Short:             "Pause event delivery to one agent or to all",
 		Long: `Pause event delivery to AGENT, or to every agent when AGENT is omitted.
 
 Consumption of the affected partitions is paused in Kafka: nothing is skipped,
@@ -48,8 +50,10 @@ Needs the worker's token when one is configured (--token or EDDY_TOKEN).`,
 
 func newResumeCommand(c *cli) *cobra.Command {
 	return &cobra.Command{
-		Use:   "resume [AGENT]",
-		Short: "Resume event delivery to one agent or to all",
+		Use:               "resume [AGENT]",
+		ValidArgsFunction: c.completeFirst(agentNames),
+		Annotations:       access(accessMutate),
+		Short:             "Resume event delivery to one agent or to all",
 		Long: `Resume event delivery to AGENT, or to every agent when AGENT is omitted,
 undoing "workerctl pause".
 
@@ -76,8 +80,9 @@ Needs the worker's token when one is configured (--token or EDDY_TOKEN).`,
 func newShutdownCommand(c *cli) *cobra.Command {
 	var reason string
 	cmd := &cobra.Command{
-		Use:   "shutdown [--reason TEXT]",
-		Short: "Shut the worker down gracefully",
+		Use:         "shutdown [--reason TEXT]",
+		Annotations: access(accessMutate),
+		Short:       "Shut the worker down gracefully",
 		Long: `Ask the worker to shut down gracefully. The command returns as soon as the
 worker has accepted; the worker then stops within its shutdown deadline, which
 is printed. Its partitions move to the app's other workers.

@@ -379,7 +379,7 @@ func TestErrors(t *testing.T) {
 			name:       "unknown command",
 			args:       []string{"statu"},
 			wantCode:   exitUsage,
-			wantStderr: []string{`unknown command "statu"`, "did you mean status or stats?"},
+			wantStderr: []string{`unknown command "statu"`, "did you mean stats or status?"},
 		},
 		{
 			name:       "unknown flag",
@@ -466,6 +466,7 @@ func TestVersion(t *testing.T) {
 	}{
 		{args: []string{"version"}, want: "workerctl " + cliVersion() + "\n"},
 		{args: []string{"version", "-o", "json"}, want: "{\n  \"version\": \"" + cliVersion() + "\"\n}\n"},
+		{args: []string{"--version"}, want: "workerctl " + cliVersion() + "\n"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -474,5 +475,92 @@ func TestVersion(t *testing.T) {
 				t.Errorf("got code %v output %q, want code %v output %q", res.code, res.stdout, exitOK, tt.want)
 			}
 		})
+	}
+}
+
+// TestEveryCommandMarked: the root help marks every command read-only,
+// mutating or local, and only local commands claim to need no token at all.
+func TestEveryCommandMarked(t *testing.T) {
+	res := runCLI(t, nil, "--help")
+	root := newRootCommand(&bytes.Buffer{}, &bytes.Buffer{}, func(string) string { return "" })
+	marks := map[string]string{}
+	for _, cmd := range root.Commands() {
+		line := ""
+		for l := range strings.SplitSeq(res.stdout, "\n") {
+			if f := strings.Fields(l); len(f) > 0 && f[0] == cmd.Name() {
+				line = l
+			}
+		}
+		mark := ""
+		for _, m := range []string{accessRead, accessMutate, accessLocal} {
+			if strings.HasSuffix(line, "["+m+"]") {
+				mark = m
+			}
+		}
+		marks[cmd.Name()] = mark
+		if mark == "" {
+			t.Errorf("command %s: help line %q has no access mark", cmd.Name(), line)
+		}
+		if strings.Contains(cmd.Long, "Needs no token.") && mark != accessLocal {
+			t.Errorf("command %s (%s) says it needs no token; the worker asks for one when it protects reads", cmd.Name(), mark)
+		}
+	}
+	for name, want := range map[string]string{"status": accessRead, "get": accessRead, "pause": accessMutate, "send": accessMutate, "version": accessLocal} {
+		if marks[name] != want {
+			t.Errorf("%s: got [%s], want [%s]", name, marks[name], want)
+		}
+	}
+}
+
+// TestStatusAll: status --all asks the worker at --addr for the app's
+// workers and each of them for its status; a worker that does not answer is
+// shown with its error and makes the exit code 1.
+func TestStatusAll(t *testing.T) {
+	st1 := testStatus()
+	st2 := testStatus()
+	st2.WorkerId, st2.State, st2.Agents = "w-2", eddyv1.WorkerState_WORKER_STATE_RECOVERING, nil
+	w1 := admintest.Start(t, "", st1)
+	w2 := admintest.Start(t, "", st2)
+	w1.SetWorkers(&eddyv1.WorkerInfo{WorkerId: "w-1", GrpcAddress: w1.Addr}, &eddyv1.WorkerInfo{WorkerId: "w-2", GrpcAddress: w2.Addr})
+
+	res := runCLI(t, nil, "--addr", w1.Addr, "status", "--all")
+	if res.code != exitOK {
+		t.Fatalf("exit code %v, stderr %q", res.code, res.stderr)
+	}
+	for _, want := range []string{
+		"WORKER ADDRESS STATE PARTITIONS AGENTS RECOVERING STALLED PROBLEMS",
+		"w-1 " + w1.Addr + " RUNNING 6 enricher:2,mailer:1 1 1 3",
+		"w-2 " + w2.Addr + " RECOVERING 6 - 1 1 3",
+	} {
+		if !strings.Contains(squashSpaces(res.stdout), want) {
+			t.Errorf("output lacks %q:\n%s", want, res.stdout)
+		}
+	}
+	if n := len(w2.Calls()); n != 1 || w2.Calls()[0].Method != "GetStatus" {
+		t.Errorf("w-2 calls: %v, want one GetStatus", w2.Calls())
+	}
+
+	gone := admintest.RefusedAddr(t)
+	w1.SetWorkers(&eddyv1.WorkerInfo{WorkerId: "w-1", GrpcAddress: w1.Addr}, &eddyv1.WorkerInfo{WorkerId: "w-3", GrpcAddress: gone})
+	res = runCLI(t, nil, "--addr", w1.Addr, "status", "--all", "-o", "json")
+	if res.code != exitError || !strings.Contains(res.stderr, "1 of 2 workers did not answer") {
+		t.Errorf("a worker not answering: code %v stderr %q, want %v and the count", res.code, res.stderr, exitError)
+	}
+	var js struct {
+		Workers []struct {
+			WorkerID    string `json:"worker_id"`
+			GrpcAddress string `json:"grpc_address"`
+			Status      *struct {
+				State string `json:"state"`
+			} `json:"status"`
+			Error string `json:"error"`
+		} `json:"workers"`
+	}
+	if err := json.Unmarshal([]byte(res.stdout), &js); err != nil {
+		t.Fatalf("JSON: %v\n%s", err, res.stdout)
+	}
+	if len(js.Workers) != 2 || js.Workers[0].Status == nil || js.Workers[0].Status.State != "WORKER_STATE_RUNNING" ||
+		js.Workers[1].WorkerID != "w-3" || js.Workers[1].Status != nil || js.Workers[1].Error == "" {
+		t.Errorf("JSON: got %+v", js)
 	}
 }

@@ -22,6 +22,7 @@ import (
 // printer renders command results in the format chosen with -o.
 type printer interface {
 	status(*eddyv1.GetStatusResponse) error
+	workers([]workerStatus) error
 	agents(*eddyv1.ListAgentsResponse) error
 	stats(*eddyv1.GetSnapshotResponse) error
 	tables(*eddyv1.ListTablesResponse) error

@@ -76,11 +76,15 @@ func usageArgs(validate cobra.PositionalArgs) cobra.PositionalArgs {
 const rootLong = `workerctl inspects and controls a running eddy worker through its gRPC
 control plane.
 
-Read-only commands (status, version) need no token. Mutating commands (pause,
-resume, shutdown) need the worker's token once the worker has one configured:
-pass --token or set EDDY_TOKEN. The token is sent as "authorization: Bearer
-<token>"; without TLS it is sent in clear text, which is only safe on
-loopback, the worker's default listen address.
+Each command below is marked:
+  [read-only]  reads the worker; needs the token only when the worker protects
+               reads (auth.protect_reads in its app file)
+  [mutating]   changes the worker or writes to Kafka; needs the worker's token
+               once the worker has one configured
+  [local]      does not contact the worker; needs no token
+Pass the token with --token or EDDY_TOKEN. It is sent as "authorization: Bearer
+<token>", in clear text, which is only safe on loopback, the worker's default
+listen address.
 
 TLS is on as soon as --cacert, --cert, --key or --insecure-skip-tls-verify
 is given: the worker's certificate is verified against --cacert (else the
@@ -162,6 +166,8 @@ func newRootCommand(stdout, stderr io.Writer, getenv func(string) string) *cobra
 	f.StringVar(&c.flags.key, "key", "", "PEM key of --cert (env "+envKey+")")
 	f.BoolVar(&c.flags.insecureSkipVerify, "insecure-skip-tls-verify", false, "connect with TLS without verifying the worker's certificate (tests only)")
 
+	root.Version = cliVersion()
+	root.SetVersionTemplate("workerctl {{.Version}}\n")
 	root.AddCommand(
 		newStatusCommand(c),
 		newAgentsCommand(c),
@@ -176,7 +182,37 @@ func newRootCommand(stdout, stderr io.Writer, getenv func(string) string) *cobra
 		newSendCommand(c),
 		newVersionCommand(c),
 	)
+	markAccess(root)
 	return root
+}
+
+// Access marks, set on each command as its "access" annotation: what the
+// root help says of it (and of the token it needs).
+const (
+	accessRead   = "read-only"
+	accessMutate = "mutating"
+	accessLocal  = "local"
+)
+
+// access returns the annotation for a command that has the given access.
+func access(a string) map[string]string { return map[string]string{"access": a} }
+
+// markAccess appends each command's access mark to its short help, so that
+// the root help's command list shows it. cobra's own completion command does
+// not contact the worker. A command without a mark is a bug that
+// TestEveryCommandMarked catches.
+func markAccess(root *cobra.Command) {
+	root.InitDefaultCompletionCmd()
+	root.InitDefaultHelpCmd()
+	for _, cmd := range root.Commands() {
+		a := cmd.Annotations["access"]
+		if cmd.Name() == "completion" || cmd.Name() == "help" {
+			a = accessLocal
+		}
+		if a != "" {
+			cmd.Short += " [" + a + "]"
+		}
+	}
 }
 
 // resolveFlags fills in defaults from the environment and validates the
@@ -218,7 +254,13 @@ func (c *cli) resolveFlags(cmd *cobra.Command) error {
 
 // withClient connects to the worker, runs call with a context bounded by
 // --timeout, and closes the connection.
-func (c *cli) withClient(cmd *cobra.Command, call func(context.Context, *admin.Client) error) (err error) {
+func (c *cli) withClient(cmd *cobra.Command, call func(context.Context, *admin.Client) error) error {
+	return c.withClientAt(cmd, c.flags.addr, call)
+}
+
+// withClientAt is withClient for the worker at addr (another worker of the
+// app, as ListWorkers names it).
+func (c *cli) withClientAt(cmd *cobra.Command, addr string, call func(context.Context, *admin.Client) error) (err error) {
 	ctx, cancel := context.WithTimeout(cmd.Context(), c.flags.timeout)
 	defer cancel()
 	opts := []admin.Option{admin.WithToken(c.flags.token), admin.WithDialTimeout(c.flags.timeout)}
@@ -228,7 +270,7 @@ func (c *cli) withClient(cmd *cobra.Command, call func(context.Context, *admin.C
 			opts = append(opts, admin.WithInsecureSkipVerify())
 		}
 	}
-	client, err := admin.Dial(ctx, c.flags.addr, opts...)
+	client, err := admin.Dial(ctx, addr, opts...)
 	if err != nil {
 		if ctx.Err() != nil {
 			return err

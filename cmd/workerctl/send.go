@@ -21,8 +21,10 @@ type sendFlags struct {
 func newSendCommand(c *cli) *cobra.Command {
 	var f sendFlags
 	cmd := &cobra.Command{
-		Use:   "send TOPIC VALUE",
-		Short: "Write one record to a topic of the app, through the worker",
+		Use:               "send TOPIC VALUE",
+		ValidArgsFunction: c.completeFirst(topicNames),
+		Annotations:       access(accessMutate),
+		Short:             "Write one record to a topic of the app, through the worker",
 		Long: `Write one record with VALUE ("-" reads the value from standard input) to
 TOPIC, one of the topics declared in the worker's app file, through the
 worker's producer (acks=all, idempotent) — the way to feed an agent by hand,

@@ -15,15 +15,16 @@ import (
 
 func newStatsCommand(c *cli) *cobra.Command {
 	return &cobra.Command{
-		Use:   "stats",
-		Short: "Print one snapshot of the worker's metrics",
+		Use:         "stats",
+		Annotations: access(accessRead),
+		Short:       "Print one snapshot of the worker's metrics",
 		Long: `Print one snapshot of the worker's metrics (MonitorService.GetSnapshot): per
 partition the agent, records received, events delivered, processed (OK),
 retried and dead-lettered, in flight, consumer lag, the committed offset,
 p99 processing and end-to-end latency and the recent rate; per agent its
 sessions; and any stalled partitions or instances.
 
-For a live view use "workerctl top". Needs no token.`,
+For a live view use "workerctl top". Needs no token unless the worker protects reads.`,
 		Example: `  workerctl stats
   workerctl stats -o json | jq '.snapshot.partitions[] | {topic, partition, lag}'`,
 		Args: usageArgs(cobra.NoArgs),

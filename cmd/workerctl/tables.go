@@ -19,8 +19,9 @@ import (
 
 func newTablesCommand(c *cli) *cobra.Command {
 	return &cobra.Command{
-		Use:   "tables",
-		Short: "List the app's tables and the partitions this worker holds",
+		Use:         "tables",
+		Annotations: access(accessRead),
+		Short:       "List the app's tables and the partitions this worker holds",
 		Long: `List every table declared in the worker's app: partitions, changelog
 topic, standby replicas, window, then the partitions this worker owns
 (active), those it keeps warm copies of for other workers (standby), and the
@@ -45,12 +46,15 @@ Needs no token unless the worker protects reads.`,
 func newGetCommand(c *cli) *cobra.Command {
 	var window string
 	cmd := &cobra.Command{
-		Use:   "get TABLE KEY",
-		Short: "Read one key of a table, from whichever worker owns it",
+		Use:               "get TABLE KEY",
+		ValidArgsFunction: c.completeFirst(tableNames),
+		Annotations:       access(accessRead),
+		Short:             "Read one key of a table, from whichever worker owns it",
 		Long: `Read the value of KEY in TABLE. Any worker answers: the one asked reads
 the key's partition itself when it owns it, or forwards the read to the
 owner. The answer includes the partition and the worker that served it.
-A key that is not in the table is an error (exit code 1).
+A key that is not in the table is an error (exit code 1). The JSON output is
+eddy.v1.GetResponse: key and value are base64, as protojson writes bytes.
 
 A windowed table needs --window-start: the start of the window, as RFC 3339
 (2026-11-27T13:05:00Z) or Unix milliseconds.`,
@@ -71,6 +75,9 @@ A windowed table needs --window-start: the start of the window, as RFC 3339
 				resp, err := client.Tables().Get(ctx, req)
 				if err != nil {
 					return fmt.Errorf("get %s %q: %w", args[0], args[1], err)
+				}
+				if resp.Key == nil {
+					resp.Key = req.Key // a worker that predates the field
 				}
 				return c.printer().get(args[1], resp)
 			})
@@ -102,8 +109,10 @@ type scanFlags struct {
 func newScanCommand(c *cli) *cobra.Command {
 	var f scanFlags
 	cmd := &cobra.Command{
-		Use:   "scan TABLE",
-		Short: "List the keys of a table, in key order, from any worker",
+		Use:               "scan TABLE",
+		ValidArgsFunction: c.completeFirst(tableNames),
+		Annotations:       access(accessRead),
+		Short:             "List the keys of a table, in key order, from any worker",
 		Long: `List the keys and values of TABLE from every partition, in key order (a
 key present in several partitions is listed once per partition). The worker
 asked reads the partitions it owns and asks the owners of the others (the

@@ -125,6 +125,9 @@ func TestGetCommand(t *testing.T) {
 		{[]string{"get", "counts", "kafka", "--window-start", "2023-11-14T22:13:00Z"}, exitOK, "window 1699999980000", ""},
 		{[]string{"get", "counts", "kafka", "--window-start", "1699999980000"}, exitOK, "window 1699999980000", ""},
 		{[]string{"get", "counts", "kafka", "--window-start", "yesterday"}, exitUsage, "", `invalid --window-start "yesterday"`},
+		// The key, base64 as protojson writes bytes ("kafka"), beside the value ("42").
+		{[]string{"get", "counts", "kafka", "-o", "json"}, exitOK, `"key": "a2Fma2E="`, ""},
+		{[]string{"get", "counts", "kafka", "-o", "json"}, exitOK, `"value": "NDI="`, ""},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

@@ -23,8 +23,9 @@ func cliVersion() string {
 
 func newVersionCommand(c *cli) *cobra.Command {
 	return &cobra.Command{
-		Use:   "version",
-		Short: "Print workerctl's version",
+		Use:         "version",
+		Annotations: access(accessLocal),
+		Short:       "Print workerctl's version",
 		Long: `Print workerctl's own version. It does not contact the worker: the worker's
 version is in "workerctl status".`,
 		Example: `  workerctl version`,

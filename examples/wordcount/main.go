@@ -14,10 +14,12 @@
 //
 // Usage:
 //
-//	wordcount [--addr host:port] [--app wordcount] [--token TOKEN] [--lines lines]
+//	wordcount [--addr host:port[,host:port...]] [--app wordcount] [--token TOKEN]
 //	          [--words words] [--table counts] [--out word-counts]
 //
-// --addr defaults to $EDDY_ADDR, else 127.0.0.1:6066; --app (the app file's
+// --addr (any worker of the app: the agents connect to every one) defaults
+// to $EDDY_ADDR, else 127.0.0.1:6066; split's source topic is the app file's
+// (lines in app.yaml); --app (the app file's
 // app, which a worker of another app refuses) to $EDDY_APP, else wordcount;
 // --token to $EDDY_TOKEN. SIGINT or SIGTERM stops it gracefully; a second signal
 // exits at once. See README.md.

@@ -33,6 +33,7 @@ func main() {
 		cert     = flag.String("cert", "", "TLS: client certificate file")
 		key      = flag.String("key", "", "TLS: client key file")
 		hangFile = flag.String("hang-file", "", "while this file exists, events are held without a result")
+		discover = flag.Duration("discovery", 0, "how often to list the app's workers and connect to each (0: only --addr, the tests' default)")
 		table    = flag.String("table", "", "table: events of key k0 set k0's value, others output k0's value read with Event.Get (\"k0=V\" or \"k0 absent\")")
 	)
 	flag.Parse()
@@ -76,7 +77,7 @@ func main() {
 		})
 		return nil
 	}
-	opts := []agent.Option{agent.WithAddr(*addr), agent.WithLogger(log), agent.WithCredit(*credit, 8<<20)}
+	opts := []agent.Option{agent.WithAddr(*addr), agent.WithLogger(log), agent.WithCredit(*credit, 8<<20), agent.WithDiscovery(*discover)}
 	if *app != "" {
 		opts = append(opts, agent.WithApp(*app))
 	}

@@ -57,6 +57,7 @@ type App struct {
 	assigned     map[TopicPartition]bool
 	pausedAgents map[string]bool
 	kafkaErrs    func() []KafkaError
+	startWarns   []string // found at start, e.g. replicationWarning
 	mgr          *agents.Manager
 	recovery     map[tablePartition]tables.Progress // restores under way
 	lastRestores map[tablePartition]LastRestore     // the latest finished restore of each
@@ -234,6 +235,7 @@ func (a *App) Status() Status {
 		st.Brokers = "embedded (" + a.opts.Bootstrap + ")"
 		st.Warnings = append(st.Warnings, "embedded broker: DEV ONLY, in memory, keeps nothing across restarts")
 	}
+	st.Warnings = append(st.Warnings, a.startWarns...)
 	for _, ag := range a.cfg.Agents {
 		st.Agents = append(st.Agents, AgentSummary{
 			Name:       ag.Name,

@@ -70,6 +70,14 @@ func (a *App) Run(ctx context.Context) (err error) {
 		return err
 	}
 	a.log.Info("kafka reachable", "brokers", a.opts.Bootstrap, "took", time.Since(start).Round(time.Millisecond))
+	if n, err := admin.BrokerCount(ctx); err != nil {
+		a.log.Warn("cannot count the cluster's brokers to check kafka.replication_factor", "err", err)
+	} else if w := replicationWarning(n, a.cfg.Kafka.ReplicationFactor); w != "" {
+		a.log.Warn(w, "cluster_brokers", n, "replication_factor", a.cfg.Kafka.ReplicationFactor)
+		a.mu.Lock()
+		a.startWarns = append(a.startWarns, w)
+		a.mu.Unlock()
+	}
 	if err := admin.EnsureTopics(ctx, a.topicSpecs()); err != nil {
 		return fmt.Errorf("declared topics: %w", err)
 	}

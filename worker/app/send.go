@@ -48,6 +48,22 @@ type SendResult struct {
 	Timestamp time.Time
 }
 
+// TopicInfo is a topic declared in the app file.
+type TopicInfo struct {
+	Name       string
+	Partitions int32
+}
+
+// Topics returns the topics of the app file, in its order. Safe for
+// concurrent use: the config does not change.
+func (a *App) Topics() []TopicInfo {
+	out := make([]TopicInfo, 0, len(a.cfg.Topics))
+	for _, t := range a.cfg.Topics {
+		out = append(out, TopicInfo{Name: t.Name, Partitions: int32(t.Partitions)})
+	}
+	return out
+}
+
 // Send writes one record to a declared topic through the worker's producer
 // (acks=all, idempotent) and returns once Kafka acknowledged it, or ctx
 // ends (the record may then still be written). Errors: *UnknownTopicError,

@@ -31,7 +31,8 @@ import (
 
 // Call is one call received by a Worker.
 type Call struct {
-	// Method is the RPC name: "GetStatus", "Pause", "Resume" or "Shutdown".
+	// Method is the RPC name: "GetStatus", "ListWorkers", "Pause", "Resume"
+	// or "Shutdown".
 	Method string
 	// Agent is the request's agent for Pause and Resume.
 	Agent string
@@ -51,9 +52,10 @@ type Worker struct {
 
 	token string
 
-	mu     sync.Mutex
-	status *eddyv1.GetStatusResponse
-	calls  []Call
+	mu      sync.Mutex
+	status  *eddyv1.GetStatusResponse
+	workers []*eddyv1.WorkerInfo
+	calls   []Call
 }
 
 // Start serves a fake worker on 127.0.0.1 on a free port until the test ends.
@@ -149,6 +151,26 @@ func (w *Worker) Resume(ctx context.Context, req *eddyv1.ResumeRequest) (*eddyv1
 		return nil, err
 	}
 	return &eddyv1.ResumeResponse{State: w.status.GetState(), PausedAgents: slices.Clone(w.status.GetPausedAgents())}, nil
+}
+
+// SetWorkers sets the workers ListWorkers answers with (none at first).
+func (w *Worker) SetWorkers(workers ...*eddyv1.WorkerInfo) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.workers = workers
+}
+
+// ListWorkers implements eddyv1.LifecycleServiceServer: the workers of
+// SetWorkers, and the status's worker id as the one that answered.
+func (w *Worker) ListWorkers(ctx context.Context, _ *eddyv1.ListWorkersRequest) (*eddyv1.ListWorkersResponse, error) {
+	w.record(ctx, Call{Method: "ListWorkers"})
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	resp := &eddyv1.ListWorkersResponse{WorkerId: w.status.GetWorkerId()}
+	for _, x := range w.workers {
+		resp.Workers = append(resp.Workers, proto.CloneOf(x))
+	}
+	return resp, nil
 }
 
 // Shutdown implements eddyv1.LifecycleServiceServer: it moves the state to

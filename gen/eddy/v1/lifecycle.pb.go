@@ -1099,6 +1099,165 @@ func (x *ShutdownResponse) GetDeadline() *timestamppb.Timestamp {
 	return nil
 }
 
+// ListWorkersRequest asks for the app's workers. It has no fields.
+type ListWorkersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWorkersRequest) Reset() {
+	*x = ListWorkersRequest{}
+	mi := &file_eddy_v1_lifecycle_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWorkersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWorkersRequest) ProtoMessage() {}
+
+func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_eddy_v1_lifecycle_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWorkersRequest.ProtoReflect.Descriptor instead.
+func (*ListWorkersRequest) Descriptor() ([]byte, []int) {
+	return file_eddy_v1_lifecycle_proto_rawDescGZIP(), []int{13}
+}
+
+// ListWorkersResponse lists the app's workers as the consumer group describes
+// them: a worker appears once it has joined the group and disappears when it
+// leaves it (or when its session times out, after a crash).
+type ListWorkersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Workers are the app's workers, sorted by worker id.
+	Workers []*WorkerInfo `protobuf:"bytes,1,rep,name=workers,proto3" json:"workers,omitempty"`
+	// WorkerId is the id of the worker that answered.
+	WorkerId      string `protobuf:"bytes,2,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWorkersResponse) Reset() {
+	*x = ListWorkersResponse{}
+	mi := &file_eddy_v1_lifecycle_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWorkersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWorkersResponse) ProtoMessage() {}
+
+func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_eddy_v1_lifecycle_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWorkersResponse.ProtoReflect.Descriptor instead.
+func (*ListWorkersResponse) Descriptor() ([]byte, []int) {
+	return file_eddy_v1_lifecycle_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ListWorkersResponse) GetWorkers() []*WorkerInfo {
+	if x != nil {
+		return x.Workers
+	}
+	return nil
+}
+
+func (x *ListWorkersResponse) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+// WorkerInfo is one worker of the app.
+type WorkerInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// WorkerId identifies the worker process within the app.
+	WorkerId string `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	// GrpcAddress is the address the worker advertises (listen.advertise, else
+	// the address its gRPC listener is bound to): agents and workerctl dial it.
+	GrpcAddress string `protobuf:"bytes,2,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
+	// Assigned lists the source partitions the group gave the worker.
+	Assigned      []*TopicPartition `protobuf:"bytes,3,rep,name=assigned,proto3" json:"assigned,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkerInfo) Reset() {
+	*x = WorkerInfo{}
+	mi := &file_eddy_v1_lifecycle_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkerInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkerInfo) ProtoMessage() {}
+
+func (x *WorkerInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_eddy_v1_lifecycle_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkerInfo.ProtoReflect.Descriptor instead.
+func (*WorkerInfo) Descriptor() ([]byte, []int) {
+	return file_eddy_v1_lifecycle_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *WorkerInfo) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *WorkerInfo) GetGrpcAddress() string {
+	if x != nil {
+		return x.GrpcAddress
+	}
+	return ""
+}
+
+func (x *WorkerInfo) GetAssigned() []*TopicPartition {
+	if x != nil {
+		return x.Assigned
+	}
+	return nil
+}
+
 var File_eddy_v1_lifecycle_proto protoreflect.FileDescriptor
 
 const file_eddy_v1_lifecycle_proto_rawDesc = "" +
@@ -1182,7 +1341,16 @@ const file_eddy_v1_lifecycle_proto_rawDesc = "" +
 	"\x0fShutdownRequest\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\"J\n" +
 	"\x10ShutdownResponse\x126\n" +
-	"\bdeadline\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline*\xcb\x01\n" +
+	"\bdeadline\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\"\x14\n" +
+	"\x12ListWorkersRequest\"a\n" +
+	"\x13ListWorkersResponse\x12-\n" +
+	"\aworkers\x18\x01 \x03(\v2\x13.eddy.v1.WorkerInfoR\aworkers\x12\x1b\n" +
+	"\tworker_id\x18\x02 \x01(\tR\bworkerId\"\x81\x01\n" +
+	"\n" +
+	"WorkerInfo\x12\x1b\n" +
+	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12!\n" +
+	"\fgrpc_address\x18\x02 \x01(\tR\vgrpcAddress\x123\n" +
+	"\bassigned\x18\x03 \x03(\v2\x17.eddy.v1.TopicPartitionR\bassigned*\xcb\x01\n" +
 	"\vWorkerState\x12\x1c\n" +
 	"\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15WORKER_STATE_STARTING\x10\x01\x12\x1b\n" +
@@ -1190,12 +1358,13 @@ const file_eddy_v1_lifecycle_proto_rawDesc = "" +
 	"\x14WORKER_STATE_RUNNING\x10\x03\x12\x17\n" +
 	"\x13WORKER_STATE_PAUSED\x10\x04\x12\x19\n" +
 	"\x15WORKER_STATE_STOPPING\x10\x05\x12\x18\n" +
-	"\x14WORKER_STATE_STOPPED\x10\x062\x8a\x02\n" +
+	"\x14WORKER_STATE_STOPPED\x10\x062\xd4\x02\n" +
 	"\x10LifecycleService\x12B\n" +
 	"\tGetStatus\x12\x19.eddy.v1.GetStatusRequest\x1a\x1a.eddy.v1.GetStatusResponse\x126\n" +
 	"\x05Pause\x12\x15.eddy.v1.PauseRequest\x1a\x16.eddy.v1.PauseResponse\x129\n" +
 	"\x06Resume\x12\x16.eddy.v1.ResumeRequest\x1a\x17.eddy.v1.ResumeResponse\x12?\n" +
-	"\bShutdown\x12\x18.eddy.v1.ShutdownRequest\x1a\x19.eddy.v1.ShutdownResponseB\x8b\x01\n" +
+	"\bShutdown\x12\x18.eddy.v1.ShutdownRequest\x1a\x19.eddy.v1.ShutdownResponse\x12H\n" +
+	"\vListWorkers\x12\x1b.eddy.v1.ListWorkersRequest\x1a\x1c.eddy.v1.ListWorkersResponseB\x8b\x01\n" +
 	"\vcom.eddy.v1B\x0eLifecycleProtoP\x01Z/github.com/eddy-streams/eddy/gen/eddy/v1;eddyv1\xa2\x02\x03EXX\xaa\x02\aEddy.V1\xca\x02\aEddy\\V1\xe2\x02\x13Eddy\\V1\\GPBMetadata\xea\x02\bEddy::V1b\x06proto3"
 
 var (
@@ -1211,7 +1380,7 @@ func file_eddy_v1_lifecycle_proto_rawDescGZIP() []byte {
 }
 
 var file_eddy_v1_lifecycle_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_eddy_v1_lifecycle_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_eddy_v1_lifecycle_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_eddy_v1_lifecycle_proto_goTypes = []any{
 	(WorkerState)(0),              // 0: eddy.v1.WorkerState
 	(*GetStatusRequest)(nil),      // 1: eddy.v1.GetStatusRequest
@@ -1227,42 +1396,49 @@ var file_eddy_v1_lifecycle_proto_goTypes = []any{
 	(*ResumeResponse)(nil),        // 11: eddy.v1.ResumeResponse
 	(*ShutdownRequest)(nil),       // 12: eddy.v1.ShutdownRequest
 	(*ShutdownResponse)(nil),      // 13: eddy.v1.ShutdownResponse
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
-	(*TopicPartition)(nil),        // 16: eddy.v1.TopicPartition
+	(*ListWorkersRequest)(nil),    // 14: eddy.v1.ListWorkersRequest
+	(*ListWorkersResponse)(nil),   // 15: eddy.v1.ListWorkersResponse
+	(*WorkerInfo)(nil),            // 16: eddy.v1.WorkerInfo
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
+	(*TopicPartition)(nil),        // 19: eddy.v1.TopicPartition
 }
 var file_eddy_v1_lifecycle_proto_depIdxs = []int32{
 	0,  // 0: eddy.v1.GetStatusResponse.state:type_name -> eddy.v1.WorkerState
-	14, // 1: eddy.v1.GetStatusResponse.started_at:type_name -> google.protobuf.Timestamp
-	15, // 2: eddy.v1.GetStatusResponse.uptime:type_name -> google.protobuf.Duration
-	16, // 3: eddy.v1.GetStatusResponse.assigned:type_name -> eddy.v1.TopicPartition
+	17, // 1: eddy.v1.GetStatusResponse.started_at:type_name -> google.protobuf.Timestamp
+	18, // 2: eddy.v1.GetStatusResponse.uptime:type_name -> google.protobuf.Duration
+	19, // 3: eddy.v1.GetStatusResponse.assigned:type_name -> eddy.v1.TopicPartition
 	3,  // 4: eddy.v1.GetStatusResponse.agents:type_name -> eddy.v1.AgentSummary
 	4,  // 5: eddy.v1.GetStatusResponse.recovery:type_name -> eddy.v1.RecoveryProgress
 	6,  // 6: eddy.v1.GetStatusResponse.stalled:type_name -> eddy.v1.Stall
 	7,  // 7: eddy.v1.GetStatusResponse.kafka_errors:type_name -> eddy.v1.KafkaError
 	5,  // 8: eddy.v1.GetStatusResponse.last_restores:type_name -> eddy.v1.LastRestore
-	15, // 9: eddy.v1.RecoveryProgress.remaining:type_name -> google.protobuf.Duration
-	15, // 10: eddy.v1.LastRestore.duration:type_name -> google.protobuf.Duration
-	14, // 11: eddy.v1.LastRestore.finished_at:type_name -> google.protobuf.Timestamp
-	16, // 12: eddy.v1.Stall.partition:type_name -> eddy.v1.TopicPartition
-	14, // 13: eddy.v1.Stall.since:type_name -> google.protobuf.Timestamp
-	14, // 14: eddy.v1.KafkaError.at:type_name -> google.protobuf.Timestamp
+	18, // 9: eddy.v1.RecoveryProgress.remaining:type_name -> google.protobuf.Duration
+	18, // 10: eddy.v1.LastRestore.duration:type_name -> google.protobuf.Duration
+	17, // 11: eddy.v1.LastRestore.finished_at:type_name -> google.protobuf.Timestamp
+	19, // 12: eddy.v1.Stall.partition:type_name -> eddy.v1.TopicPartition
+	17, // 13: eddy.v1.Stall.since:type_name -> google.protobuf.Timestamp
+	17, // 14: eddy.v1.KafkaError.at:type_name -> google.protobuf.Timestamp
 	0,  // 15: eddy.v1.PauseResponse.state:type_name -> eddy.v1.WorkerState
 	0,  // 16: eddy.v1.ResumeResponse.state:type_name -> eddy.v1.WorkerState
-	14, // 17: eddy.v1.ShutdownResponse.deadline:type_name -> google.protobuf.Timestamp
-	1,  // 18: eddy.v1.LifecycleService.GetStatus:input_type -> eddy.v1.GetStatusRequest
-	8,  // 19: eddy.v1.LifecycleService.Pause:input_type -> eddy.v1.PauseRequest
-	10, // 20: eddy.v1.LifecycleService.Resume:input_type -> eddy.v1.ResumeRequest
-	12, // 21: eddy.v1.LifecycleService.Shutdown:input_type -> eddy.v1.ShutdownRequest
-	2,  // 22: eddy.v1.LifecycleService.GetStatus:output_type -> eddy.v1.GetStatusResponse
-	9,  // 23: eddy.v1.LifecycleService.Pause:output_type -> eddy.v1.PauseResponse
-	11, // 24: eddy.v1.LifecycleService.Resume:output_type -> eddy.v1.ResumeResponse
-	13, // 25: eddy.v1.LifecycleService.Shutdown:output_type -> eddy.v1.ShutdownResponse
-	22, // [22:26] is the sub-list for method output_type
-	18, // [18:22] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	17, // 17: eddy.v1.ShutdownResponse.deadline:type_name -> google.protobuf.Timestamp
+	16, // 18: eddy.v1.ListWorkersResponse.workers:type_name -> eddy.v1.WorkerInfo
+	19, // 19: eddy.v1.WorkerInfo.assigned:type_name -> eddy.v1.TopicPartition
+	1,  // 20: eddy.v1.LifecycleService.GetStatus:input_type -> eddy.v1.GetStatusRequest
+	8,  // 21: eddy.v1.LifecycleService.Pause:input_type -> eddy.v1.PauseRequest
+	10, // 22: eddy.v1.LifecycleService.Resume:input_type -> eddy.v1.ResumeRequest
+	12, // 23: eddy.v1.LifecycleService.Shutdown:input_type -> eddy.v1.ShutdownRequest
+	14, // 24: eddy.v1.LifecycleService.ListWorkers:input_type -> eddy.v1.ListWorkersRequest
+	2,  // 25: eddy.v1.LifecycleService.GetStatus:output_type -> eddy.v1.GetStatusResponse
+	9,  // 26: eddy.v1.LifecycleService.Pause:output_type -> eddy.v1.PauseResponse
+	11, // 27: eddy.v1.LifecycleService.Resume:output_type -> eddy.v1.ResumeResponse
+	13, // 28: eddy.v1.LifecycleService.Shutdown:output_type -> eddy.v1.ShutdownResponse
+	15, // 29: eddy.v1.LifecycleService.ListWorkers:output_type -> eddy.v1.ListWorkersResponse
+	25, // [25:30] is the sub-list for method output_type
+	20, // [20:25] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_eddy_v1_lifecycle_proto_init() }
@@ -1277,7 +1453,7 @@ func file_eddy_v1_lifecycle_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_eddy_v1_lifecycle_proto_rawDesc), len(file_eddy_v1_lifecycle_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   13,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,10 +19,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	LifecycleService_GetStatus_FullMethodName = "/eddy.v1.LifecycleService/GetStatus"
-	LifecycleService_Pause_FullMethodName     = "/eddy.v1.LifecycleService/Pause"
-	LifecycleService_Resume_FullMethodName    = "/eddy.v1.LifecycleService/Resume"
-	LifecycleService_Shutdown_FullMethodName  = "/eddy.v1.LifecycleService/Shutdown"
+	LifecycleService_GetStatus_FullMethodName   = "/eddy.v1.LifecycleService/GetStatus"
+	LifecycleService_Pause_FullMethodName       = "/eddy.v1.LifecycleService/Pause"
+	LifecycleService_Resume_FullMethodName      = "/eddy.v1.LifecycleService/Resume"
+	LifecycleService_Shutdown_FullMethodName    = "/eddy.v1.LifecycleService/Shutdown"
+	LifecycleService_ListWorkers_FullMethodName = "/eddy.v1.LifecycleService/ListWorkers"
 )
 
 // LifecycleServiceClient is the client API for LifecycleService service.
@@ -43,6 +44,11 @@ type LifecycleServiceClient interface {
 	// Shutdown starts a graceful shutdown and returns at once; the worker stops
 	// within its shutdown deadline. Needs the token when one is configured.
 	Shutdown(ctx context.Context, in *ShutdownRequest, opts ...grpc.CallOption) (*ShutdownResponse, error)
+	// ListWorkers lists the workers of the app (the members of its consumer
+	// group) with the gRPC addresses they advertise (listen.advertise), so that
+	// an agent SDK or workerctl given any one worker's address reaches them all.
+	// Read-only: allowed without a token unless reads are protected.
+	ListWorkers(ctx context.Context, in *ListWorkersRequest, opts ...grpc.CallOption) (*ListWorkersResponse, error)
 }
 
 type lifecycleServiceClient struct {
@@ -93,6 +99,16 @@ func (c *lifecycleServiceClient) Shutdown(ctx context.Context, in *ShutdownReque
 	return out, nil
 }
 
+func (c *lifecycleServiceClient) ListWorkers(ctx context.Context, in *ListWorkersRequest, opts ...grpc.CallOption) (*ListWorkersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListWorkersResponse)
+	err := c.cc.Invoke(ctx, LifecycleService_ListWorkers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // LifecycleServiceServer is the server API for LifecycleService service.
 // All implementations must embed UnimplementedLifecycleServiceServer
 // for forward compatibility.
@@ -111,6 +127,11 @@ type LifecycleServiceServer interface {
 	// Shutdown starts a graceful shutdown and returns at once; the worker stops
 	// within its shutdown deadline. Needs the token when one is configured.
 	Shutdown(context.Context, *ShutdownRequest) (*ShutdownResponse, error)
+	// ListWorkers lists the workers of the app (the members of its consumer
+	// group) with the gRPC addresses they advertise (listen.advertise), so that
+	// an agent SDK or workerctl given any one worker's address reaches them all.
+	// Read-only: allowed without a token unless reads are protected.
+	ListWorkers(context.Context, *ListWorkersRequest) (*ListWorkersResponse, error)
 	mustEmbedUnimplementedLifecycleServiceServer()
 }
 
@@ -132,6 +153,9 @@ func (UnimplementedLifecycleServiceServer) Resume(context.Context, *ResumeReques
 }
 func (UnimplementedLifecycleServiceServer) Shutdown(context.Context, *ShutdownRequest) (*ShutdownResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Shutdown not implemented")
+}
+func (UnimplementedLifecycleServiceServer) ListWorkers(context.Context, *ListWorkersRequest) (*ListWorkersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListWorkers not implemented")
 }
 func (UnimplementedLifecycleServiceServer) mustEmbedUnimplementedLifecycleServiceServer() {}
 func (UnimplementedLifecycleServiceServer) testEmbeddedByValue()                          {}
@@ -226,6 +250,24 @@ func _LifecycleService_Shutdown_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _LifecycleService_ListWorkers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListWorkersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LifecycleServiceServer).ListWorkers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LifecycleService_ListWorkers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LifecycleServiceServer).ListWorkers(ctx, req.(*ListWorkersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // LifecycleService_ServiceDesc is the grpc.ServiceDesc for LifecycleService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -248,6 +290,10 @@ var LifecycleService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Shutdown",
 			Handler:    _LifecycleService_Shutdown_Handler,
+		},
+		{
+			MethodName: "ListWorkers",
+			Handler:    _LifecycleService_ListWorkers_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

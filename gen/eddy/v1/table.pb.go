@@ -360,7 +360,10 @@ type GetResponse struct {
 	// Partition is the table partition holding the key.
 	Partition int32 `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
 	// ServedBy is the worker id that answered.
-	ServedBy      string `protobuf:"bytes,3,opt,name=served_by,json=servedBy,proto3" json:"served_by,omitempty"`
+	ServedBy string `protobuf:"bytes,3,opt,name=served_by,json=servedBy,proto3" json:"served_by,omitempty"`
+	// Key is the key read, as in the request, so that an answer stands on its
+	// own (workerctl get -o json).
+	Key           []byte `protobuf:"bytes,4,opt,name=key,proto3" json:"key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -414,6 +417,13 @@ func (x *GetResponse) GetServedBy() string {
 		return x.ServedBy
 	}
 	return ""
+}
+
+func (x *GetResponse) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
 }
 
 // ScanRequest reads a page of keys.
@@ -697,11 +707,12 @@ const file_eddy_v1_table_proto_rawDesc = "" +
 	"GetRequest\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12=\n" +
-	"\fwindow_start\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vwindowStart\"^\n" +
+	"\fwindow_start\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vwindowStart\"p\n" +
 	"\vGetResponse\x12\x14\n" +
 	"\x05value\x18\x01 \x01(\fR\x05value\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x1b\n" +
-	"\tserved_by\x18\x03 \x01(\tR\bservedBy\"\x90\x01\n" +
+	"\tserved_by\x18\x03 \x01(\tR\bservedBy\x12\x10\n" +
+	"\x03key\x18\x04 \x01(\fR\x03key\"\x90\x01\n" +
 	"\vScanRequest\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12\x16\n" +
 	"\x06prefix\x18\x02 \x01(\fR\x06prefix\x12\x14\n" +

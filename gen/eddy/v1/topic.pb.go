@@ -22,6 +22,144 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ListTopicsRequest asks for the app's declared topics. It has no fields.
+type ListTopicsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTopicsRequest) Reset() {
+	*x = ListTopicsRequest{}
+	mi := &file_eddy_v1_topic_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTopicsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTopicsRequest) ProtoMessage() {}
+
+func (x *ListTopicsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_eddy_v1_topic_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTopicsRequest.ProtoReflect.Descriptor instead.
+func (*ListTopicsRequest) Descriptor() ([]byte, []int) {
+	return file_eddy_v1_topic_proto_rawDescGZIP(), []int{0}
+}
+
+// ListTopicsResponse lists the app's declared topics.
+type ListTopicsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Topics are the topics of the app file, in its order.
+	Topics        []*TopicInfo `protobuf:"bytes,1,rep,name=topics,proto3" json:"topics,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTopicsResponse) Reset() {
+	*x = ListTopicsResponse{}
+	mi := &file_eddy_v1_topic_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTopicsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTopicsResponse) ProtoMessage() {}
+
+func (x *ListTopicsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_eddy_v1_topic_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTopicsResponse.ProtoReflect.Descriptor instead.
+func (*ListTopicsResponse) Descriptor() ([]byte, []int) {
+	return file_eddy_v1_topic_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ListTopicsResponse) GetTopics() []*TopicInfo {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
+}
+
+// TopicInfo is one declared topic.
+type TopicInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name is the topic name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Partitions is the partition count the app file declares.
+	Partitions    int32 `protobuf:"varint,2,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicInfo) Reset() {
+	*x = TopicInfo{}
+	mi := &file_eddy_v1_topic_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicInfo) ProtoMessage() {}
+
+func (x *TopicInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_eddy_v1_topic_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicInfo.ProtoReflect.Descriptor instead.
+func (*TopicInfo) Descriptor() ([]byte, []int) {
+	return file_eddy_v1_topic_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *TopicInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TopicInfo) GetPartitions() int32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return 0
+}
+
 // SendRequest is one record to write.
 type SendRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -42,7 +180,7 @@ type SendRequest struct {
 
 func (x *SendRequest) Reset() {
 	*x = SendRequest{}
-	mi := &file_eddy_v1_topic_proto_msgTypes[0]
+	mi := &file_eddy_v1_topic_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -54,7 +192,7 @@ func (x *SendRequest) String() string {
 func (*SendRequest) ProtoMessage() {}
 
 func (x *SendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_eddy_v1_topic_proto_msgTypes[0]
+	mi := &file_eddy_v1_topic_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -67,7 +205,7 @@ func (x *SendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendRequest.ProtoReflect.Descriptor instead.
 func (*SendRequest) Descriptor() ([]byte, []int) {
-	return file_eddy_v1_topic_proto_rawDescGZIP(), []int{0}
+	return file_eddy_v1_topic_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SendRequest) GetTopic() string {
@@ -120,7 +258,7 @@ type SendResponse struct {
 
 func (x *SendResponse) Reset() {
 	*x = SendResponse{}
-	mi := &file_eddy_v1_topic_proto_msgTypes[1]
+	mi := &file_eddy_v1_topic_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -132,7 +270,7 @@ func (x *SendResponse) String() string {
 func (*SendResponse) ProtoMessage() {}
 
 func (x *SendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_eddy_v1_topic_proto_msgTypes[1]
+	mi := &file_eddy_v1_topic_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -145,7 +283,7 @@ func (x *SendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendResponse.ProtoReflect.Descriptor instead.
 func (*SendResponse) Descriptor() ([]byte, []int) {
-	return file_eddy_v1_topic_proto_rawDescGZIP(), []int{1}
+	return file_eddy_v1_topic_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SendResponse) GetPartition() int32 {
@@ -173,7 +311,15 @@ var File_eddy_v1_topic_proto protoreflect.FileDescriptor
 
 const file_eddy_v1_topic_proto_rawDesc = "" +
 	"\n" +
-	"\x13eddy/v1/topic.proto\x12\aeddy.v1\x1a\x14eddy/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa7\x01\n" +
+	"\x13eddy/v1/topic.proto\x12\aeddy.v1\x1a\x14eddy/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x13\n" +
+	"\x11ListTopicsRequest\"@\n" +
+	"\x12ListTopicsResponse\x12*\n" +
+	"\x06topics\x18\x01 \x03(\v2\x12.eddy.v1.TopicInfoR\x06topics\"?\n" +
+	"\tTopicInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x02 \x01(\x05R\n" +
+	"partitions\"\xa7\x01\n" +
 	"\vSendRequest\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
@@ -185,9 +331,11 @@ const file_eddy_v1_topic_proto_rawDesc = "" +
 	"\fSendResponse\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x128\n" +
-	"\ttimestamp\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp2C\n" +
+	"\ttimestamp\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp2\x8a\x01\n" +
 	"\fTopicService\x123\n" +
-	"\x04Send\x12\x14.eddy.v1.SendRequest\x1a\x15.eddy.v1.SendResponseB\x87\x01\n" +
+	"\x04Send\x12\x14.eddy.v1.SendRequest\x1a\x15.eddy.v1.SendResponse\x12E\n" +
+	"\n" +
+	"ListTopics\x12\x1a.eddy.v1.ListTopicsRequest\x1a\x1b.eddy.v1.ListTopicsResponseB\x87\x01\n" +
 	"\vcom.eddy.v1B\n" +
 	"TopicProtoP\x01Z/github.com/eddy-streams/eddy/gen/eddy/v1;eddyv1\xa2\x02\x03EXX\xaa\x02\aEddy.V1\xca\x02\aEddy\\V1\xe2\x02\x13Eddy\\V1\\GPBMetadata\xea\x02\bEddy::V1b\x06proto3"
 
@@ -203,23 +351,29 @@ func file_eddy_v1_topic_proto_rawDescGZIP() []byte {
 	return file_eddy_v1_topic_proto_rawDescData
 }
 
-var file_eddy_v1_topic_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_eddy_v1_topic_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_eddy_v1_topic_proto_goTypes = []any{
-	(*SendRequest)(nil),           // 0: eddy.v1.SendRequest
-	(*SendResponse)(nil),          // 1: eddy.v1.SendResponse
-	(*Header)(nil),                // 2: eddy.v1.Header
-	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
+	(*ListTopicsRequest)(nil),     // 0: eddy.v1.ListTopicsRequest
+	(*ListTopicsResponse)(nil),    // 1: eddy.v1.ListTopicsResponse
+	(*TopicInfo)(nil),             // 2: eddy.v1.TopicInfo
+	(*SendRequest)(nil),           // 3: eddy.v1.SendRequest
+	(*SendResponse)(nil),          // 4: eddy.v1.SendResponse
+	(*Header)(nil),                // 5: eddy.v1.Header
+	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
 }
 var file_eddy_v1_topic_proto_depIdxs = []int32{
-	2, // 0: eddy.v1.SendRequest.headers:type_name -> eddy.v1.Header
-	3, // 1: eddy.v1.SendResponse.timestamp:type_name -> google.protobuf.Timestamp
-	0, // 2: eddy.v1.TopicService.Send:input_type -> eddy.v1.SendRequest
-	1, // 3: eddy.v1.TopicService.Send:output_type -> eddy.v1.SendResponse
-	3, // [3:4] is the sub-list for method output_type
-	2, // [2:3] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	2, // 0: eddy.v1.ListTopicsResponse.topics:type_name -> eddy.v1.TopicInfo
+	5, // 1: eddy.v1.SendRequest.headers:type_name -> eddy.v1.Header
+	6, // 2: eddy.v1.SendResponse.timestamp:type_name -> google.protobuf.Timestamp
+	3, // 3: eddy.v1.TopicService.Send:input_type -> eddy.v1.SendRequest
+	0, // 4: eddy.v1.TopicService.ListTopics:input_type -> eddy.v1.ListTopicsRequest
+	4, // 5: eddy.v1.TopicService.Send:output_type -> eddy.v1.SendResponse
+	1, // 6: eddy.v1.TopicService.ListTopics:output_type -> eddy.v1.ListTopicsResponse
+	5, // [5:7] is the sub-list for method output_type
+	3, // [3:5] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_eddy_v1_topic_proto_init() }
@@ -228,14 +382,14 @@ func file_eddy_v1_topic_proto_init() {
 		return
 	}
 	file_eddy_v1_common_proto_init()
-	file_eddy_v1_topic_proto_msgTypes[0].OneofWrappers = []any{}
+	file_eddy_v1_topic_proto_msgTypes[3].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_eddy_v1_topic_proto_rawDesc), len(file_eddy_v1_topic_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,7 +19,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	TopicService_Send_FullMethodName = "/eddy.v1.TopicService/Send"
+	TopicService_Send_FullMethodName       = "/eddy.v1.TopicService/Send"
+	TopicService_ListTopics_FullMethodName = "/eddy.v1.TopicService/ListTopics"
 )
 
 // TopicServiceClient is the client API for TopicService service.
@@ -33,6 +34,9 @@ const (
 type TopicServiceClient interface {
 	// Send writes one record and answers once Kafka has acknowledged it.
 	Send(ctx context.Context, in *SendRequest, opts ...grpc.CallOption) (*SendResponse, error)
+	// ListTopics lists the topics declared in the app file (workerctl's
+	// completion of topic names). Read-only.
+	ListTopics(ctx context.Context, in *ListTopicsRequest, opts ...grpc.CallOption) (*ListTopicsResponse, error)
 }
 
 type topicServiceClient struct {
@@ -53,6 +57,16 @@ func (c *topicServiceClient) Send(ctx context.Context, in *SendRequest, opts ...
 	return out, nil
 }
 
+func (c *topicServiceClient) ListTopics(ctx context.Context, in *ListTopicsRequest, opts ...grpc.CallOption) (*ListTopicsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTopicsResponse)
+	err := c.cc.Invoke(ctx, TopicService_ListTopics_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TopicServiceServer is the server API for TopicService service.
 // All implementations must embed UnimplementedTopicServiceServer
 // for forward compatibility.
@@ -64,6 +78,9 @@ func (c *topicServiceClient) Send(ctx context.Context, in *SendRequest, opts ...
 type TopicServiceServer interface {
 	// Send writes one record and answers once Kafka has acknowledged it.
 	Send(context.Context, *SendRequest) (*SendResponse, error)
+	// ListTopics lists the topics declared in the app file (workerctl's
+	// completion of topic names). Read-only.
+	ListTopics(context.Context, *ListTopicsRequest) (*ListTopicsResponse, error)
 	mustEmbedUnimplementedTopicServiceServer()
 }
 
@@ -76,6 +93,9 @@ type UnimplementedTopicServiceServer struct{}
 
 func (UnimplementedTopicServiceServer) Send(context.Context, *SendRequest) (*SendResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Send not implemented")
+}
+func (UnimplementedTopicServiceServer) ListTopics(context.Context, *ListTopicsRequest) (*ListTopicsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTopics not implemented")
 }
 func (UnimplementedTopicServiceServer) mustEmbedUnimplementedTopicServiceServer() {}
 func (UnimplementedTopicServiceServer) testEmbeddedByValue()                      {}
@@ -116,6 +136,24 @@ func _TopicService_Send_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TopicService_ListTopics_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTopicsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TopicServiceServer).ListTopics(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TopicService_ListTopics_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TopicServiceServer).ListTopics(ctx, req.(*ListTopicsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TopicService_ServiceDesc is the grpc.ServiceDesc for TopicService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -126,6 +164,10 @@ var TopicService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Send",
 			Handler:    _TopicService_Send_Handler,
+		},
+		{
+			MethodName: "ListTopics",
+			Handler:    _TopicService_ListTopics_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

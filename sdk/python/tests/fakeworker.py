@@ -16,7 +16,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from eddy_agent._gen.eddy.v1 import agent_pb2 as pb
-from eddy_agent._gen.eddy.v1 import agent_pb2_grpc, common_pb2
+from eddy_agent._gen.eddy.v1 import agent_pb2_grpc, common_pb2, lifecycle_pb2, lifecycle_pb2_grpc
 
 _END = object()
 
@@ -106,6 +106,11 @@ class FakeWorker:
         self.server = grpc.aio.server()
         if serve_agents:
             agent_pb2_grpc.add_AgentServiceServicer_to_server(_Servicer(self), self.server)
+        lifecycle_pb2_grpc.add_LifecycleServiceServicer_to_server(_Lifecycle(self), self.server)
+        # list, when set, answers ListWorkers (UNIMPLEMENTED otherwise, as a
+        # worker that predates the call); lists counts the answers.
+        self.list: Optional[Any] = None
+        self.lists = 0
         if tls is not None:
             self.port = self.server.add_secure_port("127.0.0.1:0", tls)
         else:
@@ -131,6 +136,18 @@ class FakeWorker:
     async def session(self, timeout: float = 5) -> FakeSession:
         """The next session (stream that sent Hello)."""
         return await asyncio.wait_for(self.sessions.get(), timeout)
+
+
+class _Lifecycle(lifecycle_pb2_grpc.LifecycleServiceServicer):
+    def __init__(self, fw: FakeWorker) -> None:
+        self.fw = fw
+
+    async def ListWorkers(self, request: Any, context: grpc.aio.ServicerContext) -> lifecycle_pb2.ListWorkersResponse:  # noqa: N802
+        if self.fw.list is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in the fake")
+        self.fw.lists += 1
+        resp: lifecycle_pb2.ListWorkersResponse = self.fw.list()
+        return resp
 
 
 class _Servicer(agent_pb2_grpc.AgentServiceServicer):

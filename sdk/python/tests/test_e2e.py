@@ -398,3 +398,58 @@ tables:
             req = table_pb2.GetRequest(table="perminute", key=key.encode())
             req.window_start.FromMilliseconds(int(ms))
             assert tables.Get(req, timeout=10).value == str(n).encode(), k
+
+
+def test_agents_reach_every_worker(kafka: str, bins, procs) -> None:
+    """Two Python agent processes, each given one worker's address, serve
+    every partition of three workers; after one worker is killed -9 they
+    serve the two left (docs/agents.md, "Several workers")."""
+    body, app, tin, tout = pass_app(kafka)
+    ws = [procs.add(Worker(bins, body).start()) for _ in range(3)]
+    agents = [
+        procs.add(python_agent(PASSAGENT, "--addr", ws[i].grpc_addr, "--app", ws[0].app, "--out", tout, "--instance", f"py-{i}", "--discovery", "0.3"))
+        for i in (0, 2)
+    ]
+
+    def all_served(workers: list[Worker]) -> bool:
+        owned_total = 0
+        for w in workers:
+            st = w.status()
+            owned = sum(1 for tp in st.get("assigned") or [] if tp.get("topic") == tin)
+            infos = [a for a in w.agents() if a.name == "pass"]
+            if not infos or owned == 0:
+                return False
+            info = infos[0]
+            served = sum(len(i.partitions) for i in info.instances)
+            if len(info.instances) != 2 or info.unassigned or served != owned:
+                return False
+            owned_total += owned
+        return owned_total == 8
+
+    wait_for(90, "every partition of the three workers served by both agents", lambda: all_served(ws), interval=0.2)
+    keys, values = keyed_values(2000, 400)
+    produce(kafka, tin, keys, values)
+    r = Reader(kafka, tout)
+    try:
+        got = r.read_until(60, "every input in the output", all_present(tout, values))
+    finally:
+        r.close()
+    check_outputs(values, got[tout], exact=False)
+    assert {rec.headers["src.partition"] for rec in got[tout]} == {str(p) for p in range(8)}
+
+    victim = ws[1]
+    assert victim.proc is not None
+    victim.proc.kill()
+    left = [ws[0], ws[2]]
+    wait_for(90, "every partition of the two workers left served by both agents", lambda: all_served(left), interval=0.2)
+    for a in agents:
+        wait_for(30, "the agent to leave the dead worker", lambda: f"leaving the worker at {victim.grpc_addr}" in a.output)
+    keys2, values2 = keyed_values(2000, 400)
+    values2 = ["after:" + v for v in values2]
+    r = Reader(kafka, tout)
+    try:
+        produce(kafka, tin, keys2, values2)
+        got = r.read_until(60, "every input after the kill in the output", all_present(tout, values2))
+    finally:
+        r.close()
+    check_outputs(values2, [rec for rec in got[tout] if rec.value.startswith("after:")], exact=False)

@@ -24,6 +24,8 @@ DEFAULT_BACKOFF_MIN = 0.1
 """Seconds before the first reconnection attempt."""
 DEFAULT_BACKOFF_MAX = 5.0
 """Upper bound, in seconds, of the delay between reconnection attempts."""
+DEFAULT_DISCOVERY = 5.0
+"""Seconds between two readings of the app's list of workers."""
 
 ENV_ADDR = "EDDY_ADDR"
 ENV_TOKEN = "EDDY_TOKEN"
@@ -47,6 +49,14 @@ class Options:
     on_committed: Optional[OnCommitted]
     credentials: Optional[grpc.ChannelCredentials]
     logger: logging.Logger
+    discovery: float = DEFAULT_DISCOVERY
+
+    @property
+    def addrs(self) -> list[str]:
+        """The addresses of ``addr``, a comma-separated list."""
+        if not isinstance(self.addr, str):
+            return []
+        return [a.strip() for a in self.addr.split(",")]
 
     def problems(self) -> list[str]:
         """Every invalid value, named by its parameter."""
@@ -55,9 +65,12 @@ class Options:
             out.append(f"app: empty: pass app=... (the app file's app) or set ${ENV_APP}")
         elif not _printable(self.app):
             out.append(f"app: {self.app!r} contains whitespace or non-printable characters")
-        err = _addr_problem(self.addr)
-        if err:
-            out.append(f"addr: {err}")
+        for a in self.addrs or [self.addr]:
+            err = _addr_problem(a)
+            if err:
+                out.append(f"addr: {err}")
+        if not _is_num(self.discovery) or self.discovery < 0:
+            out.append(f"discovery: {self.discovery!r} is negative or not a number")
         if not _printable(self.token):
             # Header values must be visible ASCII; anything else is a paste
             # mistake (a trailing newline, typically).

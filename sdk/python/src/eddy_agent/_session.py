@@ -80,8 +80,9 @@ TopicPartition = tuple[str, int]
 class Session:
     """One Connect stream: handshake, dispatch, credit, results, stop."""
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: Agent, addr: str) -> None:
         self.a = agent
+        self.addr = addr  # the worker's
         self.o = agent._opts
         self.log = agent._log
         self.loop = asyncio.get_running_loop()
@@ -185,8 +186,7 @@ class Session:
             return False, HandshakeTimeoutError(f"no Welcome from the worker within {HANDSHAKE_TIMEOUT:g}s")
 
         a = self.a
-        a._connected = True
-        a._session_id = self.id
+        a._sessions[self.addr] = self.id
         try:
             wait_stop = asyncio.ensure_future(stop.wait())
             try:
@@ -201,8 +201,7 @@ class Session:
             await self._drain(recv)
             return True, None
         finally:
-            a._connected = False
-            a._session_id = ""
+            a._sessions.pop(self.addr, None)
 
     async def _status_or(self, err: BaseException) -> BaseException:
         """The RPC's error status after a failed write, else ``err``."""
@@ -251,7 +250,7 @@ class Session:
         self.budget_bytes = min(RESULTS_BUDGET_BYTES, limit // 2)
         self.log.info(
             "connected to the worker at %s: session %s (max_message_bytes=%d, max_retries=%d)",
-            self.o.addr,
+            self.addr,
             self.id,
             w.limits.max_message_bytes,
             w.limits.max_retries,

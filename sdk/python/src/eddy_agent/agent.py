@@ -14,6 +14,7 @@ from . import _options
 from ._gen.eddy.v1 import agent_pb2_grpc
 from ._options import Backoff, OnCommitted, Options
 from ._session import MAX_RECV_MESSAGE_BYTES, Session
+from ._workers import Workers
 from .errors import rejection
 from .event import Event
 
@@ -33,8 +34,8 @@ class _Log(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 
 class Agent:
-    """One agent instance: connects to a worker, receives the partitions the
-    worker gives it and runs ``handler`` on their events.
+    """One agent instance: connects to every worker of the app, receives the
+    partitions the workers give it and runs ``handler`` on their events.
 
     Most programs use :class:`~eddy_agent.App` and its ``@app.agent``
     decorator, which create Agents; use Agent directly to run one agent in a
@@ -57,8 +58,17 @@ class Agent:
       (:class:`~eddy_agent.WrongAppError`), so an agent given a wrong address
       cannot take another app's partitions. Default: ``$EDDY_APP``; one of
       the two is required.
-    - ``addr``: the worker's gRPC address, ``host:port``. Default:
-      ``$EDDY_ADDR``, else ``127.0.0.1:6066``.
+    - ``addr``: the gRPC address of a worker of the app, ``host:port``, or a
+      comma-separated list of them. Any one is enough: the agent asks it for
+      the app's workers and opens a session with each (see ``discovery``).
+      Default: ``$EDDY_ADDR``, else ``127.0.0.1:6066``.
+    - ``discovery``: seconds between two readings of the app's list of
+      workers (``LifecycleService/ListWorkers``, the members of its consumer
+      group at the addresses they advertise, ``listen.advertise``): workers
+      that join get a session, a worker missing from two lists in a row has
+      its session stopped gracefully. 0 turns it off: the agent connects to
+      exactly the ``addr`` addresses. Until a worker answers the list, the
+      agent connects to the ``addr`` addresses and keeps asking. Default 5.
     - ``token``: bearer token, sent as ``authorization: Bearer <token>``
       metadata and in Hello. Default: ``$EDDY_TOKEN``, else none. Without
       ``credentials`` it travels in clear text: fine on loopback only.
@@ -114,6 +124,7 @@ class Agent:
         tls_cert_file: Optional[str] = None,
         tls_key_file: Optional[str] = None,
         logger: Optional[logging.Logger] = None,
+        discovery: float = _options.DEFAULT_DISCOVERY,
     ) -> None:
         problems: list[str] = []
         credentials = _options.file_credentials(credentials, tls_ca_file, tls_cert_file, tls_key_file, problems)
@@ -135,6 +146,7 @@ class Agent:
             on_committed=on_committed,
             credentials=credentials,
             logger=logger or logging.getLogger("eddy_agent"),
+            discovery=discovery,
         )
         problems += opts.problems()
         if problems:
@@ -148,8 +160,7 @@ class Agent:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._stop: Optional[asyncio.Event] = None
         self._sem: Optional[asyncio.Semaphore] = None
-        self._connected = False
-        self._session_id = ""
+        self._sessions: dict[str, str] = {}  # worker address -> live session id
 
     @property
     def name(self) -> str:
@@ -168,7 +179,7 @@ class Agent:
 
     @property
     def addr(self) -> str:
-        """The worker address."""
+        """The worker address (or comma-separated addresses) given."""
         return self._opts.addr
 
     @property
@@ -178,13 +189,19 @@ class Agent:
 
     @property
     def connected(self) -> bool:
-        """Whether there is a live session with the worker (for readiness probes)."""
-        return self._connected
+        """Whether there is a live session with at least one worker (for readiness probes)."""
+        return bool(self._sessions)
+
+    @property
+    def sessions(self) -> dict[str, str]:
+        """The live sessions: worker address (as dialled) to the worker's session id (a copy)."""
+        return dict(self._sessions)
 
     @property
     def session_id(self) -> str:
-        """The worker's id of the current session (as in ``workerctl agents``), or ``""``."""
-        return self._session_id
+        """The worker's id of a current session (as in ``workerctl agents``), or ``""``;
+        with sessions at several workers, the one at the lowest address."""
+        return self._sessions[min(self._sessions)] if self._sessions else ""
 
     def stop(self) -> None:
         """Start a graceful stop; :meth:`run` returns once it is done.
@@ -209,15 +226,18 @@ class Agent:
             loop.call_soon_threadsafe(ev.set)
 
     async def run(self) -> None:
-        """Connect and process events until :meth:`stop` is called.
+        """Connect to every worker of the app and process events until
+        :meth:`stop` is called.
 
-        Reconnects with exponential backoff, under the same instance id,
-        whenever the connection or the session is lost. Returns after a
-        graceful stop. Raises a :class:`~eddy_agent.RejectedError` subclass,
-        without reconnecting, when the worker refuses the agent for a reason
+        Each worker (see ``discovery``) gets a session of its own, under the
+        same instance id, reconnected with exponential backoff whenever the
+        connection or the session is lost. Returns after a graceful stop of
+        every session. Raises a :class:`~eddy_agent.RejectedError` subclass,
+        without reconnecting, when a worker refuses the agent for a reason
         reconnecting cannot fix (unknown agent, bad token, unsupported
-        protocol version, protocol violation, no agent support). Cancelling
-        the task running it stops at once, without draining.
+        protocol version, protocol violation, no agent support), once the
+        sessions with the other workers stopped gracefully. Cancelling the
+        task running it stops at once, without draining.
 
         May be called once; a second call raises ``RuntimeError``.
         """
@@ -230,34 +250,37 @@ class Agent:
             self._stop.set()
         if self._opts.concurrency > 0:
             self._sem = asyncio.Semaphore(self._opts.concurrency)
+        self._log.info("starting (workers %s, instance %s)", self._opts.addr, self.instance_id)
+        await Workers(self).run()
+        self._log.info("stopped")
+
+    async def _run_link(self, addr: str, stop: asyncio.Event) -> Optional[BaseException]:
+        """The sessions with the worker at addr, reconnected until ``stop``
+        is set (None) or the worker rejects the agent (the RejectedError)."""
         log = self._log
-        log.info("starting (worker %s, instance %s)", self._opts.addr, self.instance_id)
         bo = Backoff(self._opts.backoff_min, self._opts.backoff_max)
         while True:
-            established, err = await self._connect_once()
-            rej = rejection(self._name, self._opts.addr, err)
+            if stop.is_set():
+                return None
+            established, err = await self._connect_once(addr, stop)
+            if stop.is_set():
+                return None  # a stop wins over what the worker said meanwhile
+            rej = rejection(self._name, addr, err)
             if rej is not None:
                 log.error("%s; not reconnecting", rej)
-                raise rej
-            if self._stop.is_set():
-                log.info("stopped")
-                return
+                return rej
             if established:
                 bo.reset()
             delay = bo.next()
-            log.warning("not connected to the worker at %s (%s); reconnecting in %.2fs", self._opts.addr, _why(err), delay)
+            log.warning("not connected to the worker at %s (%s); reconnecting in %.2fs", addr, _why(err), delay)
             try:
-                await asyncio.wait_for(self._stop.wait(), delay)
+                await asyncio.wait_for(stop.wait(), delay)
             except asyncio.TimeoutError:
                 continue
-            log.info("stopped")
-            return
+            return None
 
-    async def _connect_once(self) -> tuple[bool, Optional[BaseException]]:
-        """One session on a fresh channel (a new connection: the reconnection
-        backoff is then ours alone, and a session never inherits a
-        half-broken transport)."""
-        assert self._stop is not None
+    def _channel(self, addr: str) -> grpc.aio.Channel:
+        """A fresh channel to addr (a new connection)."""
         options = [
             ("grpc.max_receive_message_length", MAX_RECV_MESSAGE_BYTES),
             # Pings find a worker that vanished without closing the
@@ -272,16 +295,21 @@ class Agent:
             ("grpc.enable_retries", 0),
         ]
         creds = self._opts.credentials
+        if creds is not None:
+            return grpc.aio.secure_channel(addr, creds, options=options)
+        return grpc.aio.insecure_channel(addr, options=options)
+
+    async def _connect_once(self, addr: str, stop: asyncio.Event) -> tuple[bool, Optional[BaseException]]:
+        """One session on a fresh channel (a new connection: the reconnection
+        backoff is then ours alone, and a session never inherits a
+        half-broken transport)."""
         try:
-            if creds is not None:
-                channel = grpc.aio.secure_channel(self._opts.addr, creds, options=options)
-            else:
-                channel = grpc.aio.insecure_channel(self._opts.addr, options=options)
+            channel = self._channel(addr)
         except Exception as e:
             return False, e
         try:
             stub = agent_pb2_grpc.AgentServiceStub(channel)  # type: ignore[no-untyped-call]
-            return await Session(self).run(stub, self._stop)
+            return await Session(self, addr).run(stub, stop)
         except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
             raise
         except Exception as e:

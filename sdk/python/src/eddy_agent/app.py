@@ -63,6 +63,7 @@ class App:
         tls_cert_file: Optional[str] = None,
         tls_key_file: Optional[str] = None,
         logger: Optional[logging.Logger] = None,
+        discovery: float = _options.DEFAULT_DISCOVERY,
     ) -> None:
         self._defaults: dict[str, Any] = dict(
             app=app,
@@ -81,6 +82,7 @@ class App:
             tls_cert_file=tls_cert_file,
             tls_key_file=tls_key_file,
             logger=logger,
+            discovery=discovery,
         )
         # Check the defaults now, not at the first decorator.
         Agent("app", lambda ev: None, **self._defaults)

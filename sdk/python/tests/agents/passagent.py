@@ -3,7 +3,7 @@ the end-to-end tests and bench.py: it copies each event to an output topic
 with headers naming its source, and can be told to fail on purpose.
 
     passagent.py --addr HOST:PORT --app APP --name pass --out TOPIC [--poison VALUE]
-                 [--delay SECONDS] [--instance ID] [--credit N] [--token T]
+                 [--delay SECONDS] [--instance ID] [--credit N] [--token T] [--discovery SECONDS]
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ def main() -> None:
     ap.add_argument("--delay", type=float, default=0.0, help="seconds spent on each event")
     ap.add_argument("--credit", type=int, default=1000)
     ap.add_argument("--token", default=None)
+    ap.add_argument("--discovery", type=float, default=5.0, help="seconds between lists of the app's workers (0: only --addr)")
     args = ap.parse_args()
 
-    app = App(args.addr, app=args.app, token=args.token, instance_id=args.instance, credit_events=args.credit)
+    app = App(args.addr, app=args.app, token=args.token, instance_id=args.instance, credit_events=args.credit, discovery=args.discovery)
     poison = args.poison.encode()
 
     @app.agent(args.name)

@@ -55,6 +55,11 @@ class LifecycleServiceStub:
                 request_serializer=eddy_dot_v1_dot_lifecycle__pb2.ShutdownRequest.SerializeToString,
                 response_deserializer=eddy_dot_v1_dot_lifecycle__pb2.ShutdownResponse.FromString,
                 _registered_method=True)
+        self.ListWorkers = channel.unary_unary(
+                '/eddy.v1.LifecycleService/ListWorkers',
+                request_serializer=eddy_dot_v1_dot_lifecycle__pb2.ListWorkersRequest.SerializeToString,
+                response_deserializer=eddy_dot_v1_dot_lifecycle__pb2.ListWorkersResponse.FromString,
+                _registered_method=True)
 
 
 class LifecycleServiceServicer:
@@ -93,6 +98,16 @@ class LifecycleServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListWorkers(self, request, context):
+        """ListWorkers lists the workers of the app (the members of its consumer
+        group) with the gRPC addresses they advertise (listen.advertise), so that
+        an agent SDK or workerctl given any one worker's address reaches them all.
+        Read-only: allowed without a token unless reads are protected.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LifecycleServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -115,6 +130,11 @@ def add_LifecycleServiceServicer_to_server(servicer, server):
                     servicer.Shutdown,
                     request_deserializer=eddy_dot_v1_dot_lifecycle__pb2.ShutdownRequest.FromString,
                     response_serializer=eddy_dot_v1_dot_lifecycle__pb2.ShutdownResponse.SerializeToString,
+            ),
+            'ListWorkers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkers,
+                    request_deserializer=eddy_dot_v1_dot_lifecycle__pb2.ListWorkersRequest.FromString,
+                    response_serializer=eddy_dot_v1_dot_lifecycle__pb2.ListWorkersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -226,6 +246,33 @@ class LifecycleService:
             '/eddy.v1.LifecycleService/Shutdown',
             eddy_dot_v1_dot_lifecycle__pb2.ShutdownRequest.SerializeToString,
             eddy_dot_v1_dot_lifecycle__pb2.ShutdownResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eddy.v1.LifecycleService/ListWorkers',
+            eddy_dot_v1_dot_lifecycle__pb2.ListWorkersRequest.SerializeToString,
+            eddy_dot_v1_dot_lifecycle__pb2.ListWorkersResponse.FromString,
             options,
             channel_credentials,
             insecure,

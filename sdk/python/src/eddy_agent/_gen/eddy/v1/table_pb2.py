@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x65\x64\x64y/v1/table.proto\x12\x07\x65\x64\x64y.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x13\n\x11ListTablesRequest\"8\n\x12ListTablesResponse\x12\"\n\x06tables\x18\x01 \x03(\x0b\x32\x12.eddy.v1.TableInfo\"\xc6\x01\n\tTableInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x01(\x05\x12\x17\n\x0f\x63hangelog_topic\x18\x03 \x01(\t\x12\x18\n\x10standby_replicas\x18\x04 \x01(\r\x12\x1f\n\x06window\x18\x05 \x01(\x0b\x32\x0f.eddy.v1.Window\x12\x19\n\x11\x61\x63tive_partitions\x18\x06 \x03(\x05\x12\x1a\n\x12standby_partitions\x18\x07 \x03(\x05\x12\x0c\n\x04keys\x18\x08 \x01(\x03\"\x94\x01\n\x06Window\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\'\n\x04size\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x04step\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x07\x65xpires\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"Z\n\nGetRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\x30\n\x0cwindow_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"B\n\x0bGetResponse\x12\r\n\x05value\x18\x01 \x01(\x0c\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x11\n\tserved_by\x18\x03 \x01(\t\"c\n\x0bScanRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\x0c\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x12\n\npartitions\x18\x05 \x03(\x05\"\xa3\x01\n\x0cScanResponse\x12\x1f\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x0e.eddy.v1.Entry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\npartitions\x18\x03 \x03(\x05\x12\x1c\n\x14restoring_partitions\x18\x04 \x03(\x05\x12\x11\n\tserved_by\x18\x05 \x01(\t\x12\x14\n\x0c\x66orwarded_to\x18\x06 \x03(\t\"h\n\x05\x45ntry\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x11\n\tpartition\x18\x03 \x01(\x05\x12\x30\n\x0cwindow_start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xbc\x01\n\x0cTableService\x12\x45\n\nListTables\x12\x1a.eddy.v1.ListTablesRequest\x1a\x1b.eddy.v1.ListTablesResponse\x12\x30\n\x03Get\x12\x13.eddy.v1.GetRequest\x1a\x14.eddy.v1.GetResponse\x12\x33\n\x04Scan\x12\x14.eddy.v1.ScanRequest\x1a\x15.eddy.v1.ScanResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x65\x64\x64y/v1/table.proto\x12\x07\x65\x64\x64y.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x13\n\x11ListTablesRequest\"8\n\x12ListTablesResponse\x12\"\n\x06tables\x18\x01 \x03(\x0b\x32\x12.eddy.v1.TableInfo\"\xc6\x01\n\tTableInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x01(\x05\x12\x17\n\x0f\x63hangelog_topic\x18\x03 \x01(\t\x12\x18\n\x10standby_replicas\x18\x04 \x01(\r\x12\x1f\n\x06window\x18\x05 \x01(\x0b\x32\x0f.eddy.v1.Window\x12\x19\n\x11\x61\x63tive_partitions\x18\x06 \x03(\x05\x12\x1a\n\x12standby_partitions\x18\x07 \x03(\x05\x12\x0c\n\x04keys\x18\x08 \x01(\x03\"\x94\x01\n\x06Window\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\'\n\x04size\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x04step\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x07\x65xpires\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"Z\n\nGetRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\x30\n\x0cwindow_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"O\n\x0bGetResponse\x12\r\n\x05value\x18\x01 \x01(\x0c\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x11\n\tserved_by\x18\x03 \x01(\t\x12\x0b\n\x03key\x18\x04 \x01(\x0c\"c\n\x0bScanRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\x0c\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x12\n\npartitions\x18\x05 \x03(\x05\"\xa3\x01\n\x0cScanResponse\x12\x1f\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x0e.eddy.v1.Entry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\npartitions\x18\x03 \x03(\x05\x12\x1c\n\x14restoring_partitions\x18\x04 \x03(\x05\x12\x11\n\tserved_by\x18\x05 \x01(\t\x12\x14\n\x0c\x66orwarded_to\x18\x06 \x03(\t\"h\n\x05\x45ntry\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x11\n\tpartition\x18\x03 \x01(\x05\x12\x30\n\x0cwindow_start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xbc\x01\n\x0cTableService\x12\x45\n\nListTables\x12\x1a.eddy.v1.ListTablesRequest\x1a\x1b.eddy.v1.ListTablesResponse\x12\x30\n\x03Get\x12\x13.eddy.v1.GetRequest\x1a\x14.eddy.v1.GetResponse\x12\x33\n\x04Scan\x12\x14.eddy.v1.ScanRequest\x1a\x15.eddy.v1.ScanResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,13 +44,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETREQUEST']._serialized_start=528
   _globals['_GETREQUEST']._serialized_end=618
   _globals['_GETRESPONSE']._serialized_start=620
-  _globals['_GETRESPONSE']._serialized_end=686
-  _globals['_SCANREQUEST']._serialized_start=688
-  _globals['_SCANREQUEST']._serialized_end=787
-  _globals['_SCANRESPONSE']._serialized_start=790
-  _globals['_SCANRESPONSE']._serialized_end=953
-  _globals['_ENTRY']._serialized_start=955
-  _globals['_ENTRY']._serialized_end=1059
-  _globals['_TABLESERVICE']._serialized_start=1062
-  _globals['_TABLESERVICE']._serialized_end=1250
+  _globals['_GETRESPONSE']._serialized_end=699
+  _globals['_SCANREQUEST']._serialized_start=701
+  _globals['_SCANREQUEST']._serialized_end=800
+  _globals['_SCANRESPONSE']._serialized_start=803
+  _globals['_SCANRESPONSE']._serialized_end=966
+  _globals['_ENTRY']._serialized_start=968
+  _globals['_ENTRY']._serialized_end=1072
+  _globals['_TABLESERVICE']._serialized_start=1075
+  _globals['_TABLESERVICE']._serialized_end=1263
 # @@protoc_insertion_point(module_scope)

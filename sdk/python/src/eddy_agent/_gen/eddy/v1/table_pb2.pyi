@@ -63,14 +63,16 @@ class GetRequest(_message.Message):
     def __init__(self, table: _Optional[str] = ..., key: _Optional[bytes] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetResponse(_message.Message):
-    __slots__ = ("value", "partition", "served_by")
+    __slots__ = ("value", "partition", "served_by", "key")
     VALUE_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
     value: bytes
     partition: int
     served_by: str
-    def __init__(self, value: _Optional[bytes] = ..., partition: _Optional[int] = ..., served_by: _Optional[str] = ...) -> None: ...
+    key: bytes
+    def __init__(self, value: _Optional[bytes] = ..., partition: _Optional[int] = ..., served_by: _Optional[str] = ..., key: _Optional[bytes] = ...) -> None: ...
 
 class ScanRequest(_message.Message):
     __slots__ = ("table", "prefix", "limit", "page_token", "partitions")

@@ -26,17 +26,23 @@ from eddy_agent._gen.eddy.v1 import common_pb2 as eddy_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x65\x64\x64y/v1/topic.proto\x12\x07\x65\x64\x64y.v1\x1a\x14\x65\x64\x64y/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x01\n\x0bSendRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\r\n\x05value\x18\x03 \x01(\x0c\x12 \n\x07headers\x18\x04 \x03(\x0b\x32\x0f.eddy.v1.Header\x12\x16\n\tpartition\x18\x05 \x01(\x05H\x00\x88\x01\x01\x42\x0c\n\n_partition\"`\n\x0cSendResponse\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2C\n\x0cTopicService\x12\x33\n\x04Send\x12\x14.eddy.v1.SendRequest\x1a\x15.eddy.v1.SendResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x65\x64\x64y/v1/topic.proto\x12\x07\x65\x64\x64y.v1\x1a\x14\x65\x64\x64y/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x13\n\x11ListTopicsRequest\"8\n\x12ListTopicsResponse\x12\"\n\x06topics\x18\x01 \x03(\x0b\x32\x12.eddy.v1.TopicInfo\"-\n\tTopicInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x01(\x05\"\x80\x01\n\x0bSendRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\r\n\x05value\x18\x03 \x01(\x0c\x12 \n\x07headers\x18\x04 \x03(\x0b\x32\x0f.eddy.v1.Header\x12\x16\n\tpartition\x18\x05 \x01(\x05H\x00\x88\x01\x01\x42\x0c\n\n_partition\"`\n\x0cSendResponse\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\x8a\x01\n\x0cTopicService\x12\x33\n\x04Send\x12\x14.eddy.v1.SendRequest\x1a\x15.eddy.v1.SendResponse\x12\x45\n\nListTopics\x12\x1a.eddy.v1.ListTopicsRequest\x1a\x1b.eddy.v1.ListTopicsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'eddy.v1.topic_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SENDREQUEST']._serialized_start=88
-  _globals['_SENDREQUEST']._serialized_end=216
-  _globals['_SENDRESPONSE']._serialized_start=218
-  _globals['_SENDRESPONSE']._serialized_end=314
-  _globals['_TOPICSERVICE']._serialized_start=316
-  _globals['_TOPICSERVICE']._serialized_end=383
+  _globals['_LISTTOPICSREQUEST']._serialized_start=87
+  _globals['_LISTTOPICSREQUEST']._serialized_end=106
+  _globals['_LISTTOPICSRESPONSE']._serialized_start=108
+  _globals['_LISTTOPICSRESPONSE']._serialized_end=164
+  _globals['_TOPICINFO']._serialized_start=166
+  _globals['_TOPICINFO']._serialized_end=211
+  _globals['_SENDREQUEST']._serialized_start=214
+  _globals['_SENDREQUEST']._serialized_end=342
+  _globals['_SENDRESPONSE']._serialized_start=344
+  _globals['_SENDRESPONSE']._serialized_end=440
+  _globals['_TOPICSERVICE']._serialized_start=443
+  _globals['_TOPICSERVICE']._serialized_end=581
 # @@protoc_insertion_point(module_scope)

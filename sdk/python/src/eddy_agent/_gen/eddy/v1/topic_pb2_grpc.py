@@ -43,6 +43,11 @@ class TopicServiceStub:
                 request_serializer=eddy_dot_v1_dot_topic__pb2.SendRequest.SerializeToString,
                 response_deserializer=eddy_dot_v1_dot_topic__pb2.SendResponse.FromString,
                 _registered_method=True)
+        self.ListTopics = channel.unary_unary(
+                '/eddy.v1.TopicService/ListTopics',
+                request_serializer=eddy_dot_v1_dot_topic__pb2.ListTopicsRequest.SerializeToString,
+                response_deserializer=eddy_dot_v1_dot_topic__pb2.ListTopicsResponse.FromString,
+                _registered_method=True)
 
 
 class TopicServiceServicer:
@@ -59,6 +64,14 @@ class TopicServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTopics(self, request, context):
+        """ListTopics lists the topics declared in the app file (workerctl's
+        completion of topic names). Read-only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TopicServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -66,6 +79,11 @@ def add_TopicServiceServicer_to_server(servicer, server):
                     servicer.Send,
                     request_deserializer=eddy_dot_v1_dot_topic__pb2.SendRequest.FromString,
                     response_serializer=eddy_dot_v1_dot_topic__pb2.SendResponse.SerializeToString,
+            ),
+            'ListTopics': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTopics,
+                    request_deserializer=eddy_dot_v1_dot_topic__pb2.ListTopicsRequest.FromString,
+                    response_serializer=eddy_dot_v1_dot_topic__pb2.ListTopicsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -99,6 +117,33 @@ class TopicService:
             '/eddy.v1.TopicService/Send',
             eddy_dot_v1_dot_topic__pb2.SendRequest.SerializeToString,
             eddy_dot_v1_dot_topic__pb2.SendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTopics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eddy.v1.TopicService/ListTopics',
+            eddy_dot_v1_dot_topic__pb2.ListTopicsRequest.SerializeToString,
+            eddy_dot_v1_dot_topic__pb2.ListTopicsResponse.FromString,
             options,
             channel_credentials,
             insecure,

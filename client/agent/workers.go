@@ -1,0 +1,279 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/metadata"
+
+	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
+)
+
+// listTimeout bounds one ListWorkers call to one worker.
+const listTimeout = 3 * time.Second
+
+// leftAfter is how many lists in a row a worker must be missing from before
+// its session is stopped: one list taken in the middle of a rebalance may
+// miss a worker that is still there.
+const leftAfter = 2
+
+// workers keeps one link (the sessions with one worker, reconnected by
+// runLink) per worker of the app, as the workers list them
+// (docs/agents.md, "Several workers"). Only run's goroutine touches it.
+type workers struct {
+	a        *Agent
+	ctx      context.Context // the links' parent
+	links    []*link
+	stopping []*link // stopped, not yet returned
+	rejected chan error
+	wg       sync.WaitGroup
+}
+
+// link is the sessions with one worker.
+type link struct {
+	addr string
+	// workerID is the worker's id, "" while unknown: a link to an address of
+	// WithAddr before any worker listed the app's workers. Links are matched
+	// to workers by id, so that a worker dialled under another name than the
+	// one it advertises ("localhost" for "127.0.0.1") never gets two
+	// sessions of the same instance, which would replace each other.
+	workerID string
+	misses   int // lists in a row without it
+	cancel   context.CancelFunc
+	done     chan struct{}
+}
+
+func newWorkers(a *Agent) *workers {
+	return &workers{a: a, rejected: make(chan error, 1)}
+}
+
+// run keeps the links up to date until ctx is cancelled (nil, once every
+// link has stopped) or a worker rejects the agent (its error, once the other
+// links have stopped).
+func (w *workers) run(ctx context.Context) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	linksCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w.ctx = linksCtx
+	stop := func() {
+		cancel()
+		w.wg.Wait()
+	}
+	w.refresh(ctx)
+	var tick <-chan time.Time
+	if d := w.a.opts.discovery; d > 0 {
+		t := time.NewTicker(d)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			stop()
+			return nil
+		case err := <-w.rejected:
+			stop()
+			if ctx.Err() != nil {
+				return nil // a stop wins, as in runLink
+			}
+			return err
+		case <-tick:
+			w.refresh(ctx)
+		}
+	}
+}
+
+// refresh reads the app's workers and starts and stops links to match. When
+// no worker answers, the links stay as they are (or, when there are none,
+// go to the addresses of WithAddr).
+func (w *workers) refresh(ctx context.Context) {
+	w.reap()
+	if w.a.opts.discovery == 0 {
+		w.seeds()
+		return
+	}
+	resp, asked := w.list(ctx)
+	if resp == nil {
+		w.seeds()
+		return
+	}
+	want := map[string]string{} // worker id -> advertised address
+	for _, wi := range resp.GetWorkers() {
+		if wi.GetWorkerId() != "" && wi.GetGrpcAddress() != "" {
+			want[wi.GetWorkerId()] = wi.GetGrpcAddress()
+		}
+	}
+	// The worker that answered is alive even when the group does not list
+	// it yet (it is joining): keep its session, at the address asked.
+	if id := resp.GetWorkerId(); id != "" {
+		if _, ok := want[id]; !ok {
+			want[id] = asked
+		}
+		for _, l := range w.links {
+			if l.addr == asked && l.workerID == "" && w.byID(id) == nil {
+				l.workerID = id
+			}
+		}
+	}
+	for _, l := range slices.Clone(w.links) {
+		if l.workerID == "" {
+			if id := idOf(want, l.addr); id != "" && w.byID(id) == nil {
+				l.workerID = id
+			} else {
+				// An address of WithAddr that no worker advertises: the
+				// listed address of the same worker replaces it.
+				w.stop(l, "not an advertised worker address")
+				continue
+			}
+		}
+		if _, ok := want[l.workerID]; ok {
+			l.misses = 0
+			continue
+		}
+		l.misses++
+		if l.misses >= leftAfter {
+			w.stop(l, "the worker left the app")
+		}
+	}
+	for _, id := range sortedKeys(want) {
+		if w.byID(id) == nil && !w.isStopping(want[id]) {
+			w.start(want[id], id)
+		}
+	}
+}
+
+// seeds starts links to the addresses of WithAddr when there are none.
+func (w *workers) seeds() {
+	if len(w.links) > 0 {
+		return
+	}
+	for _, addr := range w.a.opts.addrs {
+		if !slices.ContainsFunc(w.links, func(l *link) bool { return l.addr == addr }) && !w.isStopping(addr) {
+			w.start(addr, "")
+		}
+	}
+}
+
+// list asks the known workers, then the addresses of WithAddr, in turn for
+// the app's workers; it returns the first answer and the address that gave
+// it, or nil when none answered.
+func (w *workers) list(ctx context.Context) (*eddyv1.ListWorkersResponse, string) {
+	var addrs []string
+	for _, l := range w.links {
+		if l.workerID == "" { // identify these first
+			addrs = append(addrs, l.addr)
+		}
+	}
+	for _, l := range w.links {
+		addrs = append(addrs, l.addr)
+	}
+	addrs = append(addrs, w.a.opts.addrs...)
+	tried := map[string]bool{}
+	for _, addr := range addrs {
+		if tried[addr] || ctx.Err() != nil {
+			continue
+		}
+		tried[addr] = true
+		resp, err := w.listAt(ctx, addr)
+		if err == nil {
+			return resp, addr
+		}
+		w.a.log.Debug("no list of workers", "addr", addr, "err", err)
+	}
+	return nil, ""
+}
+
+func (w *workers) listAt(ctx context.Context, addr string) (*eddyv1.ListWorkersResponse, error) {
+	conn, err := w.a.dial(addr)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, listTimeout)
+	defer cancel()
+	if tok := w.a.opts.token; tok != "" {
+		// Needed when the worker protects reads.
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok)
+	}
+	resp, err := eddyv1.NewLifecycleServiceClient(conn).ListWorkers(ctx, &eddyv1.ListWorkersRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("list workers at %s: %w", addr, err)
+	}
+	return resp, nil
+}
+
+func (w *workers) start(addr, workerID string) {
+	ctx, cancel := context.WithCancel(w.ctx)
+	l := &link{addr: addr, workerID: workerID, cancel: cancel, done: make(chan struct{})}
+	w.links = append(w.links, l)
+	w.a.log.Info("connecting to a worker", "addr", addr, "worker", workerID)
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		defer close(l.done)
+		if err := w.a.runLink(ctx, addr); err != nil {
+			select {
+			case w.rejected <- err:
+			default:
+			}
+		}
+	}()
+}
+
+// stop ends l's sessions gracefully (Run's stop order).
+func (w *workers) stop(l *link, why string) {
+	w.a.log.Info("leaving a worker", "addr", l.addr, "worker", l.workerID, "why", why)
+	l.cancel()
+	w.links = slices.DeleteFunc(w.links, func(x *link) bool { return x == l })
+	w.stopping = append(w.stopping, l)
+}
+
+// reap forgets stopped links that have returned.
+func (w *workers) reap() {
+	w.stopping = slices.DeleteFunc(w.stopping, func(l *link) bool {
+		select {
+		case <-l.done:
+			return true
+		default:
+			return false
+		}
+	})
+}
+
+// isStopping reports whether a link to addr is still stopping: a new one
+// waits for it, so the worker never has two sessions of this instance.
+func (w *workers) isStopping(addr string) bool {
+	return slices.ContainsFunc(w.stopping, func(l *link) bool { return l.addr == addr })
+}
+
+func (w *workers) byID(id string) *link {
+	for _, l := range w.links {
+		if l.workerID == id {
+			return l
+		}
+	}
+	return nil
+}
+
+func idOf(want map[string]string, addr string) string {
+	for id, a := range want {
+		if a == addr {
+			return id
+		}
+	}
+	return ""
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

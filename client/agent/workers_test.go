@@ -1,0 +1,154 @@
+package agent_test
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eddy-streams/eddy/client/agent"
+	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
+)
+
+// fakeApp is the list of workers every fake worker of a test answers with.
+type fakeApp struct {
+	mu      sync.Mutex
+	members []*fakeWorker
+	ids     map[*fakeWorker]string
+}
+
+func newFakeApp(t *testing.T, n int) (*fakeApp, []*fakeWorker) {
+	app := &fakeApp{ids: map[*fakeWorker]string{}}
+	var ws []*fakeWorker
+	for i := range n {
+		w := startFakeWorker(t)
+		app.ids[w] = fmt.Sprintf("w%d", i+1)
+		w.SetList(func() *eddyv1.ListWorkersResponse { return app.list(w) })
+		ws = append(ws, w)
+	}
+	return app, ws
+}
+
+func (a *fakeApp) set(ws ...*fakeWorker) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.members = ws
+}
+
+func (a *fakeApp) list(self *fakeWorker) *eddyv1.ListWorkersResponse {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	resp := &eddyv1.ListWorkersResponse{WorkerId: a.ids[self]}
+	for _, w := range a.members {
+		resp.Workers = append(resp.Workers, &eddyv1.WorkerInfo{WorkerId: a.ids[w], GrpcAddress: w.Addr})
+	}
+	return resp
+}
+
+// open is the number of sessions of w the agent has not closed.
+func open(w *fakeWorker) int {
+	n := 0
+	for _, s := range w.Sessions() {
+		if !s.ClosedByPeer() {
+			n++
+		}
+	}
+	return n
+}
+
+// TestDiscoveryFollowsWorkers: given one worker's address, the agent has a
+// session with every worker the app lists, connects to one that joins and
+// leaves one that left (after two lists without it), all under one
+// instance id.
+func TestDiscoveryFollowsWorkers(t *testing.T) {
+	app, ws := newFakeApp(t, 3)
+	w1, w2, w3 := ws[0], ws[1], ws[2]
+	app.set(w1, w2)
+	a := newAgent(t, w1, ok, agent.WithDiscovery(20*time.Millisecond))
+	runAgent(t, a)
+	counts := func(want ...int) func() bool {
+		return func() bool {
+			for i, w := range ws {
+				if open(w) != want[i] {
+					return false
+				}
+			}
+			return len(a.Sessions()) == sum(want)
+		}
+	}
+	waitFor(t, waitTimeout, "a session with w1 and w2 only", counts(1, 1, 0))
+
+	app.set(w1, w2, w3)
+	waitFor(t, waitTimeout, "a session with w3 too", counts(1, 1, 1))
+
+	app.set(w1, w3)
+	waitFor(t, waitTimeout, "w2's session closed by the agent", counts(1, 0, 1))
+	for _, w := range ws {
+		for _, s := range w.Sessions() {
+			if got := s.Hello.GetInstanceId(); got != a.InstanceID() {
+				t.Errorf("instance id at %s: got %q, want %q", w.Addr, got, a.InstanceID())
+			}
+		}
+	}
+	if got := w1.Hellos(); got != 1 {
+		t.Errorf("w1: %d Connect streams, want 1 (its session kept throughout)", got)
+	}
+}
+
+// TestDiscoveryOneSessionPerWorker: an address of WithAddr that names a
+// worker otherwise than it advertises itself ("localhost" for "127.0.0.1")
+// is matched to the worker by its id, so the worker never gets a second
+// session of the instance (which would replace the first, again and again).
+// The worker first does not answer the list (it is starting), so the agent
+// connects to the address given; once it answers, that session is kept.
+func TestDiscoveryOneSessionPerWorker(t *testing.T) {
+	app, ws := newFakeApp(t, 2)
+	w1, w2 := ws[0], ws[1]
+	app.set(w1, w2)
+	w1.SetList(nil)
+	seed := strings.Replace(w1.Addr, "127.0.0.1", "localhost", 1)
+	a := newAgent(t, w1, ok, agent.WithAddr(seed), agent.WithDiscovery(10*time.Millisecond))
+	runAgent(t, a)
+	waitFor(t, waitTimeout, "a session with w1 at the address given", func() bool { return open(w1) == 1 })
+	w1.SetList(func() *eddyv1.ListWorkersResponse { return app.list(w1) })
+	waitFor(t, waitTimeout, "sessions with w1 and w2", func() bool { return open(w1) == 1 && open(w2) == 1 })
+	lists := w1.Lists() + w2.Lists()
+	waitFor(t, waitTimeout, "ten more lists", func() bool { return w1.Lists()+w2.Lists() >= lists+10 })
+	if got := w1.Hellos(); got != 1 {
+		t.Errorf("w1: %d Connect streams, want 1", got)
+	}
+	if got := a.Sessions(); len(got) != 2 || got[seed] == "" || got[w2.Addr] == "" {
+		t.Errorf("sessions: got %v, want %s and %s", got, seed, w2.Addr)
+	}
+}
+
+// TestDiscoveryFallsBackToSeeds: workers that do not answer the list (too
+// old, or still starting) are connected to at the addresses given; with
+// discovery off, exactly those and no list is asked for.
+func TestDiscoveryFallsBackToSeeds(t *testing.T) {
+	w1, w2 := startFakeWorker(t), startFakeWorker(t)
+	a := newAgent(t, w1, ok, agent.WithAddr(w1.Addr+", "+w2.Addr), agent.WithDiscovery(10*time.Millisecond))
+	runAgent(t, a)
+	waitFor(t, waitTimeout, "sessions with both", func() bool { return open(w1) == 1 && open(w2) == 1 })
+
+	app, ws := newFakeApp(t, 2)
+	app.set(ws...)
+	off := newAgent(t, ws[0], ok, agent.WithDiscovery(0))
+	r := runAgent(t, off)
+	waitFor(t, waitTimeout, "a session with the one address", func() bool { return open(ws[0]) == 1 })
+	if err := r.Stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if n := ws[0].Lists() + ws[1].Lists(); n != 0 || len(ws[1].Sessions()) != 0 {
+		t.Errorf("discovery off: %d lists, %d sessions at the other worker; want none", n, len(ws[1].Sessions()))
+	}
+}
+
+func sum(xs []int) int {
+	n := 0
+	for _, x := range xs {
+		n += x
+	}
+	return n
+}
