@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"time"
+
+	"github.com/eddy-streams/eddy/worker/transport"
 )
 
 // transactionalID is the worker's transactional id under exactly_once:
@@ -12,8 +14,11 @@ import (
 func (a *App) transactionalID() string { return a.cfg.App + "-" + a.cfg.WorkerID }
 
 // identityProbe bounds the dial that tells a live twin from a dead
-// predecessor.
-const identityProbe = time.Second
+// predecessor; identityCheckFor how long the group is asked.
+const (
+	identityProbe    = time.Second
+	identityCheckFor = 30 * time.Second
+)
 
 // checkIdentity refuses to start when another live worker of the group
 // has this worker's id: under exactly_once both would use one
@@ -22,9 +27,26 @@ const identityProbe = time.Second
 // advertised the same address (this process holds it now) or when nothing
 // answers at its address (it died and its membership has not expired yet).
 func (a *App) checkIdentity(ctx context.Context, d groupDescriber) error {
-	ms, err := d.DescribeGroup(ctx, a.cfg.App)
+	// A new cluster's group coordinator may take a while to answer its
+	// first question (the offsets topic is created then): ask again for a
+	// while, then start without the check rather than not at all.
+	var ms []transport.GroupMember
+	var err error
+	deadline := time.Now().Add(identityCheckFor)
+	for {
+		ms, err = d.DescribeGroup(ctx, a.cfg.App)
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
 	if err != nil {
-		return fmt.Errorf("exactly_once: describe the group to check that worker id %q is not in use: %w", a.cfg.WorkerID, err)
+		a.log.Warn("exactly_once: could not describe the group to check that no live worker has this worker id; starting anyway (two live workers with one id fence each other's transactions)",
+			"worker_id", a.cfg.WorkerID, "err", err)
+		return ctx.Err()
 	}
 	self := a.advertised()
 	for _, m := range ms {
