@@ -104,7 +104,7 @@ func pageInt(t *testing.T, ctx context.Context, selector string) int64 {
 // pause and resume work only with the token; a phone-sized viewport has
 // no horizontal scroll; and after the data directory is deleted, the
 // restarted worker's page shows each table partition's restore as a
-// finished progress bar (docs/monitoring.md#web-dashboard).
+// finished progress bar (docs/dashboard.md).
 func TestDashboardInBrowser(t *testing.T) {
 	const token = "dash-s3cret"
 	a := newWordCountApp(t)

@@ -22,7 +22,7 @@ type DashboardCore interface {
 	dashboard.Core
 }
 
-// Dashboard returns the web dashboard of core (docs/monitoring.md#web-dashboard)
+// Dashboard returns the web dashboard of core (docs/dashboard.md)
 // for HTTPHandler, with the server's token settings. Its look-ups go through
 // TableService.Get, so a key owned by another worker is read there (like
 // `workerctl get`), and it asks the other workers for their status over

@@ -32,7 +32,7 @@ type HTTPOptions struct {
 //   - /debug/pprof/: Go profiles (net/http/pprof), only with opts.Pprof
 //     and behind opts.Token;
 //   - / and /dashboard/: the web dashboard, when opts.Dashboard is set
-//     (Server.Dashboard, docs/monitoring.md#web-dashboard).
+//     (Server.Dashboard, docs/dashboard.md).
 //
 // Health and metrics need no token by design: probes and scrapers read
 // them, and they hold no table data (docs/operations.md#security).

@@ -1,5 +1,5 @@
 // Package dashboard serves the worker's web dashboard on its HTTP listener
-// (docs/monitoring.md#web-dashboard): a page (plain HTML, CSS and JS,
+// (docs/dashboard.md): a page (plain HTML, CSS and JS,
 // embedded) that polls one JSON endpoint every second and draws the app's
 // workers, agents, partitions, charts of the last 15 minutes, restores,
 // standbys, tables with a key look-up, and recent warnings and errors.
