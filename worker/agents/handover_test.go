@@ -470,3 +470,15 @@ func delivered(h *harness, n int64) (*fakeAgent, *agents.Batch) {
 	a := h.open("count", "a", 100)
 	return a, a.nextBatch()
 }
+
+// TestStoodStillPurgesQueuedRecords: when the pulse sees the process stood
+// still, what the producer still queues is withdrawn at once — librdkafka
+// could send it before its timeout scan fails it, after the partitions'
+// next owners wrote (TestChurnFreezeAndKill saw such a late record).
+func TestStoodStillPurgesQueuedRecords(t *testing.T) {
+	h := start(t, freezeConfig())
+	h.settle()
+	before := h.prod.purgeCalls()
+	h.m.StandStill(time.Minute)
+	waitFor(t, wait, func() string { return "a purge after the pause" }, func() bool { return h.prod.purgeCalls() > before })
+}

@@ -410,6 +410,19 @@ func (m *Manager) Run(ctx context.Context) error {
 	stopPulse := make(chan struct{})
 	go m.freeze.run(stopPulse, func(d time.Duration) {
 		m.mon.Freezes.Add(1)
+		if !m.eos {
+			// Records librdkafka queued before the pause are past their
+			// message timeout, but its broker thread may send them
+			// before its once-a-second timeout scan fails them: after a
+			// pause that cost the partitions they would land after the
+			// next owners' writes. Withdraw them at once (they fail with
+			// ErrPurged and are produced again once the group confirms
+			// the partitions, freeze.go). Under exactly-once the
+			// transaction's fencing covers them.
+			if pq, ok := m.producer.(interface{ PurgeQueued() }); ok {
+				pq.PurgeQueued()
+			}
+		}
 		m.log.Warn("the worker's process stood still; it may have lost its partitions without knowing, so it produces nothing until the group confirms them",
 			"for", d.Round(time.Millisecond), "limit", m.cfg.FreezeGap)
 	})
