@@ -106,7 +106,8 @@ func (m *Manager) results(s *session, res *Results) error {
 			for _, out := range r.Produced {
 				w := &write{rec: transport.Record{
 					Topic:     out.Topic,
-					Partition: transport.AnyPartition,
+					Partition: m.cfg.Partitioners.Partition(out.Topic, out.Key),
+					Timestamp: rec.ts, // the input's, as in Kafka Streams
 					Key:       out.Key,
 					Value:     out.Value,
 					Headers:   out.Headers, // the session made them for this result alone

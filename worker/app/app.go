@@ -66,6 +66,9 @@ type App struct {
 	members      members
 	standbys     *tables.Standbys // set by Run when a table has standby replicas
 	standbyKick  chan struct{}    // an assignment changed: re-place standbys
+	// partitioners place the keys of each declared topic
+	// (topics[].partitioner); read-only.
+	partitioners transport.TopicPartitioners
 }
 
 type tablePartition struct {
@@ -135,6 +138,7 @@ func New(cfg *config.Config, opts Options) *App {
 		log:          opts.Logger,
 		startedAt:    time.Now(),
 		mon:          monitor.New(cfg.App, opts.Version, cfg.Monitor.Enabled),
+		partitioners: partitioners(cfg),
 		assigned:     map[TopicPartition]bool{},
 		standbyKick:  make(chan struct{}, 1),
 		pausedAgents: map[string]bool{},

@@ -102,7 +102,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	// reverse), so a takeover under way still finds its replica.
 	var sbs *tables.Standbys
 	mcfg := agents.Config{
-		App: a.cfg.App, Agents: a.cfg.Agents, Outputs: a.outputTopics(), Logger: a.log,
+		App: a.cfg.App, Agents: a.cfg.Agents, Outputs: a.outputTopics(), Partitioners: a.partitioners, Logger: a.log,
 		Monitor: a.mon, StallTimeout: a.cfg.Monitor.StallTimeout.D(),
 		CommitInterval: a.cfg.Commit.Interval.D(), CommitEvery: a.cfg.Commit.Every,
 		RevokeTimeout:  a.cfg.Commit.RevokeTimeout.D(),
@@ -135,7 +135,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	mgr := agents.New(mcfg, producer)
 	g, gctx := errgroup.WithContext(ctx)
 	if topics := a.sourceTopics(); len(topics) > 0 {
-		consumer, err := transport.NewConsumer(tcfg, topics, &consumerHandler{a: a, mgr: mgr}, topts...)
+		consumer, err := transport.NewConsumer(tcfg, topics, &consumerHandler{a: a, mgr: mgr, routes: a.newRouteChecks()}, topts...)
 		if err != nil {
 			return err
 		}
@@ -293,8 +293,9 @@ func recentErrors(l *transport.ErrorLog) []KafkaError {
 // consumerHandler receives the consumer's callbacks on its poll goroutine
 // and hands them to the agents manager.
 type consumerHandler struct {
-	a   *App
-	mgr *agents.Manager
+	a      *App
+	mgr    *agents.Manager
+	routes routeChecks
 }
 
 func (h *consumerHandler) Assigned(parts []transport.TopicPartition) {
@@ -317,7 +318,10 @@ func (h *consumerHandler) Lost(parts []transport.TopicPartition) {
 	h.a.kickStandbys()
 }
 
-func (h *consumerHandler) Message(msg *transport.Message) { h.mgr.Message(msg) }
+func (h *consumerHandler) Message(msg *transport.Message) {
+	h.routes.check(msg)
+	h.mgr.Message(msg)
+}
 
 // Stats takes librdkafka's statistics and records the consumer lag of
 // each owned partition.

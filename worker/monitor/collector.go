@@ -38,6 +38,7 @@ var (
 	descProduce      = prometheus.NewDesc("eddy_produce_latency_seconds", "Time from producing a record to Kafka's acknowledgement.", nil, nil)
 	descCommit       = prometheus.NewDesc("eddy_commit_latency_seconds", "Time to commit offsets.", nil, nil)
 	descCommitFailed = prometheus.NewDesc("eddy_commit_failures_total", "Offset commits that failed and will be retried at the next commit cycle.", nil, nil)
+	descMisrouted    = prometheus.NewDesc("eddy_misrouted_records_total", "Records consumed whose key the topic's declared partitioner (topics[].partitioner) puts on another partition: table reads by key miss them.", []string{"topic"}, nil)
 	descWatchDropped = prometheus.NewDesc("eddy_watch_snapshots_dropped_total", "Snapshots not sent to slow Watch callers.", nil, nil)
 )
 
@@ -50,7 +51,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 		descInFlight, descLag, descCommitted, descProcessing, descEndToEnd, descSessions, descConnects,
 		descDisconnects, descStale, descRefused, descProduceRetry, descDLQNoValue, descProcTimeouts, descTableReadErr, descStalled,
 		descRebalances, descFreezes, descRebalanceDur, descProduce, descCommit, descCommitFailed, descWatchDropped, descInflightB,
-		descStreamWaits} {
+		descStreamWaits, descMisrouted} {
 		ch <- d
 	}
 }
@@ -86,6 +87,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for _, st := range m.stalls {
 		stalled[st.Agent]++
 	}
+	misrouted := make(map[string]uint64, len(m.misrouted))
+	for topic, c := range m.misrouted {
+		misrouted[topic] = c.Load()
+	}
 	agents := make([]*AgentStats, 0, len(m.agents))
 	for _, a := range m.agents {
 		agents = append(agents, a)
@@ -120,4 +125,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descWatchDropped, prometheus.CounterValue, float64(m.WatchDropped.Load()))
 	ch <- prometheus.MustNewConstMetric(descInflightB, prometheus.GaugeValue, float64(m.InflightBytes.Load()))
 	ch <- prometheus.MustNewConstMetric(descStreamWaits, prometheus.CounterValue, float64(m.StreamWaits.Load()))
+	for topic, n := range misrouted {
+		ch <- prometheus.MustNewConstMetric(descMisrouted, prometheus.CounterValue, float64(n), topic)
+	}
 }

@@ -21,10 +21,11 @@ type Monitor struct {
 	state   prometheus.Gauge
 	kafka   *prometheus.CounterVec
 
-	mu     sync.Mutex
-	parts  map[partKey]*PartitionStats
-	agents map[string]*AgentStats
-	stalls []Stall
+	mu        sync.Mutex
+	misrouted map[string]*atomic.Uint64 // by topic
+	parts     map[partKey]*PartitionStats
+	agents    map[string]*AgentStats
+	stalls    []Stall
 
 	// Rebalances counts consumer-group rebalances (assignments and
 	// revocations) since start.
@@ -107,8 +108,9 @@ func New(app, version string, enabled bool) *Monitor {
 			Name: "eddy_kafka_errors_total",
 			Help: "Errors reported by the Kafka client, by librdkafka error code.",
 		}, []string{"code"}),
-		parts:  map[partKey]*PartitionStats{},
-		agents: map[string]*AgentStats{},
+		parts:     map[partKey]*PartitionStats{},
+		agents:    map[string]*AgentStats{},
+		misrouted: map[string]*atomic.Uint64{},
 	}
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "eddy_build_info",
@@ -152,6 +154,21 @@ func (m *Monitor) Partition(agent, topic string, partition int32) *PartitionStat
 		m.parts[k] = s
 	}
 	return s
+}
+
+// Misrouted returns the counter of topic's records whose key its declared
+// partitioner puts on another partition than the one they were read from
+// (eddy_misrouted_records_total{topic}), creating it at 0. Recorded
+// whether or not per-event recording is on.
+func (m *Monitor) Misrouted(topic string) *atomic.Uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := m.misrouted[topic]
+	if c == nil {
+		c = &atomic.Uint64{}
+		m.misrouted[topic] = c
+	}
+	return c
 }
 
 // Release forgets a partition that left this worker (its series vanish).
