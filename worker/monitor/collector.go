@@ -12,8 +12,8 @@ var (
 
 	descReceived     = prometheus.NewDesc("eddy_events_received_total", "Records consumed from Kafka.", partLabels, nil)
 	descDelivered    = prometheus.NewDesc("eddy_events_delivered_total", "Events sent to agents, redeliveries included.", partLabels, nil)
-	descProcessed    = prometheus.NewDesc("eddy_events_processed_total", "Events whose agent result was OK.", partLabels, nil)
-	descRetried      = prometheus.NewDesc("eddy_events_retried_total", "RETRY results.", partLabels, nil)
+	descProcessed    = prometheus.NewDesc("eddy_events_processed_total", "Events done with an OK result: Kafka acknowledged every record they produced. An event is processed or dead-lettered, never both.", partLabels, nil)
+	descRetried      = prometheus.NewDesc("eddy_events_retried_total", "RETRY results of agents (the worker's own produce retries are eddy_produce_retries_total).", partLabels, nil)
 	descDeadLettered = prometheus.NewDesc("eddy_events_dead_lettered_total", "Events sent to the dead-letter topic.", partLabels, nil)
 	descInFlight     = prometheus.NewDesc("eddy_events_in_flight", "Events delivered to agents without a result.", partLabels, nil)
 	descLag          = prometheus.NewDesc("eddy_consumer_lag", "Records between the committed offset and the partition end (librdkafka statistics; -1 unknown).", partLabels, nil)

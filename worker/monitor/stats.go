@@ -15,7 +15,7 @@ type PartitionStats struct {
 
 	Received     atomic.Uint64
 	Delivered    atomic.Uint64
-	Acked        atomic.Uint64
+	Acked        atomic.Uint64 // processed: done with an OK result
 	Retried      atomic.Uint64
 	DeadLettered atomic.Uint64
 	InFlight     atomic.Int64
@@ -48,20 +48,28 @@ func (s *PartitionStats) AddDelivered(n int) {
 	}
 }
 
-// Result records one result of a delivery made at deliveredAt.
-func (s *PartitionStats) Result(ok, retry bool, deliveredAt, now time.Time) {
+// Result records one result of a delivery made at deliveredAt: retry for
+// a RETRY. An OK result is counted as processed only once the event is
+// done (Processed): its writes may still fail and dead-letter it.
+func (s *PartitionStats) Result(retry bool, deliveredAt, now time.Time) {
 	if s == nil {
 		return
 	}
 	s.InFlight.Add(-1)
-	switch {
-	case ok:
-		s.Acked.Add(1)
-	case retry:
+	if retry {
 		s.Retried.Add(1)
 	}
 	if !deliveredAt.IsZero() {
 		s.Processing.Observe(now.Sub(deliveredAt))
+	}
+}
+
+// Processed records an event done with an OK result: Kafka has every
+// record it produced (eddy_events_processed_total). An event is processed
+// or dead-lettered, never both.
+func (s *PartitionStats) Processed() {
+	if s != nil {
+		s.Acked.Add(1)
 	}
 }
 
