@@ -185,7 +185,7 @@ func (a *App) setStateLocked(s State) {
 	if old == s {
 		return
 	}
-	a.mon.SetState(int32(s))
+	a.mon.SetState(s.String(), allStateNames)
 	if a.log != nil && old != 0 {
 		a.log.Info("state", "from", old.String(), "to", s.String())
 	}

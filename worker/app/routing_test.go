@@ -81,3 +81,14 @@ func TestDeclaredPartitionerFits(t *testing.T) {
 		t.Errorf("misrouted %d, logs %q; want 0 and none", got, logs.String())
 	}
 }
+
+// eddy_worker_state's state set names every state, in lifecycle order.
+func TestAllStateNames(t *testing.T) {
+	var want []string
+	for s := StateStarting; s <= StateStopped; s++ {
+		want = append(want, s.String())
+	}
+	if !slices.Equal(allStateNames, want) {
+		t.Errorf("allStateNames = %v, want %v", allStateNames, want)
+	}
+}

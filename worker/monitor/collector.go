@@ -16,8 +16,8 @@ var (
 	descRetried      = prometheus.NewDesc("eddy_events_retried_total", "RETRY results of agents (the worker's own produce retries are eddy_produce_retries_total).", partLabels, nil)
 	descDeadLettered = prometheus.NewDesc("eddy_events_dead_lettered_total", "Events sent to the dead-letter topic.", partLabels, nil)
 	descInFlight     = prometheus.NewDesc("eddy_events_in_flight", "Events delivered to agents without a result.", partLabels, nil)
-	descLag          = prometheus.NewDesc("eddy_consumer_lag", "Records between the committed offset and the partition end (librdkafka statistics; -1 unknown).", partLabels, nil)
-	descCommitted    = prometheus.NewDesc("eddy_committed_offset", "The last committed offset (the next to consume).", partLabels, nil)
+	descLag          = prometheus.NewDesc("eddy_consumer_lag", "Records between the committed offset and the partition end (librdkafka statistics); no series while unknown.", partLabels, nil)
+	descCommitted    = prometheus.NewDesc("eddy_committed_offset", "The last committed offset (the next to consume); no series before this worker's first commit of the partition.", partLabels, nil)
 	descProcessing   = prometheus.NewDesc("eddy_processing_latency_seconds", "Time from delivering an event to an agent to its result.", agentLabels, nil)
 	descEndToEnd     = prometheus.NewDesc("eddy_end_to_end_latency_seconds", "Time from a record's timestamp to the commit that covers it.", agentLabels, nil)
 	descInflightB    = prometheus.NewDesc("eddy_inflight_bytes", "Bytes held for results on their way to Kafka, against limits.inflight_bytes.", nil, nil)
@@ -76,8 +76,13 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descRetried, s.Retried.Load())
 		counter(descDeadLettered, s.DeadLettered.Load())
 		gauge(descInFlight, s.InFlight.Load())
-		gauge(descLag, s.Lag.Load())
-		gauge(descCommitted, s.Committed.Load())
+		// Unknown values (-1) are left out, not exported as a number.
+		if v := s.Lag.Load(); v >= 0 {
+			gauge(descLag, v)
+		}
+		if v := s.Committed.Load(); v >= 0 {
+			gauge(descCommitted, v)
+		}
 		if proc[s.Agent] == nil {
 			proc[s.Agent], e2e[s.Agent] = &histSnapshot{}, &histSnapshot{}
 		}

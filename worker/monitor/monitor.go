@@ -18,7 +18,7 @@ import (
 type Monitor struct {
 	enabled bool
 	reg     *prometheus.Registry
-	state   prometheus.Gauge
+	state   *prometheus.GaugeVec
 	kafka   *prometheus.CounterVec
 
 	mu        sync.Mutex
@@ -100,10 +100,10 @@ func New(app, version string, enabled bool) *Monitor {
 	m := &Monitor{
 		enabled: enabled,
 		reg:     reg,
-		state: prometheus.NewGauge(prometheus.GaugeOpts{
+		state: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "eddy_worker_state",
-			Help: "Lifecycle state: 1 STARTING, 2 RECOVERING, 3 RUNNING, 4 PAUSED, 5 STOPPING, 6 STOPPED.",
-		}),
+			Help: "Lifecycle state as a state set: 1 for the current state, 0 for the others.",
+		}, []string{"state"}),
 		kafka: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "eddy_kafka_errors_total",
 			Help: "Errors reported by the Kafka client, by librdkafka error code.",
@@ -129,8 +129,17 @@ func New(app, version string, enabled bool) *Monitor {
 // Registry is the registry /metrics serves.
 func (m *Monitor) Registry() *prometheus.Registry { return m.reg }
 
-// SetState records the lifecycle state as its number.
-func (m *Monitor) SetState(s int32) { m.state.Set(float64(s)) }
+// SetState records the lifecycle state current, one of all (every state,
+// each exported: 1 for current, 0 for the others).
+func (m *Monitor) SetState(current string, all []string) {
+	for _, s := range all {
+		v := 0.0
+		if s == current {
+			v = 1
+		}
+		m.state.WithLabelValues(s).Set(v)
+	}
+}
 
 // KafkaError counts one Kafka client error by its code name.
 func (m *Monitor) KafkaError(code string) { m.kafka.WithLabelValues(code).Inc() }
