@@ -5,6 +5,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/eddy-streams/eddy/internal/testutil"
 	"github.com/eddy-streams/eddy/worker/config"
 	"github.com/eddy-streams/eddy/worker/transport"
@@ -90,5 +93,28 @@ func TestAllStateNames(t *testing.T) {
 	}
 	if !slices.Equal(allStateNames, want) {
 		t.Errorf("allStateNames = %v, want %v", allStateNames, want)
+	}
+}
+
+// Every Kafka error status lists is counted in eddy_kafka_errors_total,
+// labelled with librdkafka's symbolic name of its code, not its text.
+func TestKafkaErrorsCounted(t *testing.T) {
+	a, _ := routingApp(t, "")
+	l := a.newErrorLog()
+	for range 3 {
+		l.Add(transport.KafkaError{Client: "consumer", Code: kafka.ErrAllBrokersDown, CodeName: kafka.ErrAllBrokersDown.String(), Partition: -1})
+	}
+	l.Add(transport.KafkaError{Client: "producer", Code: kafka.ErrUnknownTopicOrPart, Topic: "words", Partition: 3})
+	if got := recentErrors(l); len(got) != 2 {
+		t.Fatalf("status lists %d errors, want 2", len(got))
+	}
+	want := `
+# HELP eddy_kafka_errors_total Errors reported by the Kafka clients (those status lists), by librdkafka's symbolic error name, e.g. _ALL_BROKERS_DOWN.
+# TYPE eddy_kafka_errors_total counter
+eddy_kafka_errors_total{code="UNKNOWN_TOPIC_OR_PART"} 1
+eddy_kafka_errors_total{code="_ALL_BROKERS_DOWN"} 3
+`
+	if err := promtestutil.GatherAndCompare(a.mon.Registry(), strings.NewReader(want), "eddy_kafka_errors_total"); err != nil {
+		t.Error(err)
 	}
 }

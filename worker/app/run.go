@@ -52,7 +52,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	}
 	defer a.setState(StateStopped)
 
-	errLog := transport.NewErrorLog(0)
+	errLog := a.newErrorLog()
 	a.mu.Lock()
 	a.kafkaErrs = func() []KafkaError { return recentErrors(errLog) }
 	a.mu.Unlock()
@@ -359,4 +359,13 @@ func (a *App) track(parts []transport.TopicPartition, add bool) {
 			delete(a.assigned, k)
 		}
 	}
+}
+
+// newErrorLog is the log of the Kafka clients' errors that status lists;
+// each error recorded also counts in eddy_kafka_errors_total{code}, by
+// librdkafka's symbolic name of its code.
+func (a *App) newErrorLog() *transport.ErrorLog {
+	l := transport.NewErrorLog(0)
+	l.OnError(func(e transport.KafkaError) { a.mon.KafkaError(e.Name) })
+	return l
 }

@@ -106,7 +106,7 @@ func New(app, version string, enabled bool) *Monitor {
 		}, []string{"state"}),
 		kafka: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "eddy_kafka_errors_total",
-			Help: "Errors reported by the Kafka client, by librdkafka error code.",
+			Help: "Errors reported by the Kafka clients (those status lists), by librdkafka's symbolic error name, e.g. _ALL_BROKERS_DOWN.",
 		}, []string{"code"}),
 		parts:     map[partKey]*PartitionStats{},
 		agents:    map[string]*AgentStats{},
@@ -141,7 +141,8 @@ func (m *Monitor) SetState(current string, all []string) {
 	}
 }
 
-// KafkaError counts one Kafka client error by its code name.
+// KafkaError counts one Kafka client error by librdkafka's symbolic name
+// of its code (transport.CodeName: a bounded set, never message text).
 func (m *Monitor) KafkaError(code string) { m.kafka.WithLabelValues(code).Inc() }
 
 // Partition returns the stats of a partition now owned by agent, creating
