@@ -40,8 +40,8 @@ func TestProcessedCountedOnceWhenDone(t *testing.T) {
 	a.reply(a.nextBatch(), ok(0, out("x")), ok(1, out("y")), ok(2))
 	h.prod.waitCalls(t, 2)
 	h.settle()
-	if got := partSnap(t, cfg.Monitor); got.Acked != 1 {
-		t.Errorf("processed %d before Kafka answered, want 1 (only the event without outputs)", got.Acked)
+	if got := partSnap(t, cfg.Monitor); got.Processed != 1 {
+		t.Errorf("processed %d before Kafka answered, want 1 (only the event without outputs)", got.Processed)
 	}
 	h.prod.answer(t, 0, kafkaErr(kafka.ErrMsgSizeTooLarge)) // offset 0: dead-lettered
 	h.prod.answer(t, 1, kafkaErr(kafka.ErrMsgTimedOut))     // offset 1: produced again
@@ -50,9 +50,9 @@ func TestProcessedCountedOnceWhenDone(t *testing.T) {
 	h.prod.answer(t, 3, nil)
 	expectCommitted(t, h, a, 0, 3)
 	got := partSnap(t, cfg.Monitor)
-	if got.Received != 3 || got.Acked != 2 || got.DeadLettered != 1 || got.Retried != 0 {
+	if got.Received != 3 || got.Processed != 2 || got.DeadLettered != 1 || got.Retried != 0 {
 		t.Errorf("received %d processed %d dead-lettered %d retried %d; want 3, 2, 1, 0 (processed + dead-lettered = received)",
-			got.Received, got.Acked, got.DeadLettered, got.Retried)
+			got.Received, got.Processed, got.DeadLettered, got.Retried)
 	}
 	if info := h.info("count"); info.Acked != 2 || info.DeadLettered != 1 || info.Retried != 0 || info.ProduceRetries != 1 {
 		t.Errorf("agent info acked %d dead-lettered %d retried %d produce retries %d; want 2, 1, 0, 1",

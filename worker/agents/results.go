@@ -410,5 +410,5 @@ func (m *Manager) produced(p *partition, r *rec, w *write, err error) {
 // and counted only there.
 func (p *partition) processed() {
 	p.a.stats.acked++
-	p.stats.Processed()
+	p.stats.AddProcessed()
 }

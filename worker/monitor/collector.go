@@ -72,7 +72,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		counter(descReceived, s.Received.Load())
 		counter(descDelivered, s.Delivered.Load())
-		counter(descProcessed, s.Acked.Load())
+		counter(descProcessed, s.Processed.Load())
 		counter(descRetried, s.Retried.Load())
 		counter(descDeadLettered, s.DeadLettered.Load())
 		gauge(descInFlight, s.InFlight.Load())

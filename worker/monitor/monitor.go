@@ -249,7 +249,7 @@ type Snapshot struct {
 type PartitionSnapshot struct {
 	Agent, Topic                                      string
 	Partition                                         int32
-	Received, Delivered, Acked, Retried, DeadLettered uint64
+	Received, Delivered, Processed, Retried, DeadLettered uint64
 	InFlight, Lag, Committed                          int64
 	ProcessingP50, ProcessingP95, ProcessingP99       time.Duration
 	EndToEndP50, EndToEndP95, EndToEndP99             time.Duration
@@ -260,7 +260,7 @@ type PartitionSnapshot struct {
 type AgentSnapshot struct {
 	Agent                        string
 	Sessions                     int64
-	Connects, Disconnects, Acked uint64
+	Connects, Disconnects, Processed uint64
 	InFlight                     int64
 	StaleDropped                 uint64
 }
@@ -268,7 +268,7 @@ type AgentSnapshot struct {
 // rateWindow is the shortest period a rate is measured over.
 const rateWindow = time.Second
 
-// Snapshot reads every counter. Rates are acked events per second over
+// Snapshot reads every counter. Rates are processed events per second over
 // the last rate window.
 func (m *Monitor) Snapshot() Snapshot {
 	now := time.Now()
@@ -283,7 +283,7 @@ func (m *Monitor) Snapshot() Snapshot {
 	for _, s := range m.parts {
 		ps := PartitionSnapshot{
 			Agent: s.Agent, Topic: s.Topic, Partition: s.Partition,
-			Received: s.Received.Load(), Delivered: s.Delivered.Load(), Acked: s.Acked.Load(),
+			Received: s.Received.Load(), Delivered: s.Delivered.Load(), Processed: s.Processed.Load(),
 			Retried: s.Retried.Load(), DeadLettered: s.DeadLettered.Load(),
 			InFlight: s.InFlight.Load(), Lag: s.Lag.Load(), Committed: s.Committed.Load(),
 		}
@@ -294,9 +294,9 @@ func (m *Monitor) Snapshot() Snapshot {
 		ps.EndToEndP50, ps.EndToEndP95, ps.EndToEndP99 = e2e.quantile(0.5), e2e.quantile(0.95), e2e.quantile(0.99)
 		if since := now.Sub(s.lastSample); s.lastSample.IsZero() || since >= rateWindow {
 			if !s.lastSample.IsZero() {
-				s.rate.Store(math.Float64bits(float64(ps.Acked-s.lastAcked) / since.Seconds()))
+				s.rate.Store(math.Float64bits(float64(ps.Processed-s.lastProcessed) / since.Seconds()))
 			}
-			s.lastAcked, s.lastSample = ps.Acked, now
+			s.lastProcessed, s.lastSample = ps.Processed, now
 		}
 		ps.EventsPerSecond = math.Float64frombits(s.rate.Load())
 		snap.Partitions = append(snap.Partitions, ps)
@@ -305,7 +305,7 @@ func (m *Monitor) Snapshot() Snapshot {
 			a = &AgentSnapshot{Agent: s.Agent}
 			agents[s.Agent] = a
 		}
-		a.Acked += ps.Acked
+		a.Processed += ps.Processed
 		a.InFlight += ps.InFlight
 	}
 	for _, a := range agents {

@@ -39,7 +39,7 @@ func TestCountersAndExposition(t *testing.T) {
 		s.AddDelivered(1)
 		s.Result(i >= 5, now.Add(-time.Millisecond), now)
 		if i < 5 {
-			s.Processed()
+			s.AddProcessed()
 		}
 	}
 	s.AddDeadLettered()
@@ -48,7 +48,7 @@ func TestCountersAndExposition(t *testing.T) {
 		t.Fatalf("partitions: got %d, want 1", len(snap.Partitions))
 	}
 	p := snap.Partitions[0]
-	if p.Received != 7 || p.Delivered != 7 || p.Acked != 5 || p.Retried != 2 || p.DeadLettered != 1 || p.InFlight != 0 {
+	if p.Received != 7 || p.Delivered != 7 || p.Processed != 5 || p.Retried != 2 || p.DeadLettered != 1 || p.InFlight != 0 {
 		t.Errorf("got %+v", p)
 	}
 	want := `
@@ -81,7 +81,7 @@ func BenchmarkRecordEvent(b *testing.B) {
 		s.AddReceived(1)
 		s.AddDelivered(1)
 		s.Result(false, sent, now)
-		s.Processed()
+		s.AddProcessed()
 	}
 }
 
