@@ -247,22 +247,22 @@ type Snapshot struct {
 
 // PartitionSnapshot are the counters of one partition.
 type PartitionSnapshot struct {
-	Agent, Topic                                      string
-	Partition                                         int32
+	Agent, Topic                                          string
+	Partition                                             int32
 	Received, Delivered, Processed, Retried, DeadLettered uint64
-	InFlight, Lag, Committed                          int64
-	ProcessingP50, ProcessingP95, ProcessingP99       time.Duration
-	EndToEndP50, EndToEndP95, EndToEndP99             time.Duration
-	EventsPerSecond                                   float64
+	InFlight, Lag, Committed                              int64
+	ProcessingP50, ProcessingP95, ProcessingP99           time.Duration
+	EndToEndP50, EndToEndP95, EndToEndP99                 time.Duration
+	EventsPerSecond                                       float64
 }
 
 // AgentSnapshot are the counters of one agent.
 type AgentSnapshot struct {
-	Agent                        string
-	Sessions                     int64
+	Agent                            string
+	Sessions                         int64
 	Connects, Disconnects, Processed uint64
-	InFlight                     int64
-	StaleDropped                 uint64
+	InFlight                         int64
+	StaleDropped                     uint64
 }
 
 // rateWindow is the shortest period a rate is measured over.
