@@ -99,7 +99,7 @@ func TestMonitorCountsExactly(t *testing.T) {
 	text := w.metrics(t)
 	for _, ps := range snap.GetPartitions() {
 		want := perPartition[ps.GetPartition()]
-		for name, got := range map[string]uint64{"received": ps.GetReceived(), "delivered": ps.GetDelivered(), "acked": ps.GetAcked()} {
+		for name, got := range map[string]uint64{"received": ps.GetReceived(), "delivered": ps.GetDelivered(), "processed": ps.GetProcessed(), "acked (deprecated alias)": ps.GetAcked()} {
 			if got != want {
 				t.Errorf("partition %d %s: got %d, want %d", ps.GetPartition(), name, got, want)
 			}

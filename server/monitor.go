@@ -104,7 +104,7 @@ func (s *monitorServer) snapshot() *eddyv1.Snapshot {
 	for _, p := range snap.Partitions {
 		out.Partitions = append(out.Partitions, &eddyv1.PartitionStats{
 			Topic: p.Topic, Partition: p.Partition, Agent: p.Agent,
-			Received: p.Received, Delivered: p.Delivered, Acked: p.Acked, Retried: p.Retried,
+			Received: p.Received, Delivered: p.Delivered, Processed: p.Processed, Acked: p.Processed, Retried: p.Retried,
 			DeadLettered: p.DeadLettered, InFlight: p.InFlight, Lag: p.Lag, Committed: p.Committed,
 			ProcessingP99: durationpb.New(p.ProcessingP99), EndToEndP99: durationpb.New(p.EndToEndP99),
 			EventsPerSecond: p.EventsPerSecond,
@@ -113,7 +113,7 @@ func (s *monitorServer) snapshot() *eddyv1.Snapshot {
 	for _, a := range snap.Agents {
 		out.Agents = append(out.Agents, &eddyv1.AgentStats{
 			Agent: a.Agent, Sessions: uint32(max(a.Sessions, 0)), Connects: a.Connects, Disconnects: a.Disconnects,
-			Acked: a.Acked, InFlight: a.InFlight, StaleDropped: a.StaleDropped,
+			Processed: a.Processed, Acked: a.Processed, InFlight: a.InFlight, StaleDropped: a.StaleDropped,
 		})
 	}
 	return out

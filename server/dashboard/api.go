@@ -211,12 +211,12 @@ func (d *Dashboard) state(ctx context.Context, since int64, auth authState) Stat
 			a = &agg{}
 			byAgent[p.Agent] = a
 		}
-		a.processed += p.Acked
+		a.processed += p.Processed
 		a.rate += p.EventsPerSecond
 		a.p99 = max(a.p99, p.ProcessingP99)
 		out.Partitions = append(out.Partitions, PartView{Agent: p.Agent, Topic: p.Topic, Partition: p.Partition,
 			Rate: p.EventsPerSecond, Lag: p.Lag, Committed: p.Committed, InFlight: p.InFlight, Received: p.Received,
-			Processed: p.Acked, Retried: p.Retried, DeadLettered: p.DeadLettered,
+			Processed: p.Processed, Retried: p.Retried, DeadLettered: p.DeadLettered,
 			ProcessingMS: ms(p.ProcessingP99), EndToEndMS: ms(p.EndToEndP99),
 			Stalled: stalledParts[[3]string{p.Agent, p.Topic, strconv.Itoa(int(p.Partition))}]})
 	}

@@ -87,9 +87,9 @@ func newFake() *fakeCore {
 				Partitions: []app.TopicPartition{{Topic: "words", Partition: 0}, {Topic: "words", Partition: 1}}, InFlight: 3, CreditEvents: 997}},
 			InFlight: 3, Lag: 12}},
 		snap: monitor.Snapshot{Partitions: []monitor.PartitionSnapshot{
-			{Agent: "count", Topic: "words", Partition: 0, Received: 100, Acked: 90, Lag: 2, EndToEndP99: 5 * time.Millisecond, EventsPerSecond: 10},
-			{Agent: "count", Topic: "words", Partition: 1, Received: 100, Acked: 95, Lag: 10, EndToEndP99: time.Millisecond, EventsPerSecond: 20},
-			{Agent: "count", Topic: "words", Partition: 2, Received: 5, Acked: 5, Lag: 0},
+			{Agent: "count", Topic: "words", Partition: 0, Received: 100, Processed: 90, Lag: 2, EndToEndP99: 5 * time.Millisecond, EventsPerSecond: 10},
+			{Agent: "count", Topic: "words", Partition: 1, Received: 100, Processed: 95, Lag: 10, EndToEndP99: time.Millisecond, EventsPerSecond: 20},
+			{Agent: "count", Topic: "words", Partition: 2, Received: 5, Processed: 5, Lag: 0},
 		}, Stalled: []monitor.Stall{{Agent: "count", Topic: "words", Partition: 2, Since: start, Reason: "frontier still"}}},
 		tables:   []app.TableInfo{{Name: "counts", Partitions: 8, Keys: 42, ActivePartitions: []int32{0, 1}, StandbyPartitions: []int32{3}}},
 		members:  []app.Member{{WorkerID: "w1", Addr: "127.0.0.1:6066"}, {WorkerID: "w2", Addr: "127.0.0.1:7066", Assigned: make([]app.TopicPartition, 3)}},
@@ -323,7 +323,7 @@ func TestSeriesRing(t *testing.T) {
 	t0 := time.UnixMilli(1_000_000)
 	for i := range 5 {
 		snap := monitor.Snapshot{Partitions: []monitor.PartitionSnapshot{{Agent: "count", Topic: "words", Partition: 0,
-			Received: uint64(100 * i), Acked: uint64(50 * i), DeadLettered: uint64(i / 3), Lag: int64(i), EndToEndP99: time.Duration(i) * time.Millisecond}}}
+			Received: uint64(100 * i), Processed: uint64(50 * i), DeadLettered: uint64(i / 3), Lag: int64(i), EndToEndP99: time.Duration(i) * time.Millisecond}}}
 		s.take(t0.Add(time.Duration(i)*time.Second), snap)
 	}
 	got := s.series(0)
@@ -393,7 +393,7 @@ func BenchmarkState64(b *testing.B) {
 	f.snap.Stalled = nil
 	for p := range int32(64) {
 		f.snap.Partitions = append(f.snap.Partitions, monitor.PartitionSnapshot{Agent: "count", Topic: "words", Partition: p,
-			Received: 1000, Acked: 900, Lag: int64(p), EndToEndP99: time.Duration(p) * time.Millisecond, EventsPerSecond: 100})
+			Received: 1000, Processed: 900, Lag: int64(p), EndToEndP99: time.Duration(p) * time.Millisecond, EventsPerSecond: 100})
 	}
 	d := New(Config{Logger: testutil.QuietLogger(), Get: func(context.Context, string, []byte) (GetResult, error) { return GetResult{}, nil }}, f)
 	now := time.Now()

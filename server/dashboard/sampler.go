@@ -96,7 +96,7 @@ func (s *sampler) take(now time.Time, snap monitor.Snapshot) {
 	var evs []Event
 	for _, p := range snap.Partitions {
 		k := partKey{p.Agent, p.Topic, p.Partition}
-		c := partCount{p.Received, p.Acked, p.DeadLettered}
+		c := partCount{p.Received, p.Processed, p.DeadLettered}
 		cur[k] = c
 		if p.Lag > 0 {
 			lag += p.Lag

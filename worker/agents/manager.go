@@ -76,6 +76,10 @@ type Config struct {
 	// (eddy_agent_results_refused_total); see docs/protocol.md. Default:
 	// none (every produced record is refused).
 	Outputs []string
+	// Partitioners place the records agents produce, per topic
+	// (topics[].partitioner, docs/configuration.md). Default: none (the
+	// producer's murmur2_random).
+	Partitioners transport.TopicPartitioners
 	// MaxBatchEvents bounds the events of one EventBatch. Default: 500.
 	MaxBatchEvents int
 	// MaxBatchBytes bounds the key+value bytes of one EventBatch, well under

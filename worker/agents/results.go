@@ -75,14 +75,13 @@ func (m *Manager) results(s *session, res *Results) error {
 		s.inflight--
 		p.inflight--
 		if refused != nil && refused[i] != "" {
-			p.stats.Result(false, false, rec.sentAt, now)
+			p.stats.Result(false, rec.sentAt, now)
 			m.refuse(s, p, rec, refused[i])
 			continue
 		}
-		p.stats.Result(r.Status == StatusOK, r.Status == StatusRetry, rec.sentAt, now)
+		p.stats.Result(r.Status == StatusRetry, rec.sentAt, now)
 		switch r.Status {
 		case StatusOK:
-			a.stats.acked++
 			rec.lane = nil
 			rec.lastErr = ""
 			if len(r.Produced) == 0 && len(r.Mutations) == 0 {
@@ -91,6 +90,7 @@ func (m *Manager) results(s *session, res *Results) error {
 				}
 				rec.state = stateDone
 				m.doneCount++
+				p.processed()
 				continue
 			}
 			if m.eos {
@@ -110,7 +110,8 @@ func (m *Manager) results(s *session, res *Results) error {
 			for _, out := range r.Produced {
 				w := &write{rec: transport.Record{
 					Topic:     out.Topic,
-					Partition: transport.AnyPartition,
+					Partition: m.cfg.Partitioners.Partition(out.Topic, out.Key),
+					Timestamp: rec.ts, // the input's, as in Kafka Streams
 					Key:       out.Key,
 					Value:     out.Value,
 					Headers:   out.Headers, // the session made them for this result alone
@@ -417,7 +418,18 @@ func (m *Manager) produced(p *partition, r *rec, w *write, err error) {
 		}
 		r.state = stateDone
 		m.doneCount++
+		if !r.dlq {
+			p.processed()
+		}
 		p.advance()
 		m.applyPause(p)
 	}
+}
+
+// processed counts an event done with an OK result, once Kafka has what it
+// produced: one whose writes fail permanently is dead-lettered instead,
+// and counted only there.
+func (p *partition) processed() {
+	p.a.stats.acked++
+	p.stats.AddProcessed()
 }

@@ -67,6 +67,9 @@ type App struct {
 	members      members
 	standbys     *tables.Standbys // set by Run when a table has standby replicas
 	standbyKick  chan struct{}    // an assignment changed: re-place standbys
+	// partitioners place the keys of each declared topic
+	// (topics[].partitioner); read-only.
+	partitioners transport.TopicPartitioners
 }
 
 type tablePartition struct {
@@ -136,6 +139,7 @@ func New(cfg *config.Config, opts Options) *App {
 		log:          opts.Logger,
 		startedAt:    time.Now(),
 		mon:          monitor.New(cfg.App, opts.Version, cfg.Monitor.Enabled),
+		partitioners: partitioners(cfg),
 		assigned:     map[TopicPartition]bool{},
 		standbyKick:  make(chan struct{}, 1),
 		pausedAgents: map[string]bool{},
@@ -182,7 +186,7 @@ func (a *App) setStateLocked(s State) {
 	if old == s {
 		return
 	}
-	a.mon.SetState(int32(s))
+	a.mon.SetState(s.String(), allStateNames)
 	if a.log != nil && old != 0 {
 		a.log.Info("state", "from", old.String(), "to", s.String())
 	}

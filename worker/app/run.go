@@ -53,7 +53,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	}
 	defer a.setState(StateStopped)
 
-	errLog := transport.NewErrorLog(0)
+	errLog := a.newErrorLog()
 	a.mu.Lock()
 	a.kafkaErrs = func() []KafkaError { return recentErrors(errLog) }
 	a.mu.Unlock()
@@ -125,7 +125,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	// reverse), so a takeover under way still finds its replica.
 	var sbs *tables.Standbys
 	mcfg := agents.Config{
-		App: a.cfg.App, Agents: a.cfg.Agents, Outputs: a.outputTopics(), Logger: a.log,
+		App: a.cfg.App, Agents: a.cfg.Agents, Outputs: a.outputTopics(), Partitioners: a.partitioners, Logger: a.log,
 		Monitor: a.mon, StallTimeout: a.cfg.Monitor.StallTimeout.D(),
 		CommitInterval: a.cfg.EffectiveCommitInterval(), CommitEvery: a.cfg.Commit.Every,
 		ExactlyOnce:    eos,
@@ -159,7 +159,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	mgr := agents.New(mcfg, producer)
 	g, gctx := errgroup.WithContext(ctx)
 	if topics := a.sourceTopics(); len(topics) > 0 {
-		consumer, err := transport.NewConsumer(tcfg, topics, &consumerHandler{a: a, mgr: mgr}, topts...)
+		consumer, err := transport.NewConsumer(tcfg, topics, &consumerHandler{a: a, mgr: mgr, routes: a.newRouteChecks()}, topts...)
 		if err != nil {
 			return err
 		}
@@ -321,8 +321,9 @@ func recentErrors(l *transport.ErrorLog) []KafkaError {
 // consumerHandler receives the consumer's callbacks on its poll goroutine
 // and hands them to the agents manager.
 type consumerHandler struct {
-	a   *App
-	mgr *agents.Manager
+	a      *App
+	mgr    *agents.Manager
+	routes routeChecks
 }
 
 func (h *consumerHandler) Assigned(parts []transport.TopicPartition) {
@@ -345,7 +346,10 @@ func (h *consumerHandler) Lost(parts []transport.TopicPartition) {
 	h.a.kickStandbys()
 }
 
-func (h *consumerHandler) Message(msg *transport.Message) { h.mgr.Message(msg) }
+func (h *consumerHandler) Message(msg *transport.Message) {
+	h.routes.check(msg)
+	h.mgr.Message(msg)
+}
 
 // Stats takes librdkafka's statistics and records the consumer lag of
 // each owned partition.
@@ -383,4 +387,13 @@ func (a *App) track(parts []transport.TopicPartition, add bool) {
 			delete(a.assigned, k)
 		}
 	}
+}
+
+// newErrorLog is the log of the Kafka clients' errors that status lists;
+// each error recorded also counts in eddy_kafka_errors_total{code}, by
+// librdkafka's symbolic name of its code.
+func (a *App) newErrorLog() *transport.ErrorLog {
+	l := transport.NewErrorLog(0)
+	l.OnError(func(e transport.KafkaError) { a.mon.KafkaError(e.Name) })
+	return l
 }

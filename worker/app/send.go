@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/eddy-streams/eddy/worker/agents"
-	"github.com/eddy-streams/eddy/worker/tables"
 	"github.com/eddy-streams/eddy/worker/transport"
 )
 
@@ -91,14 +90,14 @@ func (a *App) Send(ctx context.Context, rec SendRecord) (SendResult, error) {
 		return SendResult{}, errNotRunning(a.State())
 	}
 	tr := transport.Record{Topic: rec.Topic, Key: rec.Key, Value: rec.Value, Headers: rec.Headers, Timestamp: time.Now()}
-	// The partition is chosen here, as the producer's partitioner would,
-	// so the answer can name it: murmur2 of the key (tables.KeyPartition,
-	// checked against Kafka's), or a random one for a record without key.
+	// The partition is chosen here, by the topic's partitioner
+	// (topics[].partitioner), so the answer can name it; a record without
+	// key goes to a random partition.
 	switch {
 	case rec.Partition != nil:
 		tr.Partition = *rec.Partition
 	case len(rec.Key) > 0:
-		tr.Partition = tables.KeyPartition(rec.Key, int32(partitions))
+		tr.Partition = a.partitioners.Partition(rec.Topic, rec.Key)
 	default:
 		tr.Key = nil
 		tr.Partition = rand.Int32N(int32(partitions))

@@ -31,6 +31,10 @@ var stateNames = map[State]string{
 	StateStopped:    "STOPPED",
 }
 
+// allStateNames are the states' names in lifecycle order
+// (eddy_worker_state's state set).
+var allStateNames = []string{"STARTING", "RECOVERING", "RUNNING", "PAUSED", "STOPPING", "STOPPED"}
+
 // String returns the state's upper-case name.
 func (s State) String() string {
 	if n, ok := stateNames[s]; ok {

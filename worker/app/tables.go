@@ -194,8 +194,8 @@ func (a *App) manager() (*agents.Manager, error) {
 	return a.mgr, nil
 }
 
-// TableGet reads key of table. The partition is the key's (murmur2, like
-// the producers); when this worker owns it the value is read locally
+// TableGet reads key of table. The partition is the key's under the
+// source topic's partitioner (topics[].partitioner); when this worker owns it the value is read locally
 // through the agents' view (acknowledged mutations included), otherwise a
 // *NotOwnedError names the owner to forward to. A windowed table needs
 // windowStart. Errors: *UnknownTableError, ErrKeyNotFound, agents.ErrBadRequest,
@@ -209,7 +209,7 @@ func (a *App) TableGet(ctx context.Context, table string, key []byte, windowStar
 		return TableValue{}, fmt.Errorf("empty key: tables never store one: %w", agents.ErrBadRequest)
 	}
 	n := a.tablePartitions(table)
-	part := tables.KeyPartition(key, n)
+	part := a.keyPartition(src, key, n)
 	skey := key
 	if tc.Window != nil {
 		if windowStart == nil {

@@ -287,7 +287,19 @@ type Topic struct {
 	Name string `yaml:"name"`
 	// Partitions is the partition count. Required, at least 1.
 	Partitions int `yaml:"partitions"`
+	// Partitioner is how the topic's producers place keys, by librdkafka's
+	// name: murmur2_random (the Java client's and franz-go's),
+	// consistent_random (librdkafka's and kcat's default) or fnv1a_random.
+	// Table reads find a key's partition with it, the worker's own records
+	// for the topic are placed with it, and consumed records whose key it
+	// would put elsewhere are counted (docs/configuration.md). Default:
+	// murmur2_random.
+	Partitioner string `yaml:"partitioner"`
 }
+
+// Partitioners are the accepted topics[].partitioner names, the default
+// first.
+var Partitioners = []string{"murmur2_random", "consistent_random", "fnv1a_random"}
 
 // Agent declares an agent.
 type Agent struct {

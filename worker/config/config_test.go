@@ -49,6 +49,9 @@ func TestLoadGood(t *testing.T) {
 	if got, want := cfg.Tables[1].Window.Size.D(), time.Minute; got != want {
 		t.Errorf("window.size: got %v, want %v", got, want)
 	}
+	if got, want := cfg.Topics[0].Partitioner, "murmur2_random"; got != want {
+		t.Errorf("partitioner default: got %q, want %q", got, want)
+	}
 	if got, want := cfg.Agents[0].Ordering, "partition"; got != want {
 		t.Errorf("ordering default: got %q, want %q", got, want)
 	}
@@ -149,6 +152,8 @@ func TestLoadBad(t *testing.T) {
 		{"negative commit interval", good + "commit: {interval: -1s}\n", []string{"commit.interval: -1s: must not be negative"}},
 		{"bad partitions type", strings.Replace(good, "partitions: 8", "partitions: eight", 1),
 			[]string{"topics[0].partitions", `want a whole number, got "eight"`}},
+		{"unknown partitioner", strings.Replace(good, "partitions: 8", "partitions: 8, partitioner: crc32", 1),
+			[]string{`topics[0].partitioner: unknown partitioner "crc32" (known: murmur2_random, consistent_random, fnv1a_random)`}},
 		{"zero partitions", strings.Replace(good, "partitions: 8", "partitions: 0", 1),
 			[]string{"topics[0].partitions: 0: must be at least 1"}},
 		{"bad ordering", strings.Replace(good, "tables: [counts]\n", "tables: [counts]\n    ordering: random\n", 1),

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 )
 
 // validName is what Kafka accepts in a topic name, which app, agent and
@@ -145,6 +146,11 @@ func (c *Config) Validate() error {
 		topics[t.Name] = true
 		if t.Partitions < 1 {
 			bad(f+".partitions", "%d: must be at least 1", t.Partitions)
+		}
+		if t.Partitioner == "" {
+			c.Topics[i].Partitioner = Partitioners[0]
+		} else if !slices.Contains(Partitioners, t.Partitioner) {
+			bad(f+".partitioner", "unknown partitioner %q (known: %s)", t.Partitioner, strings.Join(Partitioners, ", "))
 		}
 	}
 	tables := map[string]bool{}

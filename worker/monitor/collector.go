@@ -12,12 +12,12 @@ var (
 
 	descReceived     = prometheus.NewDesc("eddy_events_received_total", "Records consumed from Kafka.", partLabels, nil)
 	descDelivered    = prometheus.NewDesc("eddy_events_delivered_total", "Events sent to agents, redeliveries included.", partLabels, nil)
-	descProcessed    = prometheus.NewDesc("eddy_events_processed_total", "Events whose agent result was OK.", partLabels, nil)
-	descRetried      = prometheus.NewDesc("eddy_events_retried_total", "RETRY results.", partLabels, nil)
+	descProcessed    = prometheus.NewDesc("eddy_events_processed_total", "Events done with an OK result: Kafka acknowledged every record they produced. An event is processed or dead-lettered, never both.", partLabels, nil)
+	descRetried      = prometheus.NewDesc("eddy_events_retried_total", "RETRY results of agents (the worker's own produce retries are eddy_produce_retries_total).", partLabels, nil)
 	descDeadLettered = prometheus.NewDesc("eddy_events_dead_lettered_total", "Events sent to the dead-letter topic.", partLabels, nil)
 	descInFlight     = prometheus.NewDesc("eddy_events_in_flight", "Events delivered to agents without a result.", partLabels, nil)
-	descLag          = prometheus.NewDesc("eddy_consumer_lag", "Records between the committed offset and the partition end (librdkafka statistics; -1 unknown).", partLabels, nil)
-	descCommitted    = prometheus.NewDesc("eddy_committed_offset", "The last committed offset (the next to consume).", partLabels, nil)
+	descLag          = prometheus.NewDesc("eddy_consumer_lag", "Records between the committed offset and the partition end (librdkafka statistics); no series while unknown.", partLabels, nil)
+	descCommitted    = prometheus.NewDesc("eddy_committed_offset", "The last committed offset (the next to consume); no series before this worker's first commit of the partition.", partLabels, nil)
 	descProcessing   = prometheus.NewDesc("eddy_processing_latency_seconds", "Time from delivering an event to an agent to its result.", agentLabels, nil)
 	descEndToEnd     = prometheus.NewDesc("eddy_end_to_end_latency_seconds", "Time from a record's timestamp to the commit that covers it.", agentLabels, nil)
 	descInflightB    = prometheus.NewDesc("eddy_inflight_bytes", "Bytes held for results on their way to Kafka, against limits.inflight_bytes.", nil, nil)
@@ -41,6 +41,7 @@ var (
 	descTxnAborts    = prometheus.NewDesc("eddy_transactions_aborted_total", "Transactions aborted (exactly_once): their records are invisible to read_committed readers, and their events are processed again from the committed offsets.", nil, nil)
 	descProdResets   = prometheus.NewDesc("eddy_producer_resets_total", "Transactional producers re-created after a fatal error (fenced by a newer producer of the same transactional id, or the transaction timed out).", nil, nil)
 	descCommitFailed = prometheus.NewDesc("eddy_commit_failures_total", "Offset commits that failed and will be retried at the next commit cycle.", nil, nil)
+	descMisrouted    = prometheus.NewDesc("eddy_misrouted_records_total", "Records consumed whose key the topic's declared partitioner (topics[].partitioner) puts on another partition: table reads by key miss them.", []string{"topic"}, nil)
 	descWatchDropped = prometheus.NewDesc("eddy_watch_snapshots_dropped_total", "Snapshots not sent to slow Watch callers.", nil, nil)
 )
 
@@ -53,7 +54,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 		descInFlight, descLag, descCommitted, descProcessing, descEndToEnd, descSessions, descConnects,
 		descDisconnects, descStale, descRefused, descProduceRetry, descDLQNoValue, descProcTimeouts, descTableReadErr, descStalled,
 		descRebalances, descFreezes, descRebalanceDur, descProduce, descCommit, descCommitFailed, descTxnCommits, descTxnAborts, descProdResets, descWatchDropped, descInflightB,
-		descStreamWaits} {
+		descStreamWaits, descMisrouted} {
 		ch <- d
 	}
 }
@@ -74,12 +75,17 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		counter(descReceived, s.Received.Load())
 		counter(descDelivered, s.Delivered.Load())
-		counter(descProcessed, s.Acked.Load())
+		counter(descProcessed, s.Processed.Load())
 		counter(descRetried, s.Retried.Load())
 		counter(descDeadLettered, s.DeadLettered.Load())
 		gauge(descInFlight, s.InFlight.Load())
-		gauge(descLag, s.Lag.Load())
-		gauge(descCommitted, s.Committed.Load())
+		// Unknown values (-1) are left out, not exported as a number.
+		if v := s.Lag.Load(); v >= 0 {
+			gauge(descLag, v)
+		}
+		if v := s.Committed.Load(); v >= 0 {
+			gauge(descCommitted, v)
+		}
 		if proc[s.Agent] == nil {
 			proc[s.Agent], e2e[s.Agent] = &histSnapshot{}, &histSnapshot{}
 		}
@@ -88,6 +94,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, st := range m.stalls {
 		stalled[st.Agent]++
+	}
+	misrouted := make(map[string]uint64, len(m.misrouted))
+	for topic, c := range m.misrouted {
+		misrouted[topic] = c.Load()
 	}
 	agents := make([]*AgentStats, 0, len(m.agents))
 	for _, a := range m.agents {
@@ -126,4 +136,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descWatchDropped, prometheus.CounterValue, float64(m.WatchDropped.Load()))
 	ch <- prometheus.MustNewConstMetric(descInflightB, prometheus.GaugeValue, float64(m.InflightBytes.Load()))
 	ch <- prometheus.MustNewConstMetric(descStreamWaits, prometheus.CounterValue, float64(m.StreamWaits.Load()))
+	for topic, n := range misrouted {
+		ch <- prometheus.MustNewConstMetric(descMisrouted, prometheus.CounterValue, float64(n), topic)
+	}
 }

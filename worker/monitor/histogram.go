@@ -20,6 +20,7 @@ type Histogram struct {
 	counts [19]atomic.Uint64 // len(bucketBounds)+1: the last is +Inf
 	sumNs  atomic.Uint64
 	count  atomic.Uint64
+	maxNs  atomic.Int64 // the largest observation
 }
 
 // Observe records one duration.
@@ -35,6 +36,12 @@ func (h *Histogram) Observe(d time.Duration) {
 	h.counts[i].Add(1)
 	h.sumNs.Add(uint64(d))
 	h.count.Add(1)
+	for {
+		old := h.maxNs.Load()
+		if int64(d) <= old || h.maxNs.CompareAndSwap(old, int64(d)) {
+			break
+		}
+	}
 }
 
 // histSnapshot is a point-in-time copy of one or more histograms.
@@ -42,6 +49,7 @@ type histSnapshot struct {
 	counts [19]uint64
 	sum    float64 // seconds
 	count  uint64
+	max    time.Duration
 }
 
 func (h *Histogram) addTo(s *histSnapshot) {
@@ -50,11 +58,18 @@ func (h *Histogram) addTo(s *histSnapshot) {
 	}
 	s.sum += float64(h.sumNs.Load()) / 1e9
 	s.count += h.count.Load()
+	s.max = max(s.max, time.Duration(h.maxNs.Load()))
 }
 
 // quantile estimates the q-quantile by linear interpolation inside the
-// bucket holding it; 0 when empty.
+// bucket holding it, and never above the largest observation (the buckets
+// are ×2.5 apart: interpolating alone put the p99 of a 16 s run at 29.6 s);
+// 0 when empty.
 func (s *histSnapshot) quantile(q float64) time.Duration {
+	return min(s.interpolate(q), s.max)
+}
+
+func (s *histSnapshot) interpolate(q float64) time.Duration {
 	if s.count == 0 {
 		return 0
 	}

@@ -18,13 +18,14 @@ import (
 type Monitor struct {
 	enabled bool
 	reg     *prometheus.Registry
-	state   prometheus.Gauge
+	state   *prometheus.GaugeVec
 	kafka   *prometheus.CounterVec
 
-	mu     sync.Mutex
-	parts  map[partKey]*PartitionStats
-	agents map[string]*AgentStats
-	stalls []Stall
+	mu        sync.Mutex
+	misrouted map[string]*atomic.Uint64 // by topic
+	parts     map[partKey]*PartitionStats
+	agents    map[string]*AgentStats
+	stalls    []Stall
 
 	// Rebalances counts consumer-group rebalances (assignments and
 	// revocations) since start.
@@ -105,16 +106,17 @@ func New(app, version string, enabled bool) *Monitor {
 	m := &Monitor{
 		enabled: enabled,
 		reg:     reg,
-		state: prometheus.NewGauge(prometheus.GaugeOpts{
+		state: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "eddy_worker_state",
-			Help: "Lifecycle state: 1 STARTING, 2 RECOVERING, 3 RUNNING, 4 PAUSED, 5 STOPPING, 6 STOPPED.",
-		}),
+			Help: "Lifecycle state as a state set: 1 for the current state, 0 for the others.",
+		}, []string{"state"}),
 		kafka: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "eddy_kafka_errors_total",
-			Help: "Errors reported by the Kafka client, by librdkafka error code.",
+			Help: "Errors reported by the Kafka clients (those status lists), by librdkafka's symbolic error name, e.g. _ALL_BROKERS_DOWN.",
 		}, []string{"code"}),
-		parts:  map[partKey]*PartitionStats{},
-		agents: map[string]*AgentStats{},
+		parts:     map[partKey]*PartitionStats{},
+		agents:    map[string]*AgentStats{},
+		misrouted: map[string]*atomic.Uint64{},
 	}
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "eddy_build_info",
@@ -133,10 +135,20 @@ func New(app, version string, enabled bool) *Monitor {
 // Registry is the registry /metrics serves.
 func (m *Monitor) Registry() *prometheus.Registry { return m.reg }
 
-// SetState records the lifecycle state as its number.
-func (m *Monitor) SetState(s int32) { m.state.Set(float64(s)) }
+// SetState records the lifecycle state current, one of all (every state,
+// each exported: 1 for current, 0 for the others).
+func (m *Monitor) SetState(current string, all []string) {
+	for _, s := range all {
+		v := 0.0
+		if s == current {
+			v = 1
+		}
+		m.state.WithLabelValues(s).Set(v)
+	}
+}
 
-// KafkaError counts one Kafka client error by its code name.
+// KafkaError counts one Kafka client error by librdkafka's symbolic name
+// of its code (transport.CodeName: a bounded set, never message text).
 func (m *Monitor) KafkaError(code string) { m.kafka.WithLabelValues(code).Inc() }
 
 // Partition returns the stats of a partition now owned by agent, creating
@@ -158,6 +170,21 @@ func (m *Monitor) Partition(agent, topic string, partition int32) *PartitionStat
 		m.parts[k] = s
 	}
 	return s
+}
+
+// Misrouted returns the counter of topic's records whose key its declared
+// partitioner puts on another partition than the one they were read from
+// (eddy_misrouted_records_total{topic}), creating it at 0. Recorded
+// whether or not per-event recording is on.
+func (m *Monitor) Misrouted(topic string) *atomic.Uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := m.misrouted[topic]
+	if c == nil {
+		c = &atomic.Uint64{}
+		m.misrouted[topic] = c
+	}
+	return c
 }
 
 // Release forgets a partition that left this worker (its series vanish).
@@ -226,28 +253,28 @@ type Snapshot struct {
 
 // PartitionSnapshot are the counters of one partition.
 type PartitionSnapshot struct {
-	Agent, Topic                                      string
-	Partition                                         int32
-	Received, Delivered, Acked, Retried, DeadLettered uint64
-	InFlight, Lag, Committed                          int64
-	ProcessingP50, ProcessingP95, ProcessingP99       time.Duration
-	EndToEndP50, EndToEndP95, EndToEndP99             time.Duration
-	EventsPerSecond                                   float64
+	Agent, Topic                                          string
+	Partition                                             int32
+	Received, Delivered, Processed, Retried, DeadLettered uint64
+	InFlight, Lag, Committed                              int64
+	ProcessingP50, ProcessingP95, ProcessingP99           time.Duration
+	EndToEndP50, EndToEndP95, EndToEndP99                 time.Duration
+	EventsPerSecond                                       float64
 }
 
 // AgentSnapshot are the counters of one agent.
 type AgentSnapshot struct {
-	Agent                        string
-	Sessions                     int64
-	Connects, Disconnects, Acked uint64
-	InFlight                     int64
-	StaleDropped                 uint64
+	Agent                            string
+	Sessions                         int64
+	Connects, Disconnects, Processed uint64
+	InFlight                         int64
+	StaleDropped                     uint64
 }
 
 // rateWindow is the shortest period a rate is measured over.
 const rateWindow = time.Second
 
-// Snapshot reads every counter. Rates are acked events per second over
+// Snapshot reads every counter. Rates are processed events per second over
 // the last rate window.
 func (m *Monitor) Snapshot() Snapshot {
 	now := time.Now()
@@ -262,7 +289,7 @@ func (m *Monitor) Snapshot() Snapshot {
 	for _, s := range m.parts {
 		ps := PartitionSnapshot{
 			Agent: s.Agent, Topic: s.Topic, Partition: s.Partition,
-			Received: s.Received.Load(), Delivered: s.Delivered.Load(), Acked: s.Acked.Load(),
+			Received: s.Received.Load(), Delivered: s.Delivered.Load(), Processed: s.Processed.Load(),
 			Retried: s.Retried.Load(), DeadLettered: s.DeadLettered.Load(),
 			InFlight: s.InFlight.Load(), Lag: s.Lag.Load(), Committed: s.Committed.Load(),
 		}
@@ -273,9 +300,9 @@ func (m *Monitor) Snapshot() Snapshot {
 		ps.EndToEndP50, ps.EndToEndP95, ps.EndToEndP99 = e2e.quantile(0.5), e2e.quantile(0.95), e2e.quantile(0.99)
 		if since := now.Sub(s.lastSample); s.lastSample.IsZero() || since >= rateWindow {
 			if !s.lastSample.IsZero() {
-				s.rate.Store(math.Float64bits(float64(ps.Acked-s.lastAcked) / since.Seconds()))
+				s.rate.Store(math.Float64bits(float64(ps.Processed-s.lastProcessed) / since.Seconds()))
 			}
-			s.lastAcked, s.lastSample = ps.Acked, now
+			s.lastProcessed, s.lastSample = ps.Processed, now
 		}
 		ps.EventsPerSecond = math.Float64frombits(s.rate.Load())
 		snap.Partitions = append(snap.Partitions, ps)
@@ -284,7 +311,7 @@ func (m *Monitor) Snapshot() Snapshot {
 			a = &AgentSnapshot{Agent: s.Agent}
 			agents[s.Agent] = a
 		}
-		a.Acked += ps.Acked
+		a.Processed += ps.Processed
 		a.InFlight += ps.InFlight
 	}
 	for _, a := range agents {

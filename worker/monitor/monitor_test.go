@@ -37,7 +37,10 @@ func TestCountersAndExposition(t *testing.T) {
 	for i := 0; i < 7; i++ {
 		s.AddReceived(1)
 		s.AddDelivered(1)
-		s.Result(i < 5, i >= 5, now.Add(-time.Millisecond), now)
+		s.Result(i >= 5, now.Add(-time.Millisecond), now)
+		if i < 5 {
+			s.AddProcessed()
+		}
 	}
 	s.AddDeadLettered()
 	snap := m.Snapshot()
@@ -45,11 +48,11 @@ func TestCountersAndExposition(t *testing.T) {
 		t.Fatalf("partitions: got %d, want 1", len(snap.Partitions))
 	}
 	p := snap.Partitions[0]
-	if p.Received != 7 || p.Delivered != 7 || p.Acked != 5 || p.Retried != 2 || p.DeadLettered != 1 || p.InFlight != 0 {
+	if p.Received != 7 || p.Delivered != 7 || p.Processed != 5 || p.Retried != 2 || p.DeadLettered != 1 || p.InFlight != 0 {
 		t.Errorf("got %+v", p)
 	}
 	want := `
-# HELP eddy_events_processed_total Events whose agent result was OK.
+# HELP eddy_events_processed_total Events done with an OK result: Kafka acknowledged every record they produced. An event is processed or dead-lettered, never both.
 # TYPE eddy_events_processed_total counter
 eddy_events_processed_total{agent="count",partition="3",topic="lines"} 5
 `
@@ -77,7 +80,8 @@ func BenchmarkRecordEvent(b *testing.B) {
 	for b.Loop() {
 		s.AddReceived(1)
 		s.AddDelivered(1)
-		s.Result(true, false, sent, now)
+		s.Result(false, sent, now)
+		s.AddProcessed()
 	}
 }
 

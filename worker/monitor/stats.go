@@ -15,7 +15,7 @@ type PartitionStats struct {
 
 	Received     atomic.Uint64
 	Delivered    atomic.Uint64
-	Acked        atomic.Uint64
+	Processed    atomic.Uint64 // processed: done with an OK result
 	Retried      atomic.Uint64
 	DeadLettered atomic.Uint64
 	InFlight     atomic.Int64
@@ -26,11 +26,11 @@ type PartitionStats struct {
 
 	// lastMove is when the frontier last moved, in UnixNano.
 	lastMove atomic.Int64
-	// rate is acked events per second over the last sampling period,
+	// rate is processed events per second over the last sampling period,
 	// stored as math.Float64bits.
-	rate       atomic.Uint64
-	lastAcked  uint64    // sampler only
-	lastSample time.Time // sampler only
+	rate          atomic.Uint64
+	lastProcessed uint64    // sampler only
+	lastSample    time.Time // sampler only
 }
 
 // Each recording method is a no-op on a nil receiver.
@@ -48,20 +48,28 @@ func (s *PartitionStats) AddDelivered(n int) {
 	}
 }
 
-// Result records one result of a delivery made at deliveredAt.
-func (s *PartitionStats) Result(ok, retry bool, deliveredAt, now time.Time) {
+// Result records one result of a delivery made at deliveredAt: retry for
+// a RETRY. An OK result is counted as processed only once the event is
+// done (AddProcessed): its writes may still fail and dead-letter it.
+func (s *PartitionStats) Result(retry bool, deliveredAt, now time.Time) {
 	if s == nil {
 		return
 	}
 	s.InFlight.Add(-1)
-	switch {
-	case ok:
-		s.Acked.Add(1)
-	case retry:
+	if retry {
 		s.Retried.Add(1)
 	}
 	if !deliveredAt.IsZero() {
 		s.Processing.Observe(now.Sub(deliveredAt))
+	}
+}
+
+// AddProcessed records an event done with an OK result: Kafka has every
+// record it produced (eddy_events_processed_total). An event is processed
+// or dead-lettered, never both.
+func (s *PartitionStats) AddProcessed() {
+	if s != nil {
+		s.Processed.Add(1)
 	}
 }
 

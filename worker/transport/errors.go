@@ -108,6 +108,10 @@ type KafkaError struct {
 	// CodeName is librdkafka's text for Code, e.g. "Local: All broker
 	// connections are down".
 	CodeName string
+	// Name is librdkafka's symbolic name of Code, e.g. "_ALL_BROKERS_DOWN"
+	// (CodeName of the package): a bounded set, the label of
+	// eddy_kafka_errors_total. Set by Add when empty.
+	Name string
 	// Message is the error message of the latest occurrence.
 	Message string
 	// Fatal reports an unrecoverable client error (the client must be
@@ -144,6 +148,16 @@ type ErrorLog struct {
 	size    int
 	entries []logEntry // oldest first
 	total   uint64
+	onError func(KafkaError)
+}
+
+// OnError sets f to be called with every error recorded, repeats
+// included, outside the log's lock (the worker counts them in
+// eddy_kafka_errors_total). Set it before the clients start.
+func (l *ErrorLog) OnError(f func(KafkaError)) {
+	l.mu.Lock()
+	l.onError = f
+	l.mu.Unlock()
 }
 
 type logEntry struct {
@@ -172,8 +186,14 @@ func (l *ErrorLog) record(e KafkaError) (KafkaError, bool) {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
+	if e.Name == "" {
+		e.Name = CodeName(e.Code)
+	}
 	e.Last = e.Time
 	l.mu.Lock()
+	if f := l.onError; f != nil {
+		defer f(e) // after the unlock below
+	}
 	defer l.mu.Unlock()
 	l.total++
 	ent := logEntry{KafkaError: e, loggedAt: e.Time}

@@ -311,7 +311,9 @@ type PartitionStats struct {
 	Received uint64 `protobuf:"varint,4,opt,name=received,proto3" json:"received,omitempty"`
 	// Delivered counts events sent to agents (redeliveries included).
 	Delivered uint64 `protobuf:"varint,5,opt,name=delivered,proto3" json:"delivered,omitempty"`
-	// Acked counts OK results.
+	// Acked is processed under its old name. Deprecated: read processed.
+	//
+	// Deprecated: Marked as deprecated in eddy/v1/monitor.proto.
 	Acked uint64 `protobuf:"varint,6,opt,name=acked,proto3" json:"acked,omitempty"`
 	// Retried counts RETRY results.
 	Retried uint64 `protobuf:"varint,7,opt,name=retried,proto3" json:"retried,omitempty"`
@@ -327,10 +329,14 @@ type PartitionStats struct {
 	ProcessingP99 *durationpb.Duration `protobuf:"bytes,12,opt,name=processing_p99,json=processingP99,proto3" json:"processing_p99,omitempty"`
 	// EndToEndP99 is the 99th percentile of record-timestamp-to-commit time.
 	EndToEndP99 *durationpb.Duration `protobuf:"bytes,13,opt,name=end_to_end_p99,json=endToEndP99,proto3" json:"end_to_end_p99,omitempty"`
-	// EventsPerSecond is the recent acked rate.
+	// EventsPerSecond is the recent processed rate.
 	EventsPerSecond float64 `protobuf:"fixed64,14,opt,name=events_per_second,json=eventsPerSecond,proto3" json:"events_per_second,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Processed counts events done with an OK result, Kafka having every
+	// record they produced (eddy_events_processed_total): an event is
+	// processed or dead-lettered, never both.
+	Processed     uint64 `protobuf:"varint,15,opt,name=processed,proto3" json:"processed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PartitionStats) Reset() {
@@ -398,6 +404,7 @@ func (x *PartitionStats) GetDelivered() uint64 {
 	return 0
 }
 
+// Deprecated: Marked as deprecated in eddy/v1/monitor.proto.
 func (x *PartitionStats) GetAcked() uint64 {
 	if x != nil {
 		return x.Acked
@@ -461,6 +468,13 @@ func (x *PartitionStats) GetEventsPerSecond() float64 {
 	return 0
 }
 
+func (x *PartitionStats) GetProcessed() uint64 {
+	if x != nil {
+		return x.Processed
+	}
+	return 0
+}
+
 // AgentStats are counters of one agent.
 type AgentStats struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -472,12 +486,17 @@ type AgentStats struct {
 	Connects uint64 `protobuf:"varint,3,opt,name=connects,proto3" json:"connects,omitempty"`
 	// Disconnects counts sessions closed since start.
 	Disconnects uint64 `protobuf:"varint,4,opt,name=disconnects,proto3" json:"disconnects,omitempty"`
-	// Acked counts OK results.
+	// Acked is processed under its old name. Deprecated: read processed.
+	//
+	// Deprecated: Marked as deprecated in eddy/v1/monitor.proto.
 	Acked uint64 `protobuf:"varint,5,opt,name=acked,proto3" json:"acked,omitempty"`
 	// InFlight is the number of delivered events without a result.
 	InFlight int64 `protobuf:"varint,6,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
 	// StaleDropped counts messages dropped for a stale epoch.
-	StaleDropped  uint64 `protobuf:"varint,7,opt,name=stale_dropped,json=staleDropped,proto3" json:"stale_dropped,omitempty"`
+	StaleDropped uint64 `protobuf:"varint,7,opt,name=stale_dropped,json=staleDropped,proto3" json:"stale_dropped,omitempty"`
+	// Processed counts the agent's events done with an OK result (the sum of
+	// its partitions' processed).
+	Processed     uint64 `protobuf:"varint,8,opt,name=processed,proto3" json:"processed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -540,6 +559,7 @@ func (x *AgentStats) GetDisconnects() uint64 {
 	return 0
 }
 
+// Deprecated: Marked as deprecated in eddy/v1/monitor.proto.
 func (x *AgentStats) GetAcked() uint64 {
 	if x != nil {
 		return x.Acked
@@ -557,6 +577,13 @@ func (x *AgentStats) GetInFlight() int64 {
 func (x *AgentStats) GetStaleDropped() uint64 {
 	if x != nil {
 		return x.StaleDropped
+	}
+	return 0
+}
+
+func (x *AgentStats) GetProcessed() uint64 {
+	if x != nil {
+		return x.Processed
 	}
 	return 0
 }
@@ -584,14 +611,14 @@ const file_eddy_v1_monitor_proto_rawDesc = "" +
 	"\n" +
 	"rebalances\x18\x05 \x01(\x04R\n" +
 	"rebalances\x12(\n" +
-	"\astalled\x18\x06 \x03(\v2\x0e.eddy.v1.StallR\astalled\"\xe4\x03\n" +
+	"\astalled\x18\x06 \x03(\v2\x0e.eddy.v1.StallR\astalled\"\x86\x04\n" +
 	"\x0ePartitionStats\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x14\n" +
 	"\x05agent\x18\x03 \x01(\tR\x05agent\x12\x1a\n" +
 	"\breceived\x18\x04 \x01(\x04R\breceived\x12\x1c\n" +
-	"\tdelivered\x18\x05 \x01(\x04R\tdelivered\x12\x14\n" +
-	"\x05acked\x18\x06 \x01(\x04R\x05acked\x12\x18\n" +
+	"\tdelivered\x18\x05 \x01(\x04R\tdelivered\x12\x18\n" +
+	"\x05acked\x18\x06 \x01(\x04B\x02\x18\x01R\x05acked\x12\x18\n" +
 	"\aretried\x18\a \x01(\x04R\aretried\x12#\n" +
 	"\rdead_lettered\x18\b \x01(\x04R\fdeadLettered\x12\x1b\n" +
 	"\tin_flight\x18\t \x01(\x03R\binFlight\x12\x10\n" +
@@ -600,16 +627,18 @@ const file_eddy_v1_monitor_proto_rawDesc = "" +
 	"\tcommitted\x18\v \x01(\x03R\tcommitted\x12@\n" +
 	"\x0eprocessing_p99\x18\f \x01(\v2\x19.google.protobuf.DurationR\rprocessingP99\x12>\n" +
 	"\x0eend_to_end_p99\x18\r \x01(\v2\x19.google.protobuf.DurationR\vendToEndP99\x12*\n" +
-	"\x11events_per_second\x18\x0e \x01(\x01R\x0feventsPerSecond\"\xd4\x01\n" +
+	"\x11events_per_second\x18\x0e \x01(\x01R\x0feventsPerSecond\x12\x1c\n" +
+	"\tprocessed\x18\x0f \x01(\x04R\tprocessed\"\xf6\x01\n" +
 	"\n" +
 	"AgentStats\x12\x14\n" +
 	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1a\n" +
 	"\bsessions\x18\x02 \x01(\rR\bsessions\x12\x1a\n" +
 	"\bconnects\x18\x03 \x01(\x04R\bconnects\x12 \n" +
-	"\vdisconnects\x18\x04 \x01(\x04R\vdisconnects\x12\x14\n" +
-	"\x05acked\x18\x05 \x01(\x04R\x05acked\x12\x1b\n" +
+	"\vdisconnects\x18\x04 \x01(\x04R\vdisconnects\x12\x18\n" +
+	"\x05acked\x18\x05 \x01(\x04B\x02\x18\x01R\x05acked\x12\x1b\n" +
 	"\tin_flight\x18\x06 \x01(\x03R\binFlight\x12#\n" +
-	"\rstale_dropped\x18\a \x01(\x04R\fstaleDropped2\x94\x01\n" +
+	"\rstale_dropped\x18\a \x01(\x04R\fstaleDropped\x12\x1c\n" +
+	"\tprocessed\x18\b \x01(\x04R\tprocessed2\x94\x01\n" +
 	"\x0eMonitorService\x12H\n" +
 	"\vGetSnapshot\x12\x1b.eddy.v1.GetSnapshotRequest\x1a\x1c.eddy.v1.GetSnapshotResponse\x128\n" +
 	"\x05Watch\x12\x15.eddy.v1.WatchRequest\x1a\x16.eddy.v1.WatchResponse0\x01B\x89\x01\n" +

@@ -172,7 +172,8 @@ type SendRequest struct {
 	// Headers are the record headers, in order.
 	Headers []*Header `protobuf:"bytes,4,rep,name=headers,proto3" json:"headers,omitempty"`
 	// Partition is the destination partition; unset lets the partitioner
-	// choose from the key (murmur2, as the Java client does).
+	// choose from the key: the topic's partitioner (topics[].partitioner,
+	// default murmur2_random as the Java client), random without a key.
 	Partition     *int32 `protobuf:"varint,5,opt,name=partition,proto3,oneof" json:"partition,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

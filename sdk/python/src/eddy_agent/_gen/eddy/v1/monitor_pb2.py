@@ -27,13 +27,17 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x65\x64\x64y/v1/monitor.proto\x12\x07\x65\x64\x64y.v1\x1a\x17\x65\x64\x64y/v1/lifecycle.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x14\n\x12GetSnapshotRequest\":\n\x13GetSnapshotResponse\x12#\n\x08snapshot\x18\x01 \x01(\x0b\x32\x11.eddy.v1.Snapshot\";\n\x0cWatchRequest\x12+\n\x08interval\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\"E\n\rWatchResponse\x12#\n\x08snapshot\x18\x01 \x01(\x0b\x32\x11.eddy.v1.Snapshot\x12\x0f\n\x07\x64ropped\x18\x02 \x01(\x04\"\xe4\x01\n\x08Snapshot\x12,\n\x08taken_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.eddy.v1.WorkerState\x12+\n\npartitions\x18\x03 \x03(\x0b\x32\x17.eddy.v1.PartitionStats\x12#\n\x06\x61gents\x18\x04 \x03(\x0b\x32\x13.eddy.v1.AgentStats\x12\x12\n\nrebalances\x18\x05 \x01(\x04\x12\x1f\n\x07stalled\x18\x06 \x03(\x0b\x32\x0e.eddy.v1.Stall\"\xd1\x02\n\x0ePartitionStats\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\r\n\x05\x61gent\x18\x03 \x01(\t\x12\x10\n\x08received\x18\x04 \x01(\x04\x12\x11\n\tdelivered\x18\x05 \x01(\x04\x12\r\n\x05\x61\x63ked\x18\x06 \x01(\x04\x12\x0f\n\x07retried\x18\x07 \x01(\x04\x12\x15\n\rdead_lettered\x18\x08 \x01(\x04\x12\x11\n\tin_flight\x18\t \x01(\x03\x12\x0b\n\x03lag\x18\n \x01(\x03\x12\x11\n\tcommitted\x18\x0b \x01(\x03\x12\x31\n\x0eprocessing_p99\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x31\n\x0e\x65nd_to_end_p99\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x19\n\x11\x65vents_per_second\x18\x0e \x01(\x01\"\x8d\x01\n\nAgentStats\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x10\n\x08sessions\x18\x02 \x01(\r\x12\x10\n\x08\x63onnects\x18\x03 \x01(\x04\x12\x13\n\x0b\x64isconnects\x18\x04 \x01(\x04\x12\r\n\x05\x61\x63ked\x18\x05 \x01(\x04\x12\x11\n\tin_flight\x18\x06 \x01(\x03\x12\x15\n\rstale_dropped\x18\x07 \x01(\x04\x32\x94\x01\n\x0eMonitorService\x12H\n\x0bGetSnapshot\x12\x1b.eddy.v1.GetSnapshotRequest\x1a\x1c.eddy.v1.GetSnapshotResponse\x12\x38\n\x05Watch\x12\x15.eddy.v1.WatchRequest\x1a\x16.eddy.v1.WatchResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x65\x64\x64y/v1/monitor.proto\x12\x07\x65\x64\x64y.v1\x1a\x17\x65\x64\x64y/v1/lifecycle.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x14\n\x12GetSnapshotRequest\":\n\x13GetSnapshotResponse\x12#\n\x08snapshot\x18\x01 \x01(\x0b\x32\x11.eddy.v1.Snapshot\";\n\x0cWatchRequest\x12+\n\x08interval\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\"E\n\rWatchResponse\x12#\n\x08snapshot\x18\x01 \x01(\x0b\x32\x11.eddy.v1.Snapshot\x12\x0f\n\x07\x64ropped\x18\x02 \x01(\x04\"\xe4\x01\n\x08Snapshot\x12,\n\x08taken_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.eddy.v1.WorkerState\x12+\n\npartitions\x18\x03 \x03(\x0b\x32\x17.eddy.v1.PartitionStats\x12#\n\x06\x61gents\x18\x04 \x03(\x0b\x32\x13.eddy.v1.AgentStats\x12\x12\n\nrebalances\x18\x05 \x01(\x04\x12\x1f\n\x07stalled\x18\x06 \x03(\x0b\x32\x0e.eddy.v1.Stall\"\xe8\x02\n\x0ePartitionStats\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\r\n\x05\x61gent\x18\x03 \x01(\t\x12\x10\n\x08received\x18\x04 \x01(\x04\x12\x11\n\tdelivered\x18\x05 \x01(\x04\x12\x11\n\x05\x61\x63ked\x18\x06 \x01(\x04\x42\x02\x18\x01\x12\x0f\n\x07retried\x18\x07 \x01(\x04\x12\x15\n\rdead_lettered\x18\x08 \x01(\x04\x12\x11\n\tin_flight\x18\t \x01(\x03\x12\x0b\n\x03lag\x18\n \x01(\x03\x12\x11\n\tcommitted\x18\x0b \x01(\x03\x12\x31\n\x0eprocessing_p99\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x31\n\x0e\x65nd_to_end_p99\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x19\n\x11\x65vents_per_second\x18\x0e \x01(\x01\x12\x11\n\tprocessed\x18\x0f \x01(\x04\"\xa4\x01\n\nAgentStats\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x10\n\x08sessions\x18\x02 \x01(\r\x12\x10\n\x08\x63onnects\x18\x03 \x01(\x04\x12\x13\n\x0b\x64isconnects\x18\x04 \x01(\x04\x12\x11\n\x05\x61\x63ked\x18\x05 \x01(\x04\x42\x02\x18\x01\x12\x11\n\tin_flight\x18\x06 \x01(\x03\x12\x15\n\rstale_dropped\x18\x07 \x01(\x04\x12\x11\n\tprocessed\x18\x08 \x01(\x04\x32\x94\x01\n\x0eMonitorService\x12H\n\x0bGetSnapshot\x12\x1b.eddy.v1.GetSnapshotRequest\x1a\x1c.eddy.v1.GetSnapshotResponse\x12\x38\n\x05Watch\x12\x15.eddy.v1.WatchRequest\x1a\x16.eddy.v1.WatchResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'eddy.v1.monitor_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_PARTITIONSTATS'].fields_by_name['acked']._loaded_options = None
+  _globals['_PARTITIONSTATS'].fields_by_name['acked']._serialized_options = b'\030\001'
+  _globals['_AGENTSTATS'].fields_by_name['acked']._loaded_options = None
+  _globals['_AGENTSTATS'].fields_by_name['acked']._serialized_options = b'\030\001'
   _globals['_GETSNAPSHOTREQUEST']._serialized_start=124
   _globals['_GETSNAPSHOTREQUEST']._serialized_end=144
   _globals['_GETSNAPSHOTRESPONSE']._serialized_start=146
@@ -45,9 +49,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SNAPSHOT']._serialized_start=339
   _globals['_SNAPSHOT']._serialized_end=567
   _globals['_PARTITIONSTATS']._serialized_start=570
-  _globals['_PARTITIONSTATS']._serialized_end=907
-  _globals['_AGENTSTATS']._serialized_start=910
-  _globals['_AGENTSTATS']._serialized_end=1051
-  _globals['_MONITORSERVICE']._serialized_start=1054
-  _globals['_MONITORSERVICE']._serialized_end=1202
+  _globals['_PARTITIONSTATS']._serialized_end=930
+  _globals['_AGENTSTATS']._serialized_start=933
+  _globals['_AGENTSTATS']._serialized_end=1097
+  _globals['_MONITORSERVICE']._serialized_start=1100
+  _globals['_MONITORSERVICE']._serialized_end=1248
 # @@protoc_insertion_point(module_scope)

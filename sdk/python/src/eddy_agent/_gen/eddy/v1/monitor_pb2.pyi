@@ -52,7 +52,7 @@ class Snapshot(_message.Message):
     def __init__(self, taken_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[_lifecycle_pb2.WorkerState, str]] = ..., partitions: _Optional[_Iterable[_Union[PartitionStats, _Mapping]]] = ..., agents: _Optional[_Iterable[_Union[AgentStats, _Mapping]]] = ..., rebalances: _Optional[int] = ..., stalled: _Optional[_Iterable[_Union[_lifecycle_pb2.Stall, _Mapping]]] = ...) -> None: ...
 
 class PartitionStats(_message.Message):
-    __slots__ = ("topic", "partition", "agent", "received", "delivered", "acked", "retried", "dead_lettered", "in_flight", "lag", "committed", "processing_p99", "end_to_end_p99", "events_per_second")
+    __slots__ = ("topic", "partition", "agent", "received", "delivered", "acked", "retried", "dead_lettered", "in_flight", "lag", "committed", "processing_p99", "end_to_end_p99", "events_per_second", "processed")
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     AGENT_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +67,7 @@ class PartitionStats(_message.Message):
     PROCESSING_P99_FIELD_NUMBER: _ClassVar[int]
     END_TO_END_P99_FIELD_NUMBER: _ClassVar[int]
     EVENTS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    PROCESSED_FIELD_NUMBER: _ClassVar[int]
     topic: str
     partition: int
     agent: str
@@ -81,10 +82,11 @@ class PartitionStats(_message.Message):
     processing_p99: _duration_pb2.Duration
     end_to_end_p99: _duration_pb2.Duration
     events_per_second: float
-    def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., agent: _Optional[str] = ..., received: _Optional[int] = ..., delivered: _Optional[int] = ..., acked: _Optional[int] = ..., retried: _Optional[int] = ..., dead_lettered: _Optional[int] = ..., in_flight: _Optional[int] = ..., lag: _Optional[int] = ..., committed: _Optional[int] = ..., processing_p99: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., end_to_end_p99: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., events_per_second: _Optional[float] = ...) -> None: ...
+    processed: int
+    def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., agent: _Optional[str] = ..., received: _Optional[int] = ..., delivered: _Optional[int] = ..., acked: _Optional[int] = ..., retried: _Optional[int] = ..., dead_lettered: _Optional[int] = ..., in_flight: _Optional[int] = ..., lag: _Optional[int] = ..., committed: _Optional[int] = ..., processing_p99: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., end_to_end_p99: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., events_per_second: _Optional[float] = ..., processed: _Optional[int] = ...) -> None: ...
 
 class AgentStats(_message.Message):
-    __slots__ = ("agent", "sessions", "connects", "disconnects", "acked", "in_flight", "stale_dropped")
+    __slots__ = ("agent", "sessions", "connects", "disconnects", "acked", "in_flight", "stale_dropped", "processed")
     AGENT_FIELD_NUMBER: _ClassVar[int]
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
     CONNECTS_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +94,7 @@ class AgentStats(_message.Message):
     ACKED_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     STALE_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    PROCESSED_FIELD_NUMBER: _ClassVar[int]
     agent: str
     sessions: int
     connects: int
@@ -99,4 +102,5 @@ class AgentStats(_message.Message):
     acked: int
     in_flight: int
     stale_dropped: int
-    def __init__(self, agent: _Optional[str] = ..., sessions: _Optional[int] = ..., connects: _Optional[int] = ..., disconnects: _Optional[int] = ..., acked: _Optional[int] = ..., in_flight: _Optional[int] = ..., stale_dropped: _Optional[int] = ...) -> None: ...
+    processed: int
+    def __init__(self, agent: _Optional[str] = ..., sessions: _Optional[int] = ..., connects: _Optional[int] = ..., disconnects: _Optional[int] = ..., acked: _Optional[int] = ..., in_flight: _Optional[int] = ..., stale_dropped: _Optional[int] = ..., processed: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,51 @@
+package agents_test
+
+import (
+	"testing"
+
+	"github.com/eddy-streams/eddy/worker/transport"
+)
+
+// A record an agent produces takes its input's timestamp, and goes to the
+// partition the output topic's declared partitioner gives its key (a
+// record without key: a partition of the topic, at random; a topic
+// without a declared partitioning: the producer's partitioner).
+func TestOutputsTakeInputTimestampAndTopicPartitioner(t *testing.T) {
+	cfg := frontierConfig()
+	cfg.Outputs = append(cfg.Outputs, "crc")
+	cfg.Partitioners = transport.TopicPartitioners{"crc": {Partitioner: transport.ConsistentRandom, Partitions: 5}}
+	h := start(t, cfg)
+	h.m.Assigned(tps("in", 0))
+	h.sendRange("in", 0, 0, 1)
+	h.settle()
+	a := h.open("count", "a", 100)
+	b := a.nextBatch()
+	in := b.Events[0].Timestamp
+	if in.IsZero() {
+		t.Fatal("the event has no timestamp")
+	}
+	keyed := out("x")
+	keyed.Topic, keyed.Key = "crc", []byte("apple")
+	keyless := out("y")
+	keyless.Topic = "crc"
+	a.reply(b, ok(0, keyed, keyless, out("z")))
+	h.prod.waitCalls(t, 3)
+	want, _ := transport.ConsistentRandom.KeyPartition([]byte("apple"), 5)
+	got := map[string]transport.Record{}
+	for i := range 3 {
+		r := h.prod.record(i)
+		got[string(r.Value)] = r
+		if !r.Timestamp.Equal(in) {
+			t.Errorf("record %q timestamp %v, want the input's %v", r.Value, r.Timestamp, in)
+		}
+	}
+	if p := got["x"].Partition; p != want {
+		t.Errorf("keyed record on partition %d, want %d (consistent_random of apple over 5)", p, want)
+	}
+	if p := got["y"].Partition; p < 0 || p >= 5 {
+		t.Errorf("keyless record on partition %d, want one of 0..4", p)
+	}
+	if p := got["z"].Partition; p != transport.AnyPartition {
+		t.Errorf("record for a topic without partitioning on partition %d, want AnyPartition", p)
+	}
+}
