@@ -170,6 +170,9 @@ func (m *Manager) handOut(p *partition) {
 		r.held = nil
 		r.state = stateDone
 		m.doneCount++
+		if !r.dlq {
+			p.processed()
+		}
 	}
 	if p.advance() > 0 {
 		m.applyPause(p)

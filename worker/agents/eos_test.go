@@ -179,6 +179,9 @@ func TestEOSHoldsWritesBeyondFrontier(t *testing.T) {
 	if got := []string{string(tp.record(0).Value), string(tp.record(1).Value)}; !slices.Equal(got, []string{"from-0", "from-1"}) {
 		t.Errorf("produce order %q, want offset order [from-0 from-1]", got)
 	}
+	if got := h.info("count").Acked; got != 2 {
+		t.Errorf("processed %d events, want 2 (each once it is handed over)", got)
+	}
 }
 
 // TestEOSAbortRedelivers: a record of the open transaction fails, so the
