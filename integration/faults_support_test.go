@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -226,10 +227,15 @@ func (p *faultProducer) stop() (ids, lines int, err error) {
 
 // offsetWatcher reads the group's committed offsets (require_stable)
 // through its own admin client every period and records every one that
-// went below one read before.
+// went below one read before. It is paused around broker faults: librdkafka's
+// ListConsumerGroupOffsets can crash the process when the broker restarts
+// under a request (librdkafka issue 3663), and the admin client is created
+// anew after each pause.
 type offsetWatcher struct {
 	cancel context.CancelFunc
 	done   chan struct{}
+	paused atomic.Bool
+	inUse  sync.Mutex // held by a request in flight
 
 	mu        sync.Mutex
 	last      map[string]int64
@@ -239,10 +245,7 @@ type offsetWatcher struct {
 
 func startOffsetWatcher(t *testing.T, group string, topics []string, partitions int, period time.Duration) *offsetWatcher {
 	t.Helper()
-	a, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": kafkatest.Bootstrap(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	boot := kafkatest.Bootstrap(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &offsetWatcher{cancel: cancel, done: make(chan struct{}), last: map[string]int64{}}
 	var tps []kafka.TopicPartition
@@ -253,15 +256,32 @@ func startOffsetWatcher(t *testing.T, group string, topics []string, partitions 
 	}
 	go func() {
 		defer close(w.done)
-		defer a.Close()
-		for ctx.Err() == nil {
-			rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
-			res, err := a.ListConsumerGroupOffsets(rctx, []kafka.ConsumerGroupTopicPartitions{{Group: group, Partitions: tps}},
-				kafka.SetAdminRequireStableOffsets(true))
-			rcancel()
-			if err == nil {
-				w.observe(res)
+		var a *kafka.AdminClient
+		defer func() {
+			if a != nil {
+				a.Close()
 			}
+		}()
+		for ctx.Err() == nil {
+			w.inUse.Lock()
+			switch {
+			case w.paused.Load():
+				if a != nil {
+					a.Close()
+					a = nil
+				}
+			case a == nil:
+				a, _ = kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": boot})
+			default:
+				rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+				res, err := a.ListConsumerGroupOffsets(rctx, []kafka.ConsumerGroupTopicPartitions{{Group: group, Partitions: tps}},
+					kafka.SetAdminRequireStableOffsets(true))
+				rcancel()
+				if err == nil {
+					w.observe(res)
+				}
+			}
+			w.inUse.Unlock()
 			select {
 			case <-ctx.Done():
 			case <-time.After(period):
@@ -271,6 +291,15 @@ func startOffsetWatcher(t *testing.T, group string, topics []string, partitions 
 	t.Cleanup(w.stop)
 	return w
 }
+
+// pause stops the reads until resume, once the one in flight has ended.
+func (w *offsetWatcher) pause() {
+	w.paused.Store(true)
+	w.inUse.Lock()
+	w.inUse.Unlock() //nolint:staticcheck // waits for the request in flight
+}
+
+func (w *offsetWatcher) resume() { w.paused.Store(false) }
 
 func (w *offsetWatcher) observe(res kafka.ListConsumerGroupOffsetsResult) {
 	w.mu.Lock()
