@@ -319,27 +319,37 @@ func (f *faultApp) runScenario(prefix string, sc faultScenario) faultRow {
 	return row
 }
 
-// waitDrained waits until the group committed the inputs to their end and
-// the words (a transactional topic under exactly-once ends with a commit
-// marker) to within the marker.
+// waitDrained waits until the group committed the inputs to their end;
+// under exactly-once the words (a transactional topic: commit and abort
+// markers follow the records) to past their last committed record, as
+// TestExactlyOnceKills does.
 func (f *faultApp) waitDrained() {
 	f.t.Helper()
-	for _, topic := range []string{f.in, f.wc.lines, f.wc.words} {
-		slack := int64(0)
-		if topic == f.wc.words && f.eos {
-			slack = 1
-		}
+	topics := []string{f.in, f.wc.lines, f.wc.words}
+	if f.eos {
+		topics = topics[:2]
+	}
+	for _, topic := range topics {
 		waitFor(f.t, 4*time.Minute, "committed offsets of "+topic+" at the end", func() bool {
-			end := endOffsets(f.t, topic, 8)
-			c := committed(f.t, f.wc.app, topic, 8)
-			for p := range end {
-				if end[p] > 0 && c[p] < end[p]-slack {
-					return false
-				}
-			}
-			return true
+			return atEnd(committed(f.t, f.wc.app, topic, 8), endOffsets(f.t, topic, 8))
 		})
 	}
+	if !f.eos {
+		return
+	}
+	lastWord := make([]int64, 8)
+	for _, r := range readCommitted(f.t, f.wc.words) {
+		lastWord[r.Partition] = r.Offset + 1
+	}
+	waitFor(f.t, 4*time.Minute, "committed offsets of the words past their last committed record", func() bool {
+		c := committed(f.t, f.wc.app, f.wc.words, 8)
+		for p := range c {
+			if lastWord[p] > 0 && c[p] < lastWord[p] {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // check is the independent checker: the pass-through output against the
