@@ -17,7 +17,7 @@ PYTHON ?= python3
 PY_VENV := $(CURDIR)/sdk/python/.venv
 PY := $(PY_VENV)/bin/python
 
-.PHONY: all build demo test test-unit test-python bench bench-peers bench-micro proto lint kafka-fetch py-venv clean
+.PHONY: all build demo test test-unit test-python faults bench bench-peers bench-micro proto lint kafka-fetch py-venv clean
 
 all: build
 
@@ -37,6 +37,14 @@ demo: build
 test: kafka-fetch py-venv
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	$(MAKE) --no-print-directory test-python
+
+## faults: the fault suite (docs/reliability.md): three workers under steady load, a scenario after
+## another, a read_committed checker; GUARANTEE=at_least_once or exactly_once runs one (default both);
+## rewrites the table in docs/reliability.md
+GUARANTEE ?= at_least_once exactly_once
+faults: kafka-fetch
+	EDDY_FAULTS_GUARANTEE="$(GUARANTEE)" EDDY_FAULTS_REPORT=$(CURDIR)/docs/reliability.md \
+		$(GO) test -tags faults -race -count=1 -v -run '^TestFaults$$' -timeout 30m ./integration/
 
 ## test-python: the Python SDK's tests (pytest in the venv): unit tests on a fake worker, end to end
 ## on the real worker and a real broker. pytest's status 5 (no tests collected) fails loudly.

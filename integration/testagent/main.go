@@ -26,6 +26,7 @@ func main() {
 		out      = flag.String("out", "", "output topic (required)")
 		instance = flag.String("instance", "", "instance id (default: chosen by the SDK)")
 		poison   = flag.String("poison", "", "events with this value always ask for RETRY")
+		panicOn  = flag.String("panic", "", "the handler panics on events with this value")
 		delay    = flag.Duration("delay", 0, "time spent on each event")
 		credit   = flag.Int("credit", 1000, "credit window in events")
 		token    = flag.String("token", "", "bearer token")
@@ -45,6 +46,9 @@ func main() {
 	handler := func(ctx context.Context, ev *agent.Event) error {
 		if *poison != "" && string(ev.Value) == *poison {
 			return agent.Retry(errors.New("poison event"))
+		}
+		if *panicOn != "" && string(ev.Value) == *panicOn {
+			panic("testagent: --panic value")
 		}
 		if *delay > 0 {
 			time.Sleep(*delay)

@@ -165,6 +165,34 @@ func TestChangelogReaderRoutesPartitions(t *testing.T) {
 	}
 }
 
+// TestChangelogReaderGroupTimeouts: group settings in Overrides that fit
+// the worker's consumer (max.poll.interval.ms of 10s with a 6s session)
+// do not break the reader, which joins no group; librdkafka refused to
+// create it when they did not fit its own default session timeout, and
+// every restore and standby failed for ever.
+func TestChangelogReaderGroupTimeouts(t *testing.T) {
+	cfg := testConfig(t)
+	topic := newTopic(t, cfg, 1)
+	produceTo(t, cfg, topic, 0, 10)
+	rcfg := cfg
+	rcfg.Overrides = map[string]string{"max.poll.interval.ms": "10000"}
+	if err := rcfg.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	r, err := transport.NewChangelogReader(rcfg, newAdmin(t, cfg))
+	if err != nil {
+		t.Fatalf("NewChangelogReader: %v", err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	s, err := r.Add(topic, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if offs, _ := readToEOF(t, s, 10); len(offs) != 10 {
+		t.Errorf("read %d records, want 10", len(offs))
+	}
+}
+
 // TestChangelogReaderOutOfRange: records deleted below a stream's offset
 // end that stream with ErrOffsetOutOfRange (never a silent reset), even
 // when Overrides ask for auto.offset.reset=earliest and no partition EOF,

@@ -380,6 +380,8 @@ var changelogReaderOwned = map[string]string{
 	"enable.auto.commit":         "the reader commits nothing",
 	"auto.commit.enable":         "the reader commits nothing",
 	"enable.auto.offset.store":   "the reader commits nothing",
+	"max.poll.interval.ms":       "the reader joins no group",
+	"session.timeout.ms":         "the reader joins no group",
 }
 
 // changelogReaderConfig is the librdkafka configuration of
