@@ -274,3 +274,37 @@ func TestOversizedPoisonDoesNotBlock(t *testing.T) {
 		t.Errorf("DeadLettered %d DeadLettersWithoutValue %d; want 1, 1", got.DeadLettered, got.DeadLettersWithoutValue)
 	}
 }
+
+// TestRewriteSkipsSupersededChangelogWrites: two events of one key in one
+// batch write 1 and then 2; both writes time out (the first attempt of the
+// second may have landed). Writing 1 again would put the key back after
+// that 2 (the fault suite saw it after a broker restart): only 2 is written
+// again, and both events finish.
+func TestRewriteSkipsSupersededChangelogWrites(t *testing.T) {
+	r := newFakeRestorer(t)
+	close(r.release)
+	h := start(t, tableConfig(r, ""))
+	a := h.open("count", "a", 100)
+	h.m.Assigned(tps("in", 0))
+	h.send(msg("in", 0, 0, "w", "x"), msg("in", 0, 1, "w", "x"))
+	evs := a.takeEvents(2)
+	if len(evs) != 2 {
+		t.Fatalf("delivered %d events, want both of key w in one batch", len(evs))
+	}
+	b := a.log[len(a.log)-1].Batch
+	a.reply(b, set(0, "w", "1"), set(1, "w", "2"))
+	h.prod.waitCalls(t, 2)
+	h.prod.answer(t, 0, kafkaErr(kafka.ErrMsgTimedOut))
+	h.prod.answer(t, 1, kafkaErr(kafka.ErrMsgTimedOut))
+	h.prod.waitCalls(t, 3)
+	h.settle()
+	var again []string
+	for i := 2; i < h.prod.len(); i++ {
+		again = append(again, string(h.prod.record(i).Value))
+	}
+	if !slices.Equal(again, []string{"2"}) {
+		t.Fatalf("written again: %q, want only the newer value [2]", again)
+	}
+	h.prod.answer(t, 2, nil)
+	h.waitCommitted("in", 0, 2)
+}

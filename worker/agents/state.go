@@ -260,9 +260,12 @@ func (p *partition) tableOf(name string) *tablePart {
 // produceMutations writes the changelog records of r's mutations, on the
 // source partition; each acknowledgement counts as one of r's acks.
 func (m *Manager) produceMutations(p *partition, r *rec, muts []Mutation) {
+	r.wrote = r.wrote[:0]
 	for _, mu := range muts {
 		t := p.tableOf(mu.Table)
-		m.produceChangelog(p, r, t, tables.Mutation{Key: t.storeKey(mu), Value: mu.Value, Delete: mu.Delete})
+		key := t.storeKey(mu)
+		r.wrote = append(r.wrote, t.name+"\x00"+string(key))
+		m.produceChangelog(p, r, t, tables.Mutation{Key: key, Value: mu.Value, Delete: mu.Delete})
 	}
 }
 
