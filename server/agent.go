@@ -232,6 +232,9 @@ func resultsOf(r *eddyv1.Results) *agents.Results {
 			res.Produced = make([]agents.Record, n)
 			for j, p := range x.GetProduced() {
 				res.Produced[j] = agents.Record{Topic: p.GetTopic(), Key: p.GetKey(), Value: p.GetValue(), Headers: headersOf(p.GetHeaders())}
+				if ts := p.GetTimestamp(); ts != nil {
+					res.Produced[j].Timestamp = ts.AsTime()
+				}
 			}
 		}
 		for _, m := range x.GetMutations() {

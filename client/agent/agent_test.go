@@ -167,7 +167,8 @@ func TestOutcomes(t *testing.T) {
 		switch string(ev.Key) {
 		case "ok":
 			ev.Emit("out-a", []byte("k1"), []byte("v1"))
-			ev.EmitRecord(agent.Record{Topic: "out-b", Value: []byte("v2"), Headers: []agent.Header{{Key: "h", Value: []byte("x")}}})
+			ev.EmitRecord(agent.Record{Topic: "out-b", Value: []byte("v2"), Headers: []agent.Header{{Key: "h", Value: []byte("x")}},
+				Timestamp: time.Date(2020, 5, 6, 7, 8, 9, 0, time.UTC)})
 			return nil
 		case "retry":
 			return agent.Retry(errors.New("database down"))
@@ -215,7 +216,8 @@ func TestOutcomes(t *testing.T) {
 
 	wantOK := []*eddyv1.Record{
 		{Topic: "out-a", Key: []byte("k1"), Value: []byte("v1")},
-		{Topic: "out-b", Value: []byte("v2"), Headers: []*eddyv1.Header{{Key: "h", Value: []byte("x")}}},
+		{Topic: "out-b", Value: []byte("v2"), Headers: []*eddyv1.Header{{Key: "h", Value: []byte("x")}},
+			Timestamp: timestamppb.New(time.Date(2020, 5, 6, 7, 8, 9, 0, time.UTC))},
 	}
 	tests := []struct {
 		offset   int64

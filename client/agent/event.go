@@ -36,6 +36,9 @@ type Record struct {
 	Value []byte
 	// Headers are the record headers.
 	Headers []Header
+	// Timestamp is the record's timestamp. Zero (default): the input
+	// event's, as in Kafka Streams.
+	Timestamp time.Time
 }
 
 // Event is one Kafka record delivered to the handler, with what the handler
@@ -186,6 +189,9 @@ func (e *Event) EmitRecord(r Record) {
 		return
 	}
 	rec := &eddyv1.Record{Topic: r.Topic, Key: r.Key, Value: r.Value}
+	if !r.Timestamp.IsZero() {
+		rec.Timestamp = timestamppb.New(r.Timestamp)
+	}
 	if len(r.Headers) > 0 {
 		rec.Headers = make([]*eddyv1.Header, len(r.Headers))
 		for i, h := range r.Headers {
@@ -203,6 +209,9 @@ func (e *Event) Emitted() []Record {
 	out := make([]Record, len(e.produced))
 	for i, p := range e.produced {
 		out[i] = Record{Topic: p.GetTopic(), Key: p.GetKey(), Value: p.GetValue()}
+		if ts := p.GetTimestamp(); ts != nil {
+			out[i].Timestamp = ts.AsTime()
+		}
 		for _, h := range p.GetHeaders() {
 			out[i].Headers = append(out[i].Headers, Header{Key: h.GetKey(), Value: h.GetValue()})
 		}

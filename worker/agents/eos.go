@@ -132,13 +132,7 @@ func (m *Manager) holdResult(p *partition, r *rec, res *Result) {
 		r.held = append(r.held, &write{tp: t, mut: tm, log: m.logMutation(t, tm)})
 	}
 	for _, out := range res.Produced {
-		w := &write{rec: transport.Record{
-			Topic:     out.Topic,
-			Partition: transport.AnyPartition,
-			Key:       out.Key,
-			Value:     out.Value,
-			Headers:   out.Headers,
-		}}
+		w := &write{rec: m.outputRecord(r, out)}
 		w.n = outputBytes(w.rec) // held once handed over (logMutation)
 		r.held = append(r.held, w)
 	}

@@ -109,14 +109,7 @@ func (m *Manager) results(s *session, res *Results) error {
 			rec.failed, rec.refused, rec.redo = nil, nil, nil
 			m.produceMutations(p, rec, r.Mutations)
 			for _, out := range r.Produced {
-				w := &write{rec: transport.Record{
-					Topic:     out.Topic,
-					Partition: m.cfg.Partitioners.Partition(out.Topic, out.Key),
-					Timestamp: rec.ts, // the input's, as in Kafka Streams
-					Key:       out.Key,
-					Value:     out.Value,
-					Headers:   out.Headers, // the session made them for this result alone
-				}, n: -1}
+				w := &write{rec: m.outputRecord(rec, out), n: -1}
 				m.produce(p, w.rec, m.onProduced(p, rec, w))
 			}
 		case StatusRetry:
@@ -134,6 +127,24 @@ func (m *Manager) results(s *session, res *Results) error {
 	p.advance()
 	m.applyPause(p)
 	return nil
+}
+
+// outputRecord is the record an agent's output out of event r becomes: in
+// the partition the topic's partitioner picks for its key, with the input's
+// timestamp unless the agent gave one (docs/protocol.md).
+func (m *Manager) outputRecord(r *rec, out Record) transport.Record {
+	ts := out.Timestamp
+	if ts.IsZero() {
+		ts = r.ts // the input's, as in Kafka Streams
+	}
+	return transport.Record{
+		Topic:     out.Topic,
+		Partition: m.cfg.Partitioners.Partition(out.Topic, out.Key),
+		Timestamp: ts,
+		Key:       out.Key,
+		Value:     out.Value,
+		Headers:   out.Headers, // the session made them for this result alone
+	}
 }
 
 // write is one record the worker produces for an event: an output or the

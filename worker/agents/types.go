@@ -43,6 +43,9 @@ type Record struct {
 	Key     []byte
 	Value   []byte
 	Headers []Header
+	// Timestamp is the record's timestamp; zero: the input event's (as in
+	// Kafka Streams: windowing downstream depends on it).
+	Timestamp time.Time
 }
 
 // Mutation changes one key of a table.

@@ -708,7 +708,10 @@ type Record struct {
 	// Value is the record value.
 	Value []byte `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
 	// Headers are the record headers.
-	Headers       []*Header `protobuf:"bytes,4,rep,name=headers,proto3" json:"headers,omitempty"`
+	Headers []*Header `protobuf:"bytes,4,rep,name=headers,proto3" json:"headers,omitempty"`
+	// Timestamp is the record's timestamp. Unset: the input event's (as in
+	// Kafka Streams; windowing downstream depends on it).
+	Timestamp     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -767,6 +770,13 @@ func (x *Record) GetValue() []byte {
 func (x *Record) GetHeaders() []*Header {
 	if x != nil {
 		return x.Headers
+	}
+	return nil
+}
+
+func (x *Record) GetTimestamp() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Timestamp
 	}
 	return nil
 }
@@ -2075,12 +2085,13 @@ const file_eddy_v1_agent_proto_rawDesc = "" +
 	"\x06status\x18\x02 \x01(\x0e2\x15.eddy.v1.ResultStatusR\x06status\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x12+\n" +
 	"\bproduced\x18\x04 \x03(\v2\x0f.eddy.v1.RecordR\bproduced\x12/\n" +
-	"\tmutations\x18\x05 \x03(\v2\x11.eddy.v1.MutationR\tmutations\"q\n" +
+	"\tmutations\x18\x05 \x03(\v2\x11.eddy.v1.MutationR\tmutations\"\xab\x01\n" +
 	"\x06Record\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x03 \x01(\fR\x05value\x12)\n" +
-	"\aheaders\x18\x04 \x03(\v2\x0f.eddy.v1.HeaderR\aheaders\"\x9f\x01\n" +
+	"\aheaders\x18\x04 \x03(\v2\x0f.eddy.v1.HeaderR\aheaders\x128\n" +
+	"\ttimestamp\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\"\x9f\x01\n" +
 	"\bMutation\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
@@ -2255,28 +2266,29 @@ var file_eddy_v1_agent_proto_depIdxs = []int32{
 	7,  // 15: eddy.v1.Result.produced:type_name -> eddy.v1.Record
 	8,  // 16: eddy.v1.Result.mutations:type_name -> eddy.v1.Mutation
 	25, // 17: eddy.v1.Record.headers:type_name -> eddy.v1.Header
-	26, // 18: eddy.v1.Mutation.window_start:type_name -> google.protobuf.Timestamp
-	13, // 19: eddy.v1.Welcome.limits:type_name -> eddy.v1.Limits
-	26, // 20: eddy.v1.Revoke.deadline:type_name -> google.protobuf.Timestamp
-	17, // 21: eddy.v1.EventBatch.events:type_name -> eddy.v1.Event
-	25, // 22: eddy.v1.Event.headers:type_name -> eddy.v1.Header
-	26, // 23: eddy.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
-	18, // 24: eddy.v1.Event.state:type_name -> eddy.v1.TableState
-	26, // 25: eddy.v1.TableState.window_start:type_name -> google.protobuf.Timestamp
-	23, // 26: eddy.v1.ListAgentsResponse.agents:type_name -> eddy.v1.AgentInfo
-	24, // 27: eddy.v1.AgentInfo.instances:type_name -> eddy.v1.AgentInstance
-	27, // 28: eddy.v1.AgentInfo.unassigned:type_name -> eddy.v1.TopicPartition
-	26, // 29: eddy.v1.AgentInstance.connected_at:type_name -> google.protobuf.Timestamp
-	27, // 30: eddy.v1.AgentInstance.partitions:type_name -> eddy.v1.TopicPartition
-	1,  // 31: eddy.v1.AgentService.Connect:input_type -> eddy.v1.ConnectRequest
-	21, // 32: eddy.v1.AgentService.ListAgents:input_type -> eddy.v1.ListAgentsRequest
-	2,  // 33: eddy.v1.AgentService.Connect:output_type -> eddy.v1.ConnectResponse
-	22, // 34: eddy.v1.AgentService.ListAgents:output_type -> eddy.v1.ListAgentsResponse
-	33, // [33:35] is the sub-list for method output_type
-	31, // [31:33] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	26, // 18: eddy.v1.Record.timestamp:type_name -> google.protobuf.Timestamp
+	26, // 19: eddy.v1.Mutation.window_start:type_name -> google.protobuf.Timestamp
+	13, // 20: eddy.v1.Welcome.limits:type_name -> eddy.v1.Limits
+	26, // 21: eddy.v1.Revoke.deadline:type_name -> google.protobuf.Timestamp
+	17, // 22: eddy.v1.EventBatch.events:type_name -> eddy.v1.Event
+	25, // 23: eddy.v1.Event.headers:type_name -> eddy.v1.Header
+	26, // 24: eddy.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
+	18, // 25: eddy.v1.Event.state:type_name -> eddy.v1.TableState
+	26, // 26: eddy.v1.TableState.window_start:type_name -> google.protobuf.Timestamp
+	23, // 27: eddy.v1.ListAgentsResponse.agents:type_name -> eddy.v1.AgentInfo
+	24, // 28: eddy.v1.AgentInfo.instances:type_name -> eddy.v1.AgentInstance
+	27, // 29: eddy.v1.AgentInfo.unassigned:type_name -> eddy.v1.TopicPartition
+	26, // 30: eddy.v1.AgentInstance.connected_at:type_name -> google.protobuf.Timestamp
+	27, // 31: eddy.v1.AgentInstance.partitions:type_name -> eddy.v1.TopicPartition
+	1,  // 32: eddy.v1.AgentService.Connect:input_type -> eddy.v1.ConnectRequest
+	21, // 33: eddy.v1.AgentService.ListAgents:input_type -> eddy.v1.ListAgentsRequest
+	2,  // 34: eddy.v1.AgentService.Connect:output_type -> eddy.v1.ConnectResponse
+	22, // 35: eddy.v1.AgentService.ListAgents:output_type -> eddy.v1.ListAgentsResponse
+	34, // [34:36] is the sub-list for method output_type
+	32, // [32:34] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_eddy_v1_agent_proto_init() }

@@ -154,7 +154,7 @@ async def test_outcomes(fw: FakeWorker, run) -> None:
         v = ev.value
         if v == b"ok":
             ev.emit("out", key=ev.key, value=b"copy", headers={"h1": "a", "h2": b"b"})
-            ev.emit("out2", value="text")
+            ev.emit("out2", value="text", timestamp=datetime.datetime(2020, 5, 6, 7, 8, 9, tzinfo=datetime.timezone.utc))
         elif v == b"retry":
             raise Retry("not now")
         elif v == b"dead":
@@ -200,6 +200,8 @@ async def test_outcomes(fw: FakeWorker, run) -> None:
         ("out2", b"", b"text"),
     ]
     assert [(h.key, h.value) for h in okr.produced[1].headers] == [("h1", b"a"), ("h2", b"b")]
+    assert not okr.produced[1].HasField("timestamp"), "without one the worker gives the input's"
+    assert okr.produced[2].timestamp.seconds == 1588748889
     for r in res.results[1:]:
         assert not r.produced and not r.mutations, "records of a failed event must be dropped"
     credit = await s.expect("credit")

@@ -814,6 +814,9 @@ class Partition:
             add_record = res.produced.add
             for rec in ev._produced:
                 out = add_record(topic=rec.topic, key=rec.key, value=rec.value)
+                if rec.timestamp is not None:
+                    sec, nanos = divmod(_ns_of("timestamp", rec.timestamp), 1_000_000_000)
+                    out.timestamp.seconds, out.timestamp.nanos = sec, nanos
                 if rec.headers:
                     add_header = out.headers.add
                     for hk, hv in rec.headers:

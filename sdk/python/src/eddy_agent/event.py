@@ -29,6 +29,8 @@ class Record(NamedTuple):
     """The record value."""
     headers: tuple[Header, ...] = ()
     """The record headers, in order."""
+    timestamp: datetime.datetime | None = None
+    """The record's timestamp; ``None``: the input event's (as in Kafka Streams)."""
 
 
 class Mutation(NamedTuple):
@@ -263,6 +265,7 @@ class Event:
         *,
         key: BytesLike | None = None,
         headers: Headers | None = None,
+        timestamp: datetime.datetime | None = None,
     ) -> None:
         """Ask the worker to produce a record to ``topic`` if the outcome is OK.
 
@@ -270,7 +273,8 @@ class Event:
         (at-least-once or exactly-once), and the event is committed only once
         Kafka has acknowledged them. ``key`` and ``value`` are bytes or ``str``
         (UTF-8); ``None`` means empty. ``headers`` is a mapping or a sequence of
-        ``(key, value)`` pairs.
+        ``(key, value)`` pairs. ``timestamp`` (an aware ``datetime``) is the
+        record's timestamp; by default the worker gives it the input event's.
 
         Raises ``ValueError`` for an empty topic and ``TypeError`` for values
         that are not bytes or str; raised from the handler, they make the
@@ -285,7 +289,9 @@ class Event:
             key = _to_bytes("key", key)
         if type(value) is not bytes:
             value = _to_bytes("value", value)
-        self._produced.append(Record(topic, key, value, _headers(headers) if headers else ()))
+        if timestamp is not None and (not isinstance(timestamp, datetime.datetime) or timestamp.tzinfo is None):
+            raise TypeError("emit: timestamp must be a timezone-aware datetime")
+        self._produced.append(Record(topic, key, value, _headers(headers) if headers else (), timestamp))
 
     @property
     def emitted(self) -> list[Record]:

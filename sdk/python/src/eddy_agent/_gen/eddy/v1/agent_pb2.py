@@ -26,15 +26,15 @@ from eddy_agent._gen.eddy.v1 import common_pb2 as eddy_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x65\x64\x64y/v1/agent.proto\x12\x07\x65\x64\x64y.v1\x1a\x14\x65\x64\x64y/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfc\x01\n\x0e\x43onnectRequest\x12\x1f\n\x05hello\x18\x01 \x01(\x0b\x32\x0e.eddy.v1.HelloH\x00\x12!\n\x06\x63redit\x18\x02 \x01(\x0b\x32\x0f.eddy.v1.CreditH\x00\x12#\n\x07results\x18\x03 \x01(\x0b\x32\x10.eddy.v1.ResultsH\x00\x12(\n\nassign_ack\x18\x04 \x01(\x0b\x32\x12.eddy.v1.AssignAckH\x00\x12(\n\nrevoke_ack\x18\x05 \x01(\x0b\x32\x12.eddy.v1.RevokeAckH\x00\x12&\n\tstate_get\x18\x06 \x01(\x0b\x32\x11.eddy.v1.StateGetH\x00\x42\x05\n\x03msg\"\x84\x02\n\x0f\x43onnectResponse\x12#\n\x07welcome\x18\x01 \x01(\x0b\x32\x10.eddy.v1.WelcomeH\x00\x12!\n\x06\x61ssign\x18\x02 \x01(\x0b\x32\x0f.eddy.v1.AssignH\x00\x12!\n\x06revoke\x18\x03 \x01(\x0b\x32\x0f.eddy.v1.RevokeH\x00\x12*\n\x0b\x65vent_batch\x18\x04 \x01(\x0b\x32\x13.eddy.v1.EventBatchH\x00\x12\'\n\tcommitted\x18\x05 \x01(\x0b\x32\x12.eddy.v1.CommittedH\x00\x12*\n\x0bstate_reply\x18\x06 \x01(\x0b\x32\x13.eddy.v1.StateReplyH\x00\x42\x05\n\x03msg\"\x82\x01\n\x05Hello\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12\x18\n\x10protocol_version\x18\x03 \x01(\r\x12\x1f\n\x06\x63redit\x18\x04 \x01(\x0b\x32\x0f.eddy.v1.Credit\x12\r\n\x05token\x18\x05 \x01(\t\x12\x0b\n\x03\x61pp\x18\x06 \x01(\t\"\'\n\x06\x43redit\x12\x0e\n\x06\x65vents\x18\x01 \x01(\r\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\"\\\n\x07Results\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12 \n\x07results\x18\x04 \x03(\x0b\x32\x0f.eddy.v1.Result\"\x97\x01\n\x06Result\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.eddy.v1.ResultStatus\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12!\n\x08produced\x18\x04 \x03(\x0b\x32\x0f.eddy.v1.Record\x12$\n\tmutations\x18\x05 \x03(\x0b\x32\x11.eddy.v1.Mutation\"U\n\x06Record\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\r\n\x05value\x18\x03 \x01(\x0c\x12 \n\x07headers\x18\x04 \x03(\x0b\x32\x0f.eddy.v1.Header\"w\n\x08Mutation\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x0e\n\x06\x64\x65lete\x18\x04 \x01(\x08\x12\x30\n\x0cwindow_start\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\tAssignAck\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\"<\n\tRevokeAck\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\"k\n\x08StateGet\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x11\n\tpartition\x18\x03 \x01(\x05\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x12\r\n\x05table\x18\x05 \x01(\t\x12\x0b\n\x03key\x18\x06 \x01(\x0c\">\n\x07Welcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x1f\n\x06limits\x18\x02 \x01(\x0b\x32\x0f.eddy.v1.Limits\"k\n\x06Limits\x12\x19\n\x11max_message_bytes\x18\x01 \x01(\r\x12\x18\n\x10max_batch_events\x18\x02 \x01(\r\x12\x17\n\x0fmax_batch_bytes\x18\x03 \x01(\r\x12\x13\n\x0bmax_retries\x18\x04 \x01(\r\"9\n\x06\x41ssign\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\"g\n\x06Revoke\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12,\n\x08\x64\x65\x61\x64line\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"]\n\nEventBatch\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x1e\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x0e.eddy.v1.Event\"\xb9\x01\n\x05\x45vent\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\r\n\x05value\x18\x03 \x01(\x0c\x12 \n\x07headers\x18\x04 \x03(\x0b\x32\x0f.eddy.v1.Header\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x05state\x18\x06 \x03(\x0b\x32\x13.eddy.v1.TableState\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\r\"o\n\nTableState\x12\r\n\x05table\x18\x01 \x01(\t\x12\x11\n\thas_value\x18\x02 \x01(\x08\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x30\n\x0cwindow_start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"=\n\tCommitted\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"Q\n\nStateReply\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x11\n\thas_value\x18\x02 \x01(\x08\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"\x13\n\x11ListAgentsRequest\"8\n\x12ListAgentsResponse\x12\"\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x12.eddy.v1.AgentInfo\"\xd3\x01\n\tAgentInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06topics\x18\x02 \x03(\t\x12\x10\n\x08ordering\x18\x03 \x01(\t\x12\x0e\n\x06tables\x18\x04 \x03(\t\x12\x0e\n\x06paused\x18\x05 \x01(\x08\x12)\n\tinstances\x18\x06 \x03(\x0b\x32\x16.eddy.v1.AgentInstance\x12+\n\nunassigned\x18\x07 \x03(\x0b\x32\x17.eddy.v1.TopicPartition\x12\x11\n\tin_flight\x18\x08 \x01(\x03\x12\x0b\n\x03lag\x18\t \x01(\x03\"\xcf\x01\n\rAgentInstance\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0c\n\x04peer\x18\x03 \x01(\t\x12\x30\n\x0c\x63onnected_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\npartitions\x18\x05 \x03(\x0b\x32\x17.eddy.v1.TopicPartition\x12\x11\n\tin_flight\x18\x06 \x01(\x03\x12\x15\n\rcredit_events\x18\x07 \x01(\x03*{\n\x0cResultStatus\x12\x1d\n\x19RESULT_STATUS_UNSPECIFIED\x10\x00\x12\x14\n\x10RESULT_STATUS_OK\x10\x01\x12\x17\n\x13RESULT_STATUS_RETRY\x10\x02\x12\x1d\n\x19RESULT_STATUS_DEAD_LETTER\x10\x03\x32\x97\x01\n\x0c\x41gentService\x12@\n\x07\x43onnect\x12\x17.eddy.v1.ConnectRequest\x1a\x18.eddy.v1.ConnectResponse(\x01\x30\x01\x12\x45\n\nListAgents\x12\x1a.eddy.v1.ListAgentsRequest\x1a\x1b.eddy.v1.ListAgentsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x65\x64\x64y/v1/agent.proto\x12\x07\x65\x64\x64y.v1\x1a\x14\x65\x64\x64y/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfc\x01\n\x0e\x43onnectRequest\x12\x1f\n\x05hello\x18\x01 \x01(\x0b\x32\x0e.eddy.v1.HelloH\x00\x12!\n\x06\x63redit\x18\x02 \x01(\x0b\x32\x0f.eddy.v1.CreditH\x00\x12#\n\x07results\x18\x03 \x01(\x0b\x32\x10.eddy.v1.ResultsH\x00\x12(\n\nassign_ack\x18\x04 \x01(\x0b\x32\x12.eddy.v1.AssignAckH\x00\x12(\n\nrevoke_ack\x18\x05 \x01(\x0b\x32\x12.eddy.v1.RevokeAckH\x00\x12&\n\tstate_get\x18\x06 \x01(\x0b\x32\x11.eddy.v1.StateGetH\x00\x42\x05\n\x03msg\"\x84\x02\n\x0f\x43onnectResponse\x12#\n\x07welcome\x18\x01 \x01(\x0b\x32\x10.eddy.v1.WelcomeH\x00\x12!\n\x06\x61ssign\x18\x02 \x01(\x0b\x32\x0f.eddy.v1.AssignH\x00\x12!\n\x06revoke\x18\x03 \x01(\x0b\x32\x0f.eddy.v1.RevokeH\x00\x12*\n\x0b\x65vent_batch\x18\x04 \x01(\x0b\x32\x13.eddy.v1.EventBatchH\x00\x12\'\n\tcommitted\x18\x05 \x01(\x0b\x32\x12.eddy.v1.CommittedH\x00\x12*\n\x0bstate_reply\x18\x06 \x01(\x0b\x32\x13.eddy.v1.StateReplyH\x00\x42\x05\n\x03msg\"\x82\x01\n\x05Hello\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12\x18\n\x10protocol_version\x18\x03 \x01(\r\x12\x1f\n\x06\x63redit\x18\x04 \x01(\x0b\x32\x0f.eddy.v1.Credit\x12\r\n\x05token\x18\x05 \x01(\t\x12\x0b\n\x03\x61pp\x18\x06 \x01(\t\"\'\n\x06\x43redit\x12\x0e\n\x06\x65vents\x18\x01 \x01(\r\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\"\\\n\x07Results\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12 \n\x07results\x18\x04 \x03(\x0b\x32\x0f.eddy.v1.Result\"\x97\x01\n\x06Result\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.eddy.v1.ResultStatus\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12!\n\x08produced\x18\x04 \x03(\x0b\x32\x0f.eddy.v1.Record\x12$\n\tmutations\x18\x05 \x03(\x0b\x32\x11.eddy.v1.Mutation\"\x84\x01\n\x06Record\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\r\n\x05value\x18\x03 \x01(\x0c\x12 \n\x07headers\x18\x04 \x03(\x0b\x32\x0f.eddy.v1.Header\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"w\n\x08Mutation\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x0e\n\x06\x64\x65lete\x18\x04 \x01(\x08\x12\x30\n\x0cwindow_start\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\tAssignAck\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\"<\n\tRevokeAck\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\"k\n\x08StateGet\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x11\n\tpartition\x18\x03 \x01(\x05\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x12\r\n\x05table\x18\x05 \x01(\t\x12\x0b\n\x03key\x18\x06 \x01(\x0c\">\n\x07Welcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x1f\n\x06limits\x18\x02 \x01(\x0b\x32\x0f.eddy.v1.Limits\"k\n\x06Limits\x12\x19\n\x11max_message_bytes\x18\x01 \x01(\r\x12\x18\n\x10max_batch_events\x18\x02 \x01(\r\x12\x17\n\x0fmax_batch_bytes\x18\x03 \x01(\r\x12\x13\n\x0bmax_retries\x18\x04 \x01(\r\"9\n\x06\x41ssign\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\"g\n\x06Revoke\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12,\n\x08\x64\x65\x61\x64line\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"]\n\nEventBatch\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x1e\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x0e.eddy.v1.Event\"\xb9\x01\n\x05\x45vent\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\r\n\x05value\x18\x03 \x01(\x0c\x12 \n\x07headers\x18\x04 \x03(\x0b\x32\x0f.eddy.v1.Header\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x05state\x18\x06 \x03(\x0b\x32\x13.eddy.v1.TableState\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\r\"o\n\nTableState\x12\r\n\x05table\x18\x01 \x01(\t\x12\x11\n\thas_value\x18\x02 \x01(\x08\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x30\n\x0cwindow_start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"=\n\tCommitted\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"Q\n\nStateReply\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x11\n\thas_value\x18\x02 \x01(\x08\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"\x13\n\x11ListAgentsRequest\"8\n\x12ListAgentsResponse\x12\"\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x12.eddy.v1.AgentInfo\"\xd3\x01\n\tAgentInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06topics\x18\x02 \x03(\t\x12\x10\n\x08ordering\x18\x03 \x01(\t\x12\x0e\n\x06tables\x18\x04 \x03(\t\x12\x0e\n\x06paused\x18\x05 \x01(\x08\x12)\n\tinstances\x18\x06 \x03(\x0b\x32\x16.eddy.v1.AgentInstance\x12+\n\nunassigned\x18\x07 \x03(\x0b\x32\x17.eddy.v1.TopicPartition\x12\x11\n\tin_flight\x18\x08 \x01(\x03\x12\x0b\n\x03lag\x18\t \x01(\x03\"\xcf\x01\n\rAgentInstance\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0c\n\x04peer\x18\x03 \x01(\t\x12\x30\n\x0c\x63onnected_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\npartitions\x18\x05 \x03(\x0b\x32\x17.eddy.v1.TopicPartition\x12\x11\n\tin_flight\x18\x06 \x01(\x03\x12\x15\n\rcredit_events\x18\x07 \x01(\x03*{\n\x0cResultStatus\x12\x1d\n\x19RESULT_STATUS_UNSPECIFIED\x10\x00\x12\x14\n\x10RESULT_STATUS_OK\x10\x01\x12\x17\n\x13RESULT_STATUS_RETRY\x10\x02\x12\x1d\n\x19RESULT_STATUS_DEAD_LETTER\x10\x03\x32\x97\x01\n\x0c\x41gentService\x12@\n\x07\x43onnect\x12\x17.eddy.v1.ConnectRequest\x1a\x18.eddy.v1.ConnectResponse(\x01\x30\x01\x12\x45\n\nListAgents\x12\x1a.eddy.v1.ListAgentsRequest\x1a\x1b.eddy.v1.ListAgentsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'eddy.v1.agent_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RESULTSTATUS']._serialized_start=2850
-  _globals['_RESULTSTATUS']._serialized_end=2973
+  _globals['_RESULTSTATUS']._serialized_start=2898
+  _globals['_RESULTSTATUS']._serialized_end=3021
   _globals['_CONNECTREQUEST']._serialized_start=88
   _globals['_CONNECTREQUEST']._serialized_end=340
   _globals['_CONNECTRESPONSE']._serialized_start=343
@@ -47,42 +47,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESULTS']._serialized_end=871
   _globals['_RESULT']._serialized_start=874
   _globals['_RESULT']._serialized_end=1025
-  _globals['_RECORD']._serialized_start=1027
-  _globals['_RECORD']._serialized_end=1112
-  _globals['_MUTATION']._serialized_start=1114
-  _globals['_MUTATION']._serialized_end=1233
-  _globals['_ASSIGNACK']._serialized_start=1235
-  _globals['_ASSIGNACK']._serialized_end=1295
-  _globals['_REVOKEACK']._serialized_start=1297
-  _globals['_REVOKEACK']._serialized_end=1357
-  _globals['_STATEGET']._serialized_start=1359
-  _globals['_STATEGET']._serialized_end=1466
-  _globals['_WELCOME']._serialized_start=1468
-  _globals['_WELCOME']._serialized_end=1530
-  _globals['_LIMITS']._serialized_start=1532
-  _globals['_LIMITS']._serialized_end=1639
-  _globals['_ASSIGN']._serialized_start=1641
-  _globals['_ASSIGN']._serialized_end=1698
-  _globals['_REVOKE']._serialized_start=1700
-  _globals['_REVOKE']._serialized_end=1803
-  _globals['_EVENTBATCH']._serialized_start=1805
-  _globals['_EVENTBATCH']._serialized_end=1898
-  _globals['_EVENT']._serialized_start=1901
-  _globals['_EVENT']._serialized_end=2086
-  _globals['_TABLESTATE']._serialized_start=2088
-  _globals['_TABLESTATE']._serialized_end=2199
-  _globals['_COMMITTED']._serialized_start=2201
-  _globals['_COMMITTED']._serialized_end=2262
-  _globals['_STATEREPLY']._serialized_start=2264
-  _globals['_STATEREPLY']._serialized_end=2345
-  _globals['_LISTAGENTSREQUEST']._serialized_start=2347
-  _globals['_LISTAGENTSREQUEST']._serialized_end=2366
-  _globals['_LISTAGENTSRESPONSE']._serialized_start=2368
-  _globals['_LISTAGENTSRESPONSE']._serialized_end=2424
-  _globals['_AGENTINFO']._serialized_start=2427
-  _globals['_AGENTINFO']._serialized_end=2638
-  _globals['_AGENTINSTANCE']._serialized_start=2641
-  _globals['_AGENTINSTANCE']._serialized_end=2848
-  _globals['_AGENTSERVICE']._serialized_start=2976
-  _globals['_AGENTSERVICE']._serialized_end=3127
+  _globals['_RECORD']._serialized_start=1028
+  _globals['_RECORD']._serialized_end=1160
+  _globals['_MUTATION']._serialized_start=1162
+  _globals['_MUTATION']._serialized_end=1281
+  _globals['_ASSIGNACK']._serialized_start=1283
+  _globals['_ASSIGNACK']._serialized_end=1343
+  _globals['_REVOKEACK']._serialized_start=1345
+  _globals['_REVOKEACK']._serialized_end=1405
+  _globals['_STATEGET']._serialized_start=1407
+  _globals['_STATEGET']._serialized_end=1514
+  _globals['_WELCOME']._serialized_start=1516
+  _globals['_WELCOME']._serialized_end=1578
+  _globals['_LIMITS']._serialized_start=1580
+  _globals['_LIMITS']._serialized_end=1687
+  _globals['_ASSIGN']._serialized_start=1689
+  _globals['_ASSIGN']._serialized_end=1746
+  _globals['_REVOKE']._serialized_start=1748
+  _globals['_REVOKE']._serialized_end=1851
+  _globals['_EVENTBATCH']._serialized_start=1853
+  _globals['_EVENTBATCH']._serialized_end=1946
+  _globals['_EVENT']._serialized_start=1949
+  _globals['_EVENT']._serialized_end=2134
+  _globals['_TABLESTATE']._serialized_start=2136
+  _globals['_TABLESTATE']._serialized_end=2247
+  _globals['_COMMITTED']._serialized_start=2249
+  _globals['_COMMITTED']._serialized_end=2310
+  _globals['_STATEREPLY']._serialized_start=2312
+  _globals['_STATEREPLY']._serialized_end=2393
+  _globals['_LISTAGENTSREQUEST']._serialized_start=2395
+  _globals['_LISTAGENTSREQUEST']._serialized_end=2414
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=2416
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=2472
+  _globals['_AGENTINFO']._serialized_start=2475
+  _globals['_AGENTINFO']._serialized_end=2686
+  _globals['_AGENTINSTANCE']._serialized_start=2689
+  _globals['_AGENTINSTANCE']._serialized_end=2896
+  _globals['_AGENTSERVICE']._serialized_start=3024
+  _globals['_AGENTSERVICE']._serialized_end=3175
 # @@protoc_insertion_point(module_scope)

@@ -105,16 +105,18 @@ class Result(_message.Message):
     def __init__(self, offset: _Optional[int] = ..., status: _Optional[_Union[ResultStatus, str]] = ..., error: _Optional[str] = ..., produced: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., mutations: _Optional[_Iterable[_Union[Mutation, _Mapping]]] = ...) -> None: ...
 
 class Record(_message.Message):
-    __slots__ = ("topic", "key", "value", "headers")
+    __slots__ = ("topic", "key", "value", "headers", "timestamp")
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     HEADERS_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     topic: str
     key: bytes
     value: bytes
     headers: _containers.RepeatedCompositeFieldContainer[_common_pb2.Header]
-    def __init__(self, topic: _Optional[str] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., headers: _Optional[_Iterable[_Union[_common_pb2.Header, _Mapping]]] = ...) -> None: ...
+    timestamp: _timestamp_pb2.Timestamp
+    def __init__(self, topic: _Optional[str] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., headers: _Optional[_Iterable[_Union[_common_pb2.Header, _Mapping]]] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Mutation(_message.Message):
     __slots__ = ("table", "key", "value", "delete", "window_start")
