@@ -63,7 +63,7 @@ func writeSnapshot(w io.Writer, s *eddyv1.Snapshot) error {
 	}
 	fmt.Fprintln(tw, "AGENT\tSESSIONS\tPROCESSED\tIN-FLIGHT\tSTALE")
 	for _, a := range s.GetAgents() {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", a.GetAgent(), a.GetSessions(), a.GetAcked(), a.GetInFlight(), a.GetStaleDropped())
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", a.GetAgent(), a.GetSessions(), a.GetProcessed(), a.GetInFlight(), a.GetStaleDropped())
 	}
 	fmt.Fprintln(tw)
 	stalled := map[string]bool{}
@@ -82,7 +82,7 @@ func writeSnapshot(w io.Writer, s *eddyv1.Snapshot) error {
 		}
 		fmt.Fprintf(tw, "%s[%d]\t%s\t%.0f\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n",
 			ps.GetTopic(), ps.GetPartition(), ps.GetAgent(), ps.GetEventsPerSecond(), lag, ps.GetInFlight(),
-			ps.GetReceived(), ps.GetAcked(), ps.GetRetried(), ps.GetDeadLettered(), ps.GetCommitted(),
+			ps.GetReceived(), ps.GetProcessed(), ps.GetRetried(), ps.GetDeadLettered(), ps.GetCommitted(),
 			shortDur(ps.GetProcessingP99().AsDuration()), shortDur(ps.GetEndToEndP99().AsDuration()), mark)
 	}
 	if len(s.GetPartitions()) == 0 {

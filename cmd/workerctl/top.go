@@ -169,7 +169,7 @@ func fitScreen(header, status string, s *eddyv1.Snapshot, width, height int) str
 	tw := newTabWriter(&agents)
 	fmt.Fprintln(tw, "AGENT\tSESSIONS\tPROCESSED\tIN-FLIGHT")
 	for _, a := range s.GetAgents() {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", a.GetAgent(), a.GetSessions(), a.GetAcked(), a.GetInFlight())
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", a.GetAgent(), a.GetSessions(), a.GetProcessed(), a.GetInFlight())
 	}
 	_ = tw.Flush()
 	lines = append(lines, strings.Split(strings.TrimSuffix(agents.String(), "\n"), "\n")...)
@@ -201,7 +201,7 @@ func fitScreen(header, status string, s *eddyv1.Snapshot, width, height int) str
 			lag = strconv.FormatInt(ps.GetLag(), 10)
 		}
 		fmt.Fprintf(tw, "%s[%d]\t%s\t%.0f\t%s\t%d\t%d\t%d\t%s\t%s\n", ps.GetTopic(), ps.GetPartition(), ps.GetAgent(),
-			ps.GetEventsPerSecond(), lag, ps.GetInFlight(), ps.GetAcked(), ps.GetDeadLettered(),
+			ps.GetEventsPerSecond(), lag, ps.GetInFlight(), ps.GetProcessed(), ps.GetDeadLettered(),
 			shortDur(ps.GetEndToEndP99().AsDuration()), mark)
 	}
 	_ = tw.Flush()
