@@ -204,17 +204,17 @@ func (m *Manager) handWrite(p *partition, r *rec, w *write) {
 			m.in.push(&txnAck{p: p, r: r, w: w, txn: txn, off: -1, err: err})
 			return
 		}
-		m.produceOffset(p, recs[0], func(off int64, err error) {
+		m.enqueueProduce(produceJob{p: p, rec: recs[0], txn: txn, onOffset: func(off int64, err error) {
 			m.in.push(&txnAck{p: p, r: r, w: w, txn: txn, off: off, err: err})
-		})
+		}})
 		return
 	}
 	m.hold(w.n)
 	start := time.Now()
-	m.produce(p, w.rec, func(err error) {
+	m.enqueueProduce(produceJob{p: p, rec: w.rec, txn: txn, onDone: func(err error) {
 		m.mon.ProduceLatency.Observe(time.Since(start))
 		m.in.push(&txnAck{p: p, r: r, w: w, txn: txn, off: -1, err: err})
-	})
+	}})
 }
 
 // txnAcked takes the producer's report on one record of a transaction. A
@@ -297,13 +297,40 @@ func (m *Manager) commitTxn(now time.Time) bool {
 // the transaction is then lost, like an aborted one.
 func (m *Manager) runTxn(j *commitJob) (err error, reset bool) {
 	tp := m.producer.(TxnProducer)
-	passed := m.prodBarrier()
+	// Whatever happens, the next transaction is j's successor: records
+	// still queued for j are failed from then on (handOver).
+	defer m.openTxn.Store(j.txn + 1)
+	passed, barrier := m.prodBarrier(m.cfg.MessageTimeout)
 	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.MessageTimeout+5*time.Second)
 	defer cancel()
-	if j.abort == nil && !passed {
-		// Shutting down with records of this transaction possibly still
-		// queued: never commit without them (Close aborts).
-		return fmt.Errorf("%w: the worker stops before every record of the transaction was handed over", transport.ErrTxnAborted), false
+	if !passed {
+		select {
+		case <-m.quit:
+			// Shutting down with records of this transaction possibly
+			// still queued: never commit without them (Close aborts).
+			return fmt.Errorf("%w: the worker stops before every record of the transaction was handed over", transport.ErrTxnAborted), false
+		default:
+		}
+		// The producer goroutine is stuck handing a record over
+		// (librdkafka's queue stays full: the transaction is in error and
+		// sends nothing). Abort: the purge makes room, and the records of
+		// this transaction still queued are failed, not produced
+		// (openTxn no longer names it).
+		m.openTxn.Store(0)
+		aerr := tp.AbortTxn(ctx)
+		select {
+		case <-barrier:
+		case <-m.quit:
+		}
+		m.localFail.Store(false)
+		if aerr == nil {
+			aerr = fmt.Errorf("%w: its records could not be handed to the producer within %s", transport.ErrTxnAborted, m.cfg.MessageTimeout)
+		}
+		if !errors.Is(aerr, transport.ErrTxnFatal) {
+			return aerr, false
+		}
+		err = aerr
+		return m.resetTxn(tp, j, err)
 	}
 	if j.abort == nil && m.localFail.Swap(false) {
 		// A record of it failed before it reached the producer (its
@@ -341,6 +368,12 @@ func (m *Manager) runTxn(j *commitJob) (err error, reset bool) {
 	if !errors.Is(err, transport.ErrTxnFatal) {
 		return err, false
 	}
+	return m.resetTxn(tp, j, err)
+}
+
+// resetTxn re-creates the producer after a fatal error of j's transaction,
+// retrying until it works or the manager stops.
+func (m *Manager) resetTxn(tp TxnProducer, j *commitJob, err error) (error, bool) {
 	backoff := m.cfg.RetryBackoffMin
 	for {
 		m.log.Warn("transactional producer failed; re-creating it", "err", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -218,5 +219,96 @@ func TestEOSSupersedeIdleCommit(t *testing.T) {
 	t.Logf("o0 in txn %d (%s) with offsets %v; committed in[0]=%d", i, outcome, offs, h.cons.committedAt("in", 0))
 	if outcome == "committed" && len(offs) == 0 {
 		t.Errorf("o0 committed in a transaction without in[0]'s offset: the new assignment processes offset 0 again")
+	}
+}
+
+// stuckTxnProducer is fakeTxnProducer whose Produce of records stuck picks
+// waits, as transport.Producer does while librdkafka's queue is full, until
+// the record's Allowed says no (then ErrWithheld).
+type stuckTxnProducer struct {
+	*fakeTxnProducer
+	stuck func(transport.Record) bool
+}
+
+func (p *stuckTxnProducer) Produce(rec transport.Record, onDone func(error)) {
+	p.ProduceOffset(rec, func(_ int64, err error) { onDone(err) })
+}
+
+func (p *stuckTxnProducer) ProduceOffset(rec transport.Record, onDone func(int64, error)) {
+	if p.stuck != nil && p.stuck(rec) {
+		for rec.Allowed == nil || rec.Allowed() {
+			time.Sleep(5 * time.Millisecond) // transport.Producer waits for room like this (50 ms)
+		}
+		go onDone(-1, transport.ErrWithheld)
+		return
+	}
+	p.fakeTxnProducer.ProduceOffset(rec, onDone)
+}
+
+// TestEOSStuckProducerAborts: the producer goroutine stuck handing a record
+// over (librdkafka's queue stays full while the transaction is in error)
+// kept the commit waiting for ever (the fault suite's group churn stalled
+// every partition of a worker). Past the message timeout the commit aborts
+// instead; the stuck record is withheld, not handed to the next
+// transaction, and the event is processed again and committed once.
+func TestEOSStuckProducerAborts(t *testing.T) {
+	cfg := testConfig()
+	cfg.ExactlyOnce = true
+	cfg.MessageTimeout = 300 * time.Millisecond
+	once := true
+	var mu sync.Mutex
+	tp := &stuckTxnProducer{fakeTxnProducer: newFakeTxnProducer(), stuck: func(r transport.Record) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if string(r.Value) == "o0" && once {
+			once = false
+			return true
+		}
+		return false
+	}}
+	h := startWith(t, cfg, tp.fakeProducer, tp)
+	tp.cons = h.cons
+	h.m.Assigned(tps("in", 0))
+	a := h.open("count", "a", 100)
+	h.sendRange("in", 0, 0, 1)
+	b := a.nextBatch()
+	a.reply(b, ok(0, out("o0")))
+	var again *agents.Batch
+	waitFor(t, wait, func() string { return "redelivery after the abort" }, func() bool {
+		a.pump()
+		for _, x := range a.batches {
+			if x.Epoch != b.Epoch {
+				again = x
+			}
+		}
+		return again != nil
+	})
+	a.reply(again, ok(0, out("o0")))
+	h.waitCommitted("in", 0, 1)
+	if got := tp.committedValues()["o0"]; got != 1 {
+		t.Errorf("o0 in committed transactions %d times, want 1", got)
+	}
+	if n := h.m.InflightBytes(); n != 0 {
+		t.Errorf("InflightBytes %d after everything committed, want 0", n)
+	}
+}
+
+// TestEOSHeldBytesNeverNegative: a partition that leaves with held (never
+// handed over) outputs releases nothing for them (they were never held).
+func TestEOSHeldBytesNeverNegative(t *testing.T) {
+	cfg := testConfig()
+	cfg.Agents[0].Ordering = "key"
+	h, _ := startEOS(t, cfg)
+	h.m.Assigned(tps("in", 0))
+	a := h.open("count", "a", 100)
+	h.send(msg("in", 0, 0, "k0", "v0"), msg("in", 0, 1, "k1", "v1"))
+	a.takeEvents(2)
+	b := a.log[len(a.log)-1].Batch
+	a.reply(b, ok(1, out("held-behind-0")))
+	h.settle()
+	h.m.Lost(tps("in", 0))
+	h.settle()
+	if n := h.m.InflightBytes(); n != 0 {
+		t.Errorf("InflightBytes %d after the partition left, want 0", n)
 	}
 }

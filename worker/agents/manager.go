@@ -275,6 +275,9 @@ type Manager struct {
 	// commit must abort (txnLeaving). Both read by the committer.
 	localFail atomic.Bool
 	abortTxn  atomic.Uint64
+	// openTxn is the transaction records may be handed to the producer
+	// for (read by the producer goroutine); 0 while an abort is under way.
+	openTxn atomic.Uint64
 }
 
 type tpKey struct {
@@ -327,6 +330,7 @@ func New(cfg Config, producer Producer) *Manager {
 	for _, t := range cfg.Outputs {
 		m.outputs[t] = true
 	}
+	m.openTxn.Store(1)
 	m.in.wake = make(chan struct{}, 1)
 	m.prodQ.wake = make(chan struct{}, 1)
 	m.commitQ = make(chan *commitJob, 1)

@@ -693,12 +693,7 @@ func (m *Manager) dropPartition(p *partition, lost bool) {
 			}
 		}
 		for _, r := range append(p.uncommitted, p.recs[p.head:]...) {
-			for _, w := range r.held {
-				if w.tp == nil {
-					m.release(w.n)
-				}
-			}
-			r.held = nil
+			r.held = nil // not handed over: its bytes were never held
 		}
 	}
 	m.closeTables(p)

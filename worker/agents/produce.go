@@ -3,6 +3,7 @@ package agents
 import (
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/eddy-streams/eddy/worker/transport"
 )
@@ -20,21 +21,38 @@ type produceJob struct {
 	// barrier, if set, is closed when the producer goroutine reaches the
 	// job: every record queued before it was handed over (prodBarrier).
 	barrier chan struct{}
+	// txn is the transaction the record is for (exactly-once; 0
+	// otherwise): once it is over (Manager.openTxn moved on) the record is
+	// failed, never handed to the next one.
+	txn uint64
 }
 
 // prodBarrier returns true once the producer goroutine handed over (or
 // failed) every record queued before the call; false if the manager stopped
-// first. Called off the Run goroutine.
-func (m *Manager) prodBarrier() bool {
+// first, or within is not 0 and passed first (then the barrier stays
+// queued: wait on the returned channel). Called off the Run goroutine.
+func (m *Manager) prodBarrier(within time.Duration) (bool, <-chan struct{}) {
 	b := make(chan struct{})
 	m.enqueueProduce(produceJob{barrier: b})
+	var timeout <-chan time.Time
+	if within > 0 {
+		t := time.NewTimer(within)
+		defer t.Stop()
+		timeout = t.C
+	}
 	select {
 	case <-b:
-		return true
+		return true, b
 	case <-m.quit:
-		return false
+		return false, b
+	case <-timeout:
+		return false, b
 	}
 }
+
+// errTxnOver fails a record queued for a transaction that ended before the
+// producer goroutine reached it (exactly-once).
+var errTxnOver = errors.New("the transaction the record was for is over")
 
 // produceQueue hands records from the Run goroutine to the producer
 // goroutine, so the cgo cost of Produce (and its blocking when librdkafka's
@@ -164,6 +182,10 @@ func fail(j produceJob, err error) {
 }
 
 func (m *Manager) handOver(j produceJob) {
+	if j.txn != 0 && j.txn != m.openTxn.Load() {
+		fail(j, errTxnOver) // its transaction aborted: nothing of it may join the next
+		return
+	}
 	if j.p != nil && j.p.gone.Load() {
 		m.txnFailure()
 		fail(j, errPartitionGone)
@@ -180,11 +202,11 @@ func (m *Manager) handOver(j produceJob) {
 	switch {
 	case m.eos:
 		// No freeze guard under exactly-once (confirmOwnership): a
-		// record waiting for room is withheld only once its partition
-		// left.
-		if j.p != nil {
-			j.rec.Allowed = j.p.notGone
-		}
+		// record waiting for room is withheld once its partition left or
+		// its transaction is over (an abort purges the queue it waits on:
+		// it must not then join the next transaction).
+		p, txn := j.p, j.txn
+		j.rec.Allowed = func() bool { return (p == nil || !p.gone.Load()) && m.openTxn.Load() == txn }
 	case j.p != nil:
 		j.rec.Allowed = j.p.allowed
 	default:
