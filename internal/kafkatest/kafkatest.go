@@ -16,6 +16,11 @@
 // jars into ~/.cache/eddy). If it cannot be started the test binary fails
 // loudly; it never skips. Setting EDDY_KAFKA_BOOTSTRAP=host:port uses an
 // already running broker instead of starting one.
+//
+// The broker also listens for SASL_SSL (start.sh's EDDY_KAFKA_SASL_SSL=1),
+// which tests of Kafka-side security reach through [SASLSSL]; with
+// EDDY_KAFKA_BOOTSTRAP, set EDDY_KAFKA_DIR to that broker's start.sh DIR
+// for them.
 package kafkatest
 
 import (
@@ -42,6 +47,11 @@ import (
 // bootstrap address ("host:port[,host:port...]"), makes [Main] use that
 // broker instead of starting its own.
 const EnvBootstrap = "EDDY_KAFKA_BOOTSTRAP"
+
+// EnvDir names the environment variable giving, with EnvBootstrap, the
+// start.sh DIR of that broker, where [SASLSSL] finds its SASL_SSL
+// listener, certificates and user.
+const EnvDir = "EDDY_KAFKA_DIR"
 
 // startTimeout bounds start.sh as a whole, including a cold fetch of the
 // jars with Maven. The broker itself gets start.sh's own (shorter) bound.
@@ -78,6 +88,8 @@ func Main(m *testing.M) {
 func run(m *testing.M) int {
 	if addr := strings.TrimSpace(os.Getenv(EnvBootstrap)); addr != "" {
 		bootstrap = addr
+		brokerDir = os.Getenv(EnvDir)
+		external = true
 		defer closeAdmin()
 		return m.Run()
 	}
@@ -121,7 +133,7 @@ func startBroker(dir string) (addr string, stop func() error, err error) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", filepath.Join(scripts, "start.sh"), dir)
 	// The watchdog stops the broker if this process dies without stopping it.
-	cmd.Env = append(os.Environ(), "EDDY_KAFKA_WATCH_PID="+strconv.Itoa(os.Getpid()))
+	cmd.Env = append(os.Environ(), "EDDY_KAFKA_WATCH_PID="+strconv.Itoa(os.Getpid()), "EDDY_KAFKA_SASL_SSL=1")
 	// start.sh's stderr carries progress (a cold fetch takes a while) and,
 	// on failure, the tail of the broker log: pass it through.
 	cmd.Stderr = os.Stderr
@@ -148,16 +160,60 @@ func startBroker(dir string) (addr string, stop func() error, err error) {
 	return addr, stop, nil
 }
 
-// brokerDir is the directory of the broker Main started; empty when the
-// tests use an existing broker (EDDY_KAFKA_BOOTSTRAP).
-var brokerDir string
+// brokerDir is the directory of the broker Main started, or EDDY_KAFKA_DIR
+// when the tests use an existing broker (EDDY_KAFKA_BOOTSTRAP); external
+// says which.
+var (
+	brokerDir string
+	external  bool
+)
+
+// SecureBroker is the SASL_SSL listener of the test broker.
+type SecureBroker struct {
+	// Bootstrap is the listener's address, "127.0.0.1:PORT".
+	Bootstrap string
+	// CAFile is the PEM CA that signed the broker's certificate and
+	// ClientCert.
+	CAFile string
+	// CertFile and KeyFile are a client certificate the listener requires.
+	CertFile, KeyFile string
+	// Username and Password are the one SASL user, valid for PLAIN,
+	// SCRAM-SHA-256 and SCRAM-SHA-512.
+	Username, Password string
+}
+
+// SASLSSL returns the broker's SASL_SSL listener (scripts/kafka/start.sh,
+// EDDY_KAFKA_SASL_SSL=1). It fails the test when there is none: with
+// EDDY_KAFKA_BOOTSTRAP, EDDY_KAFKA_DIR must name that broker's start.sh DIR.
+func SASLSSL(t testing.TB) SecureBroker {
+	t.Helper()
+	if brokerDir == "" {
+		t.Fatalf("kafkatest: SASLSSL needs the broker's start.sh DIR: with %s, set %s to the DIR of a broker started with EDDY_KAFKA_SASL_SSL=1", EnvBootstrap, EnvDir)
+	}
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(brokerDir, name))
+		if err != nil {
+			t.Fatalf("kafkatest: the broker in %s has no SASL_SSL listener (start.sh EDDY_KAFKA_SASL_SSL=1): %v", brokerDir, err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	tls := filepath.Join(brokerDir, "tls")
+	return SecureBroker{
+		Bootstrap: read("sasl_ssl.bootstrap"),
+		CAFile:    filepath.Join(tls, "ca.pem"),
+		CertFile:  filepath.Join(tls, "client.pem"),
+		KeyFile:   filepath.Join(tls, "client.key"),
+		Username:  read("sasl.username"),
+		Password:  read("sasl.password"),
+	}
+}
 
 // BrokerPID returns the process id of the broker started by Main, for fault
 // injection (e.g. SIGSTOP to freeze it). A test that needs it fails when the
 // tests run against an existing broker (EDDY_KAFKA_BOOTSTRAP).
 func BrokerPID(t testing.TB) int {
 	t.Helper()
-	if brokerDir == "" {
+	if brokerDir == "" || external {
 		t.Fatalf("kafkatest: BrokerPID needs the broker started by kafkatest.Main, not %s", EnvBootstrap)
 	}
 	b, err := os.ReadFile(filepath.Join(brokerDir, "broker.pid"))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strconv"
 	"time"
@@ -57,7 +58,10 @@ func (a *App) Run(ctx context.Context) (err error) {
 	a.mu.Lock()
 	a.kafkaErrs = func() []KafkaError { return recentErrors(errLog) }
 	a.mu.Unlock()
-	tcfg := a.transportConfig()
+	tcfg, err := a.transportConfig(os.Getenv)
+	if err != nil {
+		return err
+	}
 	topts := []transport.Option{transport.WithLogger(a.log), transport.WithErrorLog(errLog)}
 
 	admin, err := transport.NewAdmin(tcfg, topts...)
@@ -216,8 +220,11 @@ func (a *App) advertised() string {
 	return a.opts.GRPCAddr
 }
 
-// transportConfig derives the Kafka client settings from the app file.
-func (a *App) transportConfig() transport.Config {
+// transportConfig derives the Kafka client settings from the app file,
+// reading the SASL password through getenv or its file
+// (docs/kafka.md#security). Its errors name the setting at fault and never
+// hold the password.
+func (a *App) transportConfig(getenv func(string) string) (transport.Config, error) {
 	c := transport.DefaultConfig()
 	c.Brokers = a.opts.Bootstrap
 	c.GroupID = a.cfg.App
@@ -242,7 +249,33 @@ func (a *App) transportConfig() transport.Config {
 		c.StatsInterval = a.cfg.Monitor.StatsInterval.D()
 	}
 	c.Overrides = a.cfg.Kafka.Properties
-	return c
+	sec := a.cfg.Kafka.Security
+	if sec.Protocol == "" {
+		return c, nil
+	}
+	c.Security = transport.Security{Protocol: sec.Protocol, TLS: transport.TLSFiles{
+		CAFile: sec.SSL.CAFile, CertFile: sec.SSL.CertFile, KeyFile: sec.SSL.KeyFile}}
+	for _, f := range []struct{ name, path string }{
+		{"ca_file", sec.SSL.CAFile}, {"cert_file", sec.SSL.CertFile}, {"key_file", sec.SSL.KeyFile},
+	} {
+		if f.path == "" {
+			continue
+		}
+		fh, err := os.Open(f.path)
+		if err != nil {
+			return c, fmt.Errorf("kafka.security.ssl.%s: %w", f.name, err)
+		}
+		fh.Close()
+	}
+	if sec.SASLUsed() {
+		pw, err := sec.Password(getenv)
+		if err != nil {
+			return c, err
+		}
+		c.Security.SASL = transport.SASL{Mechanism: sec.SASL.Mechanism, Username: sec.SASL.Username,
+			Password: transport.Secret(pw)}
+	}
+	return c, nil
 }
 
 func (a *App) topicSpecs() []transport.TopicSpec {

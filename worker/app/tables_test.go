@@ -61,7 +61,11 @@ func TestClientIDAdvertises(t *testing.T) {
 			cfg := config.DefaultConfig()
 			cfg.WorkerID = "w-1"
 			a := New(cfg, Options{Logger: slog.New(slog.DiscardHandler), GRPCAddr: tt.bound, Advertise: tt.advertise})
-			id := a.transportConfig().ClientID
+			tc, err := a.transportConfig(func(string) string { return "" })
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := tc.ClientID
 			workerID, addr, ok := ParseClientID(id)
 			if !ok || workerID != "w-1" || addr != tt.want {
 				t.Errorf("client.id %q: got worker %q, address %q; want w-1, %q", id, workerID, addr, tt.want)

@@ -6,8 +6,10 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"math"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -159,8 +161,100 @@ type Kafka struct {
 	// their state, docs/tables.md#partitions). One metadata request each
 	// time. Default: 30s.
 	MetadataRefresh Duration `yaml:"metadata_refresh"`
-	// Properties are raw librdkafka properties applied last to every client.
+	// Security is how the Kafka clients connect to the brokers: TLS, SASL
+	// (docs/kafka.md#security). Default: PLAINTEXT.
+	Security KafkaSecurity `yaml:"security"`
+	// Properties are raw librdkafka properties applied last to every
+	// client. Those kafka.security sets may not be given here once
+	// kafka.security.protocol is set.
 	Properties map[string]string `yaml:"properties"`
+}
+
+// Kafka security protocols (kafka.security.protocol).
+const (
+	ProtocolPlaintext     = "PLAINTEXT"
+	ProtocolSSL           = "SSL"
+	ProtocolSASLPlaintext = "SASL_PLAINTEXT"
+	ProtocolSASLSSL       = "SASL_SSL"
+)
+
+// KafkaSecurity is how the worker's Kafka clients (every one: consumer,
+// producer, admin, changelog reader) connect to the brokers.
+type KafkaSecurity struct {
+	// Protocol is PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL. Default:
+	// PLAINTEXT (no TLS, no authentication).
+	Protocol string `yaml:"protocol"`
+	// SASL holds the credentials of SASL_PLAINTEXT and SASL_SSL.
+	SASL KafkaSASL `yaml:"sasl"`
+	// SSL holds the TLS files of SSL and SASL_SSL.
+	SSL KafkaSSL `yaml:"ssl"`
+}
+
+// KafkaSASL holds SASL credentials. The password is never in the app file:
+// it is read at start from PasswordFile or PasswordEnv, and never printed.
+type KafkaSASL struct {
+	// Mechanism is PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512. Required with a
+	// SASL protocol.
+	Mechanism string `yaml:"mechanism"`
+	// Username is the SASL user. Required with a SASL protocol.
+	Username string `yaml:"username"`
+	// PasswordFile is a file holding the password (one trailing newline
+	// is dropped). Exactly one of PasswordFile and PasswordEnv is required
+	// with a SASL protocol.
+	PasswordFile string `yaml:"password_file"`
+	// PasswordEnv names the environment variable holding the password.
+	PasswordEnv string `yaml:"password_env"`
+}
+
+// KafkaSSL holds the PEM files of a TLS connection to the brokers.
+type KafkaSSL struct {
+	// CAFile is a PEM bundle of the CAs the brokers' certificates must
+	// verify against (their host names are checked too). Default: the
+	// system's roots.
+	CAFile string `yaml:"ca_file"`
+	// CertFile is a PEM client certificate, for brokers that ask for one
+	// (ssl.client.auth). Default: none.
+	CertFile string `yaml:"cert_file"`
+	// KeyFile is CertFile's unencrypted PEM private key. Required with
+	// CertFile.
+	KeyFile string `yaml:"key_file"`
+}
+
+// SASLUsed reports whether Protocol authenticates with SASL.
+func (s KafkaSecurity) SASLUsed() bool {
+	return s.Protocol == ProtocolSASLPlaintext || s.Protocol == ProtocolSASLSSL
+}
+
+// TLSUsed reports whether Protocol runs over TLS.
+func (s KafkaSecurity) TLSUsed() bool {
+	return s.Protocol == ProtocolSSL || s.Protocol == ProtocolSASLSSL
+}
+
+// Password reads the SASL password from PasswordFile or, through getenv
+// (pass os.Getenv), from PasswordEnv. Its errors name the setting and the
+// file or variable, never the password. Empty without a SASL protocol.
+func (s KafkaSecurity) Password(getenv func(string) string) (string, error) {
+	switch {
+	case !s.SASLUsed():
+		return "", nil
+	case s.SASL.PasswordFile != "":
+		b, err := os.ReadFile(s.SASL.PasswordFile)
+		if err != nil {
+			return "", fmt.Errorf("kafka.security.sasl.password_file: %w", err)
+		}
+		pw := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+		if pw == "" {
+			return "", fmt.Errorf("kafka.security.sasl.password_file: %s is empty", s.SASL.PasswordFile)
+		}
+		return pw, nil
+	case s.SASL.PasswordEnv != "":
+		pw := getenv(s.SASL.PasswordEnv)
+		if pw == "" {
+			return "", fmt.Errorf("kafka.security.sasl.password_env: environment variable %s is not set or empty", s.SASL.PasswordEnv)
+		}
+		return pw, nil
+	}
+	return "", errors.New("kafka.security.sasl: password_file or password_env required")
 }
 
 // Commit configures offset commits. Only the commit frontier is ever

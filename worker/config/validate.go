@@ -135,6 +135,7 @@ func (c *Config) Validate() error {
 	if c.Kafka.ReplicationFactor < 1 {
 		bad("kafka.replication_factor", "%d: must be at least 1", c.Kafka.ReplicationFactor)
 	}
+	c.validateKafkaSecurity(bad)
 
 	topics := map[string]bool{}
 	for i, t := range c.Topics {
@@ -347,5 +348,64 @@ func Loopback(hostport string) bool {
 func positive(field string, d Duration, bad func(string, string, ...any)) {
 	if d <= 0 {
 		bad(field, "%s: must be positive", d)
+	}
+}
+
+// kafkaSecurityOwned are the librdkafka properties kafka.security sets,
+// which kafka.properties may then not set.
+var kafkaSecurityOwned = []string{
+	"security.protocol", "sasl.mechanism", "sasl.mechanisms", "sasl.username", "sasl.password",
+	"ssl.ca.location", "ssl.certificate.location", "ssl.key.location",
+}
+
+func (c *Config) validateKafkaSecurity(bad func(string, string, ...any)) {
+	s := c.Kafka.Security
+	switch s.Protocol {
+	case "":
+		if s.SASL != (KafkaSASL{}) || s.SSL != (KafkaSSL{}) {
+			bad("kafka.security.protocol", "required when kafka.security.sasl or kafka.security.ssl is set (%s, %s, %s or %s)",
+				ProtocolPlaintext, ProtocolSSL, ProtocolSASLPlaintext, ProtocolSASLSSL)
+		}
+		return
+	case ProtocolPlaintext, ProtocolSSL, ProtocolSASLPlaintext, ProtocolSASLSSL:
+	default:
+		bad("kafka.security.protocol", "%q: want %s, %s, %s or %s", s.Protocol,
+			ProtocolPlaintext, ProtocolSSL, ProtocolSASLPlaintext, ProtocolSASLSSL)
+		return
+	}
+	if c.Brokers == EmbeddedBrokers {
+		bad("kafka.security.protocol", "%s: the embedded dev broker speaks PLAINTEXT only", s.Protocol)
+	}
+	if s.SASLUsed() {
+		switch s.SASL.Mechanism {
+		case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
+		case "":
+			bad("kafka.security.sasl.mechanism", "required with %s: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", s.Protocol)
+		default:
+			bad("kafka.security.sasl.mechanism", "%q: want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", s.SASL.Mechanism)
+		}
+		if s.SASL.Username == "" {
+			bad("kafka.security.sasl.username", "required with %s", s.Protocol)
+		}
+		switch {
+		case s.SASL.PasswordFile == "" && s.SASL.PasswordEnv == "":
+			bad("kafka.security.sasl", "password_file or password_env required with %s (the password itself is never in the app file)", s.Protocol)
+		case s.SASL.PasswordFile != "" && s.SASL.PasswordEnv != "":
+			bad("kafka.security.sasl", "password_file and password_env are both set: give one")
+		}
+	} else if s.SASL != (KafkaSASL{}) {
+		bad("kafka.security.sasl", "set, but protocol %s does not authenticate with SASL (use %s or %s)", s.Protocol, ProtocolSASLPlaintext, ProtocolSASLSSL)
+	}
+	if s.TLSUsed() {
+		if (s.SSL.CertFile == "") != (s.SSL.KeyFile == "") {
+			bad("kafka.security.ssl", "cert_file and key_file must be given together")
+		}
+	} else if s.SSL != (KafkaSSL{}) {
+		bad("kafka.security.ssl", "set, but protocol %s does not use TLS (use %s or %s)", s.Protocol, ProtocolSSL, ProtocolSASLSSL)
+	}
+	for _, k := range kafkaSecurityOwned {
+		if _, ok := c.Kafka.Properties[k]; ok {
+			bad("kafka.properties", "%q is set by kafka.security; remove it here", k)
+		}
 	}
 }

@@ -49,6 +49,12 @@ type Admin struct {
 	mu                    sync.Mutex
 	lastSpecific, lastAny error
 	specificAt, anyAt     time.Time
+	lastAuth              error
+	authAt                time.Time
+	// authc is signalled (without blocking) on each authentication or TLS
+	// error event, so that Ping gives up at once: librdkafka retries such
+	// an error forever, and waiting out the reach timeout says no more.
+	authc chan struct{}
 
 	closeOnce sync.Once
 }
@@ -77,6 +83,7 @@ func NewAdmin(cfg Config, opts ...Option) (*Admin, error) {
 		p:      p,
 		a:      a,
 		events: make(chan struct{}),
+		authc:  make(chan struct{}, 1),
 	}
 	ad.logsDone = ForwardLogs(p.Logs(), o.logger, "admin")
 	go ad.readEvents()
@@ -101,7 +108,17 @@ func (ad *Admin) readEvents() {
 		if kerr.Code() != kafka.ErrAllBrokersDown {
 			ad.lastSpecific, ad.specificAt = kerr, now
 		}
+		auth := authFailure(kerr)
+		if auth {
+			ad.lastAuth, ad.authAt = kerr, now
+		}
 		ad.mu.Unlock()
+		if auth {
+			select {
+			case ad.authc <- struct{}{}:
+			default:
+			}
+		}
 	}
 }
 
@@ -118,6 +135,25 @@ func (ad *Admin) lastErrorSince(t time.Time) error {
 	return nil
 }
 
+// authFailure reports whether e says the brokers refused this client's
+// credentials or TLS: the SASL exchange failed, or the TLS handshake did
+// (an unknown CA, a certificate the broker refused). Retrying does not
+// mend either.
+func authFailure(e kafka.Error) bool {
+	return e.Code() == kafka.ErrAuthentication || e.Code() == kafka.ErrSsl
+}
+
+// authErrorSince returns the latest authentication error event seen at or
+// after t, or nil.
+func (ad *Admin) authErrorSince(t time.Time) error {
+	ad.mu.Lock()
+	defer ad.mu.Unlock()
+	if ad.lastAuth != nil && !ad.authAt.Before(t) {
+		return ad.lastAuth
+	}
+	return nil
+}
+
 // Errors returns the ErrorLog this client records into.
 func (ad *Admin) Errors() *ErrorLog { return ad.errs }
 
@@ -126,14 +162,33 @@ func (ad *Admin) Errors() *ErrorLog { return ad.errs }
 // not answer in time gives an *UnreachableError naming the brokers, the
 // timeout and the last error librdkafka reported, e.g. "cannot reach Kafka
 // brokers 127.0.0.1:1 within 10s: 127.0.0.1:1/bootstrap: Connect to
-// ipv4#127.0.0.1:1 failed: Connection refused". If ctx is cancelled first,
-// its error is returned.
+// ipv4#127.0.0.1:1 failed: Connection refused". A broker that refuses the
+// credentials or the TLS handshake gives an *AuthError at once, with
+// librdkafka's reason (which never holds the password). If ctx is
+// cancelled first, its error is returned.
 func (ad *Admin) Ping(ctx context.Context) error {
 	timeout := ad.cfg.reachTimeout()
 	start := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	_, err := ad.a.DescribeCluster(rctx, kafka.SetAdminRequestTimeout(timeout))
+	errc := make(chan error, 1)
+	go func() {
+		_, err := ad.a.DescribeCluster(rctx, kafka.SetAdminRequestTimeout(timeout))
+		errc <- err
+	}()
+	var err error
+	for waiting := true; waiting; {
+		select {
+		case err = <-errc:
+			waiting = false
+		case <-ad.authc:
+			if aerr := ad.authErrorSince(start); aerr != nil {
+				cancel()
+				<-errc
+				return &AuthError{Brokers: ad.cfg.Brokers, Protocol: ad.cfg.Security.protocol(), Err: aerr}
+			}
+		}
+	}
 	if err == nil {
 		return nil
 	}

@@ -100,6 +100,10 @@ type Config struct {
 	// interval plus a revoke's deadline. Millisecond resolution. Default:
 	// 30s. Unused without TransactionalID.
 	TransactionTimeout time.Duration
+	// Security is how every client connects to the brokers: the protocol,
+	// SASL credentials and TLS files (docs/kafka.md#security). Default:
+	// PLAINTEXT.
+	Security Security
 	// Overrides are raw librdkafka properties applied last to every client
 	// this package creates (a producer-only property given to a consumer
 	// is ignored by librdkafka with a logged warning), except those the
@@ -190,6 +194,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("transport: IsolationLevel: %q is not %q or %q",
 			c.IsolationLevel, ReadUncommitted, ReadCommitted)
 	}
+	if err := c.Security.validate(c.Overrides); err != nil {
+		return err
+	}
 	for k := range c.Overrides {
 		if strings.TrimSpace(k) == "" {
 			return errors.New("transport: Overrides: empty property name")
@@ -250,7 +257,7 @@ func ms(d time.Duration) int { return int(d / time.Millisecond) }
 
 // common returns the properties every client gets.
 func (c Config) common() kafka.ConfigMap {
-	return kafka.ConfigMap{
+	m := kafka.ConfigMap{
 		"bootstrap.servers": c.Brokers,
 		"client.id":         c.clientID(),
 		// librdkafka's own log lines go to a channel that forwardLogs
@@ -259,6 +266,8 @@ func (c Config) common() kafka.ConfigMap {
 		// Idle connections closed by the broker are routine, not news.
 		"log.connection.close": false,
 	}
+	c.Security.properties(m)
+	return m
 }
 
 // apply sets the Overrides on m, last, so they win.

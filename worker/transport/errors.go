@@ -67,6 +67,28 @@ func (e *UnreachableError) Error() string {
 // Unwrap returns the cause.
 func (e *UnreachableError) Unwrap() error { return e.Err }
 
+// AuthError reports that the brokers refused this client's credentials or
+// its TLS handshake (docs/kafka.md#security). Err is librdkafka's reason,
+// e.g. "SASL authentication error: Authentication failed during
+// authentication due to invalid credentials with SASL mechanism
+// SCRAM-SHA-256"; it never holds the password.
+type AuthError struct {
+	// Brokers is the bootstrap list that was tried.
+	Brokers string
+	// Protocol is the security protocol used.
+	Protocol string
+	// Err is the cause.
+	Err error
+}
+
+// Error names the brokers, the protocol and the cause.
+func (e *AuthError) Error() string {
+	return fmt.Sprintf("Kafka brokers %s refused the connection over %s: %v", e.Brokers, e.Protocol, e.Err)
+}
+
+// Unwrap returns the cause.
+func (e *AuthError) Unwrap() error { return e.Err }
+
 // NotAssignedError lists offsets that Consumer.Commit did not commit because
 // their partitions are no longer assigned to this consumer (generation
 // safety: a revoked partition's progress belongs to its new owner). It
