@@ -17,7 +17,7 @@ PYTHON ?= python3
 PY_VENV := $(CURDIR)/sdk/python/.venv
 PY := $(PY_VENV)/bin/python
 
-.PHONY: all build demo test test-unit test-python faults bench bench-peers bench-micro proto lint kafka-fetch py-venv clean
+.PHONY: all build demo test test-unit test-python faults fuzz bench bench-peers bench-micro proto lint kafka-fetch py-venv clean
 
 all: build
 
@@ -64,6 +64,19 @@ $(PY_VENV)/.stamp: sdk/python/requirements-dev.txt sdk/python/pyproject.toml
 ## test-unit: the tests that need no broker (fast)
 test-unit:
 	$(GO) test -race -count=1 ./worker/config/... ./server/... ./client/... ./cmd/...
+
+## fuzz: each fuzz test of the request validators (server/validate_fuzz_test.go) and the app file
+## for FUZZTIME (default 30s) each; `make test` runs their seed corpora only. A failure leaves the
+## input in the package's testdata/fuzz/ (commit it: it becomes a seed). Below ~5s a loaded machine may end a
+## target with "context deadline exceeded" before its workers start: that is the fuzzer, not a finding.
+FUZZTIME ?= 30s
+FUZZ_TARGETS := ./server:FuzzGetRequest ./server:FuzzScanRequest ./server:FuzzSendRequest \
+	./server:FuzzWatchRequest ./server:FuzzShutdownRequest ./server:FuzzConnectHello \
+	./server:FuzzConnectMessage ./worker/config:FuzzParse
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
+	  echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+	  $(GO) test -race -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -parallel 1 $$pkg; done
 
 ## bench: Eddy side by side with the raw librdkafka limit, faust-streaming and Kafka Streams on one
 ## input (BENCH_LINES lines) on the real broker; writes bench/RESULTS.md, results.json, results.png

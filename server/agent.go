@@ -52,9 +52,9 @@ func (s *agentServer) Connect(stream grpc.BidiStreamingServer[eddyv1.ConnectRequ
 	if err != nil {
 		return err
 	}
-	h := first.GetHello()
-	if h == nil {
-		return status.Error(codes.InvalidArgument, "the first message of Connect must be Hello")
+	h, err := validateHello(first)
+	if err != nil {
+		return err
 	}
 	if s.token != "" {
 		tok := h.GetToken()
@@ -200,25 +200,21 @@ func receive(stream grpc.BidiStreamingServer[eddyv1.ConnectRequest, eddyv1.Conne
 		if err != nil {
 			return err
 		}
-		switch m := msg.GetMsg().(type) {
-		case *eddyv1.ConnectRequest_Credit:
-			sess.Credit(m.Credit.GetEvents(), m.Credit.GetBytes())
-		case *eddyv1.ConnectRequest_Results:
-			sess.Results(resultsOf(m.Results))
-		case *eddyv1.ConnectRequest_AssignAck:
-			a := m.AssignAck
-			sess.AssignAck(agents.PartitionRef{Topic: a.GetTopic(), Partition: a.GetPartition(), Epoch: a.GetEpoch()})
-		case *eddyv1.ConnectRequest_RevokeAck:
-			a := m.RevokeAck
-			sess.RevokeAck(agents.PartitionRef{Topic: a.GetTopic(), Partition: a.GetPartition(), Epoch: a.GetEpoch()})
-		case *eddyv1.ConnectRequest_Hello:
-			return status.Error(codes.InvalidArgument, "Hello may only be the first message of Connect")
-		case *eddyv1.ConnectRequest_StateGet:
-			g := m.StateGet
-			sess.StateGet(agents.StateGetRequest{RequestID: g.GetRequestId(), Topic: g.GetTopic(), Partition: g.GetPartition(),
-				Epoch: g.GetEpoch(), Table: g.GetTable(), Key: g.GetKey()})
-		default:
-			return status.Error(codes.InvalidArgument, "empty Connect message")
+		in, err := inbound(msg)
+		if err != nil {
+			return err
+		}
+		switch {
+		case in.credit != nil:
+			sess.Credit(in.credit.events, in.credit.bytes)
+		case in.results != nil:
+			sess.Results(in.results)
+		case in.assignAck != nil:
+			sess.AssignAck(*in.assignAck)
+		case in.revokeAck != nil:
+			sess.RevokeAck(*in.revokeAck)
+		case in.stateGet != nil:
+			sess.StateGet(*in.stateGet)
 		}
 	}
 }

@@ -47,6 +47,9 @@ func (s *lifecycleServer) Resume(_ context.Context, req *eddyv1.ResumeRequest) (
 }
 
 func (s *lifecycleServer) Shutdown(_ context.Context, req *eddyv1.ShutdownRequest) (*eddyv1.ShutdownResponse, error) {
+	if err := validateShutdown(req); err != nil {
+		return nil, err
+	}
 	reason := req.GetReason()
 	if reason == "" {
 		reason = "Shutdown RPC"

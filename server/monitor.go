@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -43,12 +41,9 @@ func (s *monitorServer) GetSnapshot(context.Context, *eddyv1.GetSnapshotRequest)
 // ready for replaces the one waiting and is counted as dropped, so a slow
 // reader never holds the worker up.
 func (s *monitorServer) Watch(req *eddyv1.WatchRequest, stream grpc.ServerStreamingServer[eddyv1.WatchResponse]) error {
-	interval := defaultWatchInterval
-	if d := req.GetInterval(); d != nil {
-		interval = d.AsDuration()
-		if interval < minWatchInterval {
-			return status.Errorf(codes.InvalidArgument, "interval %s is below the minimum of %s", interval, minWatchInterval)
-		}
+	interval, err := validateWatch(req)
+	if err != nil {
+		return err
 	}
 	ctx := stream.Context()
 	mailbox := make(chan *eddyv1.WatchResponse, 1)

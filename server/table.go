@@ -80,19 +80,6 @@ func (s *tableServer) ListTables(ctx context.Context, _ *eddyv1.ListTablesReques
 	return resp, nil
 }
 
-// validateGet checks a GetRequest before the core sees it.
-func validateGet(req *eddyv1.GetRequest) error {
-	switch {
-	case req.GetTable() == "":
-		return status.Error(codes.InvalidArgument, "table is required")
-	case len(req.GetKey()) == 0:
-		return status.Error(codes.InvalidArgument, "key is required (tables never store an empty key)")
-	case req.WindowStart != nil && !req.WindowStart.IsValid():
-		return status.Error(codes.InvalidArgument, "window_start is not a valid timestamp")
-	}
-	return nil
-}
-
 func (s *tableServer) Get(ctx context.Context, req *eddyv1.GetRequest) (*eddyv1.GetResponse, error) {
 	if err := validateGet(req); err != nil {
 		return nil, err

@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
 	"github.com/eddy-streams/eddy/worker/agents"
@@ -238,24 +237,6 @@ func TestGetForwarded(t *testing.T) {
 	if err != nil || string(g.Value) != "7" || g.ServedBy != "w3" {
 		t.Errorf("Get moved after the owner changed = %v, %v; want 7 served by w3", g, err)
 	}
-}
-
-func FuzzValidateTableRequests(f *testing.F) {
-	f.Add("counts", []byte("k"), uint32(0), int64(0))
-	f.Add("", []byte{}, uint32(20000), int64(-1))
-	f.Fuzz(func(t *testing.T, table string, key []byte, limit uint32, secs int64) {
-		g := &eddyv1.GetRequest{Table: table, Key: key}
-		if secs != 0 {
-			g.WindowStart = timestamppb.New(time.Unix(secs, 0))
-		}
-		if err := validateGet(g); err == nil && (table == "" || len(key) == 0) {
-			t.Errorf("validateGet accepted %v", g)
-		}
-		s := &eddyv1.ScanRequest{Table: table, Limit: limit}
-		if err := validateScan(s); err == nil && (table == "" || limit > app.MaxScanLimit) {
-			t.Errorf("validateScan accepted %v", s)
-		}
-	})
 }
 
 // scanAll walks every page of a scan and returns "key/partition=value ".

@@ -18,17 +18,6 @@ import (
 	"github.com/eddy-streams/eddy/worker/tables"
 )
 
-// validateScan checks a ScanRequest before the core sees it.
-func validateScan(req *eddyv1.ScanRequest) error {
-	switch {
-	case req.GetTable() == "":
-		return status.Error(codes.InvalidArgument, "table is required")
-	case req.GetLimit() > app.MaxScanLimit:
-		return status.Errorf(codes.InvalidArgument, "limit %d is above the maximum of %d", req.GetLimit(), app.MaxScanLimit)
-	}
-	return nil
-}
-
 // Scan reads the partitions this worker owns and, unless the call was
 // forwarded to it, asks the owners of the other partitions for the same
 // page and merges the answers in (key, partition) order.

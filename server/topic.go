@@ -4,8 +4,6 @@ import (
 	"context"
 	"log/slog"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
@@ -24,14 +22,11 @@ type topicServer struct {
 }
 
 func (s *topicServer) Send(ctx context.Context, req *eddyv1.SendRequest) (*eddyv1.SendResponse, error) {
-	if req.GetTopic() == "" {
-		return nil, status.Error(codes.InvalidArgument, "topic is required")
+	if err := validateSend(req); err != nil {
+		return nil, err
 	}
 	rec := app.SendRecord{Topic: req.GetTopic(), Key: req.GetKey(), Value: req.GetValue(), Partition: req.Partition}
 	for _, h := range req.GetHeaders() {
-		if h.GetKey() == "" {
-			return nil, status.Error(codes.InvalidArgument, "a header needs a key")
-		}
 		rec.Headers = append(rec.Headers, app.Header{Key: h.GetKey(), Value: h.GetValue()})
 	}
 	res, err := s.core.Send(ctx, rec)
