@@ -136,7 +136,8 @@ func (w *Daemon) Run(ctx context.Context) (err error) {
 	srv := server.New(server.Config{
 		Token: cfg.Auth.Token, ProtectReads: cfg.Auth.ProtectReads, TLS: tlsCfg.server, PeerCAs: tlsCfg.peerCAs, Logger: log,
 		MaxConnectionIdle: l.MaxConnectionIdle.D(), MaxStreamsPerConnection: l.MaxStreamsPerConnection,
-		HelloTimeout: l.HelloTimeout.D(), MaxPendingHello: l.MaxPendingHello, MaxStreamsPerClient: l.MaxStreamsPerClient,
+		HelloTimeout: l.HelloTimeout.D(), MaxPendingHello: l.MaxPendingHello,
+		MaxPendingHelloPerClient: l.MaxPendingHelloPerClient, MaxStreamsPerClient: l.MaxStreamsPerClient,
 	}, a)
 	gs, health := srv.GRPC, srv.Health
 	dash := srv.Dashboard(a)

@@ -27,11 +27,13 @@ import (
 type helloGate struct {
 	timeout    time.Duration
 	maxPending int
+	maxPendCl  int // pending streams per client
 	maxClient  int
 	mtls       bool // client certificates are required and verified
 
 	mu      sync.Mutex
 	pending int
+	pendBy  map[string]int        // streams waiting for their Hello by client key
 	clients map[string]int        // open streams by client key
 	holders map[instanceKey]*hold // the identity holding each instance id
 }
@@ -45,6 +47,8 @@ func newHelloGate(cfg Config) *helloGate {
 	return &helloGate{
 		timeout:    orDefault(cfg.HelloTimeout, defaultHelloTimeout),
 		maxPending: orDefault(cfg.MaxPendingHello, defaultMaxPendingHello),
+		maxPendCl:  orDefault(cfg.MaxPendingHelloPerClient, defaultMaxPendingPerClient),
+		pendBy:     map[string]int{},
 		maxClient:  orDefault(cfg.MaxStreamsPerClient, defaultMaxStreamsPerClient),
 		mtls:       cfg.TLS != nil && cfg.TLS.ClientAuth == tls.RequireAndVerifyClientCert,
 		clients:    map[string]int{},
@@ -101,7 +105,11 @@ func clientOf(ctx context.Context) client {
 func (g *helloGate) open(c client) (helloed, done func(), err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	k := c.key()
 	switch {
+	case g.pendBy[k] >= g.maxPendCl:
+		return nil, nil, status.Errorf(codes.ResourceExhausted,
+			"%s has %d Connect streams waiting to send their Hello (limits.max_pending_hello_per_client)", c, g.pendBy[k])
 	case g.pending >= g.maxPending:
 		return nil, nil, status.Errorf(codes.ResourceExhausted,
 			"%d Connect streams are waiting to send their Hello (limits.max_pending_hello): try again later", g.pending)
@@ -110,12 +118,16 @@ func (g *helloGate) open(c client) (helloed, done func(), err error) {
 			"%s has %d Connect streams open (limits.max_streams_per_client)", c, g.clients[c.key()])
 	}
 	g.pending++
-	g.clients[c.key()]++
+	g.pendBy[k]++
+	g.clients[k]++
 	var once sync.Once
 	helloed = func() {
 		once.Do(func() {
 			g.mu.Lock()
 			g.pending--
+			if g.pendBy[k]--; g.pendBy[k] <= 0 {
+				delete(g.pendBy, k)
+			}
 			g.mu.Unlock()
 		})
 	}

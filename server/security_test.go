@@ -152,6 +152,30 @@ func TestConnectPendingHelloBound(t *testing.T) {
 	welcomed(t, connect(t, conn), hello("b", ""))
 }
 
+// TestConnectPendingPerClient: past limits.max_pending_hello_per_client a
+// client's next silent stream is refused, naming the client, while another
+// client (another address) still gets in; a Hello makes room again.
+func TestConnectPendingPerClient(t *testing.T) {
+	addr, srv, _ := startAgentServer(t, Config{MaxPendingHello: 10, MaxPendingHelloPerClient: 2})
+	conn := dialTest(t, addr, nil)
+	silent := connect(t, conn)
+	connect(t, conn)
+	testutil.WaitFor(t, 5*time.Second, "two streams pending", func() bool { return srv.gate.pendingNow() == 2 })
+	refused(t, connect(t, conn), nil, codes.ResourceExhausted,
+		"client 127.0.0.1 has 2 Connect streams waiting to send their Hello (limits.max_pending_hello_per_client)")
+	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+	other, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return dialer.DialContext(ctx, "tcp", a) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Close() })
+	welcomed(t, connect(t, other), hello("b", ""))
+	welcomed(t, silent, hello("a", ""))
+	testutil.WaitFor(t, 5*time.Second, "one stream pending", func() bool { return srv.gate.pendingNow() == 1 })
+	welcomed(t, connect(t, conn), hello("c", ""))
+}
+
 // TestConnectStreamsPerClient: past limits.max_streams_per_client a
 // client's next stream is refused, naming the client; a stream that ends
 // makes room.

@@ -43,6 +43,7 @@ const (
 	defaultMaxConnectionIdle   = 5 * time.Minute
 	defaultHelloTimeout        = 10 * time.Second
 	defaultMaxPendingHello     = 128
+	defaultMaxPendingPerClient = 32
 	defaultMaxStreamsPerClient = 256
 )
 
@@ -110,6 +111,11 @@ type Config struct {
 	// MaxPendingHello bounds the Connect streams waiting for their Hello,
 	// over all clients. Default: 128.
 	MaxPendingHello int
+	// MaxPendingHelloPerClient bounds the Connect streams of one client
+	// (as MaxStreamsPerClient counts them) waiting for their Hello, so one
+	// client's silent streams leave room under MaxPendingHello for the
+	// others. Default: 32.
+	MaxPendingHelloPerClient int
 	// MaxStreamsPerClient bounds the Connect streams of one client (its
 	// certificate identity under mutual TLS, else its IP address).
 	// Default: 256.

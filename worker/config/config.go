@@ -348,6 +348,12 @@ type Limits struct {
 	// have not sent their Hello yet; one past it is refused at once
 	// (RESOURCE_EXHAUSTED). Default: 128.
 	MaxPendingHello int `yaml:"max_pending_hello"`
+	// MaxPendingHelloPerClient bounds the Connect streams of one client
+	// (counted as MaxStreamsPerClient counts them) that have not sent
+	// their Hello yet, so that one client's silent streams cannot take all
+	// of MaxPendingHello from the others; one past it is refused at once
+	// (RESOURCE_EXHAUSTED). At most MaxPendingHello. Default: 32.
+	MaxPendingHelloPerClient int `yaml:"max_pending_hello_per_client"`
 	// MaxStreamsPerClient bounds the open Connect streams of one client:
 	// its client-certificate identity under mutual TLS, else its IP
 	// address. One past it is refused (RESOURCE_EXHAUSTED). Default: 256.
@@ -492,13 +498,14 @@ func DefaultConfig() *Config {
 			RevokeTimeout: Duration(10 * time.Second),
 		},
 		Limits: Limits{
-			InflightBytes:           256 << 20,
-			MaxConnections:          1024,
-			MaxConnectionIdle:       Duration(5 * time.Minute),
-			MaxStreamsPerConnection: 256,
-			HelloTimeout:            Duration(10 * time.Second),
-			MaxPendingHello:         128,
-			MaxStreamsPerClient:     256,
+			InflightBytes:            256 << 20,
+			MaxConnections:           1024,
+			MaxConnectionIdle:        Duration(5 * time.Minute),
+			MaxStreamsPerConnection:  256,
+			HelloTimeout:             Duration(10 * time.Second),
+			MaxPendingHello:          128,
+			MaxPendingHelloPerClient: 32,
+			MaxStreamsPerClient:      256,
 		},
 		Monitor: Monitor{
 			Enabled:       true,

@@ -98,6 +98,9 @@ func (c *Config) Validate() error {
 	if l.MaxPendingHello < 1 {
 		bad("limits.max_pending_hello", "%d: must be at least 1", l.MaxPendingHello)
 	}
+	if l.MaxPendingHelloPerClient < 1 || l.MaxPendingHelloPerClient > l.MaxPendingHello {
+		bad("limits.max_pending_hello_per_client", "%d: must be 1..limits.max_pending_hello (%d)", l.MaxPendingHelloPerClient, l.MaxPendingHello)
+	}
 	if l.MaxStreamsPerClient < 1 {
 		bad("limits.max_streams_per_client", "%d: must be at least 1", l.MaxStreamsPerClient)
 	}
