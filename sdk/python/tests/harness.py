@@ -204,6 +204,9 @@ class Worker:
     http_addr: str = ""
     proc: Optional[Proc] = None
     dir: str = ""
+    # tls is (ca_file, cert_file, key_file) for a worker serving (mutual)
+    # TLS: workerctl and ListAgents then use them.
+    tls: Optional[tuple[str, str, str]] = None
 
     @property
     def app(self) -> str:
@@ -262,12 +265,25 @@ class Worker:
 
     def ctl(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [self.bins["workerctl"], "--addr", self.grpc_addr, *args],
+            [self.bins["workerctl"], "--addr", self.grpc_addr, *self._ctl_tls(), *args],
             capture_output=True,
             text=True,
             timeout=timeout,
             env=clean_env(),
         )
+
+    def _ctl_tls(self) -> list[str]:
+        if self.tls is None:
+            return []
+        ca, cert, key = self.tls
+        return ["--cacert", ca, "--cert", cert, "--key", key]
+
+    def channel(self) -> grpc.Channel:
+        """A gRPC channel to the worker, over TLS with the client certificate when tls is set."""
+        if self.tls is None:
+            return grpc.insecure_channel(self.grpc_addr)
+        ca, cert, key = (pathlib.Path(f).read_bytes() for f in self.tls)
+        return grpc.secure_channel(self.grpc_addr, grpc.ssl_channel_credentials(ca, key, cert))
 
     def status(self) -> dict[str, Any]:
         r = self.ctl("status", "-o", "json")
@@ -292,7 +308,7 @@ class Worker:
 
     def agents(self) -> list[agent_pb2.AgentInfo]:
         """ListAgents, over the generated Python stubs."""
-        with grpc.insecure_channel(self.grpc_addr) as ch:
+        with self.channel() as ch:
             resp = agent_pb2_grpc.AgentServiceStub(ch).ListAgents(agent_pb2.ListAgentsRequest(), timeout=5)
         return list(resp.agents)
 

@@ -86,3 +86,35 @@ def test_tls_files_refused(certs: Path) -> None:
         with pytest.raises(ValueError) as e:
             Agent("pass", _ok, app="app", **kw)  # type: ignore[arg-type]
         assert want in str(e.value), str(e.value)
+
+
+@pytest.mark.timeout(150)
+def test_python_agent_over_mtls_real_worker(kafka: str, bins: dict[str, str], procs: Any, certs: Path) -> None:
+    """End to end: the real worker with mutual TLS and a token, a Python
+    agent process with a client certificate (tls_* files) processes every
+    event, read back with an independent Kafka client; an agent without a
+    client certificate gets no session."""
+    from harness import PASSAGENT, Reader, Worker, keyed_values, pass_app, produce, python_agent
+
+    body, _app, tin, tout = pass_app(kafka)
+    body += (f"auth: {{token: s3cret}}\ntls: {{cert_file: {certs / 'worker.crt'}, key_file: {certs / 'worker.key'}, "
+             f"client_ca_file: {certs / 'ca.crt'}}}\n")
+    w = procs.add(Worker(bins, body, tls=(str(certs / "ca.crt"), str(certs / "agent.crt"), str(certs / "agent.key"))).start())
+    w.wait_assigned(8)
+    procs.add(python_agent(PASSAGENT, "--addr", w.grpc_addr, "--app", w.app, "--out", tout, "--instance", "no-cert",
+                           "--token", "s3cret", "--discovery", "0", "--cacert", str(certs / "ca.crt")))
+    procs.add(python_agent(PASSAGENT, "--addr", w.grpc_addr, "--app", w.app, "--out", tout, "--instance", "py-mtls",
+                           "--token", "s3cret", "--discovery", "0", "--cacert", str(certs / "ca.crt"),
+                           "--cert", str(certs / "agent.crt"), "--key", str(certs / "agent.key")))
+    info = w.wait_instances("pass", 1, 8)
+    assert [i.instance_id for i in info.instances] == ["py-mtls"], info
+
+    keys, values = keyed_values(500, 50)
+    produce(kafka, tin, keys, values)
+    r = Reader(kafka, tout)
+    try:
+        got = r.read_until(60, "every input in the output", lambda g: {x.value for x in g[tout]} >= set(values))
+    finally:
+        r.close()
+    assert all(rec.headers.get("agent.sdk") == "python" for rec in got[tout])
+    assert [i.instance_id for i in w.wait_instances("pass", 1, 8).instances] == ["py-mtls"]

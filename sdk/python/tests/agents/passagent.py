@@ -4,6 +4,7 @@ with headers naming its source, and can be told to fail on purpose.
 
     passagent.py --addr HOST:PORT --app APP --name pass --out TOPIC [--poison VALUE]
                  [--delay SECONDS] [--instance ID] [--credit N] [--token T] [--discovery SECONDS]
+                 [--cacert FILE [--cert FILE --key FILE]]
 """
 
 from __future__ import annotations
@@ -27,9 +28,13 @@ def main() -> None:
     ap.add_argument("--credit", type=int, default=1000)
     ap.add_argument("--token", default=None)
     ap.add_argument("--discovery", type=float, default=5.0, help="seconds between lists of the app's workers (0: only --addr)")
+    ap.add_argument("--cacert", default=None, help="TLS: CA file of the worker's certificate")
+    ap.add_argument("--cert", default=None, help="TLS: client certificate file")
+    ap.add_argument("--key", default=None, help="TLS: client key file")
     args = ap.parse_args()
 
-    app = App(args.addr, app=args.app, token=args.token, instance_id=args.instance, credit_events=args.credit, discovery=args.discovery)
+    app = App(args.addr, app=args.app, token=args.token, instance_id=args.instance, credit_events=args.credit, discovery=args.discovery,
+              tls_ca_file=args.cacert, tls_cert_file=args.cert, tls_key_file=args.key)
     poison = args.poison.encode()
 
     @app.agent(args.name)
