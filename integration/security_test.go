@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os/exec"
@@ -121,4 +122,112 @@ func TestMTLSWorker(t *testing.T) {
 	if took := time.Since(start); took > 10*time.Second {
 		t.Errorf("silent Connect stream closed after %v, want about 1s", took)
 	}
+}
+
+// TestForwardedGetMTLS: two worker processes with mutual TLS, a token that
+// protects reads too, and tls.peer_ca_file. A Go agent (with a client
+// certificate) writes k0 into table kv; `workerctl get kv k0` asked of each
+// worker answers the value, and the worker that does not own k0's
+// partition forwards the read to the one that does, over verified mutual
+// TLS with its token (the owner requires both, so the answer proves it).
+func TestForwardedGetMTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca := testutil.NewCA(t, "eddy peers CA")
+	caFile := ca.WriteCA(t, dir, "ca.pem")
+	opCert, opKey := ca.Issue(t, "operator").Write(t, dir, "operator")
+	agentCert, agentKey := ca.Issue(t, "agent-pass").Write(t, dir, "agent")
+	body, app, in, out := passApp(t, ", tables: [kv]")
+	body += "tables:\n  - {name: kv}\nauth: {token: s3cret, protect_reads: true}\n"
+	withCert := []string{"--cacert", caFile, "--cert", opCert, "--key", opKey, "--token", "s3cret"}
+	ctl := func(w *workerProc, args ...string) (string, string, int) {
+		return runCtl(t, w.GRPC, append(withCert, args...)...)
+	}
+	var ws []*workerProc
+	for i := 1; i <= 2; i++ {
+		name := fmt.Sprintf("worker-%d", i)
+		cert, key := ca.Issue(t, name, "127.0.0.1").Write(t, dir, name)
+		ws = append(ws, startWorker(t, body+fmt.Sprintf("tls: {cert_file: %s, key_file: %s, client_ca_file: %s, peer_ca_file: %s}\n",
+			cert, key, caFile, caFile)))
+	}
+	assigned := func(w *workerProc) (int, string) {
+		stdout, _, code := ctl(w, "status", "-o", "json")
+		if code != 0 {
+			return 0, ""
+		}
+		var st struct {
+			WorkerID string `json:"worker_id"`
+			Assigned []any  `json:"assigned"`
+			State    string `json:"state"`
+		}
+		if json.Unmarshal([]byte(stdout), &st) != nil || st.State != "WORKER_STATE_RUNNING" {
+			return 0, ""
+		}
+		return len(st.Assigned), st.WorkerID
+	}
+	ids := map[*workerProc]string{}
+	waitFor(t, 90*time.Second, "the 8 partitions split over both workers", func() bool {
+		for _, w := range ws {
+			if w.exited() {
+				t.Fatalf("worker exited with %d:\n%s", w.exitCode, w.log.String())
+			}
+		}
+		n1, id1 := assigned(ws[0])
+		n2, id2 := assigned(ws[1])
+		ids[ws[0]], ids[ws[1]] = id1, id2
+		return n1 > 0 && n2 > 0 && n1+n2 == 8
+	})
+	for _, w := range ws {
+		startAgentProc(t, w.GRPC, app, out, "--token", "s3cret", "--cacert", caFile, "--cert", agentCert, "--key", agentKey, "--table", "kv")
+	}
+	produce(t, in, []string{"k0"}, []string{"v1"})
+	newConsumer(t, out).readUntil(60*time.Second, "k0's output", func(got map[string][]record) bool { return len(got[out]) > 0 })
+
+	served := map[string]bool{}
+	for _, w := range ws {
+		var g struct {
+			Value    []byte `json:"value"`
+			ServedBy string `json:"served_by"`
+		}
+		waitFor(t, 30*time.Second, "k0 in table kv, asked of "+ids[w], func() bool {
+			stdout, stderr, code := ctl(w, "get", "kv", "k0", "-o", "json")
+			if code != 0 {
+				if !strings.Contains(stderr, "not found") {
+					t.Fatalf("workerctl get kv k0 on %s: exit %d: %s", ids[w], code, stderr)
+				}
+				return false // the changelog write is not acknowledged yet
+			}
+			return json.Unmarshal([]byte(stdout), &g) == nil
+		})
+		if string(g.Value) != "v1" {
+			t.Errorf("get kv k0 on %s: got %q, want v1", ids[w], g.Value)
+		}
+		served[g.ServedBy] = true
+		if g.ServedBy != ids[w] {
+			t.Logf("get kv k0 on %s: forwarded to %s over mutual TLS", ids[w], g.ServedBy)
+		}
+	}
+	if len(served) != 1 {
+		t.Errorf("k0 served by %v, want one owner answering both workers (the other forwarding to it)", served)
+	}
+}
+
+// startAgentProc starts the Go test agent "pass" against addr with app
+// given (appAt asks in plaintext, which a TLS worker refuses).
+func startAgentProc(t *testing.T, addr, app, out string, args ...string) {
+	t.Helper()
+	ag := exec.Command(bin(t, "testagent"), append([]string{"--addr", addr, "--app", app, "--name", "pass", "--out", out}, args...)...)
+	log := &syncBuffer{}
+	ag.Stdout, ag.Stderr = log, log
+	if err := ag.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = ag.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = ag.Process.Kill()
+		<-done
+		if t.Failed() {
+			t.Logf("agent log:\n%s", log.String())
+		}
+	})
 }
