@@ -182,3 +182,27 @@ func TestSASLSSLFiles(t *testing.T) {
 		t.Errorf("got %v, want an error naming ssl.ca.location", err)
 	}
 }
+
+// TestConfDumpRedacted: even with debug=conf, librdkafka's dump of the
+// client configuration, forwarded to the worker's log, shows the password
+// as [redacted], and nothing in the log holds it.
+func TestConfDumpRedacted(t *testing.T) {
+	cfg, sb := secureConfig(t, transport.MechanismPlain)
+	cfg.Overrides = map[string]string{"debug": "conf,security"}
+	var buf testutil.Buffer
+	a, err := transport.NewAdmin(cfg, transport.WithLogger(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	log := buf.String()
+	if !strings.Contains(log, "sasl.password = [redacted]") {
+		t.Errorf("no redacted sasl.password in the configuration dump:\n%s", log)
+	}
+	if strings.Contains(log, sb.Password) {
+		t.Errorf("the log holds the password")
+	}
+}
