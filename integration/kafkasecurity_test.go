@@ -18,7 +18,8 @@ import (
 // checked with an independent consumer. Neither its log nor workerctl
 // status holds the password. With a wrong password (from the environment)
 // a worker fails at start, well before kafka.reach_timeout, with a message
-// saying the brokers refused the credentials and holding no password.
+// saying the brokers refused the credentials and holding no password; one
+// whose password variable is unset fails naming the setting and variable.
 func TestKafkaSASLSSL(t *testing.T) {
 	sb := kafkatest.SASLSSL(t)
 	dir := t.TempDir()
@@ -64,8 +65,8 @@ func TestKafkaSASLSSL(t *testing.T) {
 	bad = secure(bad, "password_env: EDDY_TEST_KAFKA_PASSWORD")
 	start := time.Now()
 	wb := startWorker(t, bad, "EDDY_TEST_KAFKA_PASSWORD=wrong-"+sb.Password[:4])
-	if code := wb.wait(40 * time.Second); code == 0 {
-		t.Fatalf("worker with a wrong password exited 0, want a failure")
+	if code := wb.wait(40 * time.Second); code != 1 {
+		t.Fatalf("worker with a wrong password exited %d, want 1 (the worker failed, docs/operations.md)", code)
 	}
 	took := time.Since(start)
 	log := wb.log.String()
@@ -80,4 +81,13 @@ func TestKafkaSASLSSL(t *testing.T) {
 		t.Errorf("worker with a wrong password failed after %v, want it at once, not at kafka.reach_timeout (60s)", took)
 	}
 	t.Logf("wrong password: exit after %v:\n%s", took.Round(time.Millisecond), log)
+
+	unset, _, _, _ := passApp(t, "")
+	wu := startWorker(t, secure(unset, "password_env: EDDY_TEST_KAFKA_PASSWORD_UNSET"))
+	if code := wu.wait(40 * time.Second); code != 1 {
+		t.Fatalf("worker without its password variable exited %d, want 1", code)
+	}
+	if want := "kafka.security.sasl.password_env: environment variable EDDY_TEST_KAFKA_PASSWORD_UNSET is not set or empty"; !strings.Contains(wu.log.String(), want) {
+		t.Errorf("worker without its password variable: log lacks %q:\n%s", want, wu.log.String())
+	}
 }
