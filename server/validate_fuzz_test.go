@@ -172,7 +172,8 @@ func FuzzConnectMessage(f *testing.F) {
 		&eddyv1.ConnectRequest{Msg: &eddyv1.ConnectRequest_Credit{Credit: &eddyv1.Credit{Events: 10, Bytes: 1 << 40}}},
 		&eddyv1.ConnectRequest{Msg: &eddyv1.ConnectRequest_Results{Results: &eddyv1.Results{Topic: "in", Partition: 3, Epoch: 7,
 			Results: []*eddyv1.Result{{Offset: 42, Status: eddyv1.ResultStatus_RESULT_STATUS_OK,
-				Produced:  []*eddyv1.Record{{Topic: "out", Key: []byte("k"), Value: []byte("v"), Headers: []*eddyv1.Header{{Key: "h"}}}},
+				Produced: []*eddyv1.Record{{Topic: "out", Key: []byte("k"), Value: []byte("v"), Headers: []*eddyv1.Header{{Key: "h"}},
+					Timestamp: timestamppb.New(time.Unix(1700000000, 5))}},
 				Mutations: []*eddyv1.Mutation{{Table: "t", Key: []byte("k"), Value: []byte("1"), WindowStart: timestamppb.New(time.Unix(60, 0))}}},
 				{Offset: 43, Status: eddyv1.ResultStatus_RESULT_STATUS_RETRY, Error: "later"}}}}},
 		&eddyv1.ConnectRequest{Msg: &eddyv1.ConnectRequest_AssignAck{AssignAck: &eddyv1.AssignAck{Topic: "in", Partition: 1, Epoch: 2}}},
@@ -235,7 +236,9 @@ func FuzzConnectMessage(f *testing.F) {
 				}
 				for j, p := range x.GetProduced() {
 					if gp := g.Produced[j]; gp.Topic != p.GetTopic() || !bytes.Equal(gp.Key, p.GetKey()) ||
-						!bytes.Equal(gp.Value, p.GetValue()) || len(gp.Headers) != len(p.GetHeaders()) {
+						!bytes.Equal(gp.Value, p.GetValue()) || len(gp.Headers) != len(p.GetHeaders()) ||
+						(p.GetTimestamp() == nil && !gp.Timestamp.IsZero()) ||
+						(p.GetTimestamp() != nil && !gp.Timestamp.Equal(p.GetTimestamp().AsTime())) {
 						t.Fatalf("result %d produced %d %v converted to %+v", i, j, p, gp)
 					}
 				}
