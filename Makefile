@@ -68,8 +68,8 @@ test-unit:
 ## fuzz: each fuzz test of the request validators (server/validate_fuzz_test.go) and the app file
 ## for FUZZTIME each (default 50000x: fifty thousand inputs, about 30s here; `make test` runs the seed
 ## corpora only, under -race). A count, not a duration: with a duration Go 1.26's fuzz coordinator
-## may end a run with a bare "context deadline exceeded" and no input (go.dev/issue/75804, fixed in
-## Go 1.27). Each target is bounded by FUZZTIMEOUT. A failure leaves the input in the package's
+## may end a run with a bare "context deadline exceeded" and no input (docs/development.md). Each
+## target is bounded by FUZZTIMEOUT. A failure leaves the input in the package's
 ## testdata/fuzz/ (commit it: it becomes a seed). The validators are pure functions and the race
 ## detector slows the fuzzer ~40x, so it runs without -race unless FUZZFLAGS=-race. Minimizing a new
 ## input is bounded to 2s (Go's default, 60s, stalls the fuzzer on a loaded machine).
