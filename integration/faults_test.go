@@ -337,6 +337,12 @@ func (f *faultApp) waitDrained() {
 	if !f.eos {
 		return
 	}
+	// A killed worker's open transaction (its successor has another id:
+	// a deleted data directory) holds read_committed readers until the
+	// coordinator aborts it: wait for that before reading.
+	for _, topic := range []string{f.wc.words, f.wc.out, f.wc.changelog, f.passTo} {
+		kafkatest.WaitStable(f.t, 2*time.Minute, topic, 8)
+	}
 	lastWord := make([]int64, 8)
 	for _, r := range readCommitted(f.t, f.wc.words) {
 		lastWord[r.Partition] = r.Offset + 1

@@ -566,3 +566,48 @@ func RestartBroker(t testing.TB) {
 		t.Fatalf("kafkatest: restarted broker at %s, want the same address %s", got, bootstrap)
 	}
 }
+
+// WaitStable waits until no transaction is open on topic's partitions
+// 0..partitions-1 (each one's last stable offset is its high watermark),
+// so a read_committed reader sees everything committed. A transaction a
+// killed producer left open holds the last stable offset until the
+// coordinator aborts it (transaction.timeout.ms). It fails the test after
+// timeout.
+func WaitStable(t testing.TB, timeout time.Duration, topic string, partitions int) {
+	t.Helper()
+	a := adminClient(t)
+	ends := func(level kafka.IsolationLevel) map[int32]int64 {
+		req := map[kafka.TopicPartition]kafka.OffsetSpec{}
+		for p := range partitions {
+			req[kafka.TopicPartition{Topic: &topic, Partition: int32(p)}] = kafka.LatestOffsetSpec
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		res, err := a.ListOffsets(ctx, req, kafka.SetAdminIsolationLevel(level))
+		if err != nil {
+			t.Fatalf("kafkatest.WaitStable %s: %v", topic, err)
+		}
+		out := map[int32]int64{}
+		for tp, info := range res.ResultInfos {
+			out[tp.Partition] = int64(info.Offset)
+		}
+		return out
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		hw, lso := ends(kafka.IsolationLevelReadUncommitted), ends(kafka.IsolationLevelReadCommitted)
+		open := 0
+		for p, h := range hw {
+			if lso[p] != h {
+				open++
+			}
+		}
+		if open == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kafkatest.WaitStable %s: %d partitions still have an open transaction after %s", topic, open, timeout)
+		}
+		time.Sleep(200 * time.Millisecond) // polling the broker until the transactions settle
+	}
+}

@@ -34,9 +34,9 @@ type Record struct {
 	// Timestamp is the record's create time. Default (zero): the time of
 	// Produce.
 	Timestamp time.Time
-	// Allowed, if set, is asked again before each further attempt to hand
-	// the record to librdkafka while its queue is full (Produce waits for
-	// room): false fails the record with ErrWithheld. The worker uses it
+	// Allowed, if set, is asked before each attempt to hand the record to
+	// librdkafka (the first, and each further one while its queue is full:
+	// Produce waits for room): false fails the record with ErrWithheld. The worker uses it
 	// so that a record whose Produce began before the process stood still
 	// is not queued after. Default (nil): always allowed.
 	Allowed func() bool
@@ -212,6 +212,13 @@ func (p *Producer) ProduceOffset(rec Record, onDone func(offset int64, err error
 		Opaque:         id,
 	}
 	var wait *time.Timer
+	if rec.Allowed != nil && !rec.Allowed() {
+		// Asked under inflight too: a transaction may have been aborted
+		// while this call waited for it (AbortTxn), and the record must
+		// not join the next one.
+		p.refuse(id, rec, ErrWithheld)
+		return
+	}
 	for {
 		err := p.p.Produce(msg, nil)
 		if err == nil {
@@ -241,14 +248,20 @@ func (p *Producer) ProduceOffset(rec Record, onDone func(offset int64, err error
 		if p.closing.Load() && errors.As(err, &kerr) && kerr.Code() == kafka.ErrQueueFull {
 			err = fmt.Errorf("%w: %w", ErrClosed, err)
 		}
-		err = fmt.Errorf("transport: produce to %s[%d]: %w", rec.Topic, rec.Partition, err)
-		if p.cfg.TransactionalID != "" {
-			p.txnRefused.CompareAndSwap(nil, &err)
-		}
-		if cb := p.take(id); cb != nil {
-			go cb(-1, err)
-		}
+		p.refuse(id, rec, err)
 		return
+	}
+}
+
+// refuse fails record id, which librdkafka never took, on a goroutine of its
+// own; a transactional producer's open transaction becomes abort-only.
+func (p *Producer) refuse(id uint64, rec Record, err error) {
+	err = fmt.Errorf("transport: produce to %s[%d]: %w", rec.Topic, rec.Partition, err)
+	if p.cfg.TransactionalID != "" {
+		p.txnRefused.CompareAndSwap(nil, &err)
+	}
+	if cb := p.take(id); cb != nil {
+		go cb(-1, err)
 	}
 }
 

@@ -192,12 +192,21 @@ func retry(ctx context.Context, f func(context.Context) error) error {
 // AbortTxn aborts the open transaction (its records are discarded; those
 // still queued fail with ErrPurged) and begins the next. It returns an
 // error wrapping ErrTxnFatal when that fails. Safe for concurrent use.
+//
+// It waits for Produce calls in progress to return first (each hands its
+// record to this transaction before the abort, or is refused): a record
+// handed to librdkafka after the abort would join the next transaction.
+// A Produce waiting for room in a full queue returns only once its
+// Record.Allowed says no, so the caller must make Allowed false for this
+// transaction's records first.
 func (p *Producer) AbortTxn(ctx context.Context) error {
 	p.txnMu.Lock()
 	defer p.txnMu.Unlock()
 	if err := p.txnUsable(); err != nil {
 		return err
 	}
+	p.inflight.Lock()
+	defer p.inflight.Unlock()
 	return p.abort(ctx)
 }
 
