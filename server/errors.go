@@ -11,6 +11,7 @@ import (
 
 	"github.com/eddy-streams/eddy/worker/agents"
 	"github.com/eddy-streams/eddy/worker/app"
+	"github.com/eddy-streams/eddy/worker/tables/live"
 )
 
 // ErrorDomain and the reasons below are the google.rpc.ErrorInfo a status
@@ -46,7 +47,7 @@ const (
 //	                    agents.ErrProtocolVersion
 //	Unavailable         app.ErrNotRunning, agents.ErrShuttingDown (NOT_RUNNING);
 //	                    app.ErrUnavailable, *app.NotOwnedError,
-//	                    agents.ErrNotOwned, agents.ErrRecovering
+//	                    live.ErrNotOwned, live.ErrRecovering
 //	                    (PARTITION_UNAVAILABLE)
 //	ResourceExhausted   agents.ErrStalled
 //	DeadlineExceeded    agents.ErrProcessingTimeout, context.DeadlineExceeded
@@ -82,7 +83,7 @@ func toStatus(log *slog.Logger, err error) error {
 		// Transient: the SDKs reconnect, clients try again.
 		return withReason(status.New(codes.Unavailable, msg), ReasonNotRunning, nil)
 	case errors.Is(err, app.ErrUnavailable), errors.As(err, &notOwned),
-		errors.Is(err, agents.ErrNotOwned), errors.Is(err, agents.ErrRecovering):
+		errors.Is(err, live.ErrNotOwned), errors.Is(err, live.ErrRecovering):
 		return withReason(status.New(codes.Unavailable, msg), ReasonPartitionUnavailable, nil)
 	case errors.Is(err, agents.ErrStalled):
 		return status.Error(codes.ResourceExhausted, msg)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/eddy-streams/eddy/worker/agents"
 	"github.com/eddy-streams/eddy/worker/app"
+	"github.com/eddy-streams/eddy/worker/tables/live"
 )
 
 // TestToStatus covers every error value of the runtime that reaches the
@@ -55,9 +56,9 @@ func TestToStatus(t *testing.T) {
 			codes.Unavailable, `table partition unavailable: table "counts" partition 2 (topic "words") is assigned to no worker right now (rebalancing?)`, ReasonPartitionUnavailable},
 		{"not owned here", &app.NotOwnedError{Table: "counts", Partition: 3, WorkerID: "w2", Addr: "10.0.0.2:6066"},
 			codes.Unavailable, `table "counts" partition 3 is owned by worker "w2" at 10.0.0.2:6066`, ReasonPartitionUnavailable},
-		{"agents: not owned", fmt.Errorf("table %q partition %d: %w", "counts", 3, agents.ErrNotOwned),
+		{"agents: not owned", fmt.Errorf("table %q partition %d: %w", "counts", 3, live.ErrNotOwned),
 			codes.Unavailable, `table "counts" partition 3: table partition not owned by this worker`, ReasonPartitionUnavailable},
-		{"agents: recovering", fmt.Errorf("table %q partition %d: %w", "counts", 3, agents.ErrRecovering),
+		{"agents: recovering", fmt.Errorf("table %q partition %d: %w", "counts", 3, live.ErrRecovering),
 			codes.Unavailable, `table "counts" partition 3: table partition is being restored`, ReasonPartitionUnavailable},
 		{"stalled", fmt.Errorf("%w: a message waited 30s to be sent (the agent stopped reading its stream)", agents.ErrStalled),
 			codes.ResourceExhausted, "the agent does not read its stream: a message waited 30s to be sent (the agent stopped reading its stream)", ""},

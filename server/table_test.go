@@ -15,9 +15,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
-	"github.com/eddy-streams/eddy/worker/agents"
 	"github.com/eddy-streams/eddy/worker/app"
 	"github.com/eddy-streams/eddy/worker/tables"
+	"github.com/eddy-streams/eddy/worker/tables/live"
 )
 
 // fakeTables is the tables part of fakeCore: table "counts" (4 partitions)
@@ -29,7 +29,7 @@ type fakeTables struct {
 	values    map[string]string
 	remote    map[string]bool
 	ownerAddr string
-	entries   []agents.TableEntry
+	entries   []live.Entry
 	scanParts []int32
 	owners    []app.Owner
 
@@ -84,10 +84,10 @@ func (f *fakeTables) TableScan(_ context.Context, table string, prefix []byte, l
 	if len(only) > 0 {
 		parts = intersect(parts, only)
 	}
-	var es []agents.TableEntry
+	var es []live.Entry
 	for _, e := range f.entries {
 		if slices.Contains(parts, e.Partition) && bytes.HasPrefix(e.Key, prefix) &&
-			(!from.Set || entryCmp(e, agents.TableEntry{Key: from.Key, Partition: from.Partition}) > 0) {
+			(!from.Set || entryCmp(e, live.Entry{Key: from.Key, Partition: from.Partition}) > 0) {
 			es = append(es, e)
 		}
 	}
@@ -133,7 +133,7 @@ func (f *fakeTables) TableOwners(_ context.Context, table string, parts []int32,
 
 func TestTableService(t *testing.T) {
 	core := &fakeCore{fakeTables: fakeTables{workerID: "w1", values: map[string]string{"a": "1"},
-		entries: []agents.TableEntry{{Key: []byte("a"), Value: []byte("1"), Partition: 2}, {Key: []byte("ab"), Value: []byte("2"), Partition: 0}}}}
+		entries: []live.Entry{{Key: []byte("a"), Value: []byte("1"), Partition: 2}, {Key: []byte("ab"), Value: []byte("2"), Partition: 0}}}}
 	tc := eddyv1.NewTableServiceClient(serve(t, Config{}, core))
 	ctx := context.Background()
 
@@ -271,12 +271,12 @@ func scanAll(t *testing.T, tc eddyv1.TableServiceClient, req *eddyv1.ScanRequest
 // skipping or repeating an entry; a partition that moved is an error, not
 // a silent gap.
 func TestScanFannedOut(t *testing.T) {
-	var all []agents.TableEntry
+	var all []live.Entry
 	for i := range 23 {
 		// Keys interleave across partitions; "k07" is in two partitions.
-		all = append(all, agents.TableEntry{Key: fmt.Appendf(nil, "k%02d", i), Value: fmt.Appendf(nil, "%d", i), Partition: int32(i*7) % 4})
+		all = append(all, live.Entry{Key: fmt.Appendf(nil, "k%02d", i), Value: fmt.Appendf(nil, "%d", i), Partition: int32(i*7) % 4})
 	}
-	all = append(all, agents.TableEntry{Key: []byte("k07"), Value: []byte("x"), Partition: 2})
+	all = append(all, live.Entry{Key: []byte("k07"), Value: []byte("x"), Partition: 2})
 	sorted := slices.Clone(all)
 	slices.SortFunc(sorted, entryCmp)
 	var want, wantK1 strings.Builder
@@ -347,8 +347,8 @@ func TestScanFannedOut(t *testing.T) {
 // page is empty but not the end: its token continues after the cut.
 func TestScanMergeEmptyPage(t *testing.T) {
 	m := newScanMerge(2, "w1")
-	m.add([]agents.TableEntry{{Key: []byte("b"), Partition: 0}, {Key: []byte("c"), Partition: 0}}, nil, []int32{0}, nil)
-	m.add([]agents.TableEntry{{Key: []byte("d"), Partition: 1}}, &agents.TableEntry{Key: []byte("a"), Partition: 5}, []int32{1}, nil)
+	m.add([]live.Entry{{Key: []byte("b"), Partition: 0}, {Key: []byte("c"), Partition: 0}}, nil, []int32{0}, nil)
+	m.add([]live.Entry{{Key: []byte("d"), Partition: 1}}, &live.Entry{Key: []byte("a"), Partition: 5}, []int32{1}, nil)
 	r := m.response()
 	from, err := app.DecodePageToken(r.NextPageToken)
 	if len(r.Entries) != 0 || err != nil || !from.Set || string(from.Key) != "a" || from.Partition != 5 {

@@ -13,9 +13,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
-	"github.com/eddy-streams/eddy/worker/agents"
 	"github.com/eddy-streams/eddy/worker/app"
 	"github.com/eddy-streams/eddy/worker/tables"
+	"github.com/eddy-streams/eddy/worker/tables/live"
 )
 
 // Scan reads the partitions this worker owns and, unless the call was
@@ -115,9 +115,9 @@ func (s *tableServer) scanOwners(ctx context.Context, req *eddyv1.ScanRequest, l
 		}
 		r := resps[i]
 		m.forwardedTo = append(m.forwardedTo, o.WorkerID)
-		var es []agents.TableEntry
+		var es []live.Entry
 		for _, e := range r.GetEntries() {
-			es = append(es, agents.TableEntry{Key: e.GetKey(), Value: e.GetValue(), Partition: e.GetPartition()})
+			es = append(es, live.Entry{Key: e.GetKey(), Value: e.GetValue(), Partition: e.GetPartition()})
 		}
 		// Only the partitions asked count: a stale owner may hold others.
 		cut := lastIf(es, r.GetNextPageToken() != "")
@@ -132,8 +132,8 @@ type scanMerge struct {
 	limit    int
 	servedBy string
 
-	entries     []agents.TableEntry
-	cut         *agents.TableEntry // the smallest last entry of a page that has more
+	entries     []live.Entry
+	cut         *live.Entry // the smallest last entry of a page that has more
 	parts, rest []int32
 	forwardedTo []string
 }
@@ -142,7 +142,7 @@ func newScanMerge(limit int, servedBy string) *scanMerge {
 	return &scanMerge{limit: limit, servedBy: servedBy}
 }
 
-func entryCmp(x, y agents.TableEntry) int {
+func entryCmp(x, y live.Entry) int {
 	if c := bytes.Compare(x.Key, y.Key); c != 0 {
 		return c
 	}
@@ -151,7 +151,7 @@ func entryCmp(x, y agents.TableEntry) int {
 
 // lastIf returns the last entry of a page that has more entries after it,
 // else nil.
-func lastIf(es []agents.TableEntry, more bool) *agents.TableEntry {
+func lastIf(es []live.Entry, more bool) *live.Entry {
 	if !more || len(es) == 0 {
 		return nil
 	}
@@ -162,7 +162,7 @@ func lastIf(es []agents.TableEntry, more bool) *agents.TableEntry {
 // add merges one worker's page. cut is the page's last entry when it has
 // more: nothing after it may be returned, since that worker's next entries
 // would come first.
-func (m *scanMerge) add(es []agents.TableEntry, cut *agents.TableEntry, parts, restoring []int32) {
+func (m *scanMerge) add(es []live.Entry, cut *live.Entry, parts, restoring []int32) {
 	m.entries = append(m.entries, es...)
 	if cut != nil && (m.cut == nil || entryCmp(*cut, *m.cut) < 0) {
 		m.cut = cut
@@ -227,8 +227,8 @@ func splitWindowKeys(resp *eddyv1.ScanResponse) {
 	}
 }
 
-func keepParts(es []agents.TableEntry, parts []int32) []agents.TableEntry {
-	return slices.DeleteFunc(es, func(e agents.TableEntry) bool { return !slices.Contains(parts, e.Partition) })
+func keepParts(es []live.Entry, parts []int32) []live.Entry {
+	return slices.DeleteFunc(es, func(e live.Entry) bool { return !slices.Contains(parts, e.Partition) })
 }
 
 func intersect(a, b []int32) []int32 {

@@ -112,8 +112,7 @@ func (m *Manager) recovered(req *recoveredReq) {
 		return
 	}
 	for i, t := range p.tables {
-		t.store = req.stores[i]
-		t.next = req.ends[i] // where this worker's own changelog records begin
+		t.Open(req.stores[i], req.ends[i]) // ends: where this worker's own changelog records begin
 	}
 	p.recovering = false
 	p.cancelRestore = nil

@@ -15,6 +15,7 @@ import (
 	"github.com/eddy-streams/eddy/worker/agents"
 	"github.com/eddy-streams/eddy/worker/config"
 	"github.com/eddy-streams/eddy/worker/tables"
+	"github.com/eddy-streams/eddy/worker/tables/live"
 	"github.com/eddy-streams/eddy/worker/transport"
 )
 
@@ -87,7 +88,7 @@ type TableValue struct {
 
 // ScanPage is one page of TableScan.
 type ScanPage struct {
-	Entries []agents.TableEntry
+	Entries []live.Entry
 	// More is set when entries after the last one match: the server's
 	// page token continues after it (EncodePageToken).
 	More bool
@@ -225,9 +226,9 @@ func (a *App) TableGet(ctx context.Context, table string, key []byte, windowStar
 	}
 	v, found, err := mgr.TableGet(ctx, table, part, skey)
 	switch {
-	case errors.Is(err, agents.ErrRecovering):
+	case errors.Is(err, live.ErrRecovering):
 		return TableValue{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
-	case errors.Is(err, agents.ErrNotOwned):
+	case errors.Is(err, live.ErrNotOwned):
 		return TableValue{}, a.ownerOf(ctx, table, src, part)
 	case err != nil:
 		return TableValue{}, err
@@ -292,23 +293,22 @@ func (a *App) TableScan(ctx context.Context, table string, prefix []byte, limit 
 	// partitions the first chunk read are the page's: later chunks read
 	// only those, and one that left meanwhile fails the page (rather than
 	// a gap, or a partition reported read that was read only in part).
-	es, more, parts, skipped, err := mgr.TableScan(ctx, table, prefix, from, min(limit, scanChunk), only)
+	first, err := mgr.TableScan(ctx, table, prefix, from, min(limit, scanChunk), only)
 	if err != nil {
 		return ScanPage{}, err
 	}
+	es, more, parts, skipped := first.Entries, first.More, first.Partitions, first.Skipped
 	for more && len(es) < limit {
 		last := es[len(es)-1]
-		from = agents.ScanFrom{Set: true, Key: last.Key, Partition: last.Partition}
-		var chunk []agents.TableEntry
-		var now []int32
-		chunk, more, now, _, err = mgr.TableScan(ctx, table, prefix, from, min(limit-len(es), scanChunk), parts)
+		from = live.ScanFrom{Set: true, Key: last.Key, Partition: last.Partition}
+		chunk, err := mgr.TableScan(ctx, table, prefix, from, min(limit-len(es), scanChunk), parts)
 		if err != nil {
 			return ScanPage{}, err
 		}
-		if len(now) != len(parts) {
-			return ScanPage{}, fmt.Errorf("%w: table %q: partitions %v left this worker during the scan; try again", ErrUnavailable, table, missingFrom(parts, now))
+		if len(chunk.Partitions) != len(parts) {
+			return ScanPage{}, fmt.Errorf("%w: table %q: partitions %v left this worker during the scan; try again", ErrUnavailable, table, missingFrom(parts, chunk.Partitions))
 		}
-		es = append(es, chunk...)
+		es, more = append(es, chunk.Entries...), chunk.More
 	}
 	return ScanPage{Entries: es, More: more && len(es) > 0, Partitions: parts, Skipped: skipped, ServedBy: a.cfg.WorkerID}, nil
 }
@@ -399,19 +399,19 @@ func EncodePageToken(part int32, key []byte) string {
 }
 
 // DecodePageToken is where a page token continues a scan; "" is the start.
-func DecodePageToken(token string) (agents.ScanFrom, error) {
+func DecodePageToken(token string) (live.ScanFrom, error) {
 	if token == "" {
-		return agents.ScanFrom{}, nil
+		return live.ScanFrom{}, nil
 	}
 	b, err := base64.RawURLEncoding.DecodeString(token)
 	if err != nil || len(b) < 6 || b[0] != pageTokenV1 {
-		return agents.ScanFrom{}, fmt.Errorf("%w: %q is not a page token returned by Scan", ErrBadPageToken, token)
+		return live.ScanFrom{}, fmt.Errorf("%w: %q is not a page token returned by Scan", ErrBadPageToken, token)
 	}
 	part := int32(binary.BigEndian.Uint32(b[1:5]))
 	if part < 0 {
-		return agents.ScanFrom{}, fmt.Errorf("%w: %q is not a page token returned by Scan", ErrBadPageToken, token)
+		return live.ScanFrom{}, fmt.Errorf("%w: %q is not a page token returned by Scan", ErrBadPageToken, token)
 	}
-	return agents.ScanFrom{Set: true, Partition: part, Key: b[5:]}, nil
+	return live.ScanFrom{Set: true, Partition: part, Key: b[5:]}, nil
 }
 
 // standbyPartitions returns, by table, the partitions this worker keeps
