@@ -41,12 +41,12 @@ const (
 // as it is.
 //
 //	NotFound            *agents.UnknownAgentError, *app.UnknownTableError,
-//	                    *app.UnknownTopicError, app.ErrKeyNotFound
-//	InvalidArgument     agents.ErrBadRequest, app.ErrBadPageToken
+//	                    *app.UnknownTopicError, live.ErrKeyNotFound
+//	InvalidArgument     agents.ErrBadRequest, live.ErrBadPageToken
 //	FailedPrecondition  *agents.AppMismatchError (APP_MISMATCH),
 //	                    agents.ErrProtocolVersion
 //	Unavailable         app.ErrNotRunning, agents.ErrShuttingDown (NOT_RUNNING);
-//	                    app.ErrUnavailable, *app.NotOwnedError,
+//	                    app.ErrUnavailable, *live.NotOwnedError,
 //	                    live.ErrNotOwned, live.ErrRecovering
 //	                    (PARTITION_UNAVAILABLE)
 //	ResourceExhausted   agents.ErrStalled
@@ -65,14 +65,14 @@ func toStatus(log *slog.Logger, err error) error {
 		wrongApp     *agents.AppMismatchError
 		unknownTable *app.UnknownTableError
 		unknownTopic *app.UnknownTopicError
-		notOwned     *app.NotOwnedError
+		notOwned     *live.NotOwnedError
 	)
 	msg := err.Error()
 	switch {
 	case errors.As(err, &unknownAgent), errors.As(err, &unknownTable), errors.As(err, &unknownTopic),
-		errors.Is(err, app.ErrKeyNotFound):
+		errors.Is(err, live.ErrKeyNotFound):
 		return status.Error(codes.NotFound, msg)
-	case errors.Is(err, agents.ErrBadRequest), errors.Is(err, app.ErrBadPageToken):
+	case errors.Is(err, agents.ErrBadRequest), errors.Is(err, live.ErrBadPageToken):
 		return status.Error(codes.InvalidArgument, msg)
 	case errors.As(err, &wrongApp):
 		return withReason(status.New(codes.FailedPrecondition, msg), ReasonAppMismatch,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Errors of table reads (Get, Scan).
@@ -30,6 +31,9 @@ type Stat struct {
 type Entry struct {
 	Key, Value []byte
 	Partition  int32
+	// WindowStart is set once DecodeWindowKeys split a window key; zero
+	// before, and for a plain table.
+	WindowStart time.Time
 }
 
 // CompareEntries orders entries by (key, partition): the order of every
