@@ -199,13 +199,8 @@ func (a *App) ownerOf(ctx context.Context, table, topic string, part int32) erro
 		if err != nil {
 			return fmt.Errorf("%w: finding the owner of table %q partition %d: %w", ErrUnavailable, table, part, err)
 		}
-		for _, m := range ms {
-			if m.WorkerID == a.cfg.WorkerID {
-				continue // a stale description: this worker does not own it now
-			}
-			if slices.Contains(m.Assigned, TopicPartition{topic, part}) {
-				return &live.NotOwnedError{Table: table, Partition: part, WorkerID: m.WorkerID, Addr: m.Addr}
-			}
+		if no := live.FindOwner(table, a.candidates(ms, topic), part); no != nil {
+			return no
 		}
 	}
 	return fmt.Errorf("%w: table %q partition %d (topic %q) is assigned to no worker right now (rebalancing?)", ErrUnavailable, table, part, topic)
@@ -305,32 +300,28 @@ func (a *App) TableOwners(ctx context.Context, table string, parts []int32, refr
 	if err != nil {
 		return nil, fmt.Errorf("%w: finding the owners of table %q: %w", ErrUnavailable, table, err)
 	}
+	return live.GroupOwners(table, src, a.candidates(ms, src), parts)
+}
+
+// candidates are the other workers of ms, each with the partitions of topic
+// assigned to it, for owner routing (live.FindOwner, live.GroupOwners).
+// This worker's own entry is left out: a stale description may list
+// partitions it does not own now.
+func (a *App) candidates(ms []Member, topic string) []live.Owner {
 	var out []live.Owner
-	var orphans []int32
-	for _, p := range parts {
-		found := false
-		for _, m := range ms {
-			if m.WorkerID == a.cfg.WorkerID || !slices.Contains(m.Assigned, TopicPartition{src, p}) {
-				continue // this worker's entry is stale: it does not own p now
-			}
-			found = true
-			i := slices.IndexFunc(out, func(o live.Owner) bool { return o.WorkerID == m.WorkerID })
-			if i < 0 {
-				out = append(out, live.Owner{WorkerID: m.WorkerID, Addr: m.Addr})
-				i = len(out) - 1
-			}
-			out[i].Partitions = append(out[i].Partitions, p)
-			break
+	for _, m := range ms {
+		if m.WorkerID == a.cfg.WorkerID {
+			continue
 		}
-		if !found {
-			orphans = append(orphans, p)
+		c := live.Owner{WorkerID: m.WorkerID, Addr: m.Addr}
+		for _, tp := range m.Assigned {
+			if tp.Topic == topic {
+				c.Partitions = append(c.Partitions, tp.Partition)
+			}
 		}
+		out = append(out, c)
 	}
-	if len(orphans) > 0 {
-		return nil, fmt.Errorf("%w: table %q partitions %v (topic %q) are assigned to no other worker right now (rebalancing?)", ErrUnavailable, table, orphans, src)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].WorkerID < out[j].WorkerID })
-	return out, nil
+	return out
 }
 
 // standbyPartitions returns, by table, the partitions this worker keeps
