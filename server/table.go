@@ -12,14 +12,13 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
+	"github.com/eddy-streams/eddy/internal/grpcconn"
 	"github.com/eddy-streams/eddy/worker/app"
 	"github.com/eddy-streams/eddy/worker/config"
 	"github.com/eddy-streams/eddy/worker/tables/live"
@@ -262,10 +261,7 @@ func (f *forwarder) conn(addr string) (c *grpc.ClientConn, release func(), err e
 	for len(f.conns) >= maxForwardConns {
 		f.evict(f.lru.Back())
 	}
-	creds := insecure.NewCredentials()
-	if f.tls != nil {
-		creds = credentials.NewTLS(f.tls)
-	}
+	creds, _ := grpcconn.Credentials(f.tls)
 	c, err = grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxSendMsgBytes)))
 	if err != nil {
