@@ -10,6 +10,14 @@
 //     transaction log (txn.go: apply what committed, drop what aborted).
 //   - Owned, View: reads of a table over the partitions a worker owns —
 //     Get, Scan and their merge in (key, partition) order, counts.
+//   - Recovery: restoring a newly assigned table partition (a standby's
+//     store taken over, or a restore from disk and the changelog), retried
+//     with backoff.
+//   - Service: the table service's reads across workers — a Get forwarded
+//     to the owner, a Scan fanned out to the owners and merged, window keys
+//     decoded for the client — over Local (worker/app) and Peers (the other
+//     workers, which server/ reaches over gRPC); FindOwner and GroupOwners
+//     route a partition to its owner; page tokens continue a scan.
 //
 // The agents manager owns the Parts (they are not safe for concurrent use)
 // and calls them on its Run goroutine; it keeps what is delivery (which
