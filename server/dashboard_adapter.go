@@ -12,7 +12,7 @@ import (
 
 	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
 	"github.com/eddy-streams/eddy/server/dashboard"
-	"github.com/eddy-streams/eddy/worker/app"
+	"github.com/eddy-streams/eddy/worker/tables/live"
 )
 
 // DashboardCore is what the dashboard and the gRPC services need of the
@@ -39,7 +39,7 @@ func (s *Server) Dashboard(core DashboardCore) *dashboard.Dashboard {
 			}
 			resp, err := s.tables.Get(ctx, &eddyv1.GetRequest{Table: table, Key: key})
 			if status.Code(err) == codes.NotFound {
-				return dashboard.GetResult{}, app.ErrKeyNotFound
+				return dashboard.GetResult{}, live.ErrKeyNotFound
 			}
 			if err != nil {
 				return dashboard.GetResult{}, errors.New(status.Convert(err).Message())

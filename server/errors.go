@@ -11,6 +11,7 @@ import (
 
 	"github.com/eddy-streams/eddy/worker/agents"
 	"github.com/eddy-streams/eddy/worker/app"
+	"github.com/eddy-streams/eddy/worker/tables/live"
 )
 
 // ErrorDomain and the reasons below are the google.rpc.ErrorInfo a status
@@ -40,13 +41,13 @@ const (
 // as it is.
 //
 //	NotFound            *agents.UnknownAgentError, *app.UnknownTableError,
-//	                    *app.UnknownTopicError, app.ErrKeyNotFound
-//	InvalidArgument     agents.ErrBadRequest, app.ErrBadPageToken
+//	                    *app.UnknownTopicError, live.ErrKeyNotFound
+//	InvalidArgument     agents.ErrBadRequest, live.ErrBadPageToken
 //	FailedPrecondition  *agents.AppMismatchError (APP_MISMATCH),
 //	                    agents.ErrProtocolVersion
 //	Unavailable         app.ErrNotRunning, agents.ErrShuttingDown (NOT_RUNNING);
-//	                    app.ErrUnavailable, *app.NotOwnedError,
-//	                    agents.ErrNotOwned, agents.ErrRecovering
+//	                    app.ErrUnavailable, *live.NotOwnedError,
+//	                    live.ErrNotOwned, live.ErrRecovering
 //	                    (PARTITION_UNAVAILABLE)
 //	ResourceExhausted   agents.ErrStalled
 //	DeadlineExceeded    agents.ErrProcessingTimeout, context.DeadlineExceeded
@@ -64,14 +65,14 @@ func toStatus(log *slog.Logger, err error) error {
 		wrongApp     *agents.AppMismatchError
 		unknownTable *app.UnknownTableError
 		unknownTopic *app.UnknownTopicError
-		notOwned     *app.NotOwnedError
+		notOwned     *live.NotOwnedError
 	)
 	msg := err.Error()
 	switch {
 	case errors.As(err, &unknownAgent), errors.As(err, &unknownTable), errors.As(err, &unknownTopic),
-		errors.Is(err, app.ErrKeyNotFound):
+		errors.Is(err, live.ErrKeyNotFound):
 		return status.Error(codes.NotFound, msg)
-	case errors.Is(err, agents.ErrBadRequest), errors.Is(err, app.ErrBadPageToken):
+	case errors.Is(err, agents.ErrBadRequest), errors.Is(err, live.ErrBadPageToken):
 		return status.Error(codes.InvalidArgument, msg)
 	case errors.As(err, &wrongApp):
 		return withReason(status.New(codes.FailedPrecondition, msg), ReasonAppMismatch,
@@ -82,7 +83,7 @@ func toStatus(log *slog.Logger, err error) error {
 		// Transient: the SDKs reconnect, clients try again.
 		return withReason(status.New(codes.Unavailable, msg), ReasonNotRunning, nil)
 	case errors.Is(err, app.ErrUnavailable), errors.As(err, &notOwned),
-		errors.Is(err, agents.ErrNotOwned), errors.Is(err, agents.ErrRecovering):
+		errors.Is(err, live.ErrNotOwned), errors.Is(err, live.ErrRecovering):
 		return withReason(status.New(codes.Unavailable, msg), ReasonPartitionUnavailable, nil)
 	case errors.Is(err, agents.ErrStalled):
 		return status.Error(codes.ResourceExhausted, msg)

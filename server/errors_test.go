@@ -15,6 +15,7 @@ import (
 
 	"github.com/eddy-streams/eddy/worker/agents"
 	"github.com/eddy-streams/eddy/worker/app"
+	"github.com/eddy-streams/eddy/worker/tables/live"
 )
 
 // TestToStatus covers every error value of the runtime that reaches the
@@ -35,13 +36,13 @@ func TestToStatus(t *testing.T) {
 			codes.NotFound, `unknown table "cnts": declared tables are "counts"`, ""},
 		{"unknown topic", &app.UnknownTopicError{Name: "lins", Declared: []string{"lines"}},
 			codes.NotFound, `unknown topic "lins": declared topics are "lines"`, ""},
-		{"key not found", fmt.Errorf("key %q in table %q (partition 1): %w", "k", "counts", app.ErrKeyNotFound),
+		{"key not found", fmt.Errorf("key %q in table %q (partition 1): %w", "k", "counts", live.ErrKeyNotFound),
 			codes.NotFound, `key "k" in table "counts" (partition 1): key not found`, ""},
 		{"bad request", fmt.Errorf("limit 20000 out of range: at most 10000: %w", agents.ErrBadRequest),
 			codes.InvalidArgument, "limit 20000 out of range: at most 10000: bad request", ""},
 		{"protocol violation", fmt.Errorf("%w: result for offset 7, never delivered", agents.ErrBadRequest),
 			codes.InvalidArgument, "bad request: result for offset 7, never delivered", ""},
-		{"bad page token", fmt.Errorf("%w: %q is not a page token returned by Scan", app.ErrBadPageToken, "x"),
+		{"bad page token", fmt.Errorf("%w: %q is not a page token returned by Scan", live.ErrBadPageToken, "x"),
 			codes.InvalidArgument, `bad page token: "x" is not a page token returned by Scan`, ""},
 		{"another app", &agents.AppMismatchError{Hello: "billing", Worker: "demo"},
 			codes.FailedPrecondition, `hello.app "billing" does not match this worker's app "demo"`, ReasonAppMismatch},
@@ -53,11 +54,11 @@ func TestToStatus(t *testing.T) {
 			codes.Unavailable, "the worker is shutting down", ReasonNotRunning},
 		{"partition unavailable", fmt.Errorf("%w: table %q partition 2 (topic %q) is assigned to no worker right now (rebalancing?)", app.ErrUnavailable, "counts", "words"),
 			codes.Unavailable, `table partition unavailable: table "counts" partition 2 (topic "words") is assigned to no worker right now (rebalancing?)`, ReasonPartitionUnavailable},
-		{"not owned here", &app.NotOwnedError{Table: "counts", Partition: 3, WorkerID: "w2", Addr: "10.0.0.2:6066"},
+		{"not owned here", &live.NotOwnedError{Table: "counts", Partition: 3, WorkerID: "w2", Addr: "10.0.0.2:6066"},
 			codes.Unavailable, `table "counts" partition 3 is owned by worker "w2" at 10.0.0.2:6066`, ReasonPartitionUnavailable},
-		{"agents: not owned", fmt.Errorf("table %q partition %d: %w", "counts", 3, agents.ErrNotOwned),
+		{"agents: not owned", fmt.Errorf("table %q partition %d: %w", "counts", 3, live.ErrNotOwned),
 			codes.Unavailable, `table "counts" partition 3: table partition not owned by this worker`, ReasonPartitionUnavailable},
-		{"agents: recovering", fmt.Errorf("table %q partition %d: %w", "counts", 3, agents.ErrRecovering),
+		{"agents: recovering", fmt.Errorf("table %q partition %d: %w", "counts", 3, live.ErrRecovering),
 			codes.Unavailable, `table "counts" partition 3: table partition is being restored`, ReasonPartitionUnavailable},
 		{"stalled", fmt.Errorf("%w: a message waited 30s to be sent (the agent stopped reading its stream)", agents.ErrStalled),
 			codes.ResourceExhausted, "the agent does not read its stream: a message waited 30s to be sent (the agent stopped reading its stream)", ""},

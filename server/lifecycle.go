@@ -77,8 +77,6 @@ func stateProto(s app.State) eddyv1.WorkerState {
 	switch s {
 	case app.StateStarting:
 		return eddyv1.WorkerState_WORKER_STATE_STARTING
-	case app.StateRecovering:
-		return eddyv1.WorkerState_WORKER_STATE_RECOVERING
 	case app.StateRunning:
 		return eddyv1.WorkerState_WORKER_STATE_RUNNING
 	case app.StatePaused:

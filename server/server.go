@@ -25,6 +25,7 @@ import (
 	"github.com/eddy-streams/eddy/worker/agents"
 	"github.com/eddy-streams/eddy/worker/app"
 	"github.com/eddy-streams/eddy/worker/monitor"
+	"github.com/eddy-streams/eddy/worker/tables/live"
 )
 
 // Limits applied to every gRPC connection.
@@ -57,11 +58,11 @@ type Core interface {
 	Members(ctx context.Context, refresh bool) ([]app.Member, error)
 	AgentInfos() []app.AgentInfo
 	TableInfos(ctx context.Context) ([]app.TableInfo, error)
-	TableGet(ctx context.Context, table string, key []byte, windowStart *time.Time) (app.TableValue, error)
-	TableScan(ctx context.Context, table string, prefix []byte, limit int, token string, only []int32) (app.ScanPage, error)
+	TableGet(ctx context.Context, table string, key []byte, windowStart *time.Time) (live.Value, error)
+	TableScan(ctx context.Context, table string, prefix []byte, limit int, token string, only []int32) (live.Page, error)
 	TablePartitions(table string) (int32, error)
 	TableWindowed(table string) bool
-	TableOwners(ctx context.Context, table string, parts []int32, refresh bool) ([]app.Owner, error)
+	TableOwners(ctx context.Context, table string, parts []int32, refresh bool) ([]live.Owner, error)
 	Send(ctx context.Context, rec app.SendRecord) (app.SendResult, error)
 	Topics() []app.TopicInfo
 	OpenAgentSession(agents.Hello) (*agents.Session, agents.Welcome, error)
@@ -192,7 +193,7 @@ func New(cfg Config, core Core) *Server {
 	gate := newHelloGate(cfg)
 	eddyv1.RegisterAgentServiceServer(s, &agentServer{core: core, log: log, token: cfg.Token, sendTimeout: cfg.AgentSendTimeout, gate: gate})
 	fwd := newForwarder(cfg)
-	ts := &tableServer{core: core, log: log, fwd: fwd}
+	ts := newTableServer(core, log, fwd)
 	eddyv1.RegisterTableServiceServer(s, ts)
 	eddyv1.RegisterMonitorServiceServer(s, &monitorServer{core: core, log: log})
 	eddyv1.RegisterTopicServiceServer(s, &topicServer{core: core, log: log})

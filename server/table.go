@@ -12,15 +12,16 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
+	"github.com/eddy-streams/eddy/internal/grpcconn"
 	"github.com/eddy-streams/eddy/worker/app"
 	"github.com/eddy-streams/eddy/worker/config"
+	"github.com/eddy-streams/eddy/worker/tables/live"
 )
 
 // ForwardedHeader marks a TableService call forwarded by another worker,
@@ -32,21 +33,35 @@ const ForwardedHeader = "eddy-forwarded-by"
 // forwardTimeout bounds a forwarded call when the caller set no deadline.
 const forwardTimeout = 10 * time.Second
 
+// tablesCore is what the table service needs of the worker: the table
+// runtime's local side (live.Local: reads of owned partitions, owners) and
+// the table list.
 type tablesCore interface {
+	live.Local
 	TableInfos(ctx context.Context) ([]app.TableInfo, error)
-	TableGet(ctx context.Context, table string, key []byte, windowStart *time.Time) (app.TableValue, error)
-	TableScan(ctx context.Context, table string, prefix []byte, limit int, token string, only []int32) (app.ScanPage, error)
-	TablePartitions(table string) (int32, error)
-	TableWindowed(table string) bool
-	TableOwners(ctx context.Context, table string, parts []int32, refresh bool) ([]app.Owner, error)
 	Status() app.Status
 }
 
+// tableServer adapts TableService to the table runtime (live.Service),
+// which forwards reads of other workers' partitions through peers (the
+// forwarder, over gRPC).
 type tableServer struct {
 	eddyv1.UnsafeTableServiceServer
 	core tablesCore
 	log  *slog.Logger
 	fwd  *forwarder
+	svc  *live.Service
+}
+
+// newTableServer returns the table service over core; fwd nil: reads of
+// other workers' partitions are not forwarded.
+func newTableServer(core tablesCore, log *slog.Logger, fwd *forwarder) *tableServer {
+	s := &tableServer{core: core, log: log, fwd: fwd}
+	s.svc = &live.Service{Local: core, Log: log}
+	if fwd != nil {
+		s.svc.Peers = &peers{fwd: fwd, me: func() string { return core.Status().WorkerID }}
+	}
+	return s
 }
 
 func (s *tableServer) ListTables(ctx context.Context, _ *eddyv1.ListTablesRequest) (*eddyv1.ListTablesResponse, error) {
@@ -89,51 +104,72 @@ func (s *tableServer) Get(ctx context.Context, req *eddyv1.GetRequest) (*eddyv1.
 		t := req.WindowStart.AsTime()
 		ws = &t
 	}
-	v, err := s.core.TableGet(ctx, req.GetTable(), req.GetKey(), ws)
-	var notOwned *app.NotOwnedError
-	if errors.As(err, &notOwned) {
-		resp, err := s.forwardGet(ctx, req, notOwned)
-		if err == nil && resp.Key == nil {
-			resp.Key = req.GetKey() // an owner that predates the field
-		}
-		return resp, err
-	}
+	v, err := s.svc.Get(ctx, live.GetRequest{Table: req.GetTable(), Key: req.GetKey(), WindowStart: ws}, forwardedBy(ctx))
 	if err != nil {
 		return nil, toStatus(s.log, err)
 	}
-	return &eddyv1.GetResponse{Key: req.GetKey(), Value: v.Value, Partition: v.Partition, ServedBy: v.ServedBy}, nil
+	return &eddyv1.GetResponse{Key: v.Key, Value: v.Value, Partition: v.Partition, ServedBy: v.ServedBy}, nil
 }
 
-// forwardGet asks the owner of the key's partition, unless the call was
-// forwarded already.
-func (s *tableServer) forwardGet(ctx context.Context, req *eddyv1.GetRequest, no *app.NotOwnedError) (*eddyv1.GetResponse, error) {
+// forwardedBy is the worker that forwarded the call (ForwardedHeader), or
+// "" for a client's call.
+func forwardedBy(ctx context.Context) string {
 	if by := metadata.ValueFromIncomingContext(ctx, ForwardedHeader); len(by) > 0 {
-		return nil, toStatus(s.log, fmt.Errorf(
-			"%w: worker %s forwarded the read of table %q partition %d here, but this worker does not own it (%s); the partition probably moved: try again",
-			app.ErrUnavailable, by[0], no.Table, no.Partition, no.Error()))
+		return by[0]
 	}
-	if s.fwd == nil {
-		return nil, toStatus(s.log, fmt.Errorf("%w; this worker does not forward reads", no))
+	return ""
+}
+
+// peers is live.Peers over the forwarder: each call is marked as forwarded
+// by this worker (me), so the owner answers it locally.
+type peers struct {
+	fwd *forwarder
+	me  func() string
+}
+
+func (p *peers) Get(ctx context.Context, id, addr string, req live.GetRequest) (live.Value, error) {
+	preq := &eddyv1.GetRequest{Table: req.Table, Key: req.Key}
+	if req.WindowStart != nil {
+		preq.WindowStart = timestamppb.New(*req.WindowStart)
 	}
-	me := s.core.Status().WorkerID
-	resp, err := s.fwd.get(ctx, me, no.WorkerID, no.Addr, req)
-	if c := status.Code(err); c == codes.Unavailable || c == codes.Unknown { // Unknown: not a gRPC status, e.g. no connection
-		// The owner named by a cached description may have lost the
-		// partition in a rebalance: ask the owner of a fresh one, once.
-		if owners, oerr := s.core.TableOwners(ctx, no.Table, []int32{no.Partition}, true); oerr == nil && len(owners) == 1 && owners[0].Addr != no.Addr {
-			no = &app.NotOwnedError{Table: no.Table, Partition: no.Partition, WorkerID: owners[0].WorkerID, Addr: owners[0].Addr}
-			resp, err = s.fwd.get(ctx, me, no.WorkerID, no.Addr, req)
-		}
-	}
+	resp, err := p.fwd.get(ctx, p.me(), id, addr, preq)
 	if err != nil {
-		if _, ok := status.FromError(err); ok && status.Code(err) != codes.Unknown {
-			return nil, err // the owner's answer (NotFound, ...) as it is
-		}
-		s.log.Warn("forwarding a table read failed", "table", no.Table, "partition", no.Partition, "owner", no.WorkerID, "addr", no.Addr, "err", err)
-		return nil, toStatus(s.log, fmt.Errorf("%w: forwarding to the owner of table %q partition %d (worker %q at %s) failed: %v",
-			app.ErrUnavailable, no.Table, no.Partition, no.WorkerID, no.Addr, err))
+		return live.Value{}, peerError(err)
 	}
-	return resp, nil
+	return live.Value{Key: resp.GetKey(), Value: resp.GetValue(), Partition: resp.GetPartition(), ServedBy: resp.GetServedBy()}, nil
+}
+
+func (p *peers) Scan(ctx context.Context, id, addr string, req live.ScanRequest) (live.ScanResponse, error) {
+	resp, err := p.fwd.scan(ctx, p.me(), id, addr, &eddyv1.ScanRequest{
+		Table: req.Table, Prefix: req.Prefix, Limit: uint32(req.Limit),
+		PageToken: req.PageToken, Partitions: req.Partitions,
+	})
+	if err != nil {
+		return live.ScanResponse{}, peerError(err)
+	}
+	out := live.ScanResponse{NextPageToken: resp.GetNextPageToken(), Partitions: resp.GetPartitions(),
+		Restoring: resp.GetRestoringPartitions(), ServedBy: resp.GetServedBy(), ForwardedTo: resp.GetForwardedTo()}
+	for _, e := range resp.GetEntries() {
+		out.Entries = append(out.Entries, live.Entry{Key: e.GetKey(), Value: e.GetValue(), Partition: e.GetPartition()})
+	}
+	return out, nil
+}
+
+// peerError classifies a failed forwarded call for the runtime: no answer
+// (not a status of the peer's: no connection, shutting down), the peer
+// unavailable, out of time; any other status is the peer's answer, passed
+// on as it is.
+func peerError(err error) error {
+	st, ok := status.FromError(err)
+	switch {
+	case !ok || st.Code() == codes.Unknown:
+		return &live.PeerError{Kind: live.PeerUnreachable, Err: err}
+	case st.Code() == codes.Unavailable:
+		return &live.PeerError{Kind: live.PeerUnavailable, Err: err}
+	case st.Code() == codes.DeadlineExceeded:
+		return &live.PeerError{Kind: live.PeerTimeout, Err: err}
+	}
+	return err
 }
 
 // forwarder keeps client connections to the other workers, by address,
@@ -225,10 +261,7 @@ func (f *forwarder) conn(addr string) (c *grpc.ClientConn, release func(), err e
 	for len(f.conns) >= maxForwardConns {
 		f.evict(f.lru.Back())
 	}
-	creds := insecure.NewCredentials()
-	if f.tls != nil {
-		creds = credentials.NewTLS(f.tls)
-	}
+	creds, _ := grpcconn.Credentials(f.tls)
 	c, err = grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxSendMsgBytes)))
 	if err != nil {

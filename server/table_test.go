@@ -15,9 +15,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
-	"github.com/eddy-streams/eddy/worker/agents"
 	"github.com/eddy-streams/eddy/worker/app"
-	"github.com/eddy-streams/eddy/worker/tables"
+	"github.com/eddy-streams/eddy/worker/tables/live"
 )
 
 // fakeTables is the tables part of fakeCore: table "counts" (4 partitions)
@@ -29,9 +28,9 @@ type fakeTables struct {
 	values    map[string]string
 	remote    map[string]bool
 	ownerAddr string
-	entries   []agents.TableEntry
+	entries   []live.Entry
 	scanParts []int32
-	owners    []app.Owner
+	owners    []live.Owner
 
 	mu        sync.Mutex
 	forwarded []string // ForwardedHeader values seen by TableGet
@@ -40,26 +39,39 @@ type fakeTables struct {
 	sent      []app.SendRecord
 }
 
+// entryCmp orders entries as every scan does.
+var entryCmp = live.CompareEntries
+
+func intersect(a, b []int32) []int32 {
+	var out []int32
+	for _, p := range a {
+		if slices.Contains(b, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 func (f *fakeTables) TableInfos(context.Context) ([]app.TableInfo, error) {
 	return []app.TableInfo{{Name: "counts", Partitions: 4, ChangelogTopic: "demo-counts-changelog", StandbyReplicas: 1,
 		ActivePartitions: []int32{0, 2}, StandbyPartitions: []int32{1}, Keys: int64(len(f.values))}}, nil
 }
 
-func (f *fakeTables) TableGet(ctx context.Context, table string, key []byte, _ *time.Time) (app.TableValue, error) {
+func (f *fakeTables) TableGet(ctx context.Context, table string, key []byte, _ *time.Time) (live.Value, error) {
 	f.mu.Lock()
 	f.forwarded = append(f.forwarded, metadata.ValueFromIncomingContext(ctx, ForwardedHeader)...)
 	f.mu.Unlock()
 	if table != "counts" {
-		return app.TableValue{}, &app.UnknownTableError{Name: table, Declared: []string{"counts"}}
+		return live.Value{}, &app.UnknownTableError{Name: table, Declared: []string{"counts"}}
 	}
 	if f.remote[string(key)] {
-		return app.TableValue{}, &app.NotOwnedError{Table: table, Partition: 3, WorkerID: "other", Addr: f.ownerAddr}
+		return live.Value{}, &live.NotOwnedError{Table: table, Partition: 3, WorkerID: "other", Addr: f.ownerAddr}
 	}
 	v, ok := f.values[string(key)]
 	if !ok {
-		return app.TableValue{}, fmt.Errorf("key %q in table %q (partition 1): %w", key, table, app.ErrKeyNotFound)
+		return live.Value{}, fmt.Errorf("key %q in table %q (partition 1): %w", key, table, live.ErrKeyNotFound)
 	}
-	return app.TableValue{Value: []byte(v), Partition: 1, ServedBy: f.workerID}, nil
+	return live.Value{Value: []byte(v), Partition: 1, ServedBy: f.workerID}, nil
 }
 
 func (f *fakeTables) owned() []int32 {
@@ -69,30 +81,30 @@ func (f *fakeTables) owned() []int32 {
 	return f.scanParts
 }
 
-func (f *fakeTables) TableScan(_ context.Context, table string, prefix []byte, limit int, token string, only []int32) (app.ScanPage, error) {
+func (f *fakeTables) TableScan(_ context.Context, table string, prefix []byte, limit int, token string, only []int32) (live.Page, error) {
 	f.mu.Lock()
 	f.lastScan = [3]any{string(prefix), limit, token}
 	f.mu.Unlock()
 	if table != "counts" {
-		return app.ScanPage{}, &app.UnknownTableError{Name: table, Declared: []string{"counts"}}
+		return live.Page{}, &app.UnknownTableError{Name: table, Declared: []string{"counts"}}
 	}
-	from, err := app.DecodePageToken(token)
+	from, err := live.DecodePageToken(token)
 	if token == "bad" || err != nil {
-		return app.ScanPage{}, fmt.Errorf("%w: %q is not a page token returned by Scan", app.ErrBadPageToken, token)
+		return live.Page{}, fmt.Errorf("%w: %q is not a page token returned by Scan", live.ErrBadPageToken, token)
 	}
 	parts := f.owned()
 	if len(only) > 0 {
 		parts = intersect(parts, only)
 	}
-	var es []agents.TableEntry
+	var es []live.Entry
 	for _, e := range f.entries {
 		if slices.Contains(parts, e.Partition) && bytes.HasPrefix(e.Key, prefix) &&
-			(!from.Set || entryCmp(e, agents.TableEntry{Key: from.Key, Partition: from.Partition}) > 0) {
+			(!from.Set || entryCmp(e, live.Entry{Key: from.Key, Partition: from.Partition}) > 0) {
 			es = append(es, e)
 		}
 	}
 	slices.SortFunc(es, entryCmp)
-	page := app.ScanPage{Partitions: parts, ServedBy: f.workerID}
+	page := live.Page{Partitions: parts, ServedBy: f.workerID}
 	if len(es) > limit {
 		es = es[:limit]
 		page.More = true
@@ -110,18 +122,18 @@ func (f *fakeTables) TablePartitions(table string) (int32, error) {
 	return 4, nil
 }
 
-func (f *fakeTables) TableOwners(_ context.Context, table string, parts []int32, refresh bool) ([]app.Owner, error) {
+func (f *fakeTables) TableOwners(_ context.Context, table string, parts []int32, refresh bool) ([]live.Owner, error) {
 	f.mu.Lock()
 	if refresh {
 		f.refreshed++
 	}
 	owners := f.owners
 	f.mu.Unlock()
-	var out []app.Owner
+	var out []live.Owner
 	left := slices.Clone(parts)
 	for _, o := range owners {
 		if in := intersect(o.Partitions, parts); len(in) > 0 {
-			out = append(out, app.Owner{WorkerID: o.WorkerID, Addr: o.Addr, Partitions: in})
+			out = append(out, live.Owner{WorkerID: o.WorkerID, Addr: o.Addr, Partitions: in})
 			left = slices.DeleteFunc(left, func(p int32) bool { return slices.Contains(in, p) })
 		}
 	}
@@ -133,7 +145,7 @@ func (f *fakeTables) TableOwners(_ context.Context, table string, parts []int32,
 
 func TestTableService(t *testing.T) {
 	core := &fakeCore{fakeTables: fakeTables{workerID: "w1", values: map[string]string{"a": "1"},
-		entries: []agents.TableEntry{{Key: []byte("a"), Value: []byte("1"), Partition: 2}, {Key: []byte("ab"), Value: []byte("2"), Partition: 0}}}}
+		entries: []live.Entry{{Key: []byte("a"), Value: []byte("1"), Partition: 2}, {Key: []byte("ab"), Value: []byte("2"), Partition: 0}}}}
 	tc := eddyv1.NewTableServiceClient(serve(t, Config{}, core))
 	ctx := context.Background()
 
@@ -231,7 +243,7 @@ func TestGetForwarded(t *testing.T) {
 	// names w3, which answers.
 	newOwner := &fakeCore{fakeTables: fakeTables{workerID: "w3", values: map[string]string{"moved": "7"}}}
 	core.mu.Lock()
-	core.owners = []app.Owner{{WorkerID: "w3", Addr: serve(t, Config{Token: "tok", ProtectReads: true}, newOwner).Target(), Partitions: []int32{3}}}
+	core.owners = []live.Owner{{WorkerID: "w3", Addr: serve(t, Config{Token: "tok", ProtectReads: true}, newOwner).Target(), Partitions: []int32{3}}}
 	core.mu.Unlock()
 	g, err = tc.Get(ctx, &eddyv1.GetRequest{Table: "counts", Key: []byte("moved")})
 	if err != nil || string(g.Value) != "7" || g.ServedBy != "w3" {
@@ -271,12 +283,12 @@ func scanAll(t *testing.T, tc eddyv1.TableServiceClient, req *eddyv1.ScanRequest
 // skipping or repeating an entry; a partition that moved is an error, not
 // a silent gap.
 func TestScanFannedOut(t *testing.T) {
-	var all []agents.TableEntry
+	var all []live.Entry
 	for i := range 23 {
 		// Keys interleave across partitions; "k07" is in two partitions.
-		all = append(all, agents.TableEntry{Key: fmt.Appendf(nil, "k%02d", i), Value: fmt.Appendf(nil, "%d", i), Partition: int32(i*7) % 4})
+		all = append(all, live.Entry{Key: fmt.Appendf(nil, "k%02d", i), Value: fmt.Appendf(nil, "%d", i), Partition: int32(i*7) % 4})
 	}
-	all = append(all, agents.TableEntry{Key: []byte("k07"), Value: []byte("x"), Partition: 2})
+	all = append(all, live.Entry{Key: []byte("k07"), Value: []byte("x"), Partition: 2})
 	sorted := slices.Clone(all)
 	slices.SortFunc(sorted, entryCmp)
 	var want, wantK1 strings.Builder
@@ -290,7 +302,7 @@ func TestScanFannedOut(t *testing.T) {
 	owner := &fakeCore{fakeTables: fakeTables{workerID: "w2", entries: all, scanParts: []int32{1, 3}}}
 	ownerConn := serve(t, Config{}, owner)
 	core := &fakeCore{fakeTables: fakeTables{workerID: "w1", entries: all, scanParts: []int32{0, 2},
-		owners: []app.Owner{{WorkerID: "w2", Addr: ownerConn.Target(), Partitions: []int32{1, 3}}}}}
+		owners: []live.Owner{{WorkerID: "w2", Addr: ownerConn.Target(), Partitions: []int32{1, 3}}}}}
 	tc := eddyv1.NewTableServiceClient(serve(t, Config{}, core))
 
 	for _, limit := range []uint32{1, 2, 3, 5, 24, 0} {
@@ -323,7 +335,7 @@ func TestScanFannedOut(t *testing.T) {
 
 	// The owner is unreachable: Unavailable naming the partitions and why.
 	core.mu.Lock()
-	core.owners = []app.Owner{{WorkerID: "w9", Addr: "127.0.0.1:1", Partitions: []int32{1, 3}}}
+	core.owners = []live.Owner{{WorkerID: "w9", Addr: "127.0.0.1:1", Partitions: []int32{1, 3}}}
 	core.mu.Unlock()
 	_, err = tc.Scan(context.Background(), &eddyv1.ScanRequest{Table: "counts"})
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "partitions [1 3] could not be read") || !strings.Contains(err.Error(), `worker "w9" at 127.0.0.1:1`) {
@@ -339,31 +351,5 @@ func TestScanFannedOut(t *testing.T) {
 	core.mu.Unlock()
 	if _, err := tc.Scan(context.Background(), &eddyv1.ScanRequest{Table: "counts"}); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "[1 3]") {
 		t.Errorf("no owner: %v, want Unavailable naming partitions 1 and 3", err)
-	}
-}
-
-// TestScanMergeEmptyPage: when every entry read sorts after the cut of a
-// page that has more (entries of a partition not asked for, dropped), the
-// page is empty but not the end: its token continues after the cut.
-func TestScanMergeEmptyPage(t *testing.T) {
-	m := newScanMerge(2, "w1")
-	m.add([]agents.TableEntry{{Key: []byte("b"), Partition: 0}, {Key: []byte("c"), Partition: 0}}, nil, []int32{0}, nil)
-	m.add([]agents.TableEntry{{Key: []byte("d"), Partition: 1}}, &agents.TableEntry{Key: []byte("a"), Partition: 5}, []int32{1}, nil)
-	r := m.response()
-	from, err := app.DecodePageToken(r.NextPageToken)
-	if len(r.Entries) != 0 || err != nil || !from.Set || string(from.Key) != "a" || from.Partition != 5 {
-		t.Fatalf("page %v with token %q (%+v, %v); want no entries and a token after a/5", r.Entries, r.NextPageToken, from, err)
-	}
-}
-
-// TestSplitWindowKeys: the client's page of a windowed table has plain keys
-// and window starts.
-func TestSplitWindowKeys(t *testing.T) {
-	start := time.UnixMilli(1700000040000)
-	resp := &eddyv1.ScanResponse{Entries: []*eddyv1.Entry{{Key: tables.WindowKey([]byte("k\x00y"), start), Value: []byte("3")}}}
-	splitWindowKeys(resp)
-	e := resp.Entries[0]
-	if string(e.Key) != "k\x00y" || !e.GetWindowStart().AsTime().Equal(start) || string(e.Value) != "3" {
-		t.Errorf("entry %v, want key k\\x00y at %v = 3", e, start)
 	}
 }

@@ -9,7 +9,7 @@ import (
 
 	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
 	"github.com/eddy-streams/eddy/worker/agents"
-	"github.com/eddy-streams/eddy/worker/app"
+	"github.com/eddy-streams/eddy/worker/tables/live"
 )
 
 // The request validators of every RPC with request fields, and of each
@@ -51,8 +51,8 @@ func validateScan(req *eddyv1.ScanRequest) error {
 	switch {
 	case req.GetTable() == "":
 		return invalid("table is required")
-	case req.GetLimit() > app.MaxScanLimit:
-		return invalid("limit %d is above the maximum of %d", req.GetLimit(), app.MaxScanLimit)
+	case req.GetLimit() > live.MaxScanLimit:
+		return invalid("limit %d is above the maximum of %d", req.GetLimit(), live.MaxScanLimit)
 	}
 	for _, p := range req.GetPartitions() {
 		if p < 0 {

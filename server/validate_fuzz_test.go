@@ -12,7 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
-	"github.com/eddy-streams/eddy/worker/app"
+	"github.com/eddy-streams/eddy/worker/tables/live"
 )
 
 // The fuzz tests of the request validators (validate.go): each decodes the
@@ -72,14 +72,14 @@ func FuzzGetRequest(f *testing.F) {
 
 func FuzzScanRequest(f *testing.F) {
 	seeds(f, &eddyv1.ScanRequest{Table: "counts", Limit: 10, Partitions: []int32{0, 3}},
-		&eddyv1.ScanRequest{Table: "counts", Limit: app.MaxScanLimit + 1},
+		&eddyv1.ScanRequest{Table: "counts", Limit: live.MaxScanLimit + 1},
 		&eddyv1.ScanRequest{Table: "counts", Partitions: []int32{-1}}, &eddyv1.ScanRequest{Prefix: []byte("a")})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		req := &eddyv1.ScanRequest{}
 		if !decode(b, req) {
 			return
 		}
-		ok := req.GetTable() != "" && req.GetLimit() <= app.MaxScanLimit
+		ok := req.GetTable() != "" && req.GetLimit() <= live.MaxScanLimit
 		for _, p := range req.GetPartitions() {
 			ok = ok && p >= 0
 		}

@@ -15,16 +15,14 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 
 	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
+	"github.com/eddy-streams/eddy/internal/grpcconn"
 	"github.com/eddy-streams/eddy/internal/tlsfiles"
 )
 
@@ -66,7 +64,7 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := validateAddr(addr); err != nil {
+	if err := grpcconn.ValidateAddr(addr); err != nil {
 		return nil, err
 	}
 	o := defaultOptions()
@@ -78,11 +76,8 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 	}
 
 	c := &Client{addr: addr, opts: o}
-	var transportCreds credentials.TransportCredentials = insecure.NewCredentials()
-	if o.tlsConfig != nil {
-		c.tlsRec = tlsfiles.NewRecorder(credentials.NewTLS(o.tlsConfig))
-		transportCreds = c.tlsRec
-	}
+	transportCreds, rec := grpcconn.Credentials(o.tlsConfig)
+	c.tlsRec = rec
 	dialOpts := []grpc.DialOption{
 		grpc.WithTransportCredentials(transportCreds),
 		grpc.WithConnectParams(grpc.ConnectParams{
@@ -109,25 +104,6 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 	c.topics = eddyv1.NewTopicServiceClient(conn)
 	c.monitor = eddyv1.NewMonitorServiceClient(conn)
 	return c, nil
-}
-
-func validateAddr(addr string) error {
-	if strings.Contains(addr, "/") {
-		return fmt.Errorf("invalid worker address %q: want host:port, without a scheme", addr)
-	}
-	// An empty host means the local host, as for net.Dial.
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		var addrErr *net.AddrError
-		if errors.As(err, &addrErr) {
-			return fmt.Errorf("invalid worker address %q: %s; want host:port", addr, addrErr.Err)
-		}
-		return fmt.Errorf("invalid worker address %q: %w; want host:port", addr, err)
-	}
-	if port == "" {
-		return fmt.Errorf("invalid worker address %q: missing port; want host:port", addr)
-	}
-	return nil
 }
 
 func (c *Client) dial(ctx context.Context, addr string) (net.Conn, error) {

@@ -39,13 +39,12 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
+	"github.com/eddy-streams/eddy/internal/grpcconn"
 	"github.com/eddy-streams/eddy/internal/tlsfiles"
 )
 
@@ -260,14 +259,9 @@ func (a *Agent) dial(addr string) (*grpc.ClientConn, error) {
 // dialRecorded is dial, also returning the recorder of TLS handshake
 // failures (nil without TLS).
 func (a *Agent) dialRecorded(addr string) (*grpc.ClientConn, *tlsfiles.Recorder, error) {
-	var creds credentials.TransportCredentials = insecure.NewCredentials()
-	var rec *tlsfiles.Recorder
-	if a.opts.tlsConfig != nil {
-		// The recorder keeps the TLS failure that gRPC would reduce to
-		// UNAVAILABLE, so the reconnect log names the certificate problem.
-		rec = tlsfiles.NewRecorder(credentials.NewTLS(a.opts.tlsConfig))
-		creds = rec
-	}
+	// The recorder keeps the TLS failure that gRPC would reduce to
+	// UNAVAILABLE, so the reconnect log names the certificate problem.
+	creds, rec := grpcconn.Credentials(a.opts.tlsConfig)
 	// passthrough hands the address to the dialer unresolved, as
 	// client/admin does.
 	conn, err := grpc.NewClient("passthrough:///"+addr,

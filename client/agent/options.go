@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"net"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/eddy-streams/eddy/internal/grpcconn"
 	"github.com/eddy-streams/eddy/internal/tlsfiles"
 )
 
@@ -265,7 +265,7 @@ func (o *options) validate() error {
 		errs = append(errs, errors.New("WithAddr: no worker address"))
 	}
 	for _, addr := range o.addrs {
-		if err := validateAddr(addr); err != nil {
+		if err := grpcconn.ValidateAddr(addr); err != nil {
 			errs = append(errs, fmt.Errorf("WithAddr: %w", err))
 		}
 	}
@@ -330,28 +330,6 @@ func splitAddrs(list string) []string {
 		out = append(out, strings.TrimSpace(a))
 	}
 	return out
-}
-
-func validateAddr(addr string) error {
-	if addr == "" {
-		return errors.New("empty worker address; want host:port")
-	}
-	if strings.Contains(addr, "/") {
-		return fmt.Errorf("invalid worker address %q: want host:port, without a scheme", addr)
-	}
-	// An empty host means the local host, as for net.Dial.
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		var addrErr *net.AddrError
-		if errors.As(err, &addrErr) {
-			return fmt.Errorf("invalid worker address %q: %s; want host:port", addr, addrErr.Err)
-		}
-		return fmt.Errorf("invalid worker address %q: %w; want host:port", addr, err)
-	}
-	if port == "" {
-		return fmt.Errorf("invalid worker address %q: missing port; want host:port", addr)
-	}
-	return nil
 }
 
 // defaultInstanceID is "<hostname>-<pid>-<random>".

@@ -13,6 +13,7 @@ import (
 
 	"github.com/eddy-streams/eddy/worker/agents"
 	"github.com/eddy-streams/eddy/worker/app"
+	"github.com/eddy-streams/eddy/worker/tables/live"
 )
 
 // State is the answer of GET /dashboard/api/state: everything the page
@@ -325,7 +326,7 @@ func (d *Dashboard) serveGet(w http.ResponseWriter, r *http.Request, auth authSt
 	v, err := d.cfg.Get(ctx, table, []byte(key))
 	ans := GetAnswer{Table: table, Key: key, Partition: v.Partition, ServedBy: v.ServedBy}
 	switch {
-	case errors.Is(err, app.ErrKeyNotFound):
+	case errors.Is(err, live.ErrKeyNotFound):
 		writeJSON(w, http.StatusOK, ans)
 		return
 	case err != nil:

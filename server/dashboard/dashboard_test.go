@@ -18,6 +18,7 @@ import (
 	"github.com/eddy-streams/eddy/worker/agents"
 	"github.com/eddy-streams/eddy/worker/app"
 	"github.com/eddy-streams/eddy/worker/monitor"
+	"github.com/eddy-streams/eddy/worker/tables/live"
 )
 
 // fakeCore is a Core whose answers the test sets.
@@ -112,7 +113,7 @@ func newDash(t *testing.T, f *fakeCore, cfg Config) (*Dashboard, *[]getCall) {
 		case table != "counts":
 			return GetResult{}, &app.UnknownTableError{Name: table}
 		case string(key) == "missing":
-			return GetResult{Partition: 5}, fmt.Errorf("read: %w", app.ErrKeyNotFound)
+			return GetResult{Partition: 5}, fmt.Errorf("read: %w", live.ErrKeyNotFound)
 		case string(key) == "down":
 			return GetResult{}, errors.New("forwarding to the owner of table \"counts\" partition 2 failed")
 		}

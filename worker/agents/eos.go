@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/eddy-streams/eddy/worker/tables"
+	"github.com/eddy-streams/eddy/worker/tables/live"
 	"github.com/eddy-streams/eddy/worker/transport"
 )
 
@@ -61,15 +62,6 @@ type TxnConsumer interface {
 	CommittedOffsets(ctx context.Context, parts []transport.PartitionOffset) ([]transport.PartitionOffset, error)
 }
 
-// txnMut is one mutation of the open (or a not yet applied) transaction.
-type txnMut struct {
-	mut tables.Mutation
-	seq int64  // order of application within the table partition
-	txn uint64 // the transaction it was handed over in; 0 while held
-	off int64  // its changelog offset once acknowledged; -1 before
-	n   int64  // bytes held against Config.InflightBytes from its hand-over until applied or dropped
-}
-
 // txnAck is the producer's report on one record handed over in
 // transaction txn.
 type txnAck struct {
@@ -99,18 +91,6 @@ type poison struct {
 // with writes in it that no commit covered.
 var errTxnLeft = errors.New("a partition left this worker with uncommitted writes in the open transaction")
 
-// logMutation adds tm to t's overlay and transaction log, held (txn 0).
-func (m *Manager) logMutation(t *tablePart, tm tables.Mutation) *txnMut {
-	t.seq++
-	// Its bytes are held (Config.InflightBytes) once it is handed over,
-	// not before: a held event may wait for an earlier one that the cap
-	// would keep from being delivered again.
-	e := &txnMut{mut: tm, seq: t.seq, off: -1, n: mutationBytes(tm)}
-	t.txnLog = append(t.txnLog, e)
-	t.overlay[string(tm.Key)] = overlayValue{value: tm.Value, deleted: tm.Delete, off: e.seq}
-	return e
-}
-
 // holdResult keeps the writes of r's OK result until the frontier reaches
 // r; its mutations are visible to the key's next event at once.
 func (m *Manager) holdResult(p *partition, r *rec, res *Result) {
@@ -128,8 +108,8 @@ func (m *Manager) holdResult(p *partition, r *rec, res *Result) {
 	}
 	for _, mu := range res.Mutations {
 		t := p.tableOf(mu.Table)
-		tm := tables.Mutation{Key: t.storeKey(mu), Value: mu.Value, Delete: mu.Delete}
-		r.held = append(r.held, &write{tp: t, mut: tm, log: m.logMutation(t, tm)})
+		tm := tables.Mutation{Key: t.StoreKey(mu.Key, mu.WindowStart), Value: mu.Value, Delete: mu.Delete}
+		r.held = append(r.held, &write{tp: t, mut: tm, log: t.Log(tm, mutationBytes(tm))})
 	}
 	for _, out := range res.Produced {
 		w := &write{rec: m.outputRecord(r, out)}
@@ -197,14 +177,13 @@ func (m *Manager) handWrite(p *partition, r *rec, w *write) {
 	p.handedTxn = txn
 	m.txnWrites++
 	if w.tp != nil {
-		w.log.txn = txn
-		m.hold(w.log.n)
-		recs, err := w.tp.changelog.Records(p.ktp.partition, []tables.Mutation{w.mut})
+		m.hold(w.log.HandedOver(txn))
+		rec, err := w.tp.Record(w.mut)
 		if err != nil { // validated: cannot happen, but never commit without it
 			m.in.push(&txnAck{p: p, r: r, w: w, txn: txn, off: -1, err: err})
 			return
 		}
-		m.enqueueProduce(produceJob{p: p, rec: recs[0], txn: txn, onOffset: func(off int64, err error) {
+		m.enqueueProduce(produceJob{p: p, rec: rec, txn: txn, onOffset: func(off int64, err error) {
 			m.in.push(&txnAck{p: p, r: r, w: w, txn: txn, off: off, err: err})
 		}})
 		return
@@ -225,11 +204,11 @@ func (m *Manager) txnAcked(a *txnAck) {
 	if a.w.tp == nil {
 		m.release(a.w.n)
 	} else if a.err == nil {
-		a.w.log.off = a.off
+		a.w.log.Acked(a.off)
 	}
 	if a.r == nil && a.w.tp != nil && a.err != nil {
 		m.log.Warn("writing the tombstone of an expired window failed; the transaction aborts and a later sweep tries again",
-			"table", a.w.tp.name, "partition", a.p.ktp.partition, "err", a.err)
+			"table", a.w.tp.Name(), "partition", a.p.ktp.partition, "err", a.err)
 	}
 	if a.err == nil || errors.Is(a.err, transport.ErrPurged) || errors.Is(a.err, transport.ErrTxnFatal) {
 		return
@@ -454,8 +433,8 @@ func (m *Manager) txnDone(d *commitDone) {
 		}
 		for _, p := range m.parts {
 			for _, t := range p.tables {
-				m.applyCommitted(p, t)
-				if t.window != nil && !p.revoking && p.a.blocked == "" {
+				m.release(t.ApplyCommitted(m.committedTxn))
+				if t.Window() != nil && !p.revoking && p.a.blocked == "" {
 					m.expireWindowsTxn(p, t, m.now)
 				}
 			}
@@ -499,7 +478,7 @@ func (m *Manager) rewindAll() {
 // pending again, under a new epoch, with the committed state.
 func (m *Manager) rewind(p *partition) {
 	for _, t := range p.tables {
-		m.dropUncommitted(t)
+		m.release(t.DropUncommitted(m.committedTxn))
 	}
 	var sessions []*session
 	for s, l := range p.lanes {
@@ -552,83 +531,13 @@ func (p *partition) releaseCommitted() {
 	clear(p.uncommitted[len(p.uncommitted):cap(p.uncommitted)])
 }
 
-// applyCommitted applies the mutations of committed transactions to t's
-// store, in the order they were made, with the highest known changelog
-// offset among them as the checkpoint; the overlay keeps the rest. On
-// failure they stay (reads stay right) and the next commit tries again.
-func (m *Manager) applyCommitted(p *partition, t *tablePart) {
-	if t.store == nil || len(t.txnLog) == 0 {
-		return
-	}
-	var muts []tables.Mutation
-	ckpt := int64(-1)
-	for _, e := range t.txnLog {
-		if e.txn != 0 && e.txn <= m.committedTxn {
-			muts = append(muts, e.mut)
-			ckpt = max(ckpt, e.off)
-		}
-	}
-	if len(muts) == 0 {
-		return
-	}
-	off := tables.NoOffset
-	if ckpt > t.store.LastOffset() {
-		off = ckpt
-	}
-	if err := t.store.Apply(muts, off); err != nil {
-		m.log.Error("applying committed changelog writes to the table store failed; will retry", "table", t.name,
-			"partition", p.ktp.partition, "err", err)
-		return
-	}
-	keep := t.txnLog[:0]
-	for _, e := range t.txnLog {
-		if e.txn != 0 && e.txn <= m.committedTxn {
-			m.release(e.n)
-			k := string(e.mut.Key)
-			if ov, ok := t.overlay[k]; ok && ov.off == e.seq {
-				delete(t.overlay, k)
-			}
-			delete(t.expiring, k)
-			continue
-		}
-		keep = append(keep, e)
-	}
-	clear(t.txnLog[len(keep):])
-	t.txnLog = keep
-}
-
-// dropUncommitted drops the mutations of t no committed transaction holds,
-// and rebuilds the overlay from those that wait to be applied.
-func (m *Manager) dropUncommitted(t *tablePart) {
-	keep := t.txnLog[:0]
-	for _, e := range t.txnLog {
-		if e.txn != 0 && e.txn <= m.committedTxn {
-			keep = append(keep, e)
-			continue
-		}
-		if e.txn != 0 { // handed over: its bytes are held
-			m.release(e.n)
-		}
-		delete(t.expiring, string(e.mut.Key))
-	}
-	clear(t.txnLog[len(keep):])
-	t.txnLog = keep
-	clear(t.overlay)
-	for _, e := range keep {
-		t.overlay[string(e.mut.Key)] = overlayValue{value: e.mut.Value, deleted: e.mut.Delete, off: e.seq}
-	}
-}
-
 // expireWindowsTxn writes the tombstones of expired windows into the open
 // transaction; their deletes join the overlay at once.
-func (m *Manager) expireWindowsTxn(p *partition, t *tablePart, now time.Time) {
-	for _, k := range m.expiredWindows(p, t, now) {
+func (m *Manager) expireWindowsTxn(p *partition, t *live.Part, now time.Time) {
+	for _, k := range t.ExpiredWindows(p.streamTime, now, m.cfg.WindowSweepEvery) {
 		tm := tables.Mutation{Key: k, Delete: true}
-		if t.expiring == nil {
-			t.expiring = map[string]bool{}
-		}
-		t.expiring[string(k)] = true
-		w := &write{tp: t, mut: tm, log: m.logMutation(t, tm)}
+		t.Expiring(k)
+		w := &write{tp: t, mut: tm, log: t.Log(tm, mutationBytes(tm))}
 		m.handWrite(p, nil, w)
 	}
 }

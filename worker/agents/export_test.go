@@ -47,7 +47,7 @@ func (m *Manager) SwapStore(topic string, partition int32, table string, st *tab
 		var old *tables.Store
 		if p := m.parts[tpKey{topic: topic, partition: partition}]; p != nil {
 			if t := p.tableOf(table); t != nil {
-				old, t.store = t.store, st
+				old = t.SwapStore(st)
 			}
 		}
 		reply <- old

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/eddy-streams/eddy/worker/tables"
+	"github.com/eddy-streams/eddy/worker/tables/live"
 	"github.com/eddy-streams/eddy/worker/transport"
 )
 
@@ -129,7 +130,7 @@ type (
 	changelogAck struct {
 		p   *partition
 		r   *rec
-		tp  *tablePart
+		tp  *live.Part
 		mut tables.Mutation
 		off int64
 		err error

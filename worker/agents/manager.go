@@ -14,6 +14,7 @@ import (
 	"github.com/eddy-streams/eddy/worker/config"
 	"github.com/eddy-streams/eddy/worker/monitor"
 	"github.com/eddy-streams/eddy/worker/tables"
+	"github.com/eddy-streams/eddy/worker/tables/live"
 	"github.com/eddy-streams/eddy/worker/transport"
 )
 
@@ -32,31 +33,6 @@ type Consumer interface {
 type Producer interface {
 	Produce(rec transport.Record, onDone func(error))
 	ProduceOffset(rec transport.Record, onDone func(offset int64, err error))
-}
-
-// Restorer brings a table partition's local store up to its changelog's
-// end; tables.Restorer is the real one. Restore is called off the
-// manager's goroutine, several at once; the returned store is the
-// manager's, which closes it when the partition leaves.
-type Restorer interface {
-	Restore(ctx context.Context, table string, partition int32) (*tables.Store, tables.Progress, error)
-	// Resume brings an open store (a standby replica's, handed over) up to
-	// its changelog's end; the store stays the caller's.
-	Resume(ctx context.Context, st *tables.Store) (tables.Progress, error)
-}
-
-// Standbys are the worker's standby replicas (tables.Standbys is the real
-// one). Take is called off the manager's goroutine when a partition's
-// tables are recovered: it stops the table partition's local replica, if
-// any, and hands its open store over (nil when there is none), so that
-// the recovery reads only the tail of the changelog; until Release (the
-// partition left), no replica of it is started. ctx is the restore's: the
-// manager cancels it before Release, and a Take whose ctx is done must
-// claim nothing (the restore goroutine may reach Take only after the
-// partition left and was released).
-type Standbys interface {
-	Take(ctx context.Context, table string, partition int32) *tables.Store
-	Release(table string, partition int32)
 }
 
 // Config configures the manager. Zero fields take the documented default.
@@ -142,7 +118,7 @@ type Config struct {
 	// Restorer restores the table partitions of agents that declare
 	// tables, before any event of their partition is delivered. Required
 	// when an agent declares tables.
-	Restorer Restorer
+	Restorer live.Restorer
 	// RestoreBackoff is the first wait before a failed restore is tried
 	// again (doubling up to 30 times it). Default: 200ms.
 	RestoreBackoff time.Duration
@@ -153,7 +129,7 @@ type Config struct {
 	WindowSweepEvery time.Duration
 	// Standbys, if set, hands over the stores of standby replicas on
 	// takeover. Default: none (every recovery opens the store itself).
-	Standbys Standbys
+	Standbys live.Standbys
 	// ExactlyOnce runs every commit cycle as a transaction
 	// (processing_guarantee exactly_once, eos.go): the producer must be a
 	// TxnProducer (transactional) and the consumer a TxnConsumer reading

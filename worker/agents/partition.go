@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/eddy-streams/eddy/worker/monitor"
+	"github.com/eddy-streams/eddy/worker/tables/live"
 	"github.com/eddy-streams/eddy/worker/transport"
 )
 
@@ -89,7 +90,7 @@ type partition struct {
 	revoking      bool // leaving this worker: no more deliveries
 	dropped       bool
 	keyBusy       map[string]int // key ordering or tables: delivered, retrying or acking records per key
-	tables        []*tablePart   // the agent's tables' partitions; nil without tables
+	tables        []*live.Part   // the agent's tables' partitions; nil without tables
 	recovering    bool           // restoring its tables: nothing is delivered yet
 	cancelRestore func()         // ends the restore under way
 	retrying      int

@@ -10,6 +10,7 @@ import (
 
 	"github.com/eddy-streams/eddy/worker/agents"
 	"github.com/eddy-streams/eddy/worker/tables"
+	"github.com/eddy-streams/eddy/worker/tables/live"
 )
 
 // seed writes entries (key, value, ...) to a store of r's directory.
@@ -31,7 +32,7 @@ func seed(t *testing.T, r *fakeRestorer, partition int32, kv ...string) {
 	}
 }
 
-func entriesString(es []agents.TableEntry) string {
+func entriesString(es []live.Entry) string {
 	s := ""
 	for _, e := range es {
 		s += fmt.Sprintf("%s/%d=%s ", e.Key, e.Partition, e.Value)
@@ -63,7 +64,7 @@ func TestTableReads(t *testing.T) {
 	if v, found, err := h.m.TableGet(ctx, "counts", 0, []byte("a")); err != nil || !found || string(v) != "1" {
 		t.Fatalf("Get a = %q/%v/%v, want 1", v, found, err)
 	}
-	if _, _, err := h.m.TableGet(ctx, "counts", 2, []byte("a")); !errors.Is(err, agents.ErrNotOwned) {
+	if _, _, err := h.m.TableGet(ctx, "counts", 2, []byte("a")); !errors.Is(err, live.ErrNotOwned) {
 		t.Fatalf("Get of partition 2: err %v, want ErrNotOwned", err)
 	}
 
@@ -95,16 +96,20 @@ func TestTableReads(t *testing.T) {
 		t.Fatalf("store has a=%q, want 1 (the test needs the overlay unapplied)", v)
 	}
 
+	scan := func(ctx context.Context, table string, prefix []byte, from live.ScanFrom, limit int, only []int32) ([]live.Entry, bool, []int32, []int32, error) {
+		r, err := h.m.TableScan(ctx, table, prefix, from, limit, only)
+		return r.Entries, r.More, r.Partitions, r.Skipped, err
+	}
 	want := "a/0=10 b/0=2 b/1=x bb/0=new d/1=4 "
-	all, more, parts, _, err := h.m.TableScan(ctx, "counts", nil, agents.ScanFrom{}, 100, nil)
+	all, more, parts, _, err := scan(ctx, "counts", nil, live.ScanFrom{}, 100, nil)
 	if err != nil || more || entriesString(all) != want || len(parts) != 2 {
 		t.Fatalf("Scan = %q more=%v parts=%v err=%v, want %q", entriesString(all), more, parts, err, want)
 	}
 	for _, size := range []int{1, 2, 3} {
-		var got []agents.TableEntry
-		from := agents.ScanFrom{}
+		var got []live.Entry
+		from := live.ScanFrom{}
 		for {
-			page, more, _, _, err := h.m.TableScan(ctx, "counts", nil, from, size, nil)
+			page, more, _, _, err := scan(ctx, "counts", nil, from, size, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -113,16 +118,16 @@ func TestTableReads(t *testing.T) {
 				break
 			}
 			last := page[len(page)-1]
-			from = agents.ScanFrom{Set: true, Key: last.Key, Partition: last.Partition}
+			from = live.ScanFrom{Set: true, Key: last.Key, Partition: last.Partition}
 		}
 		if entriesString(got) != want {
 			t.Errorf("pages of %d: %q, want %q", size, entriesString(got), want)
 		}
 	}
-	if got, _, _, _, _ := h.m.TableScan(ctx, "counts", []byte("b"), agents.ScanFrom{}, 100, nil); entriesString(got) != "b/0=2 b/1=x bb/0=new " {
+	if got, _, _, _, _ := scan(ctx, "counts", []byte("b"), live.ScanFrom{}, 100, nil); entriesString(got) != "b/0=2 b/1=x bb/0=new " {
 		t.Errorf("prefix b: %q", entriesString(got))
 	}
-	if got, _, parts, _, _ := h.m.TableScan(ctx, "counts", nil, agents.ScanFrom{}, 100, []int32{1, 5}); entriesString(got) != "b/1=x d/1=4 " || !slices.Equal(parts, []int32{1}) {
+	if got, _, parts, _, _ := scan(ctx, "counts", nil, live.ScanFrom{}, 100, []int32{1, 5}); entriesString(got) != "b/1=x d/1=4 " || !slices.Equal(parts, []int32{1}) {
 		t.Errorf("only partitions 1 and 5: %q from %v, want b/1=x d/1=4 from [1]", entriesString(got), parts)
 	}
 

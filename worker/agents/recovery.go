@@ -5,7 +5,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/eddy-streams/eddy/worker/tables"
+	"github.com/eddy-streams/eddy/worker/tables/live"
 )
 
 // startRecovery restores the tables of a newly assigned partition on a
@@ -34,12 +34,13 @@ func (m *Manager) startRecovery(p *partition) {
 	m.restores.Add(1)
 	log := m.log.With("agent", p.a.cfg.Name, "topic", p.ktp.topic, "partition", p.ktp.partition)
 	names := append([]string(nil), p.a.cfg.Tables...)
+	rc := live.Recovery{Restorer: m.cfg.Restorer, Standbys: m.cfg.Standbys, Backoff: m.cfg.RestoreBackoff}
 	go func() {
 		defer m.restores.Done()
 		start := time.Now()
 		req := &recoveredReq{p: p}
 		for _, name := range names {
-			st, prog, err := m.restoreOne(ctx, log, name, p.ktp.partition)
+			st, prog, err := rc.Restore(ctx, log, name, p.ktp.partition)
 			if err != nil {
 				req.err = err
 				break
@@ -57,46 +58,6 @@ func (m *Manager) startRecovery(p *partition) {
 	}()
 }
 
-// restoreOne restores one table partition, trying again until ctx ends.
-func (m *Manager) restoreOne(ctx context.Context, log interface {
-	Warn(string, ...any)
-}, table string, partition int32) (*tables.Store, tables.Progress, error) {
-	wait := m.cfg.RestoreBackoff
-	for {
-		st, prog, err := m.takeOrRestore(ctx, table, partition)
-		if err == nil {
-			return st, prog, nil
-		}
-		if ctx.Err() != nil {
-			return nil, tables.Progress{}, ctx.Err()
-		}
-		log.Warn("table restore failed; trying again", "table", table, "err", err, "retry_in", wait)
-		select {
-		case <-ctx.Done():
-			return nil, tables.Progress{}, ctx.Err()
-		case <-time.After(wait):
-		}
-		wait = min(wait*2, 30*m.cfg.RestoreBackoff)
-	}
-}
-
-// takeOrRestore continues from the store of the partition's standby
-// replica when one runs here (its store is handed over, never opened a
-// second time: stores lock their file), else restores from the local
-// store on disk.
-func (m *Manager) takeOrRestore(ctx context.Context, table string, partition int32) (*tables.Store, tables.Progress, error) {
-	if m.cfg.Standbys != nil {
-		if st := m.cfg.Standbys.Take(ctx, table, partition); st != nil {
-			prog, err := m.cfg.Restorer.Resume(ctx, st)
-			if err != nil {
-				return nil, prog, errors.Join(err, st.Close())
-			}
-			return st, prog, nil
-		}
-	}
-	return m.cfg.Restorer.Restore(ctx, table, partition)
-}
-
 // recovered takes the end of a partition's restore: its stores are in
 // place and delivery may start, unless the partition left meanwhile.
 func (m *Manager) recovered(req *recoveredReq) {
@@ -112,8 +73,7 @@ func (m *Manager) recovered(req *recoveredReq) {
 		return
 	}
 	for i, t := range p.tables {
-		t.store = req.stores[i]
-		t.next = req.ends[i] // where this worker's own changelog records begin
+		t.Open(req.stores[i], req.ends[i]) // ends: where this worker's own changelog records begin
 	}
 	p.recovering = false
 	p.cancelRestore = nil

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/eddy-streams/eddy/worker/tables"
+	"github.com/eddy-streams/eddy/worker/tables/live"
 	"github.com/eddy-streams/eddy/worker/transport"
 )
 
@@ -152,7 +153,7 @@ func (m *Manager) outputRecord(r *rec, out Record) transport.Record {
 // write that fails with a retriable error is produced again as it was.
 type write struct {
 	rec transport.Record
-	tp  *tablePart
+	tp  *live.Part
 	mut tables.Mutation
 	// n is the bytes it holds against Config.InflightBytes while Kafka
 	// has not acknowledged it; -1: its record's size (an output); 0: none
@@ -160,13 +161,13 @@ type write struct {
 	n int64
 	// log is the mutation's entry in its table partition's transaction
 	// log (exactly-once, eos.go).
-	log *txnMut
+	log *live.TxnMut
 }
 
 // topic is the topic w goes to.
 func (w *write) topic() string {
 	if w.tp != nil {
-		return tables.ChangelogTopic(w.tp.changelog.App, w.tp.changelog.Table)
+		return w.tp.Topic()
 	}
 	return w.rec.Topic
 }
@@ -337,7 +338,7 @@ func (m *Manager) produceDeadLetter(p *partition, r *rec) {
 func (m *Manager) rewrite(p *partition, r *rec) {
 	ws := r.redo[:0:0]
 	for _, w := range r.redo {
-		if w.tp != nil && p.writtenAfter(r, w.tp.name, w.mut.Key) {
+		if w.tp != nil && p.writtenAfter(r, w.tp.Name(), w.mut.Key) {
 			continue
 		}
 		ws = append(ws, w)

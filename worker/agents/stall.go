@@ -53,11 +53,11 @@ func (m *Manager) checkStalls(now time.Time) {
 		}
 		readFailing := false
 		for _, t := range p.tables {
-			if t.readErr != nil && !readFailing {
+			if err, fails, since := t.ReadFailure(); err != nil && !readFailing {
 				// Known at once: the events of its keys wait until a read works.
 				readFailing = true
 				report(stallKey{topic: p.ktp.topic, partition: p.ktp.partition}, p.a.cfg.Name,
-					fmt.Sprintf("reading table %q failed (%d times in a row): %v; its events are held and read again after a backoff", t.name, t.readFails, t.readErr), t.readErrAt)
+					fmt.Sprintf("reading table %q failed (%d times in a row): %v; its events are held and read again after a backoff", t.Name(), fails, err), since)
 			}
 		}
 		waiting := p.len()

@@ -71,16 +71,16 @@ func (m *Manager) stateGet(s *session, req StateGetRequest) error {
 		return nil
 	}
 	t := p.tableOf(req.Table)
-	if p.recovering || t == nil || t.store == nil {
+	if p.recovering || t == nil || !t.Ready() {
 		reply(StateReply{Error: StateErrRestoring})
 		return nil
 	}
-	st, err := t.get(req.Key)
+	v, found, err := t.Get(req.Key)
 	if err != nil {
-		m.log.Error("table read failed", "table", t.name, "partition", p.ktp.partition, "err", err)
+		m.log.Error("table read failed", "table", t.Name(), "partition", p.ktp.partition, "err", err)
 		reply(StateReply{Error: "table read failed: " + err.Error()})
 		return nil
 	}
-	reply(StateReply{HasValue: st.HasValue, Value: slices.Clone(st.Value)})
+	reply(StateReply{HasValue: found, Value: slices.Clone(v)})
 	return nil
 }

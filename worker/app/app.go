@@ -20,6 +20,7 @@ import (
 	"github.com/eddy-streams/eddy/worker/config"
 	"github.com/eddy-streams/eddy/worker/monitor"
 	"github.com/eddy-streams/eddy/worker/tables"
+	"github.com/eddy-streams/eddy/worker/tables/live"
 	"github.com/eddy-streams/eddy/worker/transport"
 )
 
@@ -422,7 +423,7 @@ func tps(in []transport.TopicPartition) []TopicPartition {
 // TableInfos describes the declared tables, with the partitions this
 // worker holds. Safe for concurrent use.
 func (a *App) TableInfos(ctx context.Context) ([]TableInfo, error) {
-	var stats []agents.TablePartStat
+	var stats []live.Stat
 	if mgr, err := a.manager(); err == nil {
 		if stats, err = mgr.TableStats(ctx); err != nil {
 			return nil, err

@@ -206,7 +206,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 		return nil
 	})
 
-	a.casState(StateRunning, StateStarting, StateRecovering)
+	a.casState(StateRunning, StateStarting)
 	<-gctx.Done()
 	a.setState(StateStopping)
 	return g.Wait()

@@ -9,13 +9,16 @@ import (
 )
 
 // State is the lifecycle state of the worker:
-// STARTING → (RECOVERING →) RUNNING ⇄ PAUSED → STOPPING → STOPPED.
+// STARTING → RUNNING ⇄ PAUSED → STOPPING → STOPPED.
 type State int32
 
-// The lifecycle states, in order.
+// The lifecycle states, in order. 2 was RECOVERING, never entered: tables
+// are restored per partition while the worker is RUNNING
+// (docs/architecture.md#lifecycle); the numbers stay those of the
+// protocol's WorkerState.
 const (
 	StateStarting State = iota + 1
-	StateRecovering
+	_
 	StateRunning
 	StatePaused
 	StateStopping
@@ -23,17 +26,16 @@ const (
 )
 
 var stateNames = map[State]string{
-	StateStarting:   "STARTING",
-	StateRecovering: "RECOVERING",
-	StateRunning:    "RUNNING",
-	StatePaused:     "PAUSED",
-	StateStopping:   "STOPPING",
-	StateStopped:    "STOPPED",
+	StateStarting: "STARTING",
+	StateRunning:  "RUNNING",
+	StatePaused:   "PAUSED",
+	StateStopping: "STOPPING",
+	StateStopped:  "STOPPED",
 }
 
 // allStateNames are the states' names in lifecycle order
 // (eddy_worker_state's state set).
-var allStateNames = []string{"STARTING", "RECOVERING", "RUNNING", "PAUSED", "STOPPING", "STOPPED"}
+var allStateNames = []string{"STARTING", "RUNNING", "PAUSED", "STOPPING", "STOPPED"}
 
 // String returns the state's upper-case name.
 func (s State) String() string {

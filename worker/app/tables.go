@@ -2,8 +2,6 @@ package app
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -15,34 +13,23 @@ import (
 	"github.com/eddy-streams/eddy/worker/agents"
 	"github.com/eddy-streams/eddy/worker/config"
 	"github.com/eddy-streams/eddy/worker/tables"
+	"github.com/eddy-streams/eddy/worker/tables/live"
 	"github.com/eddy-streams/eddy/worker/transport"
 )
 
-// Limits of TableScan.
 const (
 	// scanChunk is the most keys one read on the agents manager's
 	// goroutine returns; a larger page takes several.
 	scanChunk = 1000
-	// DefaultScanLimit is the page size when the request gives none.
-	DefaultScanLimit = 100
-	// MaxScanLimit is the largest page a scan returns.
-	MaxScanLimit = 10000
 	// ownersTTL is how long a group description is reused to find the
 	// owners of partitions (forwarding, standby placement).
 	ownersTTL = 2 * time.Second
 )
 
-// Errors of the table reads.
-var (
-	// ErrKeyNotFound: the key is not in the table.
-	ErrKeyNotFound = errors.New("key not found")
-	// ErrBadPageToken: the page token is not one a scan of this table
-	// returned.
-	ErrBadPageToken = errors.New("bad page token")
-	// ErrUnavailable: the partition cannot be read right now (restoring,
-	// owned by no worker, the owner unknown); try again.
-	ErrUnavailable = errors.New("table partition unavailable")
-)
+// ErrUnavailable is live.ErrUnavailable: a table partition, or a topic
+// write, cannot be served right now; try again. One value, so errors.Is
+// and the error map (server/errors.go) see one error.
+var ErrUnavailable = live.ErrUnavailable
 
 // UnknownTableError is returned for a table the app file does not declare.
 type UnknownTableError struct {
@@ -63,39 +50,6 @@ func quoteList(names []string) string {
 		q[i] = fmt.Sprintf("%q", n)
 	}
 	return strings.Join(q, ", ")
-}
-
-// NotOwnedError is returned when another worker owns the table partition;
-// Addr is its control-plane address, to forward the read to.
-type NotOwnedError struct {
-	Table     string
-	Partition int32
-	WorkerID  string
-	Addr      string
-}
-
-func (e *NotOwnedError) Error() string {
-	return fmt.Sprintf("table %q partition %d is owned by worker %q at %s", e.Table, e.Partition, e.WorkerID, e.Addr)
-}
-
-// TableValue is the answer of TableGet.
-type TableValue struct {
-	Value     []byte
-	Partition int32
-	ServedBy  string // worker id
-}
-
-// ScanPage is one page of TableScan.
-type ScanPage struct {
-	Entries []agents.TableEntry
-	// More is set when entries after the last one match: the server's
-	// page token continues after it (EncodePageToken).
-	More bool
-	// Partitions are the partitions read: those this worker owns.
-	Partitions []int32
-	// Skipped are owned partitions still restoring, not read.
-	Skipped  []int32
-	ServedBy string
 }
 
 // groupDescriber describes the consumer group (transport.Admin).
@@ -197,47 +151,47 @@ func (a *App) manager() (*agents.Manager, error) {
 // TableGet reads key of table. The partition is the key's under the
 // source topic's partitioner (topics[].partitioner); when this worker owns it the value is read locally
 // through the agents' view (acknowledged mutations included), otherwise a
-// *NotOwnedError names the owner to forward to. A windowed table needs
-// windowStart. Errors: *UnknownTableError, ErrKeyNotFound, agents.ErrBadRequest,
-// ErrUnavailable, *NotOwnedError (all wrapped). Safe for concurrent use.
-func (a *App) TableGet(ctx context.Context, table string, key []byte, windowStart *time.Time) (TableValue, error) {
+// *live.NotOwnedError names the owner to forward to. A windowed table needs
+// windowStart. Errors: *UnknownTableError, live.ErrKeyNotFound, agents.ErrBadRequest,
+// ErrUnavailable, *live.NotOwnedError (all wrapped). Safe for concurrent use.
+func (a *App) TableGet(ctx context.Context, table string, key []byte, windowStart *time.Time) (live.Value, error) {
 	tc, src, err := a.tableSource(table)
 	if err != nil {
-		return TableValue{}, err
+		return live.Value{}, err
 	}
 	if len(key) == 0 {
-		return TableValue{}, fmt.Errorf("empty key: tables never store one: %w", agents.ErrBadRequest)
+		return live.Value{}, fmt.Errorf("empty key: tables never store one: %w", agents.ErrBadRequest)
 	}
 	n := a.tablePartitions(table)
 	part := a.keyPartition(src, key, n)
 	skey := key
 	if tc.Window != nil {
 		if windowStart == nil {
-			return TableValue{}, fmt.Errorf("table %q is windowed: give the window start: %w", table, agents.ErrBadRequest)
+			return live.Value{}, fmt.Errorf("table %q is windowed: give the window start: %w", table, agents.ErrBadRequest)
 		}
 		skey = tables.WindowKey(key, *windowStart)
 	} else if windowStart != nil {
-		return TableValue{}, fmt.Errorf("table %q is not windowed: no window start: %w", table, agents.ErrBadRequest)
+		return live.Value{}, fmt.Errorf("table %q is not windowed: no window start: %w", table, agents.ErrBadRequest)
 	}
 	mgr, err := a.manager()
 	if err != nil {
-		return TableValue{}, err
+		return live.Value{}, err
 	}
 	v, found, err := mgr.TableGet(ctx, table, part, skey)
 	switch {
-	case errors.Is(err, agents.ErrRecovering):
-		return TableValue{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
-	case errors.Is(err, agents.ErrNotOwned):
-		return TableValue{}, a.ownerOf(ctx, table, src, part)
+	case errors.Is(err, live.ErrRecovering):
+		return live.Value{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	case errors.Is(err, live.ErrNotOwned):
+		return live.Value{}, a.ownerOf(ctx, table, src, part)
 	case err != nil:
-		return TableValue{}, err
+		return live.Value{}, err
 	case !found:
-		return TableValue{}, fmt.Errorf("key %q in table %q (partition %d): %w", key, table, part, ErrKeyNotFound)
+		return live.Value{}, fmt.Errorf("key %q in table %q (partition %d): %w", key, table, part, live.ErrKeyNotFound)
 	}
-	return TableValue{Value: v, Partition: part, ServedBy: a.cfg.WorkerID}, nil
+	return live.Value{Value: v, Partition: part, ServedBy: a.cfg.WorkerID}, nil
 }
 
-// ownerOf returns the *NotOwnedError naming the owner of a partition, or
+// ownerOf returns the *live.NotOwnedError naming the owner of a partition, or
 // ErrUnavailable when no other worker owns it.
 func (a *App) ownerOf(ctx context.Context, table, topic string, part int32) error {
 	for _, refresh := range []bool{false, true} {
@@ -245,13 +199,8 @@ func (a *App) ownerOf(ctx context.Context, table, topic string, part int32) erro
 		if err != nil {
 			return fmt.Errorf("%w: finding the owner of table %q partition %d: %w", ErrUnavailable, table, part, err)
 		}
-		for _, m := range ms {
-			if m.WorkerID == a.cfg.WorkerID {
-				continue // a stale description: this worker does not own it now
-			}
-			if slices.Contains(m.Assigned, TopicPartition{topic, part}) {
-				return &NotOwnedError{Table: table, Partition: part, WorkerID: m.WorkerID, Addr: m.Addr}
-			}
+		if no := live.FindOwner(table, a.candidates(ms, topic), part); no != nil {
+			return no
 		}
 	}
 	return fmt.Errorf("%w: table %q partition %d (topic %q) is assigned to no worker right now (rebalancing?)", ErrUnavailable, table, part, topic)
@@ -261,56 +210,55 @@ func (a *App) ownerOf(ctx context.Context, table, topic string, part int32) erro
 // (those in only, when only is not empty), merged in (key, partition)
 // order. It does not ask other workers: the server fans a scan out to the
 // owners (TableOwners) and merges their pages. limit 0 is
-// DefaultScanLimit; above MaxScanLimit is agents.ErrBadRequest. token is "" or a
-// page token from EncodePageToken. Safe for concurrent use.
-func (a *App) TableScan(ctx context.Context, table string, prefix []byte, limit int, token string, only []int32) (ScanPage, error) {
+// live.DefaultScanLimit; above live.MaxScanLimit is agents.ErrBadRequest. token is "" or a
+// page token from live.EncodePageToken. Safe for concurrent use.
+func (a *App) TableScan(ctx context.Context, table string, prefix []byte, limit int, token string, only []int32) (live.Page, error) {
 	if _, _, err := a.tableSource(table); err != nil {
-		return ScanPage{}, err
+		return live.Page{}, err
 	}
 	switch {
 	case limit == 0:
-		limit = DefaultScanLimit
-	case limit < 0 || limit > MaxScanLimit:
-		return ScanPage{}, fmt.Errorf("limit %d out of range: at most %d: %w", limit, MaxScanLimit, agents.ErrBadRequest)
+		limit = live.DefaultScanLimit
+	case limit < 0 || limit > live.MaxScanLimit:
+		return live.Page{}, fmt.Errorf("limit %d out of range: at most %d: %w", limit, live.MaxScanLimit, agents.ErrBadRequest)
 	}
 	n := a.tablePartitions(table)
 	for _, p := range only {
 		if p < 0 || p >= n {
-			return ScanPage{}, fmt.Errorf("table %q has partitions 0..%d, not %d: %w", table, n-1, p, agents.ErrBadRequest)
+			return live.Page{}, fmt.Errorf("table %q has partitions 0..%d, not %d: %w", table, n-1, p, agents.ErrBadRequest)
 		}
 	}
-	from, err := DecodePageToken(token)
+	from, err := live.DecodePageToken(token)
 	if err != nil {
-		return ScanPage{}, err
+		return live.Page{}, err
 	}
 	mgr, err := a.manager()
 	if err != nil {
-		return ScanPage{}, err
+		return live.Page{}, err
 	}
 	// Read in chunks: each holds the agents manager's goroutine (which owns
 	// the overlays and delivers events) for at most scanChunk keys. The
 	// partitions the first chunk read are the page's: later chunks read
 	// only those, and one that left meanwhile fails the page (rather than
 	// a gap, or a partition reported read that was read only in part).
-	es, more, parts, skipped, err := mgr.TableScan(ctx, table, prefix, from, min(limit, scanChunk), only)
+	first, err := mgr.TableScan(ctx, table, prefix, from, min(limit, scanChunk), only)
 	if err != nil {
-		return ScanPage{}, err
+		return live.Page{}, err
 	}
+	es, more, parts, skipped := first.Entries, first.More, first.Partitions, first.Skipped
 	for more && len(es) < limit {
 		last := es[len(es)-1]
-		from = agents.ScanFrom{Set: true, Key: last.Key, Partition: last.Partition}
-		var chunk []agents.TableEntry
-		var now []int32
-		chunk, more, now, _, err = mgr.TableScan(ctx, table, prefix, from, min(limit-len(es), scanChunk), parts)
+		from = live.ScanFrom{Set: true, Key: last.Key, Partition: last.Partition}
+		chunk, err := mgr.TableScan(ctx, table, prefix, from, min(limit-len(es), scanChunk), parts)
 		if err != nil {
-			return ScanPage{}, err
+			return live.Page{}, err
 		}
-		if len(now) != len(parts) {
-			return ScanPage{}, fmt.Errorf("%w: table %q: partitions %v left this worker during the scan; try again", ErrUnavailable, table, missingFrom(parts, now))
+		if len(chunk.Partitions) != len(parts) {
+			return live.Page{}, fmt.Errorf("%w: table %q: partitions %v left this worker during the scan; try again", ErrUnavailable, table, missingFrom(parts, chunk.Partitions))
 		}
-		es = append(es, chunk...)
+		es, more = append(es, chunk.Entries...), chunk.More
 	}
-	return ScanPage{Entries: es, More: more && len(es) > 0, Partitions: parts, Skipped: skipped, ServedBy: a.cfg.WorkerID}, nil
+	return live.Page{Entries: es, More: more && len(es) > 0, Partitions: parts, Skipped: skipped, ServedBy: a.cfg.WorkerID}, nil
 }
 
 // missingFrom returns the partitions of want not in got.
@@ -339,17 +287,11 @@ func (a *App) TablePartitions(table string) (int32, error) {
 	return a.tablePartitions(table), nil
 }
 
-// Owner is a worker owning some partitions of a table.
-type Owner struct {
-	WorkerID, Addr string
-	Partitions     []int32
-}
-
 // TableOwners groups parts of table by the other worker that owns them,
 // from the consumer group's description (a fresh one when refresh is set).
 // A partition assigned to no other worker is ErrUnavailable: during a
 // rebalance the caller tries again. Owners are sorted by worker id.
-func (a *App) TableOwners(ctx context.Context, table string, parts []int32, refresh bool) ([]Owner, error) {
+func (a *App) TableOwners(ctx context.Context, table string, parts []int32, refresh bool) ([]live.Owner, error) {
 	_, src, err := a.tableSource(table)
 	if err != nil {
 		return nil, err
@@ -358,60 +300,28 @@ func (a *App) TableOwners(ctx context.Context, table string, parts []int32, refr
 	if err != nil {
 		return nil, fmt.Errorf("%w: finding the owners of table %q: %w", ErrUnavailable, table, err)
 	}
-	var out []Owner
-	var orphans []int32
-	for _, p := range parts {
-		found := false
-		for _, m := range ms {
-			if m.WorkerID == a.cfg.WorkerID || !slices.Contains(m.Assigned, TopicPartition{src, p}) {
-				continue // this worker's entry is stale: it does not own p now
-			}
-			found = true
-			i := slices.IndexFunc(out, func(o Owner) bool { return o.WorkerID == m.WorkerID })
-			if i < 0 {
-				out = append(out, Owner{WorkerID: m.WorkerID, Addr: m.Addr})
-				i = len(out) - 1
-			}
-			out[i].Partitions = append(out[i].Partitions, p)
-			break
-		}
-		if !found {
-			orphans = append(orphans, p)
-		}
-	}
-	if len(orphans) > 0 {
-		return nil, fmt.Errorf("%w: table %q partitions %v (topic %q) are assigned to no other worker right now (rebalancing?)", ErrUnavailable, table, orphans, src)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].WorkerID < out[j].WorkerID })
-	return out, nil
+	return live.GroupOwners(table, src, a.candidates(ms, src), parts)
 }
 
-// pageTokenV1 is the version byte of page tokens: v1 is
-// base64url(0x01, partition as 4 big-endian bytes, last key).
-const pageTokenV1 = 1
-
-// EncodePageToken is the page token continuing a scan after (key, part).
-func EncodePageToken(part int32, key []byte) string {
-	b := make([]byte, 5, 5+len(key))
-	b[0] = pageTokenV1
-	binary.BigEndian.PutUint32(b[1:], uint32(part))
-	return base64.RawURLEncoding.EncodeToString(append(b, key...))
-}
-
-// DecodePageToken is where a page token continues a scan; "" is the start.
-func DecodePageToken(token string) (agents.ScanFrom, error) {
-	if token == "" {
-		return agents.ScanFrom{}, nil
+// candidates are the other workers of ms, each with the partitions of topic
+// assigned to it, for owner routing (live.FindOwner, live.GroupOwners).
+// This worker's own entry is left out: a stale description may list
+// partitions it does not own now.
+func (a *App) candidates(ms []Member, topic string) []live.Owner {
+	var out []live.Owner
+	for _, m := range ms {
+		if m.WorkerID == a.cfg.WorkerID {
+			continue
+		}
+		c := live.Owner{WorkerID: m.WorkerID, Addr: m.Addr}
+		for _, tp := range m.Assigned {
+			if tp.Topic == topic {
+				c.Partitions = append(c.Partitions, tp.Partition)
+			}
+		}
+		out = append(out, c)
 	}
-	b, err := base64.RawURLEncoding.DecodeString(token)
-	if err != nil || len(b) < 6 || b[0] != pageTokenV1 {
-		return agents.ScanFrom{}, fmt.Errorf("%w: %q is not a page token returned by Scan", ErrBadPageToken, token)
-	}
-	part := int32(binary.BigEndian.Uint32(b[1:5]))
-	if part < 0 {
-		return agents.ScanFrom{}, fmt.Errorf("%w: %q is not a page token returned by Scan", ErrBadPageToken, token)
-	}
-	return agents.ScanFrom{Set: true, Partition: part, Key: b[5:]}, nil
+	return out
 }
 
 // standbyPartitions returns, by table, the partitions this worker keeps
