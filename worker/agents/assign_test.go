@@ -377,3 +377,20 @@ func TestMoveWhenAnInstanceLeaves(t *testing.T) {
 		})
 	}
 }
+
+// TestFailedResumeIsRetried: a resume Kafka refuses (during a rebalance)
+// is tried again: a paused partition receives nothing, so no event would
+// ever resume it (partitions stalled for good that way).
+func TestFailedResumeIsRetried(t *testing.T) {
+	h := start(t, testConfig())
+	h.m.Assigned(tps("in", 0))
+	h.settle()
+	if !h.cons.isPaused("in", 0) {
+		t.Fatal("a partition without an instance is not paused")
+	}
+	h.cons.mu.Lock()
+	h.cons.resumeFail = 1
+	h.cons.mu.Unlock()
+	h.open("count", "a", 100) // its connection resumes the partition: refused once
+	waitFor(t, wait, func() string { return "in[0] resumed after the refusal" }, func() bool { return !h.cons.isPaused("in", 0) })
+}

@@ -205,6 +205,7 @@ type Manager struct {
 	stalls         map[stallKey]*monitor.Stall
 	unknownSince   map[tpKey]time.Time // assigned by Kafka, not known here (stall.go)
 	lastStallCheck time.Time
+	lastPauseRetry time.Time // pausesDue
 	// lastProcessingCheck is when held events were last checked against
 	// their processing timeout.
 	lastProcessingCheck time.Time

@@ -83,6 +83,8 @@ type fakeConsumer struct {
 	failNext  int                        // the next commits to fail with errCommitRefused
 	assigned  []transport.TopicPartition // what Assignment reports
 	problems  []string                   // commits that went backwards
+	// resumeFail makes the next Resume calls fail.
+	resumeFail int
 }
 
 // errCommitRefused is what a fake commit fails with (setFailNext).
@@ -105,6 +107,10 @@ func (c *fakeConsumer) Pause(parts []transport.TopicPartition) error {
 func (c *fakeConsumer) Resume(parts []transport.TopicPartition) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.resumeFail > 0 {
+		c.resumeFail--
+		return errors.New("fake: resume refused (a rebalance)")
+	}
 	for _, p := range parts {
 		c.paused[tpOf(p)] = false
 		c.log = append(c.log, "resume "+tpOf(p).String())

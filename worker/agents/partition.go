@@ -86,6 +86,7 @@ type partition struct {
 	frontier      int64 // next offset to commit; -1 before the first done record
 	committed     int64
 	paused        bool // paused in Kafka
+	pauseFailed   bool // the last pause or resume failed: pausesDue tries again
 	full          bool // buffer full: paused until half is done
 	revoking      bool // leaving this worker: no more deliveries
 	dropped       bool
@@ -268,10 +269,32 @@ func (m *Manager) applyPause(p *partition) {
 		err = m.consumer.Resume(parts)
 	}
 	if err != nil {
+		// Tried again by the tick (pausesDue): nothing else may come to
+		// call it, since a paused partition receives nothing.
 		m.log.Debug("pause/resume partition", "topic", p.ktp.topic, "partition", p.ktp.partition, "pause", want, "err", err)
+		p.pauseFailed = true
 		return
 	}
-	p.paused = want
+	p.paused, p.pauseFailed = want, false
+}
+
+// pauseRetryEvery is how often a failed pause or resume is tried again.
+const pauseRetryEvery = 500 * time.Millisecond
+
+// pausesDue tries again the pauses and resumes Kafka refused (during a
+// rebalance a resume can fail, and a partition left paused would receive
+// nothing, so nothing would call applyPause again: TestExactlyOnceKills and
+// the fault suite saw partitions stall that way).
+func (m *Manager) pausesDue(now time.Time) {
+	if now.Sub(m.lastPauseRetry) < pauseRetryEvery {
+		return
+	}
+	m.lastPauseRetry = now
+	for _, p := range m.parts {
+		if p.pauseFailed {
+			m.applyPause(p)
+		}
+	}
 }
 
 // assign takes partitions newly assigned by Kafka.
@@ -714,6 +737,7 @@ func (m *Manager) dropPartition(p *partition, lost bool) {
 // tick handles time: retries whose backoff passed, lanes whose revoke
 // deadline passed.
 func (m *Manager) tick(now time.Time) {
+	m.pausesDue(now)
 	for _, p := range m.parts {
 		// A blocked agent's retries wait for good; a leaving partition's
 		// are its next owner's (they must not produce after its revoke
