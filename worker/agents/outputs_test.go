@@ -3,6 +3,7 @@ package agents_test
 import (
 	"time"
 
+	"strings"
 	"testing"
 
 	"github.com/eddy-streams/eddy/worker/transport"
@@ -63,5 +64,22 @@ func TestOutputsTakeInputTimestampAndTopicPartitioner(t *testing.T) {
 				t.Errorf("record for a topic without partitioning on partition %d, want AnyPartition", p)
 			}
 		})
+	}
+}
+
+// TestOutputTimestampOutOfRangeIsRefused: a record timestamp Kafka cannot
+// hold (before 1970, or past Go's 2262) is a protocol violation of the
+// agent, not a record the worker would retry for ever.
+func TestOutputTimestampOutOfRangeIsRefused(t *testing.T) {
+	h := start(t, frontierConfig())
+	h.m.Assigned(tps("in", 0))
+	h.sendRange("in", 0, 0, 1)
+	a := h.open("count", "a", 100)
+	b := a.nextBatch()
+	bad := out("x")
+	bad.Timestamp = time.Date(1969, 1, 1, 0, 0, 0, 0, time.UTC)
+	a.reply(b, ok(0, bad))
+	if err := a.waitDone(); err == nil || !strings.Contains(err.Error(), "timestamp") {
+		t.Fatalf("session ended with %v, want a refusal naming the timestamp", err)
 	}
 }

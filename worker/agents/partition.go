@@ -57,7 +57,7 @@ type rec struct {
 	retryAt      time.Time
 	sentAt       time.Time // last delivery, for latency and stall detection
 	held         []*write  // exactly-once: the writes of its result, until handed over (eos.go)
-	wrote        []string  // the table keys its changelog writes change ("<table>\x00<key>"), for rewrite
+	landed       []string  // the table keys ("<table>\x00<key>") of its changelog writes Kafka acknowledged, for rewrite
 }
 
 // lane is one instance's share of a partition under one epoch. In

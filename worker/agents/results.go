@@ -54,6 +54,10 @@ func (m *Manager) results(s *session, res *Results) error {
 				if out.Topic == "" {
 					return badRequest("result for offset %d produces a record without a topic", r.Offset)
 				}
+				if ts := out.Timestamp; !ts.IsZero() && (ts.Before(minRecordTime) || ts.After(maxRecordTime)) {
+					return badRequest("result for offset %d produces a record with timestamp %s, outside what Kafka records hold (%s to %s)",
+						r.Offset, ts.UTC().Format(time.RFC3339Nano), minRecordTime.Format(time.RFC3339), maxRecordTime.Format(time.RFC3339))
+				}
 			}
 			if err := validateMutations(p, rec, r.Mutations); err != nil {
 				return err
@@ -129,6 +133,14 @@ func (m *Manager) results(s *session, res *Results) error {
 	m.applyPause(p)
 	return nil
 }
+
+// The timestamps an output record may set: Kafka's are milliseconds since
+// 1970 (0 would mean "now" to librdkafka), and Go's nanosecond clock ends
+// in 2262.
+var (
+	minRecordTime = time.UnixMilli(1)
+	maxRecordTime = time.Date(2262, 1, 1, 0, 0, 0, 0, time.UTC)
+)
 
 // outputRecord is the record an agent's output out of event r becomes: in
 // the partition the topic's partitioner picks for its key, with the input's
@@ -348,8 +360,10 @@ func (m *Manager) rewrite(p *partition, r *rec) {
 	r.acks = len(ws)
 	r.failed, r.refused, r.redo = nil, nil, nil
 	if len(ws) == 0 {
+		// Done through the inbox, not here: tick is walking p.recs, which
+		// finishing r would change under it.
 		r.acks = 1
-		m.produced(p, r, &write{}, nil)
+		m.in.push(&produceAck{p: p, r: r, w: &write{}})
 		return
 	}
 	for _, w := range ws {
@@ -361,13 +375,14 @@ func (m *Manager) rewrite(p *partition, r *rec) {
 	}
 }
 
-// writtenAfter reports whether an event of p after r wrote key of table
-// (its changelog record is produced, acknowledged or waiting to be
-// produced again).
+// writtenAfter reports whether an event of p after r has a changelog write
+// of key of table that Kafka acknowledged: that later value is durable and
+// supersedes r's. A later write still in flight or failed does not count
+// (it may yet be refused, and r's value would then be lost).
 func (p *partition) writtenAfter(r *rec, table string, key []byte) bool {
 	k := table + "\x00" + string(key)
 	for _, x := range p.recs[p.head:] {
-		if x.off > r.off && slices.Contains(x.wrote, k) {
+		if x.off > r.off && slices.Contains(x.landed, k) {
 			return true
 		}
 	}

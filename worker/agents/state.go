@@ -126,11 +126,10 @@ func (p *partition) tableOf(name string) *live.Part {
 // produceMutations writes the changelog records of r's mutations, on the
 // source partition; each acknowledgement counts as one of r's acks.
 func (m *Manager) produceMutations(p *partition, r *rec, muts []Mutation) {
-	r.wrote = r.wrote[:0]
+	r.landed = r.landed[:0]
 	for _, mu := range muts {
 		t := p.tableOf(mu.Table)
 		key := t.StoreKey(mu.Key, mu.WindowStart)
-		r.wrote = append(r.wrote, t.Name()+"\x00"+string(key))
 		m.produceChangelog(p, r, t, tables.Mutation{Key: key, Value: mu.Value, Delete: mu.Delete})
 	}
 }
@@ -167,6 +166,9 @@ func (m *Manager) changelogAcked(a *changelogAck) {
 	}
 	if a.err == nil && !a.p.dropped {
 		a.tp.Acked(a.mut, a.off, a.n)
+		if a.r != nil {
+			a.r.landed = append(a.r.landed, a.tp.Name()+"\x00"+string(a.mut.Key))
+		}
 	}
 	if a.r != nil {
 		m.produced(a.p, a.r, &write{tp: a.tp, mut: a.mut}, a.err)

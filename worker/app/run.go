@@ -109,6 +109,22 @@ func (a *App) Run(ctx context.Context) (err error) {
 		defer cancel()
 		err = errors.Join(err, producer.Close(cctx))
 	}()
+	// workerctl send writes through a producer of its own under
+	// exactly_once: a record sent by hand is no event's effect, and inside
+	// the worker's transaction an abort would discard it after Send had
+	// reported its offset.
+	sendProducer := producer
+	if eos {
+		sendProducer, err = transport.NewProducer(tcfg, topts...)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			cctx, cancel := context.WithTimeout(context.Background(), stopBudget)
+			defer cancel()
+			err = errors.Join(err, sendProducer.Close(cctx))
+		}()
+	}
 
 	// One changelog reader for every restore and standby, asking the
 	// admin client for topic ids and watermarks (docs/tables.md#recovery).
@@ -183,7 +199,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	a.mgr = mgr
 	a.describer = admin
 	a.standbys = sbs
-	a.producer = producer
+	a.producer = sendProducer
 	a.mu.Unlock()
 	defer func() { // the admin client and the producer close when Run returns
 		a.mu.Lock()

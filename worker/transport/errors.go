@@ -347,6 +347,9 @@ var permanentCodes = map[kafka.ErrorCode]bool{
 	kafka.ErrTopicException:  true,
 	kafka.ErrInvalidRecord:   true,
 	kafka.ErrPolicyViolation: true,
+	// A timestamp outside what the topic accepts
+	// (log.message.timestamp.before/after.max.ms).
+	kafka.ErrInvalidTimestamp: true,
 }
 
 // IsPermanent reports whether err, as passed to a produce callback, is a
