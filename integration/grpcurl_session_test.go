@@ -40,7 +40,10 @@ agents:
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	ts := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+	// An hour ago, not years: the broker deletes a segment whose newest
+	// timestamp is past retention (7 days) at its next retention check,
+	// and the record was sometimes gone before the worker fetched it.
+	ts := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
 	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: in, Key: []byte("cat"), Value: []byte("x"), Timestamp: ts}).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
