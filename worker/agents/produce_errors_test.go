@@ -285,9 +285,12 @@ func TestRewriteSkipsSupersededChangelogWrites(t *testing.T) {
 	r := newFakeRestorer(t)
 	close(r.release)
 	h := start(t, tableConfig(r, ""))
-	a := h.open("count", "a", 100)
 	h.m.Assigned(tps("in", 0))
+	// Both events are buffered before the instance connects, so they go
+	// in one batch (one of a busy key waits for the other's writes).
 	h.send(msg("in", 0, 0, "w", "x"), msg("in", 0, 1, "w", "x"))
+	h.settle()
+	a := h.open("count", "a", 100)
 	evs := a.takeEvents(2)
 	if len(evs) != 2 {
 		t.Fatalf("delivered %d events, want both of key w in one batch", len(evs))
@@ -311,9 +314,10 @@ func TestRewriteKeepsWriteWhenTheLaterOneIsRefused(t *testing.T) {
 	r := newFakeRestorer(t)
 	close(r.release)
 	h := start(t, tableConfig(r, ""))
-	a := h.open("count", "a", 100)
 	h.m.Assigned(tps("in", 0))
-	h.send(msg("in", 0, 0, "w", "x"), msg("in", 0, 1, "w", "x"))
+	h.send(msg("in", 0, 0, "w", "x"), msg("in", 0, 1, "w", "x")) // one batch: see above
+	h.settle()
+	a := h.open("count", "a", 100)
 	a.takeEvents(2)
 	b := a.log[len(a.log)-1].Batch
 	a.reply(b, set(0, "w", "1"), set(1, "w", "2"))
