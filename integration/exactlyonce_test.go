@@ -110,8 +110,20 @@ func TestExactlyOnceKills(t *testing.T) {
 	for _, r := range words {
 		lastWord[r.Partition] = r.Offset + 1
 	}
+	var wordsCommitted []int64
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("words: last committed record +1 per partition %v, group's committed offsets %v", lastWord, wordsCommitted)
+			for i, w := range ws {
+				if !w.exited() {
+					t.Logf("worker %d status: %v", i, w.status(t))
+				}
+			}
+		}
+	})
 	waitFor(t, 4*time.Minute, "committed offsets of the words past their last committed record", func() bool {
 		c := committed(t, a.app, a.words, 8)
+		wordsCommitted = c
 		for p := range c {
 			if lastWord[p] > 0 && c[p] < lastWord[p] {
 				return false

@@ -239,6 +239,39 @@ func TestAssignedButUnknownIsStalled(t *testing.T) {
 	waitFor(t, wait, func() string { return "in[1] no longer stalled" }, func() bool { return !stalled(1) })
 }
 
+// TestNotFetchedIsStalled: a served partition that the consumer does not
+// fetch (librdkafka's statistics show it waiting for its committed offset)
+// has no lag librdkafka knows of and nothing waiting; it is reported as
+// stalled all the same, with the fetch state, and no longer once the
+// consumer fetches it.
+func TestNotFetchedIsStalled(t *testing.T) {
+	cfg := testConfig()
+	cfg.StallTimeout = 50 * time.Millisecond
+	cfg.Monitor = monitor.New("app", "", true)
+	h := start(t, cfg)
+	h.cons.setAssignment(tps("in", 0, 1))
+	h.m.Assigned(tps("in", 0, 1))
+	h.settle()
+	cfg.Monitor.SetLag("in", 0, -1)
+	cfg.Monitor.SetFetch("in", 0, monitor.Fetch{State: "offset-query", Next: -1001, Stable: 7, High: 7})
+	cfg.Monitor.SetFetch("in", 1, monitor.Fetch{State: "active", Next: 7, Stable: 7, High: 7})
+	stalled := func(part int32) bool {
+		for _, st := range cfg.Monitor.Stalls() {
+			if st.Topic == "in" && st.Partition == part && strings.Contains(st.Reason, "fetch state offset-query") {
+				return true
+			}
+		}
+		return false
+	}
+	waitFor(t, wait, func() string { return fmt.Sprintf("in[0] reported stalled: %+v", cfg.Monitor.Stalls()) },
+		func() bool { return stalled(0) })
+	if len(cfg.Monitor.Stalls()) != 1 {
+		t.Errorf("stalls %+v, want in[0] only (in[1] is fetched and has nothing to do)", cfg.Monitor.Stalls())
+	}
+	cfg.Monitor.SetFetch("in", 0, monitor.Fetch{State: "active", Next: 7, Stable: 7, High: 7})
+	waitFor(t, wait, func() string { return "in[0] no longer stalled" }, func() bool { return !stalled(0) })
+}
+
 // TestStoreCheckpointStopsAtForeignRecords: records this worker did not
 // write land among its own changelog records (a previous owner's late
 // writes). The store gets this worker's mutations, but its checkpoint

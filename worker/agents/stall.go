@@ -61,11 +61,19 @@ func (m *Manager) checkStalls(now time.Time) {
 			}
 		}
 		waiting := p.len()
-		if lag := p.statsLag(); !readFailing && (waiting > 0 || lag > 0) {
+		// A partition the consumer does not fetch (its committed offset
+		// never came, say) has no lag librdkafka knows of: its fetch
+		// state tells.
+		f := p.fetch()
+		notFetched := f != nil && f.State != "active"
+		if lag := p.statsLag(); !readFailing && (waiting > 0 || lag > 0 || notFetched) {
 			if idle := now.Sub(p.lastMove); idle >= limit {
 				reason := fmt.Sprintf("frontier has not moved for %s with %d records waiting", idle.Round(time.Second), waiting)
 				if len(p.lanes) == 0 {
 					reason += "; no agent instance is connected"
+				}
+				if f != nil && waiting == 0 {
+					reason += "; the consumer's " + f.String()
 				}
 				report(stallKey{topic: p.ktp.topic, partition: p.ktp.partition}, p.a.cfg.Name, reason, p.lastMove)
 			}
@@ -141,4 +149,12 @@ func (m *Manager) checkUnknownAssigned(now time.Time, report func(stallKey, stri
 			delete(m.unknownSince, k)
 		}
 	}
+}
+
+// fetch is librdkafka's fetch state of the partition, or nil unknown.
+func (p *partition) fetch() *monitor.Fetch {
+	if p.stats == nil {
+		return nil
+	}
+	return p.stats.Fetch.Load()
 }

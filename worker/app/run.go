@@ -14,6 +14,7 @@ import (
 
 	"github.com/eddy-streams/eddy/worker/agents"
 	"github.com/eddy-streams/eddy/worker/config"
+	"github.com/eddy-streams/eddy/worker/monitor"
 	"github.com/eddy-streams/eddy/worker/tables"
 	"github.com/eddy-streams/eddy/worker/transport"
 )
@@ -400,14 +401,19 @@ func (h *consumerHandler) Message(msg *transport.Message) {
 	h.mgr.Message(msg)
 }
 
-// Stats takes librdkafka's statistics and records the consumer lag of
-// each owned partition.
+// Stats takes librdkafka's statistics and records the consumer lag and the
+// fetch state of each owned partition.
 func (h *consumerHandler) Stats(js string) {
 	var st struct {
 		Topics map[string]struct {
 			Partitions map[string]struct {
-				Partition   int32 `json:"partition"`
-				ConsumerLag int64 `json:"consumer_lag"`
+				Partition   int32  `json:"partition"`
+				ConsumerLag int64  `json:"consumer_lag"`
+				FetchState  string `json:"fetch_state"`
+				NextOffset  int64  `json:"next_offset"`
+				LSOffset    int64  `json:"ls_offset"`
+				HiOffset    int64  `json:"hi_offset"`
+				FetchqCnt   int64  `json:"fetchq_cnt"`
 			} `json:"partitions"`
 		} `json:"topics"`
 	}
@@ -419,6 +425,8 @@ func (h *consumerHandler) Stats(js string) {
 		for _, p := range t.Partitions {
 			if p.Partition >= 0 { // -1 is librdkafka's internal UA partition
 				h.a.mon.SetLag(topic, p.Partition, p.ConsumerLag)
+				h.a.mon.SetFetch(topic, p.Partition, monitor.Fetch{State: p.FetchState, Next: p.NextOffset,
+					Stable: p.LSOffset, High: p.HiOffset, Queued: p.FetchqCnt})
 			}
 		}
 	}

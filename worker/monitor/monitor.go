@@ -214,6 +214,14 @@ func (m *Monitor) SetLag(topic string, partition int32, lag int64) {
 	s.SetLag(lag)
 }
 
+// SetFetch records librdkafka's fetch state of a partition, if owned.
+func (m *Monitor) SetFetch(topic string, partition int32, f Fetch) {
+	m.mu.Lock()
+	s := m.parts[partKey{topic, partition}]
+	m.mu.Unlock()
+	s.SetFetch(f)
+}
+
 // LagByAgent sums the known consumer lag (librdkafka statistics) of each
 // agent's owned partitions.
 func (m *Monitor) LagByAgent() map[string]int64 {

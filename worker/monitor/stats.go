@@ -1,6 +1,7 @@
 package monitor
 
 import (
+	"fmt"
 	"sync/atomic"
 	"time"
 )
@@ -19,7 +20,8 @@ type PartitionStats struct {
 	Retried      atomic.Uint64
 	DeadLettered atomic.Uint64
 	InFlight     atomic.Int64
-	Lag          atomic.Int64 // from librdkafka statistics; -1 unknown
+	Lag          atomic.Int64          // from librdkafka statistics; -1 unknown
+	Fetch        atomic.Pointer[Fetch] // from librdkafka statistics; nil unknown
 	Committed    atomic.Int64
 	Processing   Histogram // delivered → result
 	EndToEnd     Histogram // record timestamp → committed
@@ -112,6 +114,29 @@ func (s *PartitionStats) CommittedAt(offset int64, timestamps []int64, now time.
 func (s *PartitionStats) SetLag(lag int64) {
 	if s != nil {
 		s.Lag.Store(lag)
+	}
+}
+
+// Fetch is the consumer's view of a partition in librdkafka's statistics:
+// why a partition with lag receives nothing shows here (a fetch state other
+// than "active", or a last stable offset held back by an open transaction).
+type Fetch struct {
+	State  string // fetch_state: "active", "offset-query", "offset-wait", "stopped", …
+	Next   int64  // next_offset: the next offset fetched
+	Stable int64  // ls_offset: the last stable offset (read_committed reads below it)
+	High   int64  // hi_offset: the high watermark
+	Queued int64  // fetchq_cnt: messages fetched, not yet polled
+}
+
+func (f *Fetch) String() string {
+	return fmt.Sprintf("fetch state %s, next offset %d, last stable offset %d, high watermark %d, %d queued",
+		f.State, f.Next, f.Stable, f.High, f.Queued)
+}
+
+// SetFetch records the consumer's fetch state reported by librdkafka.
+func (s *PartitionStats) SetFetch(f Fetch) {
+	if s != nil {
+		s.Fetch.Store(&f)
 	}
 }
 
