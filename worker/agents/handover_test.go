@@ -67,9 +67,12 @@ func TestRevokeRetriesFailedFinalCommit(t *testing.T) {
 	h.sendRange("in", 0, 0, 3)
 	h.settle()
 	a := h.open("count", "a", 100)
+	// Failed before the results come: the failed commit is the revoke's,
+	// or the idle commit's (caught up) if it comes first; either way one
+	// fails and one commits.
+	h.cons.setFailNext(1)
 	a.okAll(a.nextBatch())
 	h.settle()
-	h.cons.setFailNext(1)
 	select {
 	case <-revokeAsync(h, false, 0):
 	case <-time.After(wait):
@@ -514,4 +517,24 @@ func TestStoodStillPurgesQueuedRecords(t *testing.T) {
 	before := h.prod.purgeCalls()
 	h.m.StandStill(time.Minute)
 	waitFor(t, wait, func() string { return "a purge after the pause" }, func() bool { return h.prod.purgeCalls() > before })
+}
+
+// TestNewAssignmentResumesAStalePause: a pause meant for a partition's
+// previous assignment reached the consumer after the partition was
+// assigned again (the consumer gave up waiting for the revoke; the manager
+// paused the leaving partition after that). The new assignment, with an
+// instance to deliver to, resumes it: it does not assume the consumer has
+// it resumed (it would then never resume it, and the partition would fetch
+// nothing, for good).
+func TestNewAssignmentResumesAStalePause(t *testing.T) {
+	h := start(t, noCommitConfig())
+	h.open("count", "a", 100)
+	if err := h.cons.Pause(tps("in", 0)); err != nil { // the stale pause
+		t.Fatal(err)
+	}
+	h.m.Assigned(tps("in", 0))
+	h.settle()
+	if h.cons.isPaused("in", 0) {
+		t.Fatalf("in[0] still paused in the consumer after its new assignment; consumer calls %v", h.cons.log)
+	}
 }

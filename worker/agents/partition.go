@@ -76,17 +76,22 @@ type lane struct {
 
 // partition is the state of one owned source partition.
 type partition struct {
-	ktp           tpKey
-	a             *agentState
-	recs          []*rec // received, not yet passed by the frontier, in offset order
-	head          int    // recs[:head] are passed and released
-	scan          int    // no pending record before recs[scan]
-	bytes         int
-	lanes         map[*session]*lane
-	frontier      int64 // next offset to commit; -1 before the first done record
-	committed     int64
-	paused        bool // paused in Kafka
-	pauseFailed   bool // the last pause or resume failed: pausesDue tries again
+	ktp       tpKey
+	a         *agentState
+	recs      []*rec // received, not yet passed by the frontier, in offset order
+	head      int    // recs[:head] are passed and released
+	scan      int    // no pending record before recs[scan]
+	bytes     int
+	lanes     map[*session]*lane
+	frontier  int64 // next offset to commit; -1 before the first done record
+	committed int64
+	paused    bool // paused in Kafka
+	// pauseUnknown: whether the consumer has the partition paused is not
+	// known, so applyPause pauses or resumes it even if paused says it
+	// is as wanted: a new assignment (a pause meant for its previous
+	// assignment may have reached the consumer after it was assigned),
+	// or the last pause or resume failed (pausesDue tries again).
+	pauseUnknown  bool
 	full          bool // buffer full: paused until half is done
 	revoking      bool // leaving this worker: no more deliveries
 	dropped       bool
@@ -249,7 +254,9 @@ func (m *Manager) receive(msg *transport.Message) {
 // needs: paused without an instance, while its agent is paused, while its
 // buffer is full (resumed at half), or while it is leaving.
 func (m *Manager) applyPause(p *partition) {
-	if p.dropped {
+	if p.dropped || p.superseded {
+		// Its topic partition is no longer its own (a new assignment
+		// has it, or nobody): a pause would land on the next owner.
 		return
 	}
 	if p.full {
@@ -258,7 +265,7 @@ func (m *Manager) applyPause(p *partition) {
 		p.full = p.len() >= m.cfg.BufferEvents || p.bytes >= m.cfg.BufferBytes
 	}
 	want := len(p.lanes) == 0 || p.a.paused || p.full || p.revoking || p.a.blocked != ""
-	if want == p.paused {
+	if want == p.paused && !p.pauseUnknown {
 		return
 	}
 	parts := []transport.TopicPartition{p.ref()}
@@ -272,10 +279,10 @@ func (m *Manager) applyPause(p *partition) {
 		// Tried again by the tick (pausesDue): nothing else may come to
 		// call it, since a paused partition receives nothing.
 		m.log.Debug("pause/resume partition", "topic", p.ktp.topic, "partition", p.ktp.partition, "pause", want, "err", err)
-		p.pauseFailed = true
+		p.pauseUnknown = true
 		return
 	}
-	p.paused, p.pauseFailed = want, false
+	p.paused, p.pauseUnknown = want, false
 }
 
 // pauseRetryEvery is how often a failed pause or resume is tried again.
@@ -291,7 +298,7 @@ func (m *Manager) pausesDue(now time.Time) {
 	}
 	m.lastPauseRetry = now
 	for _, p := range m.parts {
-		if p.pauseFailed {
+		if p.pauseUnknown {
 			m.applyPause(p)
 		}
 	}
@@ -329,7 +336,8 @@ func (m *Manager) assign(parts []transport.TopicPartition) {
 			prev = old.prev
 		}
 		p := &partition{ktp: k, a: a, lanes: map[*session]*lane{}, frontier: -1, committed: -1,
-			stats: m.mon.Partition(a.cfg.Name, k.topic, k.partition), lastMove: time.Now(), prev: prev, keep: m.eos}
+			stats: m.mon.Partition(a.cfg.Name, k.topic, k.partition), lastMove: time.Now(), prev: prev, keep: m.eos,
+			pauseUnknown: true}
 		if a.byKey || a.tables {
 			p.keyBusy = map[string]int{}
 		}

@@ -252,6 +252,16 @@ func (c *Consumer) rebalance(kc *kafka.Consumer, ev kafka.Event) error {
 			c.rebalanceErr = fmt.Errorf("transport: assign %s: %w", fmtParts(parts), err)
 			return err
 		}
+		// librdkafka keeps an application pause on its partition object
+		// across unassign and assign: a partition paused while it was
+		// revoked (or after) would come back paused, and fetch nothing
+		// with nothing left to resume it. An assignment starts fetching;
+		// the handler pauses it again if it needs to.
+		if err := kc.Resume(e.Partitions); err != nil {
+			c.rep.report(err, "", -1)
+			c.rebalanceErr = fmt.Errorf("transport: resume the assigned %s: %w", fmtParts(parts), err)
+			return err
+		}
 		if len(parts) == 0 || c.closing.Load() {
 			// Cooperative rebalances end with an empty assignment
 			// for members that gain nothing, and an assignment that
@@ -444,9 +454,10 @@ func (c *Consumer) Commit(offsets []PartitionOffset) error {
 }
 
 // Pause stops fetching parts (librdkafka also drops what it had fetched for
-// them but not delivered yet) until Resume. Pausing a partition that is not
-// assigned has no effect, and a partition's pause does not survive its
-// revocation: pause it again from Handler.Assigned if needed. Safe for
+// them but not delivered yet) until Resume. A partition's pause does not
+// survive its revocation, nor does a pause of a partition no longer
+// assigned: every assignment starts resumed (pause it again from
+// Handler.Assigned if needed). Safe for
 // concurrent use; returns ErrNotRunning before Run and ErrClosed once
 // shutdown refuses calls.
 func (c *Consumer) Pause(parts []TopicPartition) error {

@@ -246,6 +246,68 @@ func TestPauseResume(t *testing.T) {
 	})
 }
 
+// TestPauseDoesNotSurviveRevocation: a partition paused while it was
+// revoked (as the worker pauses a leaving partition while it drains), and
+// paused again once it was gone (a late pause of a leaving partition), is
+// fetched when it is assigned again. librdkafka keeps an application pause
+// on its partition object across unassign and assign, so without a resume
+// at assignment the partition came back paused and fetched nothing, with
+// nothing left to resume it (the exactly-once stall under churn).
+func TestPauseDoesNotSurviveRevocation(t *testing.T) {
+	const parts = 2
+	topic := kafkatest.Topic(t, parts)
+	cfg := testConfig(t)
+	cfg.GroupID = kafkatest.Group(t)
+
+	recA := newRecorder()
+	a := newConsumer(t, cfg, topic, recA)
+	revokedA := make(chan []transport.TopicPartition, 1)
+	recA.onRevoked = func(ps []transport.TopicPartition) {
+		if err := a.Pause(ps); err != nil {
+			t.Errorf("Pause inside Revoked: %v", err)
+		}
+		revokedA <- ps
+	}
+	runConsumer(t, a)
+	waitFor(t, waitTimeout, func() string { return fmt.Sprintf("A assigned all, has %v", a.Assignment()) },
+		func() bool { return len(a.Assignment()) == parts })
+
+	cfgB := cfg
+	cfgB.ClientID += "-b"
+	b := newConsumer(t, cfgB, topic, newRecorder())
+	stopB := runConsumer(t, b)
+	var moved []transport.TopicPartition
+	select {
+	case moved = <-revokedA:
+	case <-time.After(waitTimeout):
+		t.Fatal("B joined and A had nothing revoked")
+	}
+	waitFor(t, waitTimeout, func() string { return fmt.Sprintf("B has %v", b.Assignment()) },
+		func() bool { return len(b.Assignment()) == len(moved) })
+	if err := a.Pause(moved); err != nil { // gone from A: a late pause
+		t.Fatalf("Pause after revocation: %v", err)
+	}
+	if err := stopB(); err != nil {
+		t.Fatalf("B Run: %v", err)
+	}
+	waitFor(t, waitTimeout, func() string { return fmt.Sprintf("A takes all back, has %v", a.Assignment()) },
+		func() bool { return len(a.Assignment()) == parts })
+
+	p := newProducer(t, cfg)
+	for i := range 20 {
+		p.Produce(transport.Record{Topic: topic, Partition: int32(i % parts), Value: []byte("x")}, nil)
+	}
+	for _, tp := range moved {
+		waitFor(t, waitTimeout, func() string {
+			return fmt.Sprintf("records of partition %d, assigned to A again, without a Resume", tp.Partition)
+		}, func() bool {
+			recA.mu.Lock()
+			defer recA.mu.Unlock()
+			return len(recA.msgs[tp.Partition]) == 20/parts
+		})
+	}
+}
+
 // TestTwoConsumersSplit checks cooperative rebalancing: a second member
 // takes over some partitions, the first keeps the rest without having them
 // revoked, and when the second leaves the first gets them back.
