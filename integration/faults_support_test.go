@@ -355,8 +355,10 @@ func peakRSS(pid int) int64 {
 type passOutput struct {
 	id        string
 	srcPart   int
+	srcOffset int64     // the input record's offset (src.offset)
+	outPart   int       // the output record's partition
 	produced  time.Time // when the producer handed the input to Kafka
-	outCreate time.Time // the output record's create time (set by the worker's producer)
+	outCreate time.Time // the output record's append time (its topic has LogAppendTime)
 }
 
 // passReader reads the pass-through output read_committed with a consumer
@@ -401,7 +403,7 @@ func (r *passReader) readNew(t *testing.T) []passOutput {
 			p := e.TopicPartition.Partition
 			r.next[p] = int64(e.TopicPartition.Offset) + 1
 			delete(eof, p)
-			o := passOutput{outCreate: e.Timestamp, srcPart: -1}
+			o := passOutput{outCreate: e.Timestamp, srcPart: -1, srcOffset: -1, outPart: int(p)}
 			id, ms, ok := strings.Cut(string(e.Value), " ")
 			if !ok {
 				continue // not one of the producer's ids
@@ -411,8 +413,11 @@ func (r *passReader) readNew(t *testing.T) []passOutput {
 				o.produced = time.UnixMilli(n)
 			}
 			for _, h := range e.Headers {
-				if h.Key == "src.partition" {
+				switch h.Key {
+				case "src.partition":
 					o.srcPart, _ = strconv.Atoi(string(h.Value))
+				case "src.offset":
+					o.srcOffset, _ = strconv.ParseInt(string(h.Value), 10, 64)
 				}
 			}
 			out = append(out, o)

@@ -127,16 +127,22 @@ func newFaultApp(t *testing.T, guarantee string) *faultApp {
 	f.reader = &passReader{topic: f.passTo}
 	// The input allows the 3.5 MiB poison record.
 	createTopic(t, f.in, 8, map[string]string{"max.message.bytes": strconv.Itoa(8 << 20)})
+	// An output takes its input's timestamp (docs/protocol.md): the
+	// broker's append time is what tells when the worker wrote it.
+	createTopic(t, f.passTo, 8, map[string]string{"message.timestamp.type": "LogAppendTime"})
 	f.body = f.wc.body
 	f.body = strings.Replace(f.body, "  - {name: counts}\n", "  - {name: counts, standby_replicas: 1}\n", 1)
 	f.body = strings.Replace(f.body, "kafka: {reach_timeout: 10s, session_timeout: 6s}\n",
 		"kafka: {reach_timeout: 10s, session_timeout: 6s, properties: {max.poll.interval.ms: \"10000\"}}\n", 1)
 	f.body = strings.Replace(f.body, "topics:\n", fmt.Sprintf("topics:\n  - {name: %s, partitions: 8}\n  - {name: %s, partitions: 8}\n", f.in, f.passTo), 1)
-	f.body = strings.Replace(f.body, "agents:\n", fmt.Sprintf("agents:\n  - {name: pass, topics: [%s], max_retries: 2}\n", f.in), 1)
+	// pass is key-ordered: with a second instance on a worker (scenario 5)
+	// its events of one partition are spread over both and finish out of
+	// offset order; with one instance it behaves as partition ordering.
+	f.body = strings.Replace(f.body, "agents:\n", fmt.Sprintf("agents:\n  - {name: pass, topics: [%s], max_retries: 2, ordering: key}\n", f.in), 1)
 	if f.eos {
 		f.body += "processing_guarantee: exactly_once\n"
 	}
-	for _, want := range []string{"standby_replicas: 1", "max.poll.interval.ms", "name: pass"} {
+	for _, want := range []string{"standby_replicas: 1", "max.poll.interval.ms", "name: pass", "ordering: key"} {
 		if !strings.Contains(f.body, want) {
 			t.Fatalf("app file without %q:\n%s", want, f.body)
 		}
@@ -249,6 +255,10 @@ type phase struct {
 	prefix string
 	prod   *faultProducer
 	notes  []string
+
+	// wantReorder: the scenario fails unless some outputs of one input
+	// partition came out of offset order (scenario 5's fault happened).
+	wantReorder bool
 }
 
 func (p *phase) waitSent(n int) {
@@ -365,11 +375,21 @@ func (f *faultApp) check(t *testing.T, p *phase, ids int) faultRow {
 	t.Helper()
 	row := faultRow{produced: ids}
 	bySrc := map[int][]time.Time{}
+	// reordered counts outputs whose input offset is below that of an
+	// earlier output of the same input partition in the same output
+	// partition: results that finished out of offset order (or, under
+	// at-least-once, events processed again).
+	highest, reordered := map[[2]int]int64{}, 0
 	for _, o := range f.reader.readNew(t) {
 		f.copies[o.id]++
 		if !strings.HasPrefix(o.id, p.prefix+"-") {
 			continue
 		}
+		k := [2]int{o.outPart, o.srcPart}
+		if h, ok := highest[k]; ok && o.srcOffset < h {
+			reordered++
+		}
+		highest[k] = max(highest[k], o.srcOffset)
 		if d := o.outCreate.Sub(o.produced); d > row.latency {
 			row.latency = d
 		}
@@ -380,6 +400,12 @@ func (f *faultApp) check(t *testing.T, p *phase, ids int) faultRow {
 		for i := 1; i < len(ts); i++ {
 			row.stall = max(row.stall, ts[i].Sub(ts[i-1]))
 		}
+	}
+	if p.wantReorder {
+		if reordered == 0 {
+			t.Errorf("no output came out of its input partition's offset order: the scenario did not reorder completions")
+		}
+		p.note("%d outputs out of their input partition's offset order", reordered)
 	}
 	row.latency = row.latency.Round(time.Millisecond)
 	row.stall = row.stall.Round(time.Millisecond)
@@ -535,6 +561,34 @@ var faultScenarios = []faultScenario{
 			}
 		}
 		p.note("%d dead letters", len(got[f.dlq]))
+	}},
+	{"reorder", "5. out-of-order completion by a key-ordered agent across a rebalance", func(p *phase) {
+		f := p.f
+		p.wantReorder = true
+		// A second instance of pass on each worker, taking 0-40 ms an
+		// event: the worker spreads each partition's keys over the fast
+		// and the slow instance, whose results come back out of order.
+		var slow []*agentProc
+		jitter := func(i int) {
+			s := f.slots[i]
+			slow = append(slow, startAgent(f.t, s.proxy.Addr(), "pass", f.passTo, "--jitter", "40ms", "--hang-file", s.hang))
+			f.waitPassInstances(i, 2)
+		}
+		for _, i := range f.live() {
+			jitter(i)
+		}
+		p.waitSent(p.prod.sent() + 5*chunk)
+		n := f.addSlot()
+		jitter(n)
+		f.waitSpread("the partitions over four workers")
+		p.note("a fourth worker joined at %d ids", p.prod.sent())
+		p.waitSent(p.prod.sent() + 5*chunk)
+		d := f.term(n)
+		f.retire(n)
+		p.note("it left (drained in %s) at %d ids", d.Round(time.Millisecond), p.prod.sent())
+		for _, a := range slow {
+			a.kill()
+		}
 	}},
 	{"zombie", "6. zombie: SIGSTOP past the session timeout", func(p *phase) {
 		f := p.f
@@ -731,6 +785,20 @@ func (f *faultApp) busiest(not ...int) int {
 		}
 	}
 	return best
+}
+
+// waitPassInstances waits until worker i lists n connected instances of
+// pass.
+func (f *faultApp) waitPassInstances(i, n int) {
+	f.t.Helper()
+	waitFor(f.t, time.Minute, fmt.Sprintf("%d instances of pass on worker %d", n, i), func() bool {
+		for _, a := range f.slots[i].w.agents(f.t) {
+			if a.GetName() == "pass" {
+				return len(a.GetInstances()) == n
+			}
+		}
+		return false
+	})
 }
 
 func countAssigned(t *testing.T, w *workerProc) int {

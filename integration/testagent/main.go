@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"os/signal"
 	"strconv"
@@ -28,6 +29,7 @@ func main() {
 		poison   = flag.String("poison", "", "events with this value always ask for RETRY")
 		panicOn  = flag.String("panic", "", "the handler panics on events with this value")
 		delay    = flag.Duration("delay", 0, "time spent on each event")
+		jitter   = flag.Duration("jitter", 0, "a further random time in [0, jitter) spent on each event, so that instances of a key-ordered agent finish out of offset order")
 		credit   = flag.Int("credit", 1000, "credit window in events")
 		token    = flag.String("token", "", "bearer token")
 		cacert   = flag.String("cacert", "", "TLS: CA file of the worker's certificate")
@@ -52,6 +54,9 @@ func main() {
 		}
 		if *delay > 0 {
 			time.Sleep(*delay)
+		}
+		if *jitter > 0 {
+			time.Sleep(rand.N(*jitter))
 		}
 		for *hangFile != "" && exists(*hangFile) {
 			time.Sleep(20 * time.Millisecond)
