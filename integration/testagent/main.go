@@ -37,6 +37,7 @@ func main() {
 		key      = flag.String("key", "", "TLS: client key file")
 		hangFile = flag.String("hang-file", "", "while this file exists, events are held without a result")
 		discover = flag.Duration("discovery", 0, "how often to list the app's workers and connect to each (0: only --addr, the tests' default)")
+		store    = flag.String("store", "", "table: every event sets its key's value in this table to the event's value")
 		table    = flag.String("table", "", "table: events of key k0 set k0's value, others output k0's value read with Event.Get (\"k0=V\" or \"k0 absent\")")
 	)
 	flag.Parse()
@@ -62,6 +63,9 @@ func main() {
 			time.Sleep(20 * time.Millisecond)
 		}
 		value := ev.Value
+		if *store != "" {
+			ev.SetState(*store, ev.Value)
+		}
 		switch {
 		case *table != "" && string(ev.Key) == "k0":
 			ev.SetState(*table, ev.Value)
