@@ -4,6 +4,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -355,8 +356,10 @@ func peakRSS(pid int) int64 {
 type passOutput struct {
 	id        string
 	srcPart   int
+	srcOffset int64     // the input record's offset (src.offset)
+	outPart   int       // the output record's partition
 	produced  time.Time // when the producer handed the input to Kafka
-	outCreate time.Time // the output record's create time (set by the worker's producer)
+	outCreate time.Time // the output record's append time (its topic has LogAppendTime)
 }
 
 // passReader reads the pass-through output read_committed with a consumer
@@ -401,7 +404,7 @@ func (r *passReader) readNew(t *testing.T) []passOutput {
 			p := e.TopicPartition.Partition
 			r.next[p] = int64(e.TopicPartition.Offset) + 1
 			delete(eof, p)
-			o := passOutput{outCreate: e.Timestamp, srcPart: -1}
+			o := passOutput{outCreate: e.Timestamp, srcPart: -1, srcOffset: -1, outPart: int(p)}
 			id, ms, ok := strings.Cut(string(e.Value), " ")
 			if !ok {
 				continue // not one of the producer's ids
@@ -411,8 +414,11 @@ func (r *passReader) readNew(t *testing.T) []passOutput {
 				o.produced = time.UnixMilli(n)
 			}
 			for _, h := range e.Headers {
-				if h.Key == "src.partition" {
+				switch h.Key {
+				case "src.partition":
 					o.srcPart, _ = strconv.Atoi(string(h.Value))
+				case "src.offset":
+					o.srcOffset, _ = strconv.ParseInt(string(h.Value), 10, 64)
 				}
 			}
 			out = append(out, o)
@@ -457,4 +463,122 @@ func metricSum(w *workerProc, name string) float64 {
 		}
 	}
 	return sum
+}
+
+// produceKV writes one record to a partition of topic and waits for its
+// acknowledgement.
+func produceKV(t *testing.T, topic string, partition int32, key, value string) {
+	t.Helper()
+	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": kafkatest.Bootstrap(t), "acks": "all"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	dr := make(chan kafka.Event, 1)
+	if err := p.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: partition},
+		Key: []byte(key), Value: []byte(value)}, dr); err != nil {
+		t.Fatalf("produce to %s[%d]: %v", topic, partition, err)
+	}
+	select {
+	case ev := <-dr:
+		if m := ev.(*kafka.Message); m.TopicPartition.Error != nil {
+			t.Fatalf("produce to %s[%d]: %v", topic, partition, m.TopicPartition.Error)
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("produce to %s[%d]: no acknowledgement within 1m", topic, partition)
+	}
+}
+
+// alterTopic sets (or, with del, deletes: back to the broker's defaults)
+// the given configs of topic.
+func alterTopic(t *testing.T, topic string, configs map[string]string, del bool) {
+	t.Helper()
+	a, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": kafkatest.Bootstrap(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	op := kafka.AlterConfigOpTypeSet
+	if del {
+		op = kafka.AlterConfigOpTypeDelete
+	}
+	var entries []kafka.ConfigEntry
+	for k, v := range configs {
+		entries = append(entries, kafka.ConfigEntry{Name: k, Value: v, IncrementalOperation: op})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := a.IncrementalAlterConfigs(ctx, []kafka.ConfigResource{{Type: kafka.ResourceTopic, Name: topic, Config: entries}})
+	if err == nil && len(res) == 1 && res[0].Error.Code() != kafka.ErrNoError {
+		err = res[0].Error
+	}
+	if err != nil {
+		t.Fatalf("alter the configs of %s: %v", topic, err)
+	}
+}
+
+// hasLogLine reports whether one line of log holds every one of parts.
+func hasLogLine(log string, parts ...string) bool {
+	for _, l := range strings.Split(log, "\n") {
+		ok := true
+		for _, p := range parts {
+			if !strings.Contains(l, p) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+// scanTable returns workerctl scan TABLE --all (numeric values), waiting
+// for a scan with no partition restoring.
+func scanTable(t *testing.T, w *workerProc, table string) map[string]int64 {
+	t.Helper()
+	var got map[string]int64
+	waitFor(t, time.Minute, "a scan of "+table+" with no partition restoring", func() bool {
+		out, errOut, code := w.ctl(t, "scan", table, "--all", "--limit", "10000", "-o", "json")
+		if code != 0 {
+			t.Fatalf("workerctl scan %s: exit %d: %s", table, code, errOut)
+		}
+		var sc struct {
+			Entries []struct {
+				Key   []byte `json:"key"`
+				Value []byte `json:"value"`
+			} `json:"entries"`
+			RestoringPartitions []int32 `json:"restoring_partitions"`
+		}
+		if err := json.Unmarshal([]byte(out), &sc); err != nil {
+			t.Fatalf("scan JSON: %v\n%s", err, out)
+		}
+		got = map[string]int64{}
+		for _, e := range sc.Entries {
+			n, err := strconv.ParseInt(string(e.Value), 10, 64)
+			if err != nil {
+				t.Fatalf("scan %s: %q = %q is not a number", table, e.Key, e.Value)
+			}
+			got[string(e.Key)] = n
+		}
+		return len(sc.RestoringPartitions) == 0
+	})
+	return got
+}
+
+// fenceProducer starts a transactional producer with transactional.id
+// tid and initialises it, which fences the producer that had the id.
+func fenceProducer(t *testing.T, tid string) {
+	t.Helper()
+	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": kafkatest.Bootstrap(t), "transactional.id": tid})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.InitTransactions(ctx); err != nil {
+		t.Fatalf("fence %s: InitTransactions: %v", tid, err)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,7 +40,7 @@ const (
 	// (space or comma separated), for working on one.
 	faultsOnlyEnv = "EDDY_FAULTS_ONLY"
 
-	faultParts = 24 // in, lines, words: 8 partitions each
+	faultParts = 32 // in, lines, words, marks: 8 partitions each
 	chunk      = 100
 	tick       = 200 * time.Millisecond
 )
@@ -94,6 +95,7 @@ type faultSlot struct {
 	proxy *tcpProxy
 	pass  *agentProc
 	wc    *agentProc
+	marks *agentProc
 	hang  string // while this file exists, the pass agent holds its events
 	down  bool
 }
@@ -104,10 +106,13 @@ type faultApp struct {
 	wc     wordCountApp
 	in     string
 	passTo string
-	dlq    string
-	body   string
-	slots  []*faultSlot
-	lines  []string
+	// marks: a small table that scenario 8 leaves empty in some
+	// partitions (agent marks: each event sets its key to its value).
+	marks, marksIn, marksOut string
+	dlq                      string
+	body                     string
+	slots                    []*faultSlot
+	lines                    []string
 
 	linesUsed int
 	truth     map[string]int64
@@ -123,20 +128,31 @@ type faultApp struct {
 func newFaultApp(t *testing.T, guarantee string) *faultApp {
 	f := &faultApp{t: t, eos: guarantee == "exactly_once", wc: newWordCountApp(t), truth: map[string]int64{}, copies: map[string]int{}, clChecked: map[int32]int64{}}
 	f.in, f.passTo = uniq(t, "ids"), uniq(t, "ids-out")
+	f.marksIn, f.marksOut = uniq(t, "marks"), uniq(t, "marks-out")
+	f.marks = f.wc.app + "-marks-changelog"
 	f.dlq = f.wc.app + "-pass-dlq"
 	f.reader = &passReader{topic: f.passTo}
 	// The input allows the 3.5 MiB poison record.
 	createTopic(t, f.in, 8, map[string]string{"max.message.bytes": strconv.Itoa(8 << 20)})
+	// An output takes its input's timestamp (docs/protocol.md): the
+	// broker's append time is what tells when the worker wrote it.
+	createTopic(t, f.passTo, 8, map[string]string{"message.timestamp.type": "LogAppendTime"})
 	f.body = f.wc.body
 	f.body = strings.Replace(f.body, "  - {name: counts}\n", "  - {name: counts, standby_replicas: 1}\n", 1)
 	f.body = strings.Replace(f.body, "kafka: {reach_timeout: 10s, session_timeout: 6s}\n",
 		"kafka: {reach_timeout: 10s, session_timeout: 6s, properties: {max.poll.interval.ms: \"10000\"}}\n", 1)
-	f.body = strings.Replace(f.body, "topics:\n", fmt.Sprintf("topics:\n  - {name: %s, partitions: 8}\n  - {name: %s, partitions: 8}\n", f.in, f.passTo), 1)
-	f.body = strings.Replace(f.body, "agents:\n", fmt.Sprintf("agents:\n  - {name: pass, topics: [%s], max_retries: 2}\n", f.in), 1)
+	f.body = strings.Replace(f.body, "topics:\n", fmt.Sprintf("topics:\n  - {name: %s, partitions: 8}\n  - {name: %s, partitions: 8}\n  - {name: %s, partitions: 8}\n  - {name: %s, partitions: 8}\n",
+		f.in, f.passTo, f.marksIn, f.marksOut), 1)
+	f.body = strings.Replace(f.body, "tables:\n", "tables:\n  - {name: marks}\n", 1)
+	f.body = strings.Replace(f.body, "agents:\n", fmt.Sprintf("agents:\n  - {name: marks, topics: [%s], tables: [marks]}\n", f.marksIn), 1)
+	// pass is key-ordered: with a second instance on a worker (scenario 5)
+	// its events of one partition are spread over both and finish out of
+	// offset order; with one instance it behaves as partition ordering.
+	f.body = strings.Replace(f.body, "agents:\n", fmt.Sprintf("agents:\n  - {name: pass, topics: [%s], max_retries: 2, ordering: key}\n", f.in), 1)
 	if f.eos {
 		f.body += "processing_guarantee: exactly_once\n"
 	}
-	for _, want := range []string{"standby_replicas: 1", "max.poll.interval.ms", "name: pass"} {
+	for _, want := range []string{"standby_replicas: 1", "max.poll.interval.ms", "name: pass", "ordering: key", "{name: marks}", "tables: [marks]"} {
 		if !strings.Contains(f.body, want) {
 			t.Fatalf("app file without %q:\n%s", want, f.body)
 		}
@@ -165,6 +181,7 @@ func (f *faultApp) addSlot() int {
 func (f *faultApp) startAgents(s *faultSlot) {
 	s.pass = startAgent(f.t, s.proxy.Addr(), "pass", f.passTo, "--poison", "poison-error", "--panic", "poison-panic", "--hang-file", s.hang)
 	s.wc = startWordCount(f.t, s.proxy.Addr(), f.wc)
+	s.marks = startAgent(f.t, s.proxy.Addr(), "marks", f.marksOut, "--store", "marks")
 }
 
 func (f *faultApp) live() []int {
@@ -188,7 +205,7 @@ func (f *faultApp) waitSpread(what string) {
 			if s.w.exited() {
 				f.t.Fatalf("worker %d exited with %d:\n%s", i, s.w.exitCode, tail(s.w.log.String(), 8192))
 			}
-			for _, a := range []*agentProc{s.pass, s.wc} {
+			for _, a := range []*agentProc{s.pass, s.wc, s.marks} {
 				select {
 				case <-a.done:
 					f.t.Fatalf("an agent of worker %d exited:\n%s", i, tail(a.log.String(), 4096))
@@ -240,6 +257,7 @@ func (f *faultApp) retire(i int) {
 	s := f.slots[i]
 	s.pass.kill()
 	s.wc.kill()
+	s.marks.kill()
 	s.down = true
 }
 
@@ -249,6 +267,10 @@ type phase struct {
 	prefix string
 	prod   *faultProducer
 	notes  []string
+
+	// wantReorder: the scenario fails unless some outputs of one input
+	// partition came out of offset order (scenario 5's fault happened).
+	wantReorder bool
 }
 
 func (p *phase) waitSent(n int) {
@@ -271,7 +293,13 @@ type faultScenario struct {
 // optInScenarios run only when EDDY_FAULTS_ONLY names them. broker: the
 // test binary's own librdkafka clients crashed it (SIGSEGV) after the
 // broker freeze, twice in three runs (docs/reliability.md).
-var optInScenarios = map[string]bool{"broker": true}
+// txntimeout freezes the broker the same way, and the test binary crashed
+// so after it too.
+var optInScenarios = map[string]bool{"broker": true, "txntimeout": true}
+
+// eosOnlyScenarios run only under exactly_once: transactions are their
+// subject.
+var eosOnlyScenarios = map[string]bool{"fence": true, "txntimeout": true}
 
 // runFaultSuite runs the scenarios one after another on one app, adding
 // each one's row to rows before it starts (marked failed until it ends
@@ -280,6 +308,9 @@ func runFaultSuite(t *testing.T, guarantee string, only []string, rows *[]faultR
 	f := newFaultApp(t, guarantee)
 	for i, sc := range faultScenarios {
 		if (len(only) > 0 || optInScenarios[sc.key]) && !slices.Contains(only, sc.key) {
+			continue
+		}
+		if eosOnlyScenarios[sc.key] && !f.eos {
 			continue
 		}
 		*rows = append(*rows, faultRow{scenario: sc.name, guarantee: guarantee, failed: true, note: "did not finish"})
@@ -365,11 +396,21 @@ func (f *faultApp) check(t *testing.T, p *phase, ids int) faultRow {
 	t.Helper()
 	row := faultRow{produced: ids}
 	bySrc := map[int][]time.Time{}
+	// reordered counts outputs whose input offset is below that of an
+	// earlier output of the same input partition in the same output
+	// partition: results that finished out of offset order (or, under
+	// at-least-once, events processed again).
+	highest, reordered := map[[2]int]int64{}, 0
 	for _, o := range f.reader.readNew(t) {
 		f.copies[o.id]++
 		if !strings.HasPrefix(o.id, p.prefix+"-") {
 			continue
 		}
+		k := [2]int{o.outPart, o.srcPart}
+		if h, ok := highest[k]; ok && o.srcOffset < h {
+			reordered++
+		}
+		highest[k] = max(highest[k], o.srcOffset)
 		if d := o.outCreate.Sub(o.produced); d > row.latency {
 			row.latency = d
 		}
@@ -380,6 +421,12 @@ func (f *faultApp) check(t *testing.T, p *phase, ids int) faultRow {
 		for i := 1; i < len(ts); i++ {
 			row.stall = max(row.stall, ts[i].Sub(ts[i-1]))
 		}
+	}
+	if p.wantReorder {
+		if reordered == 0 {
+			t.Errorf("no output came out of its input partition's offset order: the scenario did not reorder completions")
+		}
+		p.note("%d outputs out of their input partition's offset order", reordered)
 	}
 	row.latency = row.latency.Round(time.Millisecond)
 	row.stall = row.stall.Round(time.Millisecond)
@@ -517,6 +564,7 @@ var faultScenarios = []faultScenario{
 		s := f.slots[f.busiest()]
 		s.pass.kill()
 		s.wc.kill()
+		s.marks.kill()
 		f.startAgents(s)
 		p.note("agents of one worker killed at %d ids", p.prod.sent())
 		p.waitSent(p.prod.sent() + 10*chunk)
@@ -535,6 +583,34 @@ var faultScenarios = []faultScenario{
 			}
 		}
 		p.note("%d dead letters", len(got[f.dlq]))
+	}},
+	{"reorder", "5. out-of-order completion by a key-ordered agent across a rebalance", func(p *phase) {
+		f := p.f
+		p.wantReorder = true
+		// A second instance of pass on each worker, taking 0-40 ms an
+		// event: the worker spreads each partition's keys over the fast
+		// and the slow instance, whose results come back out of order.
+		var slow []*agentProc
+		jitter := func(i int) {
+			s := f.slots[i]
+			slow = append(slow, startAgent(f.t, s.proxy.Addr(), "pass", f.passTo, "--jitter", "40ms", "--hang-file", s.hang))
+			f.waitPassInstances(i, 2)
+		}
+		for _, i := range f.live() {
+			jitter(i)
+		}
+		p.waitSent(p.prod.sent() + 5*chunk)
+		n := f.addSlot()
+		jitter(n)
+		f.waitSpread("the partitions over four workers")
+		p.note("a fourth worker joined at %d ids", p.prod.sent())
+		p.waitSent(p.prod.sent() + 5*chunk)
+		d := f.term(n)
+		f.retire(n)
+		p.note("it left (drained in %s) at %d ids", d.Round(time.Millisecond), p.prod.sent())
+		for _, a := range slow {
+			a.kill()
+		}
 	}},
 	{"zombie", "6. zombie: SIGSTOP past the session timeout", func(p *phase) {
 		f := p.f
@@ -586,6 +662,86 @@ var faultScenarios = []faultScenario{
 		f.restart(b)
 		p.note("worker %d restarted on a stale copy of its data", b)
 	}},
+	{"changelog", "8. changelog: empty partitions restored; compaction during restores", func(p *phase) {
+		f := p.f
+		// Partitions 0-3 of marks get a record, 4-7 stay empty.
+		for part := range int32(4) {
+			produceKV(f.t, f.marksIn, part, fmt.Sprintf("m%d", part), "1")
+		}
+		waitFor(f.t, 2*time.Minute, "marks' changelog in partitions 0-3", func() bool {
+			return len(lastByKey(f.t, readCommitted(f.t, f.marks))) == 4
+		})
+		// The cleaner compacts the counts changelog as soon as it can:
+		// a segment rolled every 500 ms (on the next record), any dirty
+		// ratio, no lag.
+		aggressive := map[string]string{"segment.ms": "500", "min.cleanable.dirty.ratio": "0.01", "min.compaction.lag.ms": "0"}
+		alterTopic(f.t, f.wc.changelog, aggressive, false)
+		defer alterTopic(f.t, f.wc.changelog, aggressive, true)
+		ends := endOffsets(f.t, f.wc.changelog, 8)
+		below := func() int {
+			n := 0
+			for _, r := range readCommitted(f.t, f.wc.changelog) {
+				if r.Offset < ends[r.Partition] {
+					n++
+				}
+			}
+			return n
+		}
+		before := below()
+		waitFor(f.t, 2*time.Minute, "the cleaner to compact the counts changelog", func() bool { return below() < before })
+		// A worker owning empty marks partitions loses its data and
+		// restores them (and its count partitions, while the cleaner
+		// works); then the two others, owning most count partitions first.
+		v := f.owningMost(f.marksIn, 4, 8)
+		var restored []string
+		done := []int{}
+		for round := range 3 {
+			if round > 0 {
+				p.waitSent(p.prod.sent() + 5*chunk)
+				v = f.owningMost(f.wc.words, 0, 8, done...)
+			}
+			done = append(done, v)
+			f.kill9(v)
+			if err := os.RemoveAll(filepath.Join(f.slots[v].dir, "data")); err != nil {
+				f.t.Fatal(err)
+			}
+			f.restart(v)
+			f.waitSpread(fmt.Sprintf("the partitions after worker %d restored", v))
+			restored = append(restored, strconv.Itoa(v))
+			if round == 0 {
+				empty := f.owned(v, f.marksIn, 4, 8)
+				if len(empty) == 0 {
+					f.t.Fatalf("worker %d owns none of marks' empty partitions after its restart", v)
+				}
+				w := f.slots[v].w
+				waitFor(f.t, time.Minute, fmt.Sprintf("worker %d to restore marks' empty partitions %v", v, empty), func() bool {
+					for _, part := range empty {
+						if !hasLogLine(w.log.String(), "table partition restored", "table=marks", fmt.Sprintf("partition=%d ", part), "records=0") {
+							return false
+						}
+					}
+					return true
+				})
+				p.note("worker %d restored marks' empty partitions %v", v, empty)
+			}
+		}
+		after := below()
+		p.note("workers %s restored without their data while the cleaner compacted the counts changelog (%d of its first %d records left)",
+			strings.Join(restored, ", "), after, before)
+		// The partitions restored empty take their first records, and the
+		// others their next.
+		for part := range int32(8) {
+			produceKV(f.t, f.marksIn, part, fmt.Sprintf("m%d", part), "2")
+		}
+		want := map[string]int64{}
+		for part := range 8 {
+			want[fmt.Sprintf("m%d", part)] = 2
+		}
+		waitFor(f.t, 2*time.Minute, "marks' changelog at 2 for every key", func() bool {
+			return maps.Equal(lastByKey(f.t, readCommitted(f.t, f.marks)), want)
+		})
+		checkExact(f.t, "scan of marks against its changelog", scanTable(f.t, f.slots[f.live()[0]].w, "marks"), want)
+	}},
 	{"broker", "9. broker: kill -9 and restart; SIGSTOP past the session timeout", func(p *phase) {
 		f := p.f
 		f.offsets.pause()
@@ -607,6 +763,54 @@ var faultScenarios = []faultScenario{
 			f.t.Fatal(err)
 		}
 		p.note("broker frozen for %s", time.Since(frozen).Round(time.Millisecond))
+	}},
+	{"fence", "10. transactions: a producer fenced", func(p *phase) {
+		f := p.f
+		// Fenced: a producer of the test's with the busiest worker's
+		// transactional id (docs/kafka.md#exactly-once) bumps its epoch;
+		// the worker's next transactional call fails as fenced.
+		v := f.busiest()
+		id, err := os.ReadFile(filepath.Join(f.slots[v].dir, "data", "worker-id"))
+		if err != nil {
+			f.t.Fatalf("worker %d's id: %v", v, err)
+		}
+		tid := f.wc.app + "-" + strings.TrimSpace(string(id))
+		before := metricSum(f.slots[v].w, "eddy_producer_resets_total")
+		fenceProducer(f.t, tid)
+		waitFor(f.t, time.Minute, fmt.Sprintf("worker %d to re-create its fenced producer", v), func() bool {
+			return metricSum(f.slots[v].w, "eddy_producer_resets_total") > before
+		})
+		p.note("worker %d's producer fenced by another with its transactional id %s, and re-created", v, tid)
+	}},
+	{"txntimeout", "10. transactions: a commit timed out", func(p *phase) {
+		f := p.f
+		resets := func() float64 {
+			var n float64
+			for _, i := range f.live() {
+				n += metricSum(f.slots[i].w, "eddy_producer_resets_total")
+			}
+			return n
+		}
+		// Timed out: the broker stands still (SIGSTOP) for 9 s, past the
+		// worker's bound on a commit (kafka.message_timeout + 5 s = 8 s):
+		// the commit in flight ends with its outcome unknown, the producer
+		// is re-created and its InitTransactions settles it.
+		f.offsets.pause()
+		defer f.offsets.resume()
+		total := resets()
+		pid := kafkatest.BrokerPID(f.t)
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			f.t.Fatal(err)
+		}
+		frozen := time.Now()
+		for time.Since(frozen) < 9*time.Second {
+			time.Sleep(100 * time.Millisecond) // a freeze of fixed length is the fault itself
+		}
+		if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+			f.t.Fatal(err)
+		}
+		waitFor(f.t, time.Minute, "a worker to re-create the producer whose commit timed out", func() bool { return resets() > total })
+		p.note("broker frozen for %s: %v producers re-created after their commit timed out", time.Since(frozen).Round(time.Millisecond), resets()-total)
 	}},
 	{"slow", "11. a slow agent past max.poll.interval.ms (10 s)", func(p *phase) {
 		f := p.f
@@ -731,6 +935,52 @@ func (f *faultApp) busiest(not ...int) int {
 		}
 	}
 	return best
+}
+
+// owned returns the partitions in [from, to) of topic that worker i owns.
+func (f *faultApp) owned(i int, topic string, from, to int) []int {
+	var out []int
+	as, _ := f.slots[i].w.status(f.t)["assigned"].([]any)
+	for _, a := range as {
+		m, ok := a.(map[string]any)
+		if !ok || m["topic"] != topic {
+			continue
+		}
+		if part, ok := m["partition"].(float64); ok && int(part) >= from && int(part) < to {
+			out = append(out, int(part))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// owningMost returns the live worker, other than those in not, owning
+// most partitions in [from, to) of topic.
+func (f *faultApp) owningMost(topic string, from, to int, not ...int) int {
+	best, most := -1, -1
+	for _, i := range f.live() {
+		if slices.Contains(not, i) {
+			continue
+		}
+		if n := len(f.owned(i, topic, from, to)); n > most {
+			best, most = i, n
+		}
+	}
+	return best
+}
+
+// waitPassInstances waits until worker i lists n connected instances of
+// pass.
+func (f *faultApp) waitPassInstances(i, n int) {
+	f.t.Helper()
+	waitFor(f.t, time.Minute, fmt.Sprintf("%d instances of pass on worker %d", n, i), func() bool {
+		for _, a := range f.slots[i].w.agents(f.t) {
+			if a.GetName() == "pass" {
+				return len(a.GetInstances()) == n
+			}
+		}
+		return false
+	})
 }
 
 func countAssigned(t *testing.T, w *workerProc) int {

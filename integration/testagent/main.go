@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"os/signal"
 	"strconv"
@@ -28,6 +29,7 @@ func main() {
 		poison   = flag.String("poison", "", "events with this value always ask for RETRY")
 		panicOn  = flag.String("panic", "", "the handler panics on events with this value")
 		delay    = flag.Duration("delay", 0, "time spent on each event")
+		jitter   = flag.Duration("jitter", 0, "a further random time in [0, jitter) spent on each event, so that instances of a key-ordered agent finish out of offset order")
 		credit   = flag.Int("credit", 1000, "credit window in events")
 		token    = flag.String("token", "", "bearer token")
 		cacert   = flag.String("cacert", "", "TLS: CA file of the worker's certificate")
@@ -35,6 +37,7 @@ func main() {
 		key      = flag.String("key", "", "TLS: client key file")
 		hangFile = flag.String("hang-file", "", "while this file exists, events are held without a result")
 		discover = flag.Duration("discovery", 0, "how often to list the app's workers and connect to each (0: only --addr, the tests' default)")
+		store    = flag.String("store", "", "table: every event sets its key's value in this table to the event's value")
 		table    = flag.String("table", "", "table: events of key k0 set k0's value, others output k0's value read with Event.Get (\"k0=V\" or \"k0 absent\")")
 	)
 	flag.Parse()
@@ -53,10 +56,16 @@ func main() {
 		if *delay > 0 {
 			time.Sleep(*delay)
 		}
+		if *jitter > 0 {
+			time.Sleep(rand.N(*jitter))
+		}
 		for *hangFile != "" && exists(*hangFile) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		value := ev.Value
+		if *store != "" {
+			ev.SetState(*store, ev.Value)
+		}
 		switch {
 		case *table != "" && string(ev.Key) == "k0":
 			ev.SetState(*table, ev.Value)
