@@ -233,6 +233,9 @@ func startSteadyProducer(t *testing.T, topic string, keys, values []string, chun
 	kp, err := kafka.NewProducer(&kafka.ConfigMap{
 		"bootstrap.servers": kafkatest.Bootstrap(t), "acks": "all", "linger.ms": 5,
 		"partitioner": "murmur2_random", "go.delivery.report.fields": "none",
+		// A retried produce request must not write a line twice: the
+		// checks count each line's words once.
+		"enable.idempotence": true,
 	})
 	if err != nil {
 		t.Fatal(err)

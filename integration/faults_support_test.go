@@ -120,6 +120,9 @@ func startFaultProducer(t *testing.T, prefix, idTopic, lineTopic string, lines [
 		"bootstrap.servers": kafkatest.Bootstrap(t), "acks": "all", "linger.ms": 5,
 		"partitioner": "murmur2_random", "go.delivery.report.fields": "none",
 		"message.timeout.ms": 120000,
+		// A retried produce request must not write an id or a line twice:
+		// the checker counts copies of an input, not of a retry.
+		"enable.idempotence": true,
 	})
 	if err != nil {
 		t.Fatal(err)
