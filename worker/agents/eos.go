@@ -296,15 +296,12 @@ func (m *Manager) runTxn(j *commitJob) (err error, reset bool) {
 		// this transaction still queued are failed, not produced
 		// (openTxn no longer names it).
 		m.openTxn.Store(0)
-		aerr := tp.AbortTxn(ctx)
+		aerr := abortTxn(ctx, tp, fmt.Errorf("its records could not be handed to the producer within %s", m.cfg.MessageTimeout))
 		select {
 		case <-barrier:
 		case <-m.quit:
 		}
 		m.localFail.Store(false)
-		if aerr == nil {
-			aerr = fmt.Errorf("%w: its records could not be handed to the producer within %s", transport.ErrTxnAborted, m.cfg.MessageTimeout)
-		}
 		if !errors.Is(aerr, transport.ErrTxnFatal) {
 			return aerr, false
 		}
@@ -318,10 +315,7 @@ func (m *Manager) runTxn(j *commitJob) (err error, reset bool) {
 	}
 	switch {
 	case j.abort != nil:
-		err = tp.AbortTxn(ctx)
-		if err == nil {
-			err = fmt.Errorf("%w: %w", transport.ErrTxnAborted, j.abort)
-		}
+		err = abortTxn(ctx, tp, j.abort)
 	default:
 		var gm transport.GroupMetadata
 		if tc, ok := m.consumer.(TxnConsumer); ok && len(j.offsets) > 0 {
@@ -334,11 +328,7 @@ func (m *Manager) runTxn(j *commitJob) (err error, reset bool) {
 			err = errTxnLeft
 		}
 		if err != nil {
-			if aerr := tp.AbortTxn(ctx); aerr != nil {
-				err = aerr
-			} else {
-				err = fmt.Errorf("%w: %w", transport.ErrTxnAborted, err)
-			}
+			err = abortTxn(ctx, tp, err)
 		} else {
 			err = tp.CommitTxn(ctx, j.offsets, gm)
 		}
@@ -348,6 +338,15 @@ func (m *Manager) runTxn(j *commitJob) (err error, reset bool) {
 		return err, false
 	}
 	return m.resetTxn(tp, j, err)
+}
+
+// abortTxn aborts the open transaction for why: the abort's own error if
+// it failed, else ErrTxnAborted wrapping why.
+func abortTxn(ctx context.Context, tp TxnProducer, why error) error {
+	if err := tp.AbortTxn(ctx); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: %w", transport.ErrTxnAborted, why)
 }
 
 // resetTxn re-creates the producer after a fatal error of j's transaction,

@@ -3,6 +3,7 @@ package agents_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -115,15 +116,7 @@ func (p *fakeTxnProducer) ResetTxn(ctx context.Context) error { return p.AbortTx
 func (p *fakeTxnProducer) committedValues() map[string]int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return maps(p.committed)
-}
-
-func maps(m map[string]int) map[string]int {
-	out := map[string]int{}
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(p.committed)
 }
 
 // txnOf returns the index of the transaction holding record value v.
