@@ -77,10 +77,13 @@ func TestFaults(t *testing.T) {
 	}
 	var rows []faultRow
 	started := time.Now()
+	// The commit the binaries are built from: the tree may move during the
+	// run.
+	commit, _ := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
 	for _, g := range gs {
 		t.Run(g, func(t *testing.T) { runFaultSuite(t, g, only, &rows) })
 	}
-	report := faultReport(rows, time.Since(started))
+	report := faultReport(rows, strings.TrimSpace(string(commit)), time.Since(started))
 	fmt.Println(report)
 	if path := os.Getenv(faultsReportEnv); path != "" {
 		writeFaultReport(t, path, report)
@@ -1010,8 +1013,7 @@ func statusCode(err error) string {
 }
 
 // faultReport renders the rows as docs/reliability.md's table.
-func faultReport(rows []faultRow, took time.Duration) string {
-	commit, _ := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+func faultReport(rows []faultRow, commit string, took time.Duration) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "| scenario | guarantee | produced | lost | duplicated | longest stall | max latency | worker RSS peak | result |\n")
 	fmt.Fprintf(&b, "|---|---|---:|---:|---:|---:|---:|---:|---|\n")
@@ -1027,7 +1029,7 @@ func faultReport(rows []faultRow, took time.Duration) string {
 			r.scenario, r.guarantee, r.produced, r.lost, r.dup, r.stall, r.latency, r.rss>>20, res)
 	}
 	fmt.Fprintf(&b, "\nRun of %s at commit %s, %s in all.\n", time.Now().UTC().Format("2006-01-02 15:04 MST"),
-		strings.TrimSpace(string(commit)), took.Round(time.Second))
+		commit, took.Round(time.Second))
 	return b.String()
 }
 
