@@ -302,7 +302,10 @@ func TestKafkaRevokeDuringMoveKeepsLoads(t *testing.T) {
 
 			done := make(chan struct{})
 			go func() { h.m.Revoked(tps("in", 0)); close(done) }()
-			h.settle()
+			// The revoke under way before the old owner lets go: else the
+			// move could finish first, and the revoke then wait for b's
+			// ack, which b never sends.
+			waitFor(t, wait, func() string { return "the revoke of in[0] under way" }, func() bool { return h.m.Revoking() == 1 })
 			tt.finish(a, held)
 			select {
 			case <-done:

@@ -56,3 +56,12 @@ func (m *Manager) SwapStore(topic string, partition int32, table string, st *tab
 	}
 	return <-reply
 }
+
+// Revoking reports how many revokes are under way.
+func (m *Manager) Revoking() int {
+	reply := make(chan int, 1)
+	if !m.in.push(&funcReq{f: func() { reply <- len(m.revokes) }}) {
+		return 0
+	}
+	return <-reply
+}
