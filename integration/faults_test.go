@@ -866,6 +866,7 @@ var faultScenarios = []faultScenario{
 		}
 		p.note("a worker joined and left twice (SIGTERM, kill -9); %v commits refused (eddy_commit_failures_total)", failures)
 	}},
+	{"disk", "13. disk: the data directory's filesystem full, then space freed", diskScenario},
 	{"sigterm", "14. SIGTERM mid-stream", func(p *phase) {
 		f := p.f
 		i := f.busiest()

@@ -17,6 +17,9 @@ type stallKey struct {
 	topic     string
 	partition int32
 	instance  string
+	// tables: the partition's table writes fail (a stall of its own,
+	// beside any other of the partition).
+	tables bool
 }
 
 // checkStalls reports partitions whose frontier has not moved for
@@ -47,6 +50,13 @@ func (m *Manager) checkStalls(now time.Time) {
 			// Known at once, not after StallTimeout: it will not move.
 			report(stallKey{topic: p.ktp.topic, partition: p.ktp.partition}, p.a.cfg.Name, p.a.blockedReason(), p.a.blockedAt)
 			continue
+		}
+		if !p.revoking {
+			m.checkTableWrites(p, func(reason string, since time.Time) {
+				k := stallKey{topic: p.ktp.topic, partition: p.ktp.partition, tables: true}
+				report(k, p.a.cfg.Name, reason, since)
+				m.stalls[k].Error = true
+			})
 		}
 		if p.a.paused || p.revoking || p.recovering {
 			continue // a restore reports its own progress
@@ -105,6 +115,25 @@ func (m *Manager) checkStalls(now time.Time) {
 		list = append(list, *st)
 	}
 	m.mon.SetStalls(list)
+}
+
+// checkTableWrites counts p's failed table writes (the metric) and reports
+// a table whose store cannot be written: at once, since its changes are
+// held in memory until a write works (Config.InflightBytes then stops
+// delivery), and the worker's commits go on (the changelog has them).
+func (m *Manager) checkTableWrites(p *partition, report func(reason string, since time.Time)) {
+	for _, t := range p.tables {
+		p.a.mon.TableWriteErrors.Add(t.TakeWriteErrors())
+	}
+	for _, t := range p.tables {
+		if err, fails, since := t.WriteFailure(); err != nil {
+			report(fmt.Sprintf("writing table %q partition %d to its store failed (%d times in a row): %v; "+
+				"its changes (%d bytes) are held in memory and written again every commit cycle (%s); "+
+				"the worker stops taking events when it holds %d bytes in all",
+				t.Name(), p.ktp.partition, fails, err, t.HeldBytes(), m.cfg.CommitInterval, m.cfg.InflightBytes), since)
+			return
+		}
+	}
 }
 
 // statsLag is librdkafka's consumer lag of the partition, or 0 unknown.

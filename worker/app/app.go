@@ -253,6 +253,12 @@ func (a *App) Status() Status {
 		st.KafkaErrors = a.kafkaErrs()
 	}
 	st.Stalled = a.mon.Stalls()
+	for _, s := range st.Stalled {
+		if s.Error {
+			st.Errors = append(st.Errors, fmt.Sprintf("agent %q, topic %q partition %d, since %s: %s",
+				s.Agent, s.Topic, s.Partition, s.Since.UTC().Format(time.RFC3339), s.Reason))
+		}
+	}
 	st.Recovery = a.recoveryLocked()
 	st.LastRestores = a.lastRestoresLocked()
 	return st

@@ -86,6 +86,10 @@ type AgentStats struct {
 	// TableReadErrors counts reads of the agent's table stores that failed;
 	// each held its event back, to be read again after a backoff.
 	TableReadErrors atomic.Uint64
+	// TableWriteErrors counts writes of the agent's table changes to their
+	// stores that failed (a full or read-only disk); each is tried again
+	// at the next commit cycle, the changes held in memory meanwhile.
+	TableWriteErrors atomic.Uint64
 }
 
 // Stall is a partition or agent instance that stopped making progress.
@@ -96,6 +100,10 @@ type Stall struct {
 	InstanceID string
 	Since      time.Time
 	Reason     string
+	// Error: the stall is also one of the worker's errors
+	// (GetStatus.errors), a condition that holds memory and needs an
+	// operator: a table store that cannot be written.
+	Error bool
 }
 
 // New returns a Monitor with Go runtime and process collectors registered,

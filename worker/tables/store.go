@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tidwall/buntdb"
@@ -38,6 +39,11 @@ var (
 	ErrOffsetBehind = errors.New("tables: changelog offset behind the checkpoint")
 	// ErrCorrupt matches a *CorruptError.
 	ErrCorrupt = errors.New("tables: store file unusable")
+	// ErrBroken is a write that left buntdb unusable (it panics when it
+	// cannot truncate a partial write, holding its write lock): the Store
+	// recovers the panic into this error and reopens the file at its next
+	// use (see Store).
+	ErrBroken = errors.New("tables: store handle broken by a failed write")
 )
 
 // CorruptError reports a store file that cannot be trusted: it does not
@@ -91,6 +97,17 @@ type StoreOption func(*storeOptions)
 type storeOptions struct {
 	sync   bool
 	bootID func() string
+	fault  func(path string) error
+}
+
+// WithWriteFault injects disk faults, for tests of what uses a Store:
+// fault is called with the store's path before each write transaction
+// commits, while buntdb holds its write lock. An error fails that write as
+// a full or read-only disk does (nothing is written; the error is
+// returned wrapped); a panic is what buntdb does when it cannot truncate a
+// partial write (its write lock stays held). Default: none.
+func WithWriteFault(fault func(path string) error) StoreOption {
+	return func(o *storeOptions) { o.fault = fault }
 }
 
 // WithSync makes every commit wait for fsync (buntdb SyncPolicy Always).
@@ -146,6 +163,15 @@ type meta struct {
 // a replay from the checkpoint corrects, since replaying a changelog record
 // is idempotent.
 //
+// A write that fails (a full or read-only disk) changes nothing: buntdb
+// rolls the transaction back, in memory and in the file, and Apply returns
+// the error; the caller keeps the batch and applies it again. buntdb panics
+// instead when it cannot cut a partial write off the file, with its write
+// lock held for ever: the Store recovers the panic (ErrBroken), abandons
+// that handle (its lock, file descriptor and memory are never released)
+// and, at its next use, loads the file again, which buntdb trims to its
+// last whole command; until that works, every call returns the error.
+//
 // A Store is safe for concurrent use. Close it when done; the file stays
 // locked (ErrLocked for a second Open) until then.
 type Store struct {
@@ -159,9 +185,13 @@ type Store struct {
 	// read-modifies-writes the meta record. Only wmu holders change m.
 	wmu sync.Mutex
 
-	mu     sync.RWMutex // guards db (replaced by reset) and closed
+	mu     sync.RWMutex // guards db (replaced by reset and repair) and closed
 	db     *buntdb.DB
 	closed bool
+	// broken is set when a write left db unusable (ErrBroken); brokenErr
+	// says why. Set and cleared under mu's write lock.
+	broken    atomic.Bool
+	brokenErr atomic.Pointer[error]
 
 	metaMu sync.Mutex // guards m for readers outside wmu
 	m      meta
@@ -287,8 +317,10 @@ func (s *Store) load() error {
 	}
 	m.Clean = false
 	m.BootID = s.opts.bootID()
-	if err := writeMeta(db, m); err != nil {
-		_ = db.Close()
+	if err := s.writeMeta(db, m); err != nil {
+		if !errors.Is(err, ErrBroken) {
+			_ = db.Close() // (a broken handle is locked for ever: Close would wait)
+		}
 		return fmt.Errorf("tables: write checkpoint of %s: %w", s.path, err)
 	}
 	s.db = db
@@ -337,15 +369,89 @@ func readMeta(db *buntdb.DB, path string) (meta, error) {
 	return m, err
 }
 
-func writeMeta(db *buntdb.DB, m meta) error {
+func (s *Store) writeMeta(db *buntdb.DB, m meta) error {
 	b, err := json.Marshal(m)
 	if err != nil {
 		return err
 	}
-	return db.Update(func(tx *buntdb.Tx) error {
+	return s.update(db, func(tx *buntdb.Tx) error {
 		_, _, err := tx.Set(metaKey, string(b), nil)
 		return err
 	})
+}
+
+// update is db.Update with the fault hook (WithWriteFault) before the
+// commit and buntdb's panics turned into ErrBroken: the handle is then
+// marked broken (repair replaces it).
+func (s *Store) update(db *buntdb.DB, fn func(tx *buntdb.Tx) error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: %v", ErrBroken, p)
+			s.brokenErr.Store(&err)
+			s.broken.Store(true)
+		}
+	}()
+	tx, err := db.Begin(true)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if s.opts.fault != nil {
+		if err := s.opts.fault(s.path); err != nil {
+			_ = tx.Rollback()
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+// usable returns nil when db may be used, or why not (a broken handle that
+// repair could not replace yet). The caller holds mu.
+func (s *Store) usable() error {
+	if s.closed {
+		return ErrClosed
+	}
+	if s.broken.Load() {
+		if p := s.brokenErr.Load(); p != nil {
+			return *p
+		}
+		return ErrBroken
+	}
+	return nil
+}
+
+// repair replaces a broken handle (ErrBroken) by a new one on the same
+// file, once no call uses it; the old one is abandoned, never closed (its
+// write lock is held for ever). buntdb trims a partial last command off
+// the file as it loads it; the checkpoint is the file's: values and
+// checkpoint are written in separate commits (see Store), so whatever of
+// the failed write reached the file leaves the store at most ahead of its
+// checkpoint. A repair that fails leaves the store broken, for the next
+// call to try again.
+func (s *Store) repair() error {
+	if !s.broken.Load() {
+		return nil
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if !s.broken.Load() {
+		return nil
+	}
+	broken := s.usable()
+	if err := s.load(); err != nil {
+		return fmt.Errorf("tables: reopen %s after a failed write (%v): %w", s.path, broken, err)
+	}
+	s.brokenErr.Store(nil)
+	s.broken.Store(false)
+	return nil
 }
 
 // Path returns the store's file.
@@ -378,10 +484,13 @@ func (s *Store) setMeta(m meta) {
 // Get returns the value of key, and whether it is present (an empty value
 // is present).
 func (s *Store) Get(key []byte) (value []byte, found bool, err error) {
+	if err := s.repair(); err != nil {
+		return nil, false, err
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.closed {
-		return nil, false, ErrClosed
+	if err := s.usable(); err != nil {
+		return nil, false, err
 	}
 	err = s.db.View(func(tx *buntdb.Tx) error {
 		v, err := tx.Get(dataPrefix + string(key))
@@ -431,18 +540,24 @@ func (s *Store) apply(muts []Mutation, offset int64, syncedAt time.Time) error {
 	if offset < NoOffset {
 		return fmt.Errorf("tables: apply to %s: changelog offset %d: must be at least %d", s.path, offset, NoOffset)
 	}
+	if err := s.repair(); err != nil {
+		return err
+	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
-		return ErrClosed
+	// Exclusive, though a reader could share mu: buntdb's write
+	// transaction excludes readers anyway, and a reader waiting inside
+	// buntdb when a write panics would wait for ever (see Store).
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return err
 	}
 	if offset != NoOffset && offset < s.m.Offset {
 		return fmt.Errorf("tables: apply to %s: offset %d < checkpoint %d: %w", s.path, offset, s.m.Offset, ErrOffsetBehind)
 	}
 	if len(muts) > 0 {
-		err := s.db.Update(func(tx *buntdb.Tx) error {
+		err := s.update(s.db, func(tx *buntdb.Tx) error {
 			for _, m := range muts {
 				k := dataPrefix + string(m.Key)
 				if m.Delete {
@@ -471,7 +586,7 @@ func (s *Store) apply(muts []Mutation, offset int64, syncedAt time.Time) error {
 	if m == s.m {
 		return nil
 	}
-	if err := writeMeta(s.db, m); err != nil {
+	if err := s.writeMeta(s.db, m); err != nil {
 		return fmt.Errorf("tables: write checkpoint of %s: %w", s.path, err)
 	}
 	s.setMeta(m)
@@ -481,12 +596,18 @@ func (s *Store) apply(muts []Mutation, offset int64, syncedAt time.Time) error {
 // markSynced records the changelog topic id and a time at which the store
 // was current, without changing values or the checkpoint.
 func (s *Store) markSynced(topicID string, at time.Time) error {
+	if err := s.repair(); err != nil {
+		return err
+	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
-		return ErrClosed
+	// Exclusive, though a reader could share mu: buntdb's write
+	// transaction excludes readers anyway, and a reader waiting inside
+	// buntdb when a write panics would wait for ever (see Store).
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return err
 	}
 	m := s.m
 	m.TopicID = topicID
@@ -496,7 +617,7 @@ func (s *Store) markSynced(topicID string, at time.Time) error {
 	if m == s.m {
 		return nil
 	}
-	if err := writeMeta(s.db, m); err != nil {
+	if err := s.writeMeta(s.db, m); err != nil {
 		return fmt.Errorf("tables: write checkpoint of %s: %w", s.path, err)
 	}
 	s.setMeta(m)
@@ -513,7 +634,9 @@ func (s *Store) reset(topicID string) error {
 	if s.closed {
 		return ErrClosed
 	}
-	if err := s.db.Close(); err != nil {
+	if s.broken.Load() {
+		s.broken.Store(false) // abandoned: the file is replaced below
+	} else if err := s.db.Close(); err != nil {
 		return fmt.Errorf("tables: reset %s: %w", s.path, err)
 	}
 	if err := os.Remove(s.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -526,7 +649,7 @@ func (s *Store) reset(topicID string) error {
 	}
 	m := s.m
 	m.TopicID = topicID
-	if err := writeMeta(s.db, m); err != nil {
+	if err := s.writeMeta(s.db, m); err != nil {
 		return fmt.Errorf("tables: reset %s: %w", s.path, err)
 	}
 	s.setMeta(m)
@@ -558,10 +681,13 @@ func (s *Store) Scan(prefix, after []byte, limit int) (entries []Entry, more boo
 // inside a read transaction: it must not call the Store's write methods
 // (Apply), which would wait for it forever.
 func (s *Store) Range(prefix, after []byte, fn func(key, value []byte) bool) error {
+	if err := s.repair(); err != nil {
+		return err
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.closed {
-		return ErrClosed
+	if err := s.usable(); err != nil {
+		return err
 	}
 	pivot := dataPrefix + string(prefix)
 	skip := ""
@@ -589,10 +715,13 @@ func (s *Store) Range(prefix, after []byte, fn func(key, value []byte) bool) err
 
 // Count returns the number of keys.
 func (s *Store) Count() (int, error) {
+	if err := s.repair(); err != nil {
+		return 0, err
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.closed {
-		return 0, ErrClosed
+	if err := s.usable(); err != nil {
+		return 0, err
 	}
 	var n int
 	err := s.db.View(func(tx *buntdb.Tx) error {
@@ -617,11 +746,20 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
+	if s.broken.Load() {
+		// Abandoned (its write lock is held for ever); the file stays
+		// marked not clean, which a process restart trusts.
+		err := s.usable()
+		return errors.Join(fmt.Errorf("tables: close %s: %w", s.path, err), s.unlock())
+	}
 	m := s.m
 	m.Clean = true
-	err := writeMeta(s.db, m)
+	err := s.writeMeta(s.db, m)
 	if err == nil {
 		s.setMeta(m)
+	}
+	if errors.Is(err, ErrBroken) {
+		return errors.Join(fmt.Errorf("tables: close %s: %w", s.path, err), s.unlock())
 	}
 	err = errors.Join(err, s.db.Close(), s.unlock())
 	if err != nil {

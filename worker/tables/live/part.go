@@ -64,6 +64,15 @@ type Part struct {
 	// readLog and expireLog rate-limit the logging of failed reads and
 	// expiry sweeps.
 	readLog, expireLog logLimit
+	// writeErr is the last failed write to the store (Flush,
+	// ApplyCommitted), since writeErrAt, until a write succeeds (a stall,
+	// logged once when it starts and once when it ends); writeFails counts
+	// the failures in a row, writeErrs those not yet taken for the metric
+	// (TakeWriteErrors).
+	writeErr   error
+	writeErrAt time.Time
+	writeFails uint32
+	writeErrs  uint64
 }
 
 // Config describes one table partition for New.
@@ -273,8 +282,7 @@ func (t *Part) Flush() (released int64) {
 	}
 	if cut > 0 {
 		if err := t.store.Apply(muts[:cut], t.acked[cut-1].off); err != nil {
-			t.log.Error("applying changelog writes to the table store failed; will retry", "table", t.name,
-				"partition", t.partition, "offset", t.acked[cut-1].off, "err", err)
+			t.writeFailed(err, t.acked[cut-1].off)
 			return 0
 		}
 		t.next = next
@@ -284,16 +292,70 @@ func (t *Part) Flush() (released int64) {
 	}
 	if len(muts) > 0 {
 		if err := t.store.Apply(muts, tables.NoOffset); err != nil {
-			t.log.Error("applying changelog writes to the table store failed; will retry", "table", t.name,
-				"partition", t.partition, "offset", t.acked[len(t.acked)-1].off, "err", err)
+			t.writeFailed(err, t.acked[len(t.acked)-1].off)
 			return 0
 		}
 	}
+	t.writeWorks()
 	clear(t.acked)
 	t.acked = t.acked[:0]
 	clear(t.overlay)
 	released, t.ackedBytes = t.ackedBytes, 0
 	return released
+}
+
+// writeFailed notes a failed write to the store: the first of an episode
+// is logged at Warn (the owner reports the stall, WriteFailure), the rest
+// are counted.
+func (t *Part) writeFailed(err error, off int64) {
+	now := time.Now()
+	if t.writeErr == nil {
+		t.writeErrAt = now
+		t.log.Warn("writing table changes to the store failed; they are held in memory and written again at every commit cycle",
+			"agent", t.agent, "table", t.name, "partition", t.partition, "offset", off, "err", err)
+	}
+	t.writeErr = err
+	t.writeFails++
+	t.writeErrs++
+}
+
+// writeWorks ends a failed-write episode: logged at Info.
+func (t *Part) writeWorks() {
+	if t.writeErr == nil {
+		return
+	}
+	t.log.Info("writing table changes to the store works again", "agent", t.agent, "table", t.name,
+		"partition", t.partition, "failures", t.writeFails, "after", time.Since(t.writeErrAt).Round(time.Millisecond))
+	t.writeErr, t.writeFails = nil, 0
+}
+
+// WriteFailure is the last failed write to the store, how many failed in
+// a row and since when; err is nil once a write works. The changes not
+// written are held (HeldBytes) and written again by the next Flush or
+// ApplyCommitted.
+func (t *Part) WriteFailure() (err error, fails uint32, since time.Time) {
+	return t.writeErr, t.writeFails, t.writeErrAt
+}
+
+// TakeWriteErrors returns the failed writes since the last call (the
+// owner's metric).
+func (t *Part) TakeWriteErrors() uint64 {
+	n := t.writeErrs
+	t.writeErrs = 0
+	return n
+}
+
+// HeldBytes are the bytes of the changes waiting to be written to the
+// store (at-least-once: acknowledged mutations; exactly-once: the
+// transaction log), as counted against the owner's memory cap.
+func (t *Part) HeldBytes() int64 {
+	n := t.ackedBytes
+	for _, e := range t.txnLog {
+		if e.txn != 0 {
+			n += e.n
+		}
+	}
+	return n
 }
 
 // SweepKeys bounds an expiry sweep: one ExpiredWindows call looks at up to

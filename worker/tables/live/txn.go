@@ -69,10 +69,10 @@ func (t *Part) ApplyCommitted(committed uint64) (released int64) {
 		off = ckpt
 	}
 	if err := t.store.Apply(muts, off); err != nil {
-		t.log.Error("applying committed changelog writes to the table store failed; will retry", "table", t.name,
-			"partition", t.partition, "err", err)
+		t.writeFailed(err, ckpt)
 		return 0
 	}
+	t.writeWorks()
 	keep := t.txnLog[:0]
 	for _, e := range t.txnLog {
 		if e.txn != 0 && e.txn <= committed {
