@@ -49,6 +49,24 @@ func TestExactlyOnceKills(t *testing.T) {
 		})
 	}
 	waitSpread("the 16 partitions on the three workers", []int{0, 1, 2})
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		// What each worker was doing: its status, then its goroutines
+		// (SIGQUIT: the Go runtime prints every goroutine's stack as it
+		// exits; the worker log printed after holds them).
+		for i, w := range ws {
+			if !w.exited() {
+				t.Logf("worker %d status: %v", i, w.status(t))
+				_ = w.cmd.Process.Signal(syscall.SIGQUIT)
+				select {
+				case <-w.done:
+				case <-time.After(10 * time.Second):
+				}
+			}
+		}
+	})
 
 	want := map[string]int64{}
 	keys, lines := corpus(31, 36000, want)
@@ -114,11 +132,6 @@ func TestExactlyOnceKills(t *testing.T) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("words: last committed record +1 per partition %v, group's committed offsets %v", lastWord, wordsCommitted)
-			for i, w := range ws {
-				if !w.exited() {
-					t.Logf("worker %d status: %v", i, w.status(t))
-				}
-			}
 		}
 	})
 	waitFor(t, 4*time.Minute, "committed offsets of the words past their last committed record", func() bool {

@@ -424,9 +424,8 @@ func (h *consumerHandler) Stats(js string) {
 	for topic, t := range st.Topics {
 		for _, p := range t.Partitions {
 			if p.Partition >= 0 { // -1 is librdkafka's internal UA partition
-				h.a.mon.SetLag(topic, p.Partition, p.ConsumerLag)
-				h.a.mon.SetFetch(topic, p.Partition, monitor.Fetch{State: p.FetchState, Next: p.NextOffset,
-					Stable: p.LSOffset, High: p.HiOffset, Queued: p.FetchqCnt})
+				h.a.mon.SetConsumerView(topic, p.Partition, p.ConsumerLag, monitor.Fetch{State: p.FetchState,
+					Next: p.NextOffset, Stable: p.LSOffset, High: p.HiOffset, Queued: p.FetchqCnt})
 			}
 		}
 	}

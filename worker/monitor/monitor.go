@@ -230,6 +230,31 @@ func (m *Monitor) SetFetch(topic string, partition int32, f Fetch) {
 	s.SetFetch(f)
 }
 
+// SetConsumerView records the consumer's statistics of a partition, if
+// owned: its fetch state, and its lag. The lag is counted from the
+// worker's own committed offset when it has one: librdkafka's consumer_lag
+// counts from the offset its consumer committed, and under exactly-once
+// the offsets go in the producer's transactions, so it would keep the
+// offset read at assignment and grow for ever. consumerLag (librdkafka's)
+// is used until the worker has committed.
+func (m *Monitor) SetConsumerView(topic string, partition int32, consumerLag int64, f Fetch) {
+	m.mu.Lock()
+	s := m.parts[partKey{topic, partition}]
+	m.mu.Unlock()
+	if s == nil {
+		return
+	}
+	s.SetFetch(f)
+	end := f.Stable
+	if end < 0 {
+		end = f.High
+	}
+	if c := s.Committed.Load(); c >= 0 && end >= 0 {
+		consumerLag = max(end-c, 0)
+	}
+	s.SetLag(consumerLag)
+}
+
 // LagByAgent sums the known consumer lag (librdkafka statistics) of each
 // agent's owned partitions.
 func (m *Monitor) LagByAgent() map[string]int64 {

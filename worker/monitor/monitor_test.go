@@ -99,6 +99,30 @@ func TestLagByAgent(t *testing.T) {
 	}
 }
 
+// TestLagFromOwnCommits: the lag counts from the worker's own committed
+// offset once it has one, not from librdkafka's consumer_lag, which under
+// exactly-once counts from the offset read at assignment (the commits go
+// in the producer's transactions) and so never falls: an idle, fully
+// committed partition looked lagging, and stalled.
+func TestLagFromOwnCommits(t *testing.T) {
+	m := New("app", "v1", true)
+	s := m.Partition("count", "words", 0)
+	f := Fetch{State: "active", Next: 120, Stable: 120, High: 130}
+	m.SetConsumerView("words", 0, 100, f) // nothing committed by the worker yet: librdkafka's
+	if got := s.Lag.Load(); got != 100 {
+		t.Errorf("lag before the worker's first commit = %d, want librdkafka's 100", got)
+	}
+	s.CommittedAt(120, nil, time.Now())
+	m.SetConsumerView("words", 0, 100, f) // librdkafka still counts from the offset read at assignment
+	if got := s.Lag.Load(); got != 0 {
+		t.Errorf("lag with everything below the last stable offset committed = %d, want 0", got)
+	}
+	m.SetConsumerView("words", 0, 100, Fetch{State: "active", Next: 120, Stable: -1, High: 130})
+	if got := s.Lag.Load(); got != 10 {
+		t.Errorf("lag without a last stable offset = %d, want 10 (to the high watermark)", got)
+	}
+}
+
 func TestCommitFailuresExposed(t *testing.T) {
 	m := New("app", "v1", true)
 	want := `
