@@ -166,6 +166,26 @@ func newFaultApp(t *testing.T, guarantee string) *faultApp {
 	for range 3 {
 		f.addSlot()
 	}
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		// What each live worker was doing: its status, then its
+		// goroutines (SIGQUIT: the Go runtime prints every goroutine's
+		// stack as it exits, into the worker log printed after).
+		for _, i := range f.live() {
+			w := f.slots[i].w
+			if w.exited() {
+				continue
+			}
+			t.Logf("worker %d status: %v", i, w.status(t))
+			_ = w.cmd.Process.Signal(syscall.SIGQUIT)
+			select {
+			case <-w.done:
+			case <-time.After(10 * time.Second):
+			}
+		}
+	})
 	f.waitSpread("the partitions over the three workers")
 	f.offsets = startOffsetWatcher(t, f.wc.app, []string{f.in, f.wc.lines, f.wc.words}, 8, 250*time.Millisecond)
 	return f
