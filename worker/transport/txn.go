@@ -1,9 +1,12 @@
 package transport
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -54,8 +57,19 @@ var ErrNotTransactional = errors.New("transport: producer is not transactional (
 // commit.
 type GroupMetadata struct{ m *kafka.ConsumerGroupMetadata }
 
+// ErrNotMember is returned (wrapped) by Consumer.GroupMetadata while the
+// consumer is not a member of its group: its assignment was lost (a
+// session timeout, a process that stood still) and it has not joined
+// again, so it has no member id or generation. The group coordinator
+// accepts transactional offsets sent with no generation and no member id
+// without any check (what producers outside group management send), so
+// a worker that lost its partitions would commit offsets, and with them
+// its outputs, for partitions another worker owns by now: such a
+// transaction must abort, not commit.
+var ErrNotMember = errors.New("transport: the consumer is not a member of its group (its assignment was lost)")
+
 // GroupMetadata returns the consumer's current group membership, for
-// Producer.CommitTxn. Safe for concurrent use.
+// Producer.CommitTxn, or ErrNotMember. Safe for concurrent use.
 func (c *Consumer) GroupMetadata() (GroupMetadata, error) {
 	kc, err := c.acquire()
 	if err != nil {
@@ -66,7 +80,54 @@ func (c *Consumer) GroupMetadata() (GroupMetadata, error) {
 	if err != nil {
 		return GroupMetadata{}, fmt.Errorf("transport: consumer group metadata: %w", err)
 	}
-	return GroupMetadata{m: m}, nil
+	gm := GroupMetadata{m: m}
+	if kc.AssignmentLost() {
+		return GroupMetadata{}, fmt.Errorf("%w: librdkafka reports the assignment lost", ErrNotMember)
+	}
+	if err := gm.membership(); err != nil {
+		return GroupMetadata{}, err
+	}
+	return gm, nil
+}
+
+// membership returns ErrNotMember when the metadata carries no generation
+// or no member id.
+func (g GroupMetadata) membership() error {
+	if gen, member, known := g.Member(); known && (gen < 0 || member == "") {
+		return fmt.Errorf("%w: generation %d, member id %q", ErrNotMember, gen, member)
+	}
+	return nil
+}
+
+// Member returns the generation and member id the metadata carries, and
+// whether they could be read. confluent-kafka-go keeps librdkafka's
+// serialized form in an unexported field: "CGMDv2:", the generation as a
+// native-endian int32, then the group id and the member id, each ending in
+// a NUL. Another form reads as unknown.
+func (g GroupMetadata) Member() (generation int32, memberID string, known bool) {
+	if g.m == nil {
+		return 0, "", false
+	}
+	f := reflect.ValueOf(g.m).Elem().FieldByName("serialized")
+	if !f.IsValid() || f.Kind() != reflect.Slice || f.Type().Elem().Kind() != reflect.Uint8 {
+		return 0, "", false
+	}
+	b := f.Bytes()
+	const magic = "CGMDv2:"
+	if len(b) < len(magic)+4 || string(b[:len(magic)]) != magic {
+		return 0, "", false
+	}
+	generation = int32(binary.NativeEndian.Uint32(b[len(magic):]))
+	rest := b[len(magic)+4:]
+	_, rest, ok := bytes.Cut(rest, []byte{0}) // the group id
+	if !ok {
+		return 0, "", false
+	}
+	member, _, ok := bytes.Cut(rest, []byte{0})
+	if !ok {
+		return 0, "", false
+	}
+	return generation, string(member), true
 }
 
 // CommittedOffsets returns the group's committed offsets of the partitions

@@ -149,6 +149,55 @@ func TestTxnOffsetsCommitWithRecords(t *testing.T) {
 	}
 }
 
+// TestUnfencedOffsetsAccepted is why Consumer.GroupMetadata refuses to
+// hand out metadata without a generation or member id (ErrNotMember): the
+// group coordinator takes transactional offsets sent with such metadata
+// without any check, even for a partition a current member of the group
+// owns. A worker whose consumer lost its assignment (and so its member id)
+// would commit offsets, and its outputs, for partitions another worker
+// already processes: duplicates, and committed offsets moved under the
+// owner's feet.
+func TestUnfencedOffsetsAccepted(t *testing.T) {
+	in := kafkatest.Topic(t, 1)
+	produceN(t, testConfig(t), in, 5)
+	ccfg := testConfig(t)
+	ccfg.GroupID = kafkatest.Group(t)
+	ccfg.IsolationLevel = transport.ReadCommitted
+	rec := newRecorder()
+	c, err := transport.NewConsumer(ccfg, []string{in}, rec, transport.WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runConsumer(t, c)
+	waitFor(t, waitTimeout, func() string { return "5 records consumed" }, func() bool { return rec.messages() == 5 })
+	gm, err := c.GroupMetadata()
+	if err != nil {
+		t.Fatalf("GroupMetadata of a member: %v", err)
+	}
+	if gen, member, known := gm.Member(); !known || gen < 1 || member == "" {
+		t.Errorf("a member's metadata: generation %d, member id %q, known %v; want a generation and a member id", gen, member, known)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	p := newProducer(t, txnConfig(t))
+	if err := p.CommitTxn(ctx, []transport.PartitionOffset{{Topic: in, Partition: 0, Offset: 5}}, gm); err != nil {
+		t.Fatalf("CommitTxn as the member: %v", err)
+	}
+	unfenced, err := transport.UnfencedGroupMetadata(ccfg.GroupID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another producer, not a member, moves the member's committed offset
+	// back: accepted.
+	q := newProducer(t, txnConfig(t))
+	if err := q.CommitTxn(ctx, []transport.PartitionOffset{{Topic: in, Partition: 0, Offset: 2}}, unfenced); err != nil {
+		t.Fatalf("CommitTxn without membership: %v (the broker refused it: then the guard is not needed)", err)
+	}
+	if got := kafkatest.CommittedOffsets(t, ccfg.GroupID, in, 1); fmt.Sprint(got) != "map[0:2]" {
+		t.Errorf("committed offsets after the unfenced commit: got %v, want map[0:2] (the broker took it)", got)
+	}
+}
+
 // TestTxnLocalRefusalAborts: a record librdkafka refuses at produce time
 // (larger than message.max.bytes) never joins the transaction, so the
 // transaction must not commit without it: CommitTxn aborts, and the

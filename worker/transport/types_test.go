@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -32,5 +33,28 @@ func TestSetMessageAllocations(t *testing.T) {
 	}
 	if len(m.Headers) != 2 || m.Headers[0].Key != "a" || string(m.Headers[0].Value) != "1" || m.Headers[1].Key != "b" || m.Headers[1].Value != nil {
 		t.Errorf("got headers %q, want [a=1 b]", m.Headers)
+	}
+}
+
+// TestGroupMetadataWithoutMembership: metadata with no generation and no
+// member id (what a consumer carries once its assignment was lost, and
+// what librdkafka builds for a producer outside group management) reads
+// as such and is refused as not a member: the group coordinator would
+// take offsets sent with it unchecked (TestUnfencedOffsetsAccepted).
+func TestGroupMetadataWithoutMembership(t *testing.T) {
+	m, err := kafka.NewTestConsumerGroupMetadata("g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gm := GroupMetadata{m: m}
+	gen, member, known := gm.Member()
+	if !known || gen != -1 || member != "" {
+		t.Fatalf("Member() = %d, %q, %v; want -1, \"\", true", gen, member, known)
+	}
+	if err := gm.membership(); !errors.Is(err, ErrNotMember) {
+		t.Errorf("membership() = %v, want ErrNotMember", err)
+	}
+	if _, _, known := (GroupMetadata{}).Member(); known {
+		t.Errorf("empty GroupMetadata reads as known")
 	}
 }
