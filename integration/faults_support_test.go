@@ -361,6 +361,8 @@ type passOutput struct {
 	srcPart   int
 	srcOffset int64     // the input record's offset (src.offset)
 	outPart   int       // the output record's partition
+	outOffset int64     // the output record's offset
+	agentPID  string    // the agent process that produced it (agent.pid)
 	produced  time.Time // when the producer handed the input to Kafka
 	outCreate time.Time // the output record's append time (its topic has LogAppendTime)
 }
@@ -407,7 +409,7 @@ func (r *passReader) readNew(t *testing.T) []passOutput {
 			p := e.TopicPartition.Partition
 			r.next[p] = int64(e.TopicPartition.Offset) + 1
 			delete(eof, p)
-			o := passOutput{outCreate: e.Timestamp, srcPart: -1, srcOffset: -1, outPart: int(p)}
+			o := passOutput{outCreate: e.Timestamp, srcPart: -1, srcOffset: -1, outPart: int(p), outOffset: int64(e.TopicPartition.Offset)}
 			id, ms, ok := strings.Cut(string(e.Value), " ")
 			if !ok {
 				continue // not one of the producer's ids
@@ -422,6 +424,8 @@ func (r *passReader) readNew(t *testing.T) []passOutput {
 					o.srcPart, _ = strconv.Atoi(string(h.Value))
 				case "src.offset":
 					o.srcOffset, _ = strconv.ParseInt(string(h.Value), 10, 64)
+				case "agent.pid":
+					o.agentPID = string(h.Value)
 				}
 			}
 			out = append(out, o)

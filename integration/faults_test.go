@@ -120,8 +120,9 @@ type faultApp struct {
 	linesUsed int
 	truth     map[string]int64
 	copies    map[string]int
-	srcOf     map[string][2]int64 // id -> its first output's input partition and offset
-	inputDup  string              // the first id found twice in the input
+	srcOf     map[string][2]int64     // id -> its first output's input partition and offset
+	dupCopies map[string][]passOutput // exactly-once: every output of each id, to name a duplicate's copies
+	inputDup  string                  // the first id found twice in the input
 	reader    *passReader
 	offsets   *offsetWatcher
 	backSeen  int
@@ -131,7 +132,7 @@ type faultApp struct {
 }
 
 func newFaultApp(t *testing.T, guarantee string) *faultApp {
-	f := &faultApp{t: t, eos: guarantee == "exactly_once", wc: newWordCountApp(t), truth: map[string]int64{}, copies: map[string]int{}, srcOf: map[string][2]int64{}, clChecked: map[int32]int64{}}
+	f := &faultApp{t: t, eos: guarantee == "exactly_once", wc: newWordCountApp(t), truth: map[string]int64{}, copies: map[string]int{}, srcOf: map[string][2]int64{}, dupCopies: map[string][]passOutput{}, clChecked: map[int32]int64{}}
 	f.in, f.passTo = uniq(t, "ids"), uniq(t, "ids-out")
 	f.marksIn, f.marksOut = uniq(t, "marks"), uniq(t, "marks-out")
 	f.marks = f.wc.app + "-marks-changelog"
@@ -428,6 +429,11 @@ func (f *faultApp) check(t *testing.T, p *phase, ids int) faultRow {
 	highest, reordered := map[[2]int]int64{}, 0
 	for _, o := range f.reader.readNew(t) {
 		f.copies[o.id]++
+		if f.eos && f.copies[o.id] > 1 {
+			f.dupCopies[o.id] = append(f.dupCopies[o.id], o)
+		} else if f.eos {
+			f.dupCopies[o.id] = []passOutput{o}
+		}
 		src := [2]int64{int64(o.srcPart), o.srcOffset}
 		if first, ok := f.srcOf[o.id]; !ok {
 			f.srcOf[o.id] = src
@@ -483,6 +489,10 @@ func (f *faultApp) check(t *testing.T, p *phase, ids int) faultRow {
 	}
 	if row.dup > 0 && f.eos {
 		t.Errorf("%d duplicates under exactly_once; the first is %s", row.dup, firstDup)
+		for _, o := range f.dupCopies[firstDup] {
+			t.Logf("  a copy of %s: output %d@%d appended %s by agent pid %s, from input %d@%d",
+				firstDup, o.outPart, o.outOffset, o.outCreate.UTC().Format("15:04:05.000"), o.agentPID, o.srcPart, o.srcOffset)
+		}
 		f.logAround(t, firstDup)
 	}
 

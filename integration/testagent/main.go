@@ -86,6 +86,7 @@ func main() {
 			Headers: []agent.Header{
 				{Key: "src.partition", Value: []byte(strconv.Itoa(int(ev.Partition)))},
 				{Key: "src.offset", Value: []byte(strconv.FormatInt(ev.Offset, 10))},
+				{Key: "agent.pid", Value: []byte(strconv.Itoa(os.Getpid()))},
 			},
 		})
 		return nil
