@@ -114,12 +114,13 @@ func TestTxnFencedThenReset(t *testing.T) {
 	}
 }
 
-// TestTxnOffsetsCommitWithRecords: the offsets sent with a transaction are
-// the group's committed offsets once it commits, and not before.
-func TestTxnOffsetsCommitWithRecords(t *testing.T) {
+// consumedInput writes n records to a new one-partition topic and returns
+// it with a read_committed consumer in a group of its own that consumed
+// them (a member owning the partition), and the consumer's config.
+func consumedInput(t *testing.T, n int) (string, transport.Config, *transport.Consumer) {
+	t.Helper()
 	in := kafkatest.Topic(t, 1)
-	out := kafkatest.Topic(t, 1)
-	produceN(t, testConfig(t), in, 3)
+	produceN(t, testConfig(t), in, n)
 	ccfg := testConfig(t)
 	ccfg.GroupID = kafkatest.Group(t)
 	ccfg.IsolationLevel = transport.ReadCommitted
@@ -129,7 +130,15 @@ func TestTxnOffsetsCommitWithRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	runConsumer(t, c)
-	waitFor(t, waitTimeout, func() string { return "3 records consumed" }, func() bool { return rec.messages() == 3 })
+	waitFor(t, waitTimeout, func() string { return fmt.Sprintf("%d records consumed", n) }, func() bool { return rec.messages() == n })
+	return in, ccfg, c
+}
+
+// TestTxnOffsetsCommitWithRecords: the offsets sent with a transaction are
+// the group's committed offsets once it commits, and not before.
+func TestTxnOffsetsCommitWithRecords(t *testing.T) {
+	out := kafkatest.Topic(t, 1)
+	in, ccfg, c := consumedInput(t, 3)
 	p := newProducer(t, txnConfig(t))
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
@@ -158,18 +167,7 @@ func TestTxnOffsetsCommitWithRecords(t *testing.T) {
 // already processes: duplicates, and committed offsets moved under the
 // owner's feet.
 func TestUnfencedOffsetsAccepted(t *testing.T) {
-	in := kafkatest.Topic(t, 1)
-	produceN(t, testConfig(t), in, 5)
-	ccfg := testConfig(t)
-	ccfg.GroupID = kafkatest.Group(t)
-	ccfg.IsolationLevel = transport.ReadCommitted
-	rec := newRecorder()
-	c, err := transport.NewConsumer(ccfg, []string{in}, rec, transport.WithLogger(testLogger(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	runConsumer(t, c)
-	waitFor(t, waitTimeout, func() string { return "5 records consumed" }, func() bool { return rec.messages() == 5 })
+	in, ccfg, c := consumedInput(t, 5)
 	gm, err := c.GroupMetadata()
 	if err != nil {
 		t.Fatalf("GroupMetadata of a member: %v", err)
