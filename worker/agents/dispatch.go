@@ -20,7 +20,7 @@ func (m *Manager) dispatch() {
 			continue
 		}
 		for _, p := range a.parts {
-			if p.revoking || p.recovering || p.prev != nil || p.scan >= len(p.recs) {
+			if p.revoking || p.recovering || p.prev != nil || p.startUnknown || p.scan >= len(p.recs) {
 				continue
 			}
 			// With tables, a key's next event must see the previous

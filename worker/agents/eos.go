@@ -559,3 +559,69 @@ func (m *Manager) txnLeaving(p *partition) {
 		m.txnErr, m.txnErrTxn = errTxnLeft, m.txn
 	}
 }
+
+// startReq is the group's stable committed offset of p (readStart).
+type startReq struct {
+	p   *partition
+	off int64 // -1: none
+	err error
+}
+
+// readStart reads the group's stable committed offset of a newly assigned
+// partition, off the Run goroutine; p delivers nothing until it is known.
+// librdkafka does not always start a partition there: when the assignment
+// changes while its committed-offset query waits for an open transaction
+// (UNSTABLE_OFFSET_COMMIT), it starts the partition as if there were no
+// committed offset, by auto.offset.reset — from the beginning — and its
+// events would be processed and committed again (docs/kafka.md#exactly-once).
+// Records below the committed offset are dropped instead.
+func (m *Manager) readStart(p *partition) {
+	tc, ok := m.consumer.(TxnConsumer)
+	if !ok {
+		return
+	}
+	p.startUnknown = true
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.MessageTimeout+5*time.Second)
+		defer cancel()
+		got, err := tc.CommittedOffsets(ctx, []transport.PartitionOffset{{Topic: p.ktp.topic, Partition: p.ktp.partition}})
+		r := &startReq{p: p, off: -1, err: err}
+		if err == nil && len(got) == 1 {
+			r.off = int64(got[0].Offset)
+		}
+		m.in.push(r)
+	}()
+}
+
+// startRead takes the committed offset readStart read: p starts there. A
+// failed read is tried again after a backoff.
+func (m *Manager) startRead(r *startReq) {
+	p := r.p
+	if m.parts[p.ktp] != p || p.dropped || !p.startUnknown {
+		return
+	}
+	if r.err != nil {
+		m.log.Warn("reading the committed offset of a newly assigned partition failed; trying again",
+			"topic", p.ktp.topic, "partition", p.ktp.partition, "err", r.err, "in", m.cfg.RetryBackoffMin)
+		time.AfterFunc(m.cfg.RetryBackoffMin, func() {
+			m.in.push(&funcReq{f: func() {
+				if m.parts[p.ktp] == p && !p.dropped && p.startUnknown {
+					m.readStart(p)
+				}
+			}})
+		})
+		return
+	}
+	p.startUnknown = false
+	if r.off < 0 || r.off <= p.committed {
+		return
+	}
+	first := int64(-1)
+	if p.len() > 0 {
+		first = p.recs[p.head].off
+	}
+	if n := p.startAt(r.off); n > 0 {
+		m.log.Warn("the consumer started a partition below its committed offset; the records before it are skipped",
+			"topic", p.ktp.topic, "partition", p.ktp.partition, "first_received", first, "committed", r.off, "skipped", n)
+	}
+}

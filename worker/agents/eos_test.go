@@ -336,3 +336,51 @@ func TestEOSAbortRestoresCommittedState(t *testing.T) {
 		t.Errorf("store holds %q after the abort, want 1", v)
 	}
 }
+
+// stableConsumer is fakeConsumer with the exactly-once consumer's calls:
+// the group's stable committed offsets are committed (-1: none).
+type stableConsumer struct {
+	*fakeConsumer
+	committed map[string]int64 // "topic/partition"
+}
+
+func (c *stableConsumer) GroupMetadata() (transport.GroupMetadata, error) {
+	return transport.GroupMetadata{}, nil
+}
+
+func (c *stableConsumer) CommittedOffsets(_ context.Context, parts []transport.PartitionOffset) ([]transport.PartitionOffset, error) {
+	out := make([]transport.PartitionOffset, len(parts))
+	for i, o := range parts {
+		off, ok := c.committed[fmt.Sprintf("%s/%d", o.Topic, o.Partition)]
+		if !ok {
+			off = -1
+		}
+		out[i] = transport.PartitionOffset{Topic: o.Topic, Partition: o.Partition, Offset: transport.Offset(off)}
+	}
+	return out, nil
+}
+
+// TestEOSStartsAtTheStableCommittedOffset: librdkafka may start a newly
+// assigned partition from the beginning (auto.offset.reset) instead of its
+// committed offset — when the assignment changes while its committed-offset
+// query waits for an open transaction — and those events would be
+// processed and committed again (the fault suite's scenario 7 under
+// exactly_once: a restarted worker reprocessed ids and poison records of
+// earlier scenarios). The manager reads the stable committed offset itself
+// and delivers nothing below it.
+func TestEOSStartsAtTheStableCommittedOffset(t *testing.T) {
+	cfg := testConfig()
+	cfg.ExactlyOnce = true
+	tp := newFakeTxnProducer()
+	h := startWrapped(t, cfg, tp.fakeProducer, tp, func(c *fakeConsumer) agents.Consumer {
+		return &stableConsumer{fakeConsumer: c, committed: map[string]int64{"in/0": 5}}
+	})
+	tp.cons = h.cons
+	a := h.open("count", "a", 100)
+	h.m.Assigned(tps("in", 0))
+	h.sendRange("in", 0, 0, 8) // from the beginning, as after auto.offset.reset
+	evs := a.takeEvents(3)
+	if got := eventOffsets(evs); !slices.Equal(got, []int64{5, 6, 7}) {
+		t.Fatalf("delivered %v, want [5 6 7]: nothing below the committed offset 5", got)
+	}
+}

@@ -546,6 +546,8 @@ func (m *Manager) handle(item any) {
 		m.suspected(it)
 	case *recoveredReq:
 		m.recovered(it)
+	case *startReq:
+		m.startRead(it)
 	case *pauseReq:
 		for name, a := range m.agents {
 			if it.agent == "" || it.agent == name {

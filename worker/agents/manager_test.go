@@ -368,6 +368,13 @@ func start(t *testing.T, cfg agents.Config) *harness {
 // producer when set: a fake wrapping p).
 func startWith(t *testing.T, cfg agents.Config, p *fakeProducer, prod agents.Producer) *harness {
 	t.Helper()
+	return startWrapped(t, cfg, p, prod, nil)
+}
+
+// startWrapped is startWith with the manager's consumer wrap(h.cons) when
+// wrap is set (a fake with more than fakeConsumer has).
+func startWrapped(t *testing.T, cfg agents.Config, p *fakeProducer, prod agents.Producer, wrap func(*fakeConsumer) agents.Consumer) *harness {
+	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger()
 	}
@@ -376,7 +383,11 @@ func startWith(t *testing.T, cfg agents.Config, p *fakeProducer, prod agents.Pro
 	}
 	h := &harness{t: t, cons: newFakeConsumer(), prod: p}
 	h.m = agents.New(cfg, prod)
-	h.m.Attach(h.cons)
+	if wrap != nil {
+		h.m.Attach(wrap(h.cons))
+	} else {
+		h.m.Attach(h.cons)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- h.m.Run(ctx) }()

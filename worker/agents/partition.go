@@ -91,14 +91,17 @@ type partition struct {
 	// is as wanted: a new assignment (a pause meant for its previous
 	// assignment may have reached the consumer after it was assigned),
 	// or the last pause or resume failed (pausesDue tries again).
-	pauseUnknown  bool
-	full          bool // buffer full: paused until half is done
-	revoking      bool // leaving this worker: no more deliveries
-	dropped       bool
-	keyBusy       map[string]int // key ordering or tables: delivered, retrying or acking records per key
-	tables        []*live.Part   // the agent's tables' partitions; nil without tables
-	recovering    bool           // restoring its tables: nothing is delivered yet
-	cancelRestore func()         // ends the restore under way
+	pauseUnknown bool
+	full         bool // buffer full: paused until half is done
+	revoking     bool // leaving this worker: no more deliveries
+	dropped      bool
+	keyBusy      map[string]int // key ordering or tables: delivered, retrying or acking records per key
+	tables       []*live.Part   // the agent's tables' partitions; nil without tables
+	recovering   bool           // restoring its tables: nothing is delivered yet
+	// startUnknown (exactly-once): the group's stable committed offset is
+	// being read; nothing is delivered until it is known (readStart).
+	startUnknown  bool
+	cancelRestore func() // ends the restore under way
 	retrying      int
 	acking        int
 	inflight      int
@@ -341,6 +344,9 @@ func (m *Manager) assign(parts []transport.TopicPartition) {
 		if a.byKey || a.tables {
 			p.keyBusy = map[string]int{}
 		}
+		if m.eos {
+			m.readStart(p)
+		}
 		p.allowed = func() bool { return !p.gone.Load() && m.freeze.calm() }
 		p.notGone = func() bool { return !p.gone.Load() }
 		m.parts[k] = p
@@ -408,6 +414,23 @@ func (m *Manager) supersede(old *partition) {
 // MessageTimeout, so past that nothing of the partition is in flight.
 func (m *Manager) drainTimeout() time.Duration { return m.cfg.MessageTimeout + time.Second }
 
+// startAt makes p start at off, a committed offset above its own: the
+// records buffered below it (never delivered) are dropped, and so are
+// those that arrive later (receive drops what is below the frontier). It
+// returns how many it dropped.
+func (p *partition) startAt(off int64) int {
+	p.committed, p.frontier = off, off
+	n := 0
+	for p.head+n < len(p.recs) && p.recs[p.head+n].off < off {
+		p.bytes -= p.recs[p.head+n].size
+		p.recs[p.head+n] = nil
+		n++
+	}
+	p.head += n
+	p.scan = max(p.scan, p.head)
+	return n
+}
+
 // startPending starts the partition that waited for its previous
 // assignment to leave.
 func (m *Manager) startPending(old *partition) {
@@ -421,15 +444,7 @@ func (m *Manager) startPending(old *partition) {
 		// from the offset committed before: p starts after it (the
 		// records before were buffered, never delivered: dispatch waits
 		// for prev).
-		p.committed, p.frontier = old.committed, old.committed
-		n := 0
-		for p.head+n < len(p.recs) && p.recs[p.head+n].off < old.committed {
-			p.bytes -= p.recs[p.head+n].size
-			p.recs[p.head+n] = nil
-			n++
-		}
-		p.head += n
-		p.scan = max(p.scan, p.head)
+		p.startAt(old.committed)
 	}
 	if p.a.tables {
 		m.startRecovery(p)
