@@ -155,12 +155,62 @@ func (r *ChangelogReader) DescribeTopic(ctx context.Context, topic string) (Topi
 
 // Watermarks is Admin.Watermarks through the reader's Admin, at the
 // reader's isolation level (the level it reads at).
+//
+// At read_committed the end is the last stable offset, which a transaction
+// still open holds back: a killed writer's (with another transactional id
+// than its successor's, nothing fences it) stays open until the broker
+// aborts it, up to its transaction timeout, while transactions of other
+// writers commit after it. A restore to that end would miss them (a table
+// going backwards). So while the last stable offset stays below the high
+// watermark without moving, the end waits for it: it is taken once no
+// transaction is open (the last stable offset reached the high watermark),
+// or as soon as the last stable offset moves (a live writer committing:
+// the open transaction is its current one), or past the transaction
+// timeout and 15 s (the broker's check for timed-out transactions runs
+// every 10 s).
 func (r *ChangelogReader) Watermarks(ctx context.Context, topic string, partition int32) (low, high int64, err error) {
 	a, err := r.getAdmin()
 	if err != nil {
 		return 0, 0, err
 	}
-	return a.Watermarks(ctx, topic, partition, r.cfg.isolationLevel())
+	level := r.cfg.isolationLevel()
+	if level != ReadCommitted {
+		return a.Watermarks(ctx, topic, partition, level)
+	}
+	giveUp := time.Now().Add(r.cfg.transactionTimeout() + 15*time.Second)
+	logged := false
+	first := int64(-1)
+	for {
+		low, stable, err := a.Watermarks(ctx, topic, partition, ReadCommitted)
+		if err != nil {
+			return 0, 0, err
+		}
+		_, hw, err := a.Watermarks(ctx, topic, partition, ReadUncommitted)
+		if err != nil {
+			return 0, 0, err
+		}
+		if first < 0 {
+			first = stable
+		}
+		if stable >= hw || stable != first {
+			return low, stable, nil
+		}
+		if time.Now().After(giveUp) {
+			r.logger.Warn("a transaction is still open on the changelog partition; its end is taken at the last stable offset",
+				"topic", topic, "partition", partition, "last_stable", stable, "high_watermark", hw)
+			return low, stable, nil
+		}
+		if !logged {
+			logged = true
+			r.logger.Info("waiting for a transaction open on the changelog partition to end before reading it",
+				"topic", topic, "partition", partition, "last_stable", stable, "high_watermark", hw)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, 0, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // Add starts reading partition of topic at offset from and returns the

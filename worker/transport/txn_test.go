@@ -231,3 +231,59 @@ func TestTxnLocalRefusalAborts(t *testing.T) {
 		t.Errorf("read_committed: got %q, want [next]", got)
 	}
 }
+
+// TestChangelogEndWaitsForAnOpenTransaction: at read_committed a
+// partition's end is its last stable offset, which an open transaction
+// holds back while other writers' transactions commit after it (a killed
+// worker's, with another transactional id than its successor's, stays open
+// until the broker aborts it). A restore to that end missed the committed
+// records after it, and a table went backwards (the fault suite's
+// scenario 7 under exactly_once). Watermarks waits for the open
+// transaction to end.
+func TestChangelogEndWaitsForAnOpenTransaction(t *testing.T) {
+	topic := kafkatest.Topic(t, 1)
+	open := newProducer(t, txnConfig(t))
+	if errs := produceAll(t, open, topic, "open"); errs[0] != nil {
+		t.Fatal(errs[0])
+	}
+	later := newProducer(t, txnConfig(t))
+	if errs := produceAll(t, later, topic, "c1", "c2"); errs[0] != nil || errs[1] != nil {
+		t.Fatal(errs)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := later.CommitTxn(ctx, nil, transport.GroupMetadata{}); err != nil {
+		t.Fatal(err)
+	}
+	rcfg := testConfig(t)
+	rcfg.IsolationLevel = transport.ReadCommitted
+	r := newReader(t, rcfg)
+	type end struct {
+		high int64
+		err  error
+		at   time.Time
+	}
+	got := make(chan end, 1)
+	go func() {
+		_, high, err := r.Watermarks(ctx, topic, 0)
+		got <- end{high, err, time.Now()}
+	}()
+	select {
+	case e := <-got:
+		t.Fatalf("Watermarks returned %d (%v) while a transaction was open before committed records", e.high, e.err)
+	case <-time.After(2 * time.Second):
+	}
+	aborted := time.Now()
+	if err := open.AbortTxn(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e := <-got
+	if e.err != nil {
+		t.Fatal(e.err)
+	}
+	// open@0 (aborted), c1@1, c2@2, the later transaction's marker @3,
+	// the abort marker @4.
+	if e.high < 3 || e.at.Before(aborted) {
+		t.Errorf("end %d at %s (abort at %s), want past the committed records (>= 3), after the abort", e.high, e.at, aborted)
+	}
+}
