@@ -404,14 +404,21 @@ func (f *faultApp) waitDrained() {
 	for _, r := range readCommitted(f.t, f.wc.words) {
 		lastWord[r.Partition] = r.Offset + 1
 	}
+	var behind string
+	f.t.Cleanup(func() {
+		if f.t.Failed() && behind != "" {
+			f.t.Logf("behind at the end:%s", behind)
+		}
+	})
 	waitFor(f.t, 4*time.Minute, "committed offsets of the words past their last committed record", func() bool {
 		c := committed(f.t, f.wc.app, f.wc.words, 8)
+		behind = ""
 		for p := range c {
 			if lastWord[p] > 0 && c[p] < lastWord[p] {
-				return false
+				behind += fmt.Sprintf(" words[%d] committed %d, last record +1 %d;", p, c[p], lastWord[p])
 			}
 		}
-		return true
+		return behind == ""
 	})
 }
 

@@ -139,6 +139,15 @@ func startWorkerListen(t testing.TB, dir, body, grpcAddr string, env ...string) 
 		close(w.done)
 	}()
 	t.Cleanup(func() {
+		if t.Failed() && !w.exited() {
+			// What it was doing: SIGQUIT makes the Go runtime print every
+			// goroutine's stack as it exits, into the log printed below.
+			_ = cmd.Process.Signal(syscall.SIGQUIT)
+			select {
+			case <-w.done:
+			case <-time.After(10 * time.Second):
+			}
+		}
 		_ = cmd.Process.Kill()
 		<-w.done
 		if t.Failed() {
