@@ -623,5 +623,8 @@ func (m *Manager) startRead(r *startReq) {
 	if n := p.startAt(r.off); n > 0 {
 		m.log.Warn("the consumer started a partition below its committed offset; the records before it are skipped",
 			"topic", p.ktp.topic, "partition", p.ktp.partition, "first_received", first, "committed", r.off, "skipped", n)
+		// A buffer full of them paused the partition: nothing else
+		// would resume it.
+		m.applyPause(p)
 	}
 }

@@ -342,6 +342,7 @@ func TestEOSAbortRestoresCommittedState(t *testing.T) {
 type stableConsumer struct {
 	*fakeConsumer
 	committed map[string]int64 // "topic/partition"
+	gate      chan struct{}    // if set, CommittedOffsets answers once it is closed
 }
 
 func (c *stableConsumer) GroupMetadata() (transport.GroupMetadata, error) {
@@ -349,6 +350,9 @@ func (c *stableConsumer) GroupMetadata() (transport.GroupMetadata, error) {
 }
 
 func (c *stableConsumer) CommittedOffsets(_ context.Context, parts []transport.PartitionOffset) ([]transport.PartitionOffset, error) {
+	if c.gate != nil {
+		<-c.gate
+	}
 	out := make([]transport.PartitionOffset, len(parts))
 	for i, o := range parts {
 		off, ok := c.committed[fmt.Sprintf("%s/%d", o.Topic, o.Partition)]
@@ -383,4 +387,30 @@ func TestEOSStartsAtTheStableCommittedOffset(t *testing.T) {
 	if got := eventOffsets(evs); !slices.Equal(got, []int64{5, 6, 7}) {
 		t.Fatalf("delivered %v, want [5 6 7]: nothing below the committed offset 5", got)
 	}
+}
+
+// TestEOSStartResumesAFullBuffer: records below the committed offset
+// filled the partition's buffer (and paused it) while the offset was read;
+// once they are dropped the partition is resumed, or nothing would resume
+// it.
+func TestEOSStartResumesAFullBuffer(t *testing.T) {
+	cfg := testConfig()
+	cfg.ExactlyOnce = true
+	cfg.BufferEvents = 4
+	tp := newFakeTxnProducer()
+	gate := make(chan struct{})
+	h := startWrapped(t, cfg, tp.fakeProducer, tp, func(c *fakeConsumer) agents.Consumer {
+		return &stableConsumer{fakeConsumer: c, committed: map[string]int64{"in/0": 10}, gate: gate}
+	})
+	tp.cons = h.cons
+	h.open("count", "a", 100)
+	h.m.Assigned(tps("in", 0))
+	h.sendRange("in", 0, 0, 6) // from the beginning; the buffer fills
+	h.settle()
+	if !h.cons.isPaused("in", 0) {
+		t.Fatalf("in[0] not paused with a full buffer; consumer calls %v", h.cons.log)
+	}
+	close(gate)
+	waitFor(t, wait, func() string { return fmt.Sprintf("in[0] resumed once its records below 10 were dropped; consumer calls %v", h.cons.log) },
+		func() bool { h.settle(); return !h.cons.isPaused("in", 0) })
 }

@@ -444,7 +444,9 @@ func (m *Manager) startPending(old *partition) {
 		// from the offset committed before: p starts after it (the
 		// records before were buffered, never delivered: dispatch waits
 		// for prev).
-		p.startAt(old.committed)
+		if p.startAt(old.committed) > 0 {
+			m.applyPause(p) // a buffer full of them paused it
+		}
 	}
 	if p.a.tables {
 		m.startRecovery(p)
