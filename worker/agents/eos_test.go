@@ -411,6 +411,8 @@ func TestEOSStartResumesAFullBuffer(t *testing.T) {
 		t.Fatalf("in[0] not paused with a full buffer; consumer calls %v", h.cons.log)
 	}
 	close(gate)
-	waitFor(t, wait, func() string { return fmt.Sprintf("in[0] resumed once its records below 10 were dropped; consumer calls %v", h.cons.log) },
+	waitFor(t, wait, func() string {
+		return fmt.Sprintf("in[0] resumed once its records below 10 were dropped; consumer calls %v", h.cons.log)
+	},
 		func() bool { h.settle(); return !h.cons.isPaused("in", 0) })
 }
