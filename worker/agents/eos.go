@@ -616,6 +616,9 @@ func (m *Manager) startRead(r *startReq) {
 	if r.off < 0 || r.off <= p.committed {
 		return
 	}
+	// The group's committed offset, for the lag too (librdkafka's
+	// counts from its own commits, which exactly-once does not make).
+	p.stats.CommittedAt(r.off, nil, time.Now())
 	first := int64(-1)
 	if p.len() > 0 {
 		first = p.recs[p.head].off
