@@ -101,7 +101,7 @@ func (m *Manager) commitAll(only map[*partition]bool) bool {
 }
 
 func (m *Manager) addToCommit(j *commitJob, p *partition) {
-	if p.frontier <= p.committed {
+	if p.frontier <= p.committed || p.startUnknown {
 		return
 	}
 	j.offsets = append(j.offsets, transport.PartitionOffset{Topic: p.ktp.topic, Partition: p.ktp.partition, Offset: transport.Offset(p.frontier)})

@@ -127,7 +127,8 @@ func (m *Manager) holdResult(p *partition, r *rec, res *Result) {
 // Nothing is handed over while a commit is in flight, or once a leaving
 // partition's frontier is final.
 func (m *Manager) handOut(p *partition) {
-	if m.committing || p.final || p.dropped || p.superseded {
+	if m.committing || p.final || p.dropped || p.superseded || p.startUnknown || p.prev != nil {
+		// (Until p's start is known nothing of it may move its frontier.)
 		return
 	}
 	for i := p.head; i < len(p.recs); i++ {
@@ -613,6 +614,7 @@ func (m *Manager) startRead(r *startReq) {
 		return
 	}
 	p.startUnknown = false
+	defer m.deadLetterOversized(p)
 	if r.off < 0 || r.off <= p.committed {
 		return
 	}
@@ -629,5 +631,18 @@ func (m *Manager) startRead(r *startReq) {
 		// A buffer full of them paused the partition: nothing else
 		// would resume it.
 		m.applyPause(p)
+	}
+}
+
+// deadLetterOversized dead-letters the records of p too large for the agent
+// stream that receive kept while p's start was not known (exactly-once).
+func (m *Manager) deadLetterOversized(p *partition) {
+	if p.startUnknown || p.prev != nil || p.revoking || p.dropped {
+		return
+	}
+	for _, r := range p.recs[p.head:] {
+		if r.state == statePending && r.size > m.cfg.MaxEventBytes {
+			m.deadLetter(p, r, "record too large for the agent stream")
+		}
 	}
 }

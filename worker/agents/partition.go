@@ -243,8 +243,11 @@ func (m *Manager) receive(msg *transport.Message) {
 	p.recs = append(p.recs, r)
 	p.stats.AddReceived(1)
 	p.bytes += r.size
-	if r.size > m.cfg.MaxEventBytes {
+	if r.size > m.cfg.MaxEventBytes && !(m.eos && (p.startUnknown || p.prev != nil)) {
 		// It cannot travel on the agent stream: dead-letter it, loudly.
+		// (Under exactly-once not before the partition's start is known:
+		// it may be below it, and its dead letter would move the
+		// frontier; deadLetterOversized does it then.)
 		m.deadLetter(p, r, "record too large for the agent stream")
 		return
 	}
@@ -447,6 +450,9 @@ func (m *Manager) startPending(old *partition) {
 		if p.startAt(old.committed) > 0 {
 			m.applyPause(p) // a buffer full of them paused it
 		}
+	}
+	if m.eos {
+		m.deadLetterOversized(p)
 	}
 	if p.a.tables {
 		m.startRecovery(p)
