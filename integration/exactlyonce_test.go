@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/eddy-streams/eddy/internal/kafkatest"
+	"github.com/eddy-streams/eddy/internal/testutil"
 )
 
 // TestExactlyOnceKills is the word count under processing_guarantee
@@ -49,25 +50,6 @@ func TestExactlyOnceKills(t *testing.T) {
 		})
 	}
 	waitSpread("the 16 partitions on the three workers", []int{0, 1, 2})
-	t.Cleanup(func() {
-		if !t.Failed() {
-			return
-		}
-		// What each worker was doing: its status, then its goroutines
-		// (SIGQUIT: the Go runtime prints every goroutine's stack as it
-		// exits; the worker log printed after holds them).
-		for i, w := range ws {
-			if !w.exited() {
-				t.Logf("worker %d status: %v", i, w.status(t))
-				_ = w.cmd.Process.Signal(syscall.SIGQUIT)
-				select {
-				case <-w.done:
-				case <-time.After(10 * time.Second):
-				}
-			}
-		}
-	})
-
 	want := map[string]int64{}
 	keys, lines := corpus(31, 36000, want)
 	prod := startSteadyProducer(t, a.lines, keys, lines, 500, 200*time.Millisecond)
@@ -120,8 +102,13 @@ func TestExactlyOnceKills(t *testing.T) {
 	// the words to the last committed record of each partition (a
 	// transactional topic ends with a commit marker).
 	end := endOffsets(t, a.lines, 8)
-	waitFor(t, 4*time.Minute, "committed offsets of the lines at the end", func() bool {
-		return atEnd(committed(t, a.app, a.lines, 8), end)
+	var linesCommitted []int64
+	testutil.WaitFor(t, 4*time.Minute, func() string {
+		dumpWorkers(t, ws...)
+		return fmt.Sprintf("committed offsets of the lines at the end %v (the group's: %v)", end, linesCommitted)
+	}, func() bool {
+		linesCommitted = committed(t, a.app, a.lines, 8)
+		return atEnd(linesCommitted, end)
 	})
 	words := readCommitted(t, a.words)
 	lastWord := make([]int64, 8)
@@ -134,7 +121,10 @@ func TestExactlyOnceKills(t *testing.T) {
 			t.Logf("words: last committed record +1 per partition %v, group's committed offsets %v", lastWord, wordsCommitted)
 		}
 	})
-	waitFor(t, 4*time.Minute, "committed offsets of the words past their last committed record", func() bool {
+	testutil.WaitFor(t, 4*time.Minute, func() string {
+		dumpWorkers(t, ws...)
+		return "committed offsets of the words past their last committed record"
+	}, func() bool {
 		c := committed(t, a.app, a.words, 8)
 		wordsCommitted = c
 		for p := range c {

@@ -140,8 +140,10 @@ func startWorkerListen(t testing.TB, dir, body, grpcAddr string, env ...string) 
 	}()
 	t.Cleanup(func() {
 		if t.Failed() && !w.exited() {
-			// What it was doing: SIGQUIT makes the Go runtime print every
-			// goroutine's stack as it exits, into the log printed below.
+			// What it was doing: its status and partition figures, then
+			// its goroutines (SIGQUIT makes the Go runtime print every
+			// goroutine's stack as it exits, into the log printed below).
+			dumpWorkers(t, w)
 			_ = cmd.Process.Signal(syscall.SIGQUIT)
 			select {
 			case <-w.done:
@@ -172,6 +174,22 @@ func startWorkerListen(t testing.TB, dir, body, grpcAddr string, env ...string) 
 		return true
 	})
 	return w
+}
+
+// dumpWorkers logs what each live worker of ws is doing: its status and
+// its partitions' figures (for a failed test; agents still connected, if
+// called before the cleanups stop them).
+func dumpWorkers(t testing.TB, ws ...*workerProc) {
+	t.Helper()
+	for _, w := range ws {
+		if w.exited() {
+			continue
+		}
+		for _, what := range []string{"status", "stats"} {
+			out, errOut, code := runCtl(t, w.GRPC, what, "-o", "json")
+			t.Logf("worker %s (workerctl %s, exit %d):\n%s%s", w.GRPC, what, code, out, errOut)
+		}
+	}
 }
 
 // exited reports whether the process has exited.

@@ -60,10 +60,18 @@ func startWordCount(t testing.TB, addr string, a wordCountApp) *agentProc {
 		_ = cmd.Process.Kill()
 		<-p.done
 		if t.Failed() {
-			t.Logf("wordcount log (last 4k):\n%s", tail(p.log.String(), 4096))
+			t.Logf("wordcount log (first and last 6k):\n%s", headTail(p.log.String(), 6144))
 		}
 	})
 	return p
+}
+
+// headTail is s, or its first and last n bytes.
+func headTail(s string, n int) string {
+	if len(s) > 2*n {
+		return s[:n] + "\n[…]\n" + s[len(s)-n:]
+	}
+	return s
 }
 
 func tail(s string, n int) string {

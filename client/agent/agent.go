@@ -165,6 +165,14 @@ func (a *Agent) Sessions() map[string]string {
 	return maps.Clone(a.sessions)
 }
 
+// connected reports whether a session with the worker at addr is up.
+func (a *Agent) connected(addr string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, ok := a.sessions[addr]
+	return ok
+}
+
 func (a *Agent) sessionUp(addr, id string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -108,6 +108,10 @@ func startFakeWorker(t testing.TB) *fakeWorker {
 	return w
 }
 
+// Stop stops the fake worker's server, closing every connection: a worker
+// process that died.
+func (w *fakeWorker) Stop() { w.srv.Stop() }
+
 func (w *fakeWorker) ListAgents(context.Context, *eddyv1.ListAgentsRequest) (*eddyv1.ListAgentsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "not in the fake")
 }

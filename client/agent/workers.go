@@ -108,12 +108,12 @@ func (w *workers) refresh(ctx context.Context) {
 			want[wi.GetWorkerId()] = wi.GetGrpcAddress()
 		}
 	}
-	// The worker that answered is alive even when the group does not list
-	// it yet (it is joining): keep its session, at the address asked.
+	// The worker that answered is alive at the address asked, whatever the
+	// group lists for it: nothing yet (it is joining), or the address it
+	// had before a restart (the same data keeps its worker id; the old
+	// membership lingers until its session times out).
 	if id := resp.GetWorkerId(); id != "" {
-		if _, ok := want[id]; !ok {
-			want[id] = asked
-		}
+		want[id] = asked
 		for _, l := range w.links {
 			if l.addr == asked && l.workerID == "" && w.byID(id) == nil {
 				l.workerID = id
@@ -131,8 +131,15 @@ func (w *workers) refresh(ctx context.Context) {
 				continue
 			}
 		}
-		if _, ok := want[l.workerID]; ok {
+		if addr, ok := want[l.workerID]; ok {
 			l.misses = 0
+			if addr != l.addr && !w.a.connected(l.addr) {
+				// The worker is listed elsewhere and not reachable where
+				// it was: restarted on a new address. (A link that is
+				// connected stays: the worker answers there, under a
+				// name it may not advertise.)
+				w.stop(l, "the worker is listed at "+addr+" now")
+			}
 			continue
 		}
 		l.misses++

@@ -145,6 +145,75 @@ func TestDiscoveryFallsBackToSeeds(t *testing.T) {
 	}
 }
 
+// restartedList is the list of an app whose worker "w1" was restarted on a
+// new address (same data, so the same worker id), beside "w2": the group
+// still lists w1 at the address it had, until its old membership expires;
+// then at the new one.
+type restartedList struct {
+	mu             sync.Mutex
+	w1Addr, w2Addr string
+}
+
+func (l *restartedList) answer(self string) func() *eddyv1.ListWorkersResponse {
+	return func() *eddyv1.ListWorkersResponse {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return &eddyv1.ListWorkersResponse{WorkerId: self, Workers: []*eddyv1.WorkerInfo{
+			{WorkerId: "w1", GrpcAddress: l.w1Addr}, {WorkerId: "w2", GrpcAddress: l.w2Addr}}}
+	}
+}
+
+func (l *restartedList) move(w1Addr string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.w1Addr = w1Addr
+}
+
+// TestDiscoveryRestartedWorkerOnANewAddress: a worker restarted on another
+// address keeps its worker id, and the group lists the old address for a
+// while. An agent given the new address keeps its session there (the
+// worker that answered is alive where it was asked), and an agent
+// connected to the old address follows the worker to the new one (the
+// worker's listed address changed). TestExactlyOnceKills saw agents of a
+// restarted worker retry a dead address for minutes, never connected to
+// their own worker.
+func TestDiscoveryRestartedWorkerOnANewAddress(t *testing.T) {
+	t.Run("given the new address", func(t *testing.T) {
+		gone, w1, w2 := startFakeWorker(t), startFakeWorker(t), startFakeWorker(t)
+		gone.Stop()
+		l := &restartedList{w1Addr: gone.Addr, w2Addr: w2.Addr}
+		w1.SetList(l.answer("w1"))
+		w2.SetList(l.answer("w2"))
+		a := newAgent(t, w1, ok, agent.WithDiscovery(10*time.Millisecond))
+		runAgent(t, a)
+		waitFor(t, waitTimeout, "sessions with the restarted w1 and with w2", func() bool { return open(w1) == 1 && open(w2) == 1 })
+		lists := w1.Lists() + w2.Lists()
+		waitFor(t, waitTimeout, "ten more lists", func() bool { return w1.Lists()+w2.Lists() >= lists+10 })
+		if open(w1) != 1 || w1.Hellos() != 1 {
+			t.Errorf("w1: %d open sessions of %d Connect streams; want its one session kept", open(w1), w1.Hellos())
+		}
+		l.move(w1.Addr) // the old membership expired
+		lists = w1.Lists() + w2.Lists()
+		waitFor(t, waitTimeout, "ten more lists", func() bool { return w1.Lists()+w2.Lists() >= lists+10 })
+		if open(w1) != 1 || w1.Hellos() != 1 {
+			t.Errorf("w1 listed at the address asked: %d open sessions of %d Connect streams; want its one session kept", open(w1), w1.Hellos())
+		}
+	})
+	t.Run("connected to the old address", func(t *testing.T) {
+		old, w1, w2 := startFakeWorker(t), startFakeWorker(t), startFakeWorker(t)
+		l := &restartedList{w1Addr: old.Addr, w2Addr: w2.Addr}
+		old.SetList(l.answer("w1"))
+		w2.SetList(l.answer("w2"))
+		a := newAgent(t, old, ok, agent.WithDiscovery(10*time.Millisecond))
+		runAgent(t, a)
+		waitFor(t, waitTimeout, "sessions with w1 and w2", func() bool { return open(old) == 1 && open(w2) == 1 })
+		old.Stop()
+		w1.SetList(l.answer("w1"))
+		l.move(w1.Addr)
+		waitFor(t, waitTimeout, "a session with w1 at its new address", func() bool { return open(w1) == 1 && open(w2) == 1 })
+	})
+}
+
 func sum(xs []int) int {
 	n := 0
 	for _, x := range xs {

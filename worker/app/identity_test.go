@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 
@@ -60,5 +61,30 @@ func TestCheckIdentity(t *testing.T) {
 				t.Errorf("got %v, want no error", err)
 			}
 		})
+	}
+}
+
+// TestMembersLeaveOutThePredecessor: a member with this worker's id at
+// another address is its predecessor (a live twin is refused at start):
+// the list of workers (agents' discovery, owners of table partitions)
+// leaves it out, so nobody dials an address nothing answers on.
+func TestMembersLeaveOutThePredecessor(t *testing.T) {
+	cfg := config.DefaultConfig()
+	cfg.App, cfg.WorkerID = "wc", "w1"
+	a := New(cfg, Options{Logger: slog.New(slog.DiscardHandler), GRPCAddr: "127.0.0.1:7001"})
+	member := func(id, addr string) transport.GroupMember {
+		return transport.GroupMember{ClientID: "eddy|" + id + "|" + addr}
+	}
+	a.describer = fakeDescriber{member("w1", "127.0.0.1:7999"), member("w1", "127.0.0.1:7001"), member("w2", "127.0.0.1:7002")}
+	ms, err := a.Members(context.Background(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range ms {
+		got = append(got, m.WorkerID+"@"+m.Addr)
+	}
+	if want := []string{"w1@127.0.0.1:7001", "w2@127.0.0.1:7002"}; !slices.Equal(got, want) {
+		t.Errorf("members %v, want %v", got, want)
 	}
 }

@@ -105,6 +105,12 @@ func (a *App) Members(ctx context.Context, refresh bool) ([]Member, error) {
 		if !ok {
 			continue
 		}
+		if id == a.cfg.WorkerID && addr != a.advertised() {
+			// This worker's predecessor (a live twin is refused at
+			// start, checkIdentity): its membership lingers until its
+			// session times out, at an address nothing answers on.
+			continue
+		}
 		mem := Member{WorkerID: id, Addr: addr, Assigned: tps(m.Assignment)}
 		sortTPs(mem.Assigned)
 		out = append(out, mem)
