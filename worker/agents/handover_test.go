@@ -275,6 +275,36 @@ func TestNotFetchedIsStalled(t *testing.T) {
 	waitFor(t, wait, func() string { return "in[0] no longer stalled" }, func() bool { return !stalled(0) })
 }
 
+// TestNoInstanceIsStalled: a partition no agent instance serves is paused,
+// so it fetches nothing and librdkafka knows neither its watermarks nor
+// its lag; it is stalled all the same once StallTimeout passed, and no
+// longer once an instance connects. (TestExactlyOnceKills saw a worker
+// whose agents never reached it hold its partitions for minutes without a
+// word.)
+func TestNoInstanceIsStalled(t *testing.T) {
+	cfg := testConfig()
+	cfg.StallTimeout = 50 * time.Millisecond
+	cfg.Monitor = monitor.New("app", "", true)
+	h := start(t, cfg)
+	h.cons.setAssignment(tps("in", 0))
+	h.m.Assigned(tps("in", 0))
+	h.settle()
+	cfg.Monitor.SetLag("in", 0, -1)
+	cfg.Monitor.SetFetch("in", 0, monitor.Fetch{State: "active", Next: -1001, Stable: -1001, High: -1001})
+	stalled := func() bool {
+		for _, st := range cfg.Monitor.Stalls() {
+			if st.Topic == "in" && st.Partition == 0 && strings.Contains(st.Reason, "no agent instance is connected") {
+				return true
+			}
+		}
+		return false
+	}
+	waitFor(t, wait, func() string { return fmt.Sprintf("in[0] reported stalled: %+v", cfg.Monitor.Stalls()) }, stalled)
+	h.open("count", "a", 10)
+	waitFor(t, wait, func() string { return fmt.Sprintf("in[0] no longer stalled: %+v", cfg.Monitor.Stalls()) },
+		func() bool { return !stalled() })
+}
+
 // TestStoreCheckpointStopsAtForeignRecords: records this worker did not
 // write land among its own changelog records (a previous owner's late
 // writes). The store gets this worker's mutations, but its checkpoint

@@ -76,7 +76,10 @@ func (m *Manager) checkStalls(now time.Time) {
 		// state tells.
 		f := p.fetch()
 		notFetched := f != nil && f.State != "active"
-		if lag := p.statsLag(); !readFailing && (waiting > 0 || lag > 0 || notFetched) {
+		// Nor has a partition no instance serves, paused before it
+		// fetched anything: its watermarks are not known either.
+		unserved := len(p.lanes) == 0 && (f == nil || f.High < 0)
+		if lag := p.statsLag(); !readFailing && (waiting > 0 || lag > 0 || notFetched || unserved) {
 			if idle := now.Sub(p.lastMove); idle >= limit {
 				reason := fmt.Sprintf("frontier has not moved for %s with %d records waiting", idle.Round(time.Second), waiting)
 				if len(p.lanes) == 0 {
