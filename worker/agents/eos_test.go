@@ -462,3 +462,28 @@ func TestEOSOversizedRecordWaitsForTheStart(t *testing.T) {
 		t.Errorf("committed %v, want nothing (offset 0 was below the start: no dead letter)", v)
 	}
 }
+
+// TestEOSPositionPassesCommitMarkers: under exactly-once too, the
+// transaction commits the consumer's position past the last record (the
+// input is another transaction's output: it ends with a commit marker)
+// once the events before it were handed over.
+func TestEOSPositionPassesCommitMarkers(t *testing.T) {
+	cfg := testConfig()
+	h, tp := startEOS(t, cfg)
+	h.m.Assigned(tps("in", 0))
+	a := h.open("count", "a", 100)
+	h.send(msg("in", 0, 0, "k0", "v0"), msg("in", 0, 1, "k1", "v1"))
+	h.m.Position(transport.TopicPartition{Topic: "in", Partition: 0}, 3) // the marker at 2
+	evs := a.takeEvents(2)
+	b := a.log[len(a.log)-1].Batch
+	a.reply(b, ok(0, out("from-0")))
+	h.waitCommitted("in", 0, 1)
+	a.reply(b, ok(1, out("from-1")))
+	h.waitCommitted("in", 0, 3)
+	if got := eventOffsets(evs); !slices.Equal(got, []int64{0, 1}) {
+		t.Errorf("delivered %v, want [0 1]", got)
+	}
+	if got := tp.committedValues(); got["from-0"] != 1 || got["from-1"] != 1 {
+		t.Errorf("committed outputs %v, want each once", got)
+	}
+}

@@ -207,3 +207,32 @@ func TestRefetchedRecordsNotDeliveredAgain(t *testing.T) {
 		t.Errorf("offsets = %v, want [3]", got)
 	}
 }
+
+// TestPositionPassesCommitMarkers: the consumer's position past the last
+// record (a transactional topic ends with a commit marker) moves the
+// frontier there once every record before it is done, so the committed
+// offset reaches the end of the partition; before that it does not, and a
+// position before any record of the assignment is not taken (librdkafka
+// may keep one from an earlier assignment).
+func TestPositionPassesCommitMarkers(t *testing.T) {
+	cfg := frontierConfig()
+	cfg.CommitInterval = 10 * time.Millisecond
+	h := start(t, cfg)
+	in0 := transport.TopicPartition{Topic: "in", Partition: 0}
+	h.m.Assigned(tps("in", 0))
+	h.m.Position(in0, 9) // before any record: not taken
+	h.sendRange("in", 0, 0, 3)
+	h.m.Position(in0, 4) // the marker at 3
+	h.settle()
+	a := h.open("count", "a", 100)
+	b := a.nextBatch()
+	a.reply(b, ok(0), ok(1))
+	expectCommitted(t, h, a, 0, 2)
+	a.reply(b, ok(2))
+	waitFor(t, wait, func() string { return fmt.Sprintf("committed in[0] = %d, want 4", h.cons.committedAt("in", 0)) },
+		func() bool { return h.cons.committedAt("in", 0) == 4 })
+	h.sendRange("in", 0, 4, 6)
+	a.okAll(a.nextBatch())
+	waitFor(t, wait, func() string { return fmt.Sprintf("committed in[0] = %d, want 6", h.cons.committedAt("in", 0)) },
+		func() bool { return h.cons.committedAt("in", 0) == 6 })
+}

@@ -15,7 +15,7 @@ import (
 // records.
 type inbox struct {
 	mu     sync.Mutex
-	msgs   []transport.Message // copies: the consumer reuses what it passes
+	msgs   []inMsg // copies: the consumer reuses what it passes
 	ctl    []any
 	wake   chan struct{}
 	closed bool // Run returned: nothing will be taken any more
@@ -28,13 +28,20 @@ func (b *inbox) notify() {
 	}
 }
 
-func (b *inbox) pushMsg(msg *transport.Message) {
+// inMsg is a record from the poll loop, or (pos) the consumer's position
+// in a partition, in order with its records: Offset is then the position.
+type inMsg struct {
+	transport.Message
+	pos bool
+}
+
+func (b *inbox) pushMsg(msg *transport.Message, pos bool) {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
 		return
 	}
-	b.msgs = append(b.msgs, *msg)
+	b.msgs = append(b.msgs, inMsg{Message: *msg, pos: pos})
 	n := len(b.msgs)
 	b.mu.Unlock()
 	if n == 1 {
@@ -65,7 +72,7 @@ func (b *inbox) close() []any {
 	return ctl
 }
 
-func (b *inbox) take(msgs []transport.Message, ctl []any) ([]transport.Message, []any) {
+func (b *inbox) take(msgs []inMsg, ctl []any) ([]inMsg, []any) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	gotM, gotC := b.msgs, b.ctl

@@ -337,7 +337,15 @@ func (m *Manager) Attach(c Consumer) { m.consumer = c }
 
 // Message takes one record from the poll loop. It never blocks, and keeps
 // a copy of *msg, not msg (transport.Consumer reuses it).
-func (m *Manager) Message(msg *transport.Message) { m.in.pushMsg(msg) }
+func (m *Manager) Message(msg *transport.Message) { m.in.pushMsg(msg, false) }
+
+// Position takes the consumer's position in a partition, in order with its
+// records (transport.PositionHandler): offsets below it that no record was
+// received for hold none (transaction markers), and the frontier passes
+// them once every record before is done.
+func (m *Manager) Position(tp transport.TopicPartition, next transport.Offset) {
+	m.in.pushMsg(&transport.Message{Topic: tp.Topic, Partition: tp.Partition, Offset: next}, true)
+}
 
 // Assigned takes partitions newly assigned to this worker.
 func (m *Manager) Assigned(parts []transport.TopicPartition) { m.in.push(&assignReq{parts: parts}) }
@@ -418,7 +426,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	m.lastCommit = time.Now()
-	var msgs []transport.Message
+	var msgs []inMsg
 	var ctl []any
 	for {
 		select {
@@ -435,8 +443,12 @@ func (m *Manager) Run(ctx context.Context) error {
 			ctl[i] = nil
 		}
 		for i := range msgs {
-			m.receive(&msgs[i])
-			msgs[i] = transport.Message{} // hold on to nothing of it
+			if msgs[i].pos {
+				m.position(&msgs[i].Message)
+			} else {
+				m.receive(&msgs[i].Message)
+			}
+			msgs[i] = inMsg{} // hold on to nothing of it
 		}
 		m.dispatch()
 		if m.eos {

@@ -98,6 +98,12 @@ type partition struct {
 	keyBusy      map[string]int // key ordering or tables: delivered, retrying or acking records per key
 	tables       []*live.Part   // the agent's tables' partitions; nil without tables
 	recovering   bool           // restoring its tables: nothing is delivered yet
+	// endPos is the consumer's position (Manager.Position), -1 unknown:
+	// offsets below it that no record was received for hold none
+	// (transaction markers), and the frontier passes them once every
+	// record before is done. lastRecv is the offset of the last record
+	// received, -1 none.
+	endPos, lastRecv int64
 	// startUnknown (exactly-once): the group's stable committed offset is
 	// being read; nothing is delivered until it is known (readStart).
 	startUnknown  bool
@@ -190,6 +196,14 @@ func (p *partition) advance() int {
 		p.head++
 		n++
 	}
+	if p.head == len(p.recs) && p.endPos > p.frontier && !p.startUnknown && p.prev == nil {
+		// Every record received is done, and the consumer's position is
+		// past them: what lies between holds no record (a commit
+		// marker). Committing the last record's offset + 1 would leave a
+		// lag of 1 for good.
+		p.frontier = p.endPos
+		n++
+	}
 	if n > 0 {
 		p.lastMove = time.Now()
 		p.stats.FrontierMoved(p.lastMove)
@@ -241,6 +255,7 @@ func (m *Manager) receive(msg *transport.Message) {
 	// alone: kept as they are (Header is transport.Header).
 	r := &rec{off: off, key: msg.Key, value: msg.Value, headers: msg.Headers, ts: msg.Timestamp, size: len(msg.Key) + len(msg.Value)}
 	p.recs = append(p.recs, r)
+	p.lastRecv = off
 	p.stats.AddReceived(1)
 	p.bytes += r.size
 	if r.size > m.cfg.MaxEventBytes && !(m.eos && (p.startUnknown || p.prev != nil)) {
@@ -252,6 +267,22 @@ func (m *Manager) receive(msg *transport.Message) {
 		return
 	}
 	if len(p.recs)-p.head >= m.cfg.BufferEvents || p.bytes >= m.cfg.BufferBytes {
+		m.applyPause(p)
+	}
+}
+
+// position takes the consumer's position in a partition (Position), after
+// the records before it.
+func (m *Manager) position(msg *transport.Message) {
+	p := m.parts[tpKey{msg.Topic, msg.Partition}]
+	next := int64(msg.Offset)
+	if p == nil || p.revoking || p.lastRecv < 0 || next <= p.endPos || next <= p.lastRecv {
+		// (Only past a record of this assignment: a position before any
+		// could be one librdkafka kept from an earlier assignment.)
+		return
+	}
+	p.endPos = next
+	if !m.eos && p.advance() > 0 { // exactly-once: handOut advances it
 		m.applyPause(p)
 	}
 }
@@ -341,7 +372,7 @@ func (m *Manager) assign(parts []transport.TopicPartition) {
 			// predecessor.
 			prev = old.prev
 		}
-		p := &partition{ktp: k, a: a, lanes: map[*session]*lane{}, frontier: -1, committed: -1,
+		p := &partition{ktp: k, a: a, lanes: map[*session]*lane{}, frontier: -1, committed: -1, endPos: -1, lastRecv: -1,
 			stats: m.mon.Partition(a.cfg.Name, k.topic, k.partition), lastMove: time.Now(), prev: prev, keep: m.eos,
 			pauseUnknown: true}
 		if a.byKey || a.tables {

@@ -401,6 +401,11 @@ func (h *consumerHandler) Message(msg *transport.Message) {
 	h.mgr.Message(msg)
 }
 
+// Position passes the consumer's position on (transport.PositionHandler).
+func (h *consumerHandler) Position(tp transport.TopicPartition, next transport.Offset) {
+	h.mgr.Position(tp, next)
+}
+
 // Stats takes librdkafka's statistics and records the consumer lag and the
 // fetch state of each owned partition.
 func (h *consumerHandler) Stats(js string) {

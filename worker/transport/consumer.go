@@ -62,6 +62,24 @@ type StatsHandler interface {
 // notices its context end.
 const pollTimeout = 100 * time.Millisecond
 
+// PositionHandler is a Handler that also hears the consumer's position in
+// its partitions. Position is called on the poll goroutine, in order with
+// Message: next is the offset after every record of tp handed to Message
+// so far, and after the offsets behind them that hold no record for the
+// application — transaction markers, and records of aborted transactions
+// (read_committed) — so committing next passes them. (A transactional
+// topic's last offset is a commit marker: committing the last record's
+// offset + 1 leaves a lag of 1 for good. Kafka Streams commits the
+// consumer's position for the same reason, KAFKA-6607.) It is called at
+// most every positionEvery per partition, only after a Message of tp in
+// the current assignment, and only when next moved past that record.
+type PositionHandler interface {
+	Position(tp TopicPartition, next Offset)
+}
+
+// positionEvery is how often the consumer's positions are read.
+const positionEvery = 500 * time.Millisecond
+
 // Consumer is a consumer-group member over librdkafka with
 // enable.auto.commit=false, enable.auto.offset.store=false,
 // cooperative-sticky incremental assignment, auto.offset.reset=earliest and
@@ -117,6 +135,12 @@ type Consumer struct {
 	rebalanceErr error   // set by the rebalance callback (poll goroutine only)
 	fatal        bool    // a fatal error was polled (poll goroutine only)
 	msg          Message // the record being delivered (poll goroutine only)
+
+	// Positions (PositionHandler; poll goroutine only): the offset after
+	// the last record handed over in the current assignment of each
+	// partition, or the last position reported; and when they were read.
+	told      map[TopicPartition]Offset
+	positions time.Time
 }
 
 // closeTimeout bounds librdkafka's consumer close (unassign, LeaveGroup).
@@ -153,6 +177,7 @@ func NewConsumer(cfg Config, topics []string, h Handler, opts ...Option) (*Consu
 		rep:      reporter{client: "consumer", logger: o.logger, errs: o.errs},
 		errs:     o.errs,
 		assigned: make(map[TopicPartition]bool),
+		told:     make(map[TopicPartition]Offset),
 	}, nil
 }
 
@@ -220,6 +245,7 @@ func (c *Consumer) poll(kc *kafka.Consumer) error {
 		}
 		setMessage(&c.msg, e)
 		c.h.Message(&c.msg)
+		c.told[TopicPartition{Topic: c.msg.Topic, Partition: c.msg.Partition}] = c.msg.Offset + 1
 		c.msg = Message{} // hold on to nothing of it
 	case *kafka.Stats:
 		if sh, ok := c.h.(StatsHandler); ok {
@@ -234,7 +260,42 @@ func (c *Consumer) poll(kc *kafka.Consumer) error {
 	default:
 		c.logger.Debug("consumer event", "event", e.String())
 	}
+	c.tellPositions(kc)
 	return nil
+}
+
+// tellPositions reports to a PositionHandler, every positionEvery, the
+// positions that moved past the last record handed over (or the last
+// position reported) in the current assignment. librdkafka's position is
+// the application's: it moves past a marker only once the records before
+// it were polled, so every record below it was handed to Message first.
+// Partitions without a record in the current assignment are not asked: a
+// position librdkafka kept from an earlier assignment could lie beyond the
+// committed offset this one started at.
+func (c *Consumer) tellPositions(kc *kafka.Consumer) {
+	ph, ok := c.h.(PositionHandler)
+	if !ok || len(c.told) == 0 || time.Since(c.positions) < positionEvery {
+		return
+	}
+	c.positions = time.Now()
+	tps := make([]kafka.TopicPartition, 0, len(c.told))
+	for tp := range c.told {
+		topic := tp.Topic
+		tps = append(tps, kafka.TopicPartition{Topic: &topic, Partition: tp.Partition})
+	}
+	got, err := kc.Position(tps)
+	if err != nil {
+		c.logger.Debug("reading the consumer's positions failed", "err", err)
+		return
+	}
+	for _, r := range got {
+		tp := TopicPartition{Topic: topicOf(r), Partition: r.Partition}
+		if r.Error != nil || Offset(r.Offset) <= c.told[tp] {
+			continue
+		}
+		c.told[tp] = Offset(r.Offset)
+		ph.Position(tp, Offset(r.Offset))
+	}
 }
 
 // rebalance is librdkafka's rebalance callback; it runs on the poll
@@ -274,6 +335,7 @@ func (c *Consumer) rebalance(kc *kafka.Consumer, ev kafka.Event) error {
 		c.mu.Lock()
 		for _, tp := range parts {
 			c.assigned[tp] = true
+			delete(c.told, tp) // a new assignment: no record of it yet
 		}
 		c.mu.Unlock()
 		c.logger.Info("partitions assigned", "group", c.cfg.GroupID, "partitions", fmtParts(parts))
@@ -323,6 +385,7 @@ func (c *Consumer) forget(parts []TopicPartition) {
 	defer c.mu.Unlock()
 	for _, tp := range parts {
 		delete(c.assigned, tp)
+		delete(c.told, tp) // poll goroutine: forget runs in the rebalance callback or shutdown
 	}
 }
 

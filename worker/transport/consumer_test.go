@@ -444,3 +444,69 @@ func TestMessageFields(t *testing.T) {
 		}
 	}
 }
+
+// positionRecorder is a recorder that also records positions, in order with
+// the messages (an event list per partition: offset, or -next for a
+// position).
+type positionRecorder struct {
+	*recorder
+	events map[int32][]int64
+}
+
+func (r *positionRecorder) Message(m *transport.Message) {
+	r.recorder.Message(m)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events[m.Partition] = append(r.events[m.Partition], int64(m.Offset))
+}
+
+func (r *positionRecorder) Position(tp transport.TopicPartition, next transport.Offset) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events[tp.Partition] = append(r.events[tp.Partition], -int64(next))
+}
+
+// TestPositionStepsOverCommitMarkers: a transactional topic's offsets hold
+// commit markers no Message shows; the consumer's position passes them
+// (after the records before them were handed over), so a committed
+// position reaches the end of the partition instead of staying one short
+// of it for good. A plain topic reports no position beyond its records.
+func TestPositionStepsOverCommitMarkers(t *testing.T) {
+	topic := kafkatest.Topic(t, 2)
+	p := newProducer(t, txnConfig(t))
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	produceAll(t, p, topic, "a", "b", "c") // partition 0: offsets 0-2, the marker at 3
+	if err := p.CommitTxn(ctx, nil, transport.GroupMetadata{}); err != nil {
+		t.Fatalf("CommitTxn: %v", err)
+	}
+	plain := newProducer(t, testConfig(t))
+	for _, err := range produceAllTo(t, plain, topic, 1, "x", "y") { // partition 1: offsets 0-1, no marker
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := testConfig(t)
+	cfg.GroupID = kafkatest.Group(t)
+	cfg.IsolationLevel = transport.ReadCommitted
+	rec := &positionRecorder{recorder: newRecorder(), events: map[int32][]int64{}}
+	stop := runConsumer(t, newConsumer(t, cfg, topic, rec))
+	events := func(p int32) []int64 {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return slices.Clone(rec.events[p])
+	}
+	waitFor(t, waitTimeout, func() string { return fmt.Sprintf("records and the position past the marker: %v", events(0)) },
+		func() bool { return slices.Equal(events(0), []int64{0, 1, 2, -4}) })
+	waitFor(t, waitTimeout, func() string { return fmt.Sprintf("records of the plain partition: %v", events(1)) },
+		func() bool { return slices.Equal(events(1), []int64{0, 1}) })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if got := events(1); !slices.Equal(got, []int64{0, 1}) {
+		t.Errorf("plain partition: %v, want its records and no position past them", got)
+	}
+	if got := events(0); !slices.Equal(got, []int64{0, 1, 2, -4}) {
+		t.Errorf("transactional partition: %v, want its records, then position 4 once", got)
+	}
+}

@@ -24,11 +24,17 @@ func txnConfig(t *testing.T) transport.Config {
 // callbacks; it returns their errors.
 func produceAll(t *testing.T, p *transport.Producer, topic string, values ...string) []error {
 	t.Helper()
+	return produceAllTo(t, p, topic, 0, values...)
+}
+
+// produceAllTo is produceAll to a partition of topic.
+func produceAllTo(t *testing.T, p *transport.Producer, topic string, partition int32, values ...string) []error {
+	t.Helper()
 	var mu sync.Mutex
 	errs := make([]error, len(values))
 	n := 0
 	for i, v := range values {
-		p.Produce(transport.Record{Topic: topic, Partition: 0, Value: []byte(v)}, func(err error) {
+		p.Produce(transport.Record{Topic: topic, Partition: partition, Value: []byte(v)}, func(err error) {
 			mu.Lock()
 			defer mu.Unlock()
 			errs[i] = err
