@@ -102,23 +102,32 @@ func (w *workers) refresh(ctx context.Context) {
 		w.seeds()
 		return
 	}
-	want := map[string]string{} // worker id -> advertised address
+	listed := map[string][]string{} // worker id -> the addresses the group lists it at
 	for _, wi := range resp.GetWorkers() {
-		if wi.GetWorkerId() != "" && wi.GetGrpcAddress() != "" {
-			want[wi.GetWorkerId()] = wi.GetGrpcAddress()
+		if id, addr := wi.GetWorkerId(), wi.GetGrpcAddress(); id != "" && addr != "" && !slices.Contains(listed[id], addr) {
+			listed[id] = append(listed[id], addr)
 		}
 	}
-	// The worker that answered is alive at the address asked, whatever the
-	// group lists for it: nothing yet (it is joining), or the address it
-	// had before a restart (the same data keeps its worker id; the old
-	// membership lingers until its session times out).
-	if id := resp.GetWorkerId(); id != "" {
-		want[id] = asked
+	self := resp.GetWorkerId()
+	if self != "" {
 		for _, l := range w.links {
-			if l.addr == asked && l.workerID == "" && w.byID(id) == nil {
-				l.workerID = id
+			if l.addr == asked && l.workerID == "" && w.byID(self) == nil {
+				l.workerID = self
 			}
 		}
+	}
+	want := map[string]string{} // worker id -> the address to connect at
+	for id, addrs := range listed {
+		at := ""
+		if id == self {
+			at = asked
+		}
+		want[id] = w.where(ctx, id, addrs, at)
+	}
+	if _, ok := want[self]; self != "" && !ok {
+		// The worker that answered is alive at the address asked even
+		// when the group does not list it yet (it is joining).
+		want[self] = asked
 	}
 	for _, l := range slices.Clone(w.links) {
 		if l.workerID == "" {
@@ -133,12 +142,12 @@ func (w *workers) refresh(ctx context.Context) {
 		}
 		if addr, ok := want[l.workerID]; ok {
 			l.misses = 0
-			if addr != l.addr && !w.a.connected(l.addr) {
-				// The worker is listed elsewhere and not reachable where
-				// it was: restarted on a new address. (A link that is
-				// connected stays: the worker answers there, under a
-				// name it may not advertise.)
-				w.stop(l, "the worker is listed at "+addr+" now")
+			if addr != l.addr && !w.a.connected(l.addr) && w.answersAs(ctx, addr, l.workerID) {
+				// Not reachable where it was, and the worker answers
+				// where it is listed: restarted on a new address. (A
+				// link that is connected stays: the worker answers
+				// there, under a name it may not advertise.)
+				w.stop(l, "the worker answers at "+addr+" now")
 			}
 			continue
 		}
@@ -148,10 +157,38 @@ func (w *workers) refresh(ctx context.Context) {
 		}
 	}
 	for _, id := range sortedKeys(want) {
-		if w.byID(id) == nil && !w.isStopping(want[id]) {
+		if w.byID(id) == nil && !w.isStopping(want[id]) && !w.isStoppingID(id) {
 			w.start(want[id], id)
 		}
 	}
+}
+
+// where is the address to reach worker id at, which the group lists at
+// addrs, and which answered the list at asked ("" when another worker
+// answered). A link it has at one of them stays there. Otherwise the one
+// listed address, unless more are listed or the worker answered elsewhere:
+// a worker restarted on a new address keeps its worker id (it is kept in
+// its data directory), and the group lists the old address until the old
+// membership's session times out; the addresses are then asked in turn
+// which worker they are, and the first that answers as id is taken (the
+// address asked when none does: a load-balanced address of WithAddr names
+// whichever worker it picks, so it is the last resort).
+func (w *workers) where(ctx context.Context, id string, addrs []string, asked string) string {
+	if l := w.byID(id); l != nil && (l.addr == asked || slices.Contains(addrs, l.addr)) {
+		return l.addr
+	}
+	if len(addrs) == 1 && (asked == "" || asked == addrs[0]) {
+		return addrs[0]
+	}
+	for _, addr := range addrs {
+		if w.answersAs(ctx, addr, id) {
+			return addr
+		}
+	}
+	if asked != "" {
+		return asked
+	}
+	return addrs[len(addrs)-1]
 }
 
 // seeds starts links to the addresses of WithAddr when there are none.
@@ -193,6 +230,12 @@ func (w *workers) list(ctx context.Context) (*eddyv1.ListWorkersResponse, string
 		w.a.log.Debug("no list of workers", "addr", addr, "err", err)
 	}
 	return nil, ""
+}
+
+// answersAs reports whether the worker at addr says it is worker id.
+func (w *workers) answersAs(ctx context.Context, addr, id string) bool {
+	resp, err := w.listAt(ctx, addr)
+	return err == nil && resp.GetWorkerId() == id
 }
 
 func (w *workers) listAt(ctx context.Context, addr string) (*eddyv1.ListWorkersResponse, error) {
@@ -256,6 +299,12 @@ func (w *workers) reap() {
 // waits for it, so the worker never has two sessions of this instance.
 func (w *workers) isStopping(addr string) bool {
 	return slices.ContainsFunc(w.stopping, func(l *link) bool { return l.addr == addr })
+}
+
+// isStoppingID is isStopping for a link to worker id, at whatever address
+// (a link moving to the worker's new address waits for the old one).
+func (w *workers) isStoppingID(id string) bool {
+	return slices.ContainsFunc(w.stopping, func(l *link) bool { return l.workerID == id })
 }
 
 func (w *workers) byID(id string) *link {

@@ -2,8 +2,11 @@ package agent_test
 
 import (
 	"fmt"
+	"io"
+	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -220,4 +223,56 @@ func sum(xs []int) int {
 		n += x
 	}
 	return n
+}
+
+// rrProxy forwards each new TCP connection to the next backend in turn: a
+// load-balanced service address.
+func rrProxy(t *testing.T, backends ...string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var n atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b := backends[int(n.Add(1))%len(backends)]
+			go func() {
+				u, err := net.Dial("tcp", b)
+				if err != nil {
+					c.Close()
+					return
+				}
+				go func() { _, _ = io.Copy(u, c); u.Close() }()
+				_, _ = io.Copy(c, u)
+				c.Close()
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestDiscoveryLoadBalancedSeed: the address given is a load balancer in
+// front of the workers. The worker that answered the list through it is
+// not taken at that address (its next connection may reach another
+// worker), but at the one it is listed at, which says it is that worker:
+// one session with each worker, never two with one. (Found in review.)
+func TestDiscoveryLoadBalancedSeed(t *testing.T) {
+	app, ws := newFakeApp(t, 2)
+	w1, w2 := ws[0], ws[1]
+	app.set(w1, w2)
+	lb := rrProxy(t, w1.Addr, w2.Addr)
+	a := newAgent(t, w1, ok, agent.WithAddr(lb), agent.WithDiscovery(10*time.Millisecond))
+	runAgent(t, a)
+	waitFor(t, waitTimeout, "a session with each worker", func() bool { return open(w1) == 1 && open(w2) == 1 })
+	lists := w1.Lists() + w2.Lists()
+	waitFor(t, waitTimeout, "ten more lists", func() bool { return w1.Lists()+w2.Lists() >= lists+10 })
+	if open(w1) != 1 || open(w2) != 1 || w1.Hellos() != 1 || w2.Hellos() != 1 {
+		t.Errorf("w1 %d open of %d streams, w2 %d open of %d; want one session each, kept", open(w1), w1.Hellos(), open(w2), w2.Hellos())
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/eddy-streams/eddy/worker/tables"
@@ -266,6 +267,7 @@ func (m *Manager) commitTxn(now time.Time) bool {
 		}
 	}
 	m.committing = true
+	m.txnJob = j
 	m.commitQ <- j
 	return true
 }
@@ -403,6 +405,7 @@ func (m *Manager) settled(j *commitJob, err error) error {
 // txnDone takes the outcome of a transaction's commit or abort.
 func (m *Manager) txnDone(d *commitDone) {
 	m.committing = false
+	m.txnJob = nil
 	m.mon.CommitLatency.Observe(d.took)
 	if d.reset {
 		m.mon.ProducerResets.Add(1)
@@ -546,13 +549,19 @@ func (m *Manager) expireWindowsTxn(p *partition, t *live.Part, now time.Time) {
 // transaction that no commit covers abort the transaction (a commit
 // without p's offset would make them visible, and p's next owner
 // processes those events again).
+// A commit under way that carries p's offset aborts too, writes or not: by
+// the time its offsets go, the consumer may be a member of the next
+// generation, whose metadata the coordinator takes, and the offset would
+// land on p's next owner.
 func (m *Manager) txnLeaving(p *partition) {
-	if p.handedTxn != m.txn {
+	carried := m.committing && m.txnJob != nil && slices.Contains(m.txnJob.parts, p)
+	if p.handedTxn != m.txn && !carried {
 		return // nothing of it in the open transaction
 	}
 	if m.committing {
-		// The transaction being committed holds its writes: the group may
-		// have moved on by the time its offsets go (runTxn).
+		// The transaction being committed holds its writes or its
+		// offset: the group may have moved on by the time its offsets go
+		// (runTxn).
 		m.abortTxn.Store(m.txn)
 		return
 	}

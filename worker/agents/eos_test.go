@@ -487,3 +487,51 @@ func TestEOSPositionPassesCommitMarkers(t *testing.T) {
 		t.Errorf("committed outputs %v, want each once", got)
 	}
 }
+
+// metaGated is stableConsumer whose GroupMetadata (read by the committer
+// just before it commits) waits for gate; entered is closed at the first
+// call.
+type metaGated struct {
+	*stableConsumer
+	gate, entered chan struct{}
+	once          sync.Once
+}
+
+func (c *metaGated) GroupMetadata() (transport.GroupMetadata, error) {
+	c.once.Do(func() { close(c.entered) })
+	<-c.gate
+	return transport.GroupMetadata{}, nil
+}
+
+// TestEOSLostDuringCommitAbortsIt: a partition lost while a commit of its
+// offset is under way aborts that commit even when none of its writes is
+// in the transaction (an event without outputs, a frontier past commit
+// markers): by the time the offsets go, the consumer may be a member of
+// the next generation, whose metadata the coordinator takes, and the
+// offset would land on the partition's next owner. (Found in review.)
+func TestEOSLostDuringCommitAbortsIt(t *testing.T) {
+	cfg := testConfig()
+	cfg.ExactlyOnce = true
+	tp := newFakeTxnProducer()
+	c := &metaGated{gate: make(chan struct{}), entered: make(chan struct{})}
+	h := startWrapped(t, cfg, tp.fakeProducer, tp, func(fc *fakeConsumer) agents.Consumer {
+		c.stableConsumer = &stableConsumer{fakeConsumer: fc, committed: map[string]int64{}}
+		return c
+	})
+	tp.cons = h.cons
+	h.m.Assigned(tps("in", 0))
+	a := h.open("count", "a", 100)
+	h.sendRange("in", 0, 0, 1)
+	a.reply(a.nextBatch(), ok(0)) // no output: the transaction holds only the offset
+	select {
+	case <-c.entered:
+	case <-time.After(wait):
+		t.Fatal("no commit started")
+	}
+	h.m.Lost(tps("in", 0))
+	close(c.gate)
+	h.settle()
+	if got := h.cons.committedAt("in", 0); got != -1 {
+		t.Errorf("committed in[0] = %d after it was lost during the commit, want nothing (-1)", got)
+	}
+}

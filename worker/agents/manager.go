@@ -252,6 +252,8 @@ type Manager struct {
 	// commit must abort (txnLeaving). Both read by the committer.
 	localFail atomic.Bool
 	abortTxn  atomic.Uint64
+	// txnJob is the commit under way (exactly-once; Run goroutine only).
+	txnJob *commitJob
 	// openTxn is the transaction records may be handed to the producer
 	// for (read by the producer goroutine); 0 while an abort is under way.
 	openTxn atomic.Uint64

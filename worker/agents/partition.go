@@ -101,8 +101,9 @@ type partition struct {
 	// endPos is the consumer's position (Manager.Position), -1 unknown:
 	// offsets below it that no record was received for hold none
 	// (transaction markers), and the frontier passes them once every
-	// record before is done. lastRecv is the offset of the last record
-	// received, -1 none.
+	// record before is done (an assignment that starts at a marker gets
+	// the position past it and no record). lastRecv is the offset of the
+	// last record received, -1 none.
 	endPos, lastRecv int64
 	// startUnknown (exactly-once): the group's stable committed offset is
 	// being read; nothing is delivered until it is known (readStart).
@@ -177,8 +178,10 @@ func (p *partition) markPending(r *rec) {
 	}
 }
 
-// advance moves the frontier past done records and releases them. It
-// returns how many it released.
+// advance moves the frontier past done records and releases them, and past
+// the offsets without a record up to the consumer's position (endPos) once
+// nothing received is left. It returns how many records it released, plus
+// one for that jump (non-zero: the frontier moved).
 func (p *partition) advance() int {
 	n := 0
 	for p.head < len(p.recs) && p.recs[p.head].state == stateDone {
@@ -276,9 +279,7 @@ func (m *Manager) receive(msg *transport.Message) {
 func (m *Manager) position(msg *transport.Message) {
 	p := m.parts[tpKey{msg.Topic, msg.Partition}]
 	next := int64(msg.Offset)
-	if p == nil || p.revoking || p.lastRecv < 0 || next <= p.endPos || next <= p.lastRecv {
-		// (Only past a record of this assignment: a position before any
-		// could be one librdkafka kept from an earlier assignment.)
+	if p == nil || p.revoking || next <= p.endPos || next <= p.lastRecv {
 		return
 	}
 	p.endPos = next

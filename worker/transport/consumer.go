@@ -71,8 +71,9 @@ const pollTimeout = 100 * time.Millisecond
 // topic's last offset is a commit marker: committing the last record's
 // offset + 1 leaves a lag of 1 for good. Kafka Streams commits the
 // consumer's position for the same reason, KAFKA-6607.) It is called at
-// most every positionEvery per partition, only after a Message of tp in
-// the current assignment, and only when next moved past that record.
+// most every positionEvery per partition, when next moved past the last
+// record handed over (or the last position told) in the current
+// assignment.
 type PositionHandler interface {
 	Position(tp TopicPartition, next Offset)
 }
@@ -138,7 +139,7 @@ type Consumer struct {
 
 	// Positions (PositionHandler; poll goroutine only): the offset after
 	// the last record handed over in the current assignment of each
-	// partition, or the last position reported; and when they were read.
+	// partition, or the last position told; and when they were read.
 	told      map[TopicPartition]Offset
 	positions time.Time
 }
@@ -265,23 +266,28 @@ func (c *Consumer) poll(kc *kafka.Consumer) error {
 }
 
 // tellPositions reports to a PositionHandler, every positionEvery, the
-// positions that moved past the last record handed over (or the last
-// position reported) in the current assignment. librdkafka's position is
+// positions of the assigned partitions that moved past the last record
+// handed over (or the last position reported). librdkafka's position is
 // the application's: it moves past a marker only once the records before
-// it were polled, so every record below it was handed to Message first.
-// Partitions without a record in the current assignment are not asked: a
-// position librdkafka kept from an earlier assignment could lie beyond the
-// committed offset this one started at.
+// it were polled, so every record below it was handed to Message first;
+// and it is reset on unassign, so a new assignment's first position comes
+// from what it consumed (a partition that starts at a marker: no record,
+// only the position past it).
 func (c *Consumer) tellPositions(kc *kafka.Consumer) {
 	ph, ok := c.h.(PositionHandler)
-	if !ok || len(c.told) == 0 || time.Since(c.positions) < positionEvery {
+	if !ok || time.Since(c.positions) < positionEvery {
 		return
 	}
 	c.positions = time.Now()
-	tps := make([]kafka.TopicPartition, 0, len(c.told))
-	for tp := range c.told {
+	c.mu.RLock()
+	tps := make([]kafka.TopicPartition, 0, len(c.assigned))
+	for tp := range c.assigned {
 		topic := tp.Topic
 		tps = append(tps, kafka.TopicPartition{Topic: &topic, Partition: tp.Partition})
+	}
+	c.mu.RUnlock()
+	if len(tps) == 0 {
+		return
 	}
 	got, err := kc.Position(tps)
 	if err != nil {
@@ -290,7 +296,10 @@ func (c *Consumer) tellPositions(kc *kafka.Consumer) {
 	}
 	for _, r := range got {
 		tp := TopicPartition{Topic: topicOf(r), Partition: r.Partition}
-		if r.Error != nil || Offset(r.Offset) <= c.told[tp] {
+		if r.Error != nil || r.Offset < 0 {
+			continue // none yet
+		}
+		if told, ok := c.told[tp]; ok && Offset(r.Offset) <= told {
 			continue
 		}
 		c.told[tp] = Offset(r.Offset)
@@ -385,7 +394,7 @@ func (c *Consumer) forget(parts []TopicPartition) {
 	defer c.mu.Unlock()
 	for _, tp := range parts {
 		delete(c.assigned, tp)
-		delete(c.told, tp) // poll goroutine: forget runs in the rebalance callback or shutdown
+		delete(c.told, tp) // (Run's goroutine, or Close's while Run waits for it)
 	}
 }
 

@@ -509,4 +509,30 @@ func TestPositionStepsOverCommitMarkers(t *testing.T) {
 	if got := events(0); !slices.Equal(got, []int64{0, 1, 2, -4}) {
 		t.Errorf("transactional partition: %v, want its records, then position 4 once", got)
 	}
+
+	// A member that starts at the marker (its predecessor committed the
+	// last record's offset + 1) gets no record, and the position past it.
+	other := kafkatest.Group(t) + "-2"
+	cfg.GroupID = other
+	seed := newConsumer(t, cfg, topic, newRecorder())
+	stopSeed := runConsumer(t, seed)
+	waitFor(t, waitTimeout, func() string { return "the second group's assignment" }, func() bool { return len(seed.Assignment()) == 2 })
+	if err := seed.Commit([]transport.PartitionOffset{{Topic: topic, Partition: 0, Offset: 3}}); err != nil {
+		t.Fatalf("Commit: %v", err)
+	}
+	if err := stopSeed(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	next := &positionRecorder{recorder: newRecorder(), events: map[int32][]int64{}}
+	stopNext := runConsumer(t, newConsumer(t, cfg, topic, next))
+	nextEvents := func() []int64 {
+		next.mu.Lock()
+		defer next.mu.Unlock()
+		return slices.Clone(next.events[0])
+	}
+	waitFor(t, waitTimeout, func() string { return fmt.Sprintf("the position past the marker, no record: %v", nextEvents()) },
+		func() bool { return slices.Equal(nextEvents(), []int64{-4}) })
+	if err := stopNext(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
 }
