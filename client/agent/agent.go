@@ -90,6 +90,9 @@ type Agent struct {
 
 	mu       sync.Mutex
 	sessions map[string]string // worker address -> id of the live session there
+	// reached is the worker id each live connection's worker gave
+	// (identify), by address as dialled; absent when it gave none.
+	reached map[string]string
 }
 
 // New returns an agent named name (an agent declared in the worker's app
@@ -113,7 +116,7 @@ func New(name string, handler Handler, opts ...Option) (*Agent, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("agent.New: %w", err)
 	}
-	a := &Agent{name: name, handler: handler, opts: o, instance: o.instanceID, sessions: map[string]string{}}
+	a := &Agent{name: name, handler: handler, opts: o, instance: o.instanceID, sessions: map[string]string{}, reached: map[string]string{}}
 	if !o.instanceIDSet {
 		a.instance = defaultInstanceID()
 	}
@@ -171,6 +174,24 @@ func (a *Agent) connected(addr string) bool {
 	defer a.mu.Unlock()
 	_, ok := a.sessions[addr]
 	return ok
+}
+
+// reachedAt is the id of the worker the connection at addr reached, ""
+// unknown (no connection, or a worker that does not list workers).
+func (a *Agent) reachedAt(addr string) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.reached[addr]
+}
+
+func (a *Agent) setReached(addr, id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if id == "" {
+		delete(a.reached, addr)
+	} else {
+		a.reached[addr] = id
+	}
 }
 
 func (a *Agent) sessionUp(addr, id string) {
@@ -300,6 +321,12 @@ func (a *Agent) connectOnce(ctx context.Context, addr string) (established bool,
 		return false, err
 	}
 	defer conn.Close()
+	// Which worker this connection reached, asked on the connection
+	// itself: an address of WithAddr may be a load balancer, whose next
+	// connection reaches another worker (discovery matches links to
+	// workers by it, workers.go).
+	a.setReached(addr, a.identify(ctx, conn))
+	defer a.setReached(addr, "")
 	s := newSession(a, addr)
 	established, err = s.run(ctx, eddyv1.NewAgentServiceClient(conn))
 	if rec != nil && !established && status.Code(err) == codes.Unavailable {

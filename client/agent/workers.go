@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
 	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
@@ -108,10 +109,24 @@ func (w *workers) refresh(ctx context.Context) {
 			listed[id] = append(listed[id], addr)
 		}
 	}
+	// A link is the worker its own connection reached (identify): at a
+	// load-balanced address it may not be the one that answered the list,
+	// nor the one it was taken for when it connected again.
+	for _, l := range slices.Clone(w.links) {
+		switch id := w.a.reachedAt(l.addr); {
+		case id == "" || id == l.workerID:
+		case l.workerID == "" && w.byID(id) == nil:
+			l.workerID = id
+		default:
+			w.stop(l, "its connection reached worker "+id)
+		}
+	}
 	self := resp.GetWorkerId()
 	if self != "" {
 		for _, l := range w.links {
-			if l.addr == asked && l.workerID == "" && w.byID(self) == nil {
+			if l.addr == asked && l.workerID == "" && w.byID(self) == nil && w.a.reachedAt(l.addr) == "" {
+				// Its connection did not say (a worker too old to list
+				// workers): the worker that answered at its address.
 				l.workerID = self
 			}
 		}
@@ -163,6 +178,14 @@ func (w *workers) refresh(ctx context.Context) {
 	}
 }
 
+// isStoppingID reports whether a link to worker id is still stopping, or a
+// link nobody identified (it may have reached id): a new link to id waits
+// for it, at whatever address (a link moving to the worker's new address
+// waits for the old one).
+func (w *workers) isStoppingID(id string) bool {
+	return slices.ContainsFunc(w.stopping, func(l *link) bool { return l.workerID == id || l.workerID == "" })
+}
+
 // where is the address to reach worker id at, which the group lists at
 // addrs, and which answered the list at asked ("" when another worker
 // answered). A link it has at one of them stays there. Otherwise the one
@@ -174,7 +197,10 @@ func (w *workers) refresh(ctx context.Context) {
 // address asked when none does: a load-balanced address of WithAddr names
 // whichever worker it picks, so it is the last resort).
 func (w *workers) where(ctx context.Context, id string, addrs []string, asked string) string {
-	if l := w.byID(id); l != nil && (l.addr == asked || slices.Contains(addrs, l.addr)) {
+	if l := w.byID(id); l != nil && (l.addr == asked || slices.Contains(addrs, l.addr)) &&
+		(w.a.connected(l.addr) || len(addrs) == 1 && l.addr == addrs[0]) {
+		// (Not a link that cannot connect while another address is
+		// listed: the old address of a restarted worker.)
 		return l.addr
 	}
 	if len(addrs) == 1 && (asked == "" || asked == addrs[0]) {
@@ -244,17 +270,35 @@ func (w *workers) listAt(ctx context.Context, addr string) (*eddyv1.ListWorkersR
 		return nil, err
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(ctx, listTimeout)
-	defer cancel()
-	if tok := w.a.opts.token; tok != "" {
-		// Needed when the worker protects reads.
-		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok)
-	}
-	resp, err := eddyv1.NewLifecycleServiceClient(conn).ListWorkers(ctx, &eddyv1.ListWorkersRequest{})
+	resp, err := w.a.listOn(ctx, conn)
 	if err != nil {
 		return nil, fmt.Errorf("list workers at %s: %w", addr, err)
 	}
 	return resp, nil
+}
+
+// listOn asks for the app's workers on conn.
+func (a *Agent) listOn(ctx context.Context, conn *grpc.ClientConn) (*eddyv1.ListWorkersResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, listTimeout)
+	defer cancel()
+	if tok := a.opts.token; tok != "" {
+		// Needed when the worker protects reads.
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok)
+	}
+	return eddyv1.NewLifecycleServiceClient(conn).ListWorkers(ctx, &eddyv1.ListWorkersRequest{})
+}
+
+// identify is the id of the worker conn reached, "" when it does not say
+// (discovery off, a worker too old to list workers, or not running yet).
+func (a *Agent) identify(ctx context.Context, conn *grpc.ClientConn) string {
+	if a.opts.discovery == 0 {
+		return ""
+	}
+	resp, err := a.listOn(ctx, conn)
+	if err != nil {
+		return ""
+	}
+	return resp.GetWorkerId()
 }
 
 func (w *workers) start(addr, workerID string) {
@@ -299,12 +343,6 @@ func (w *workers) reap() {
 // waits for it, so the worker never has two sessions of this instance.
 func (w *workers) isStopping(addr string) bool {
 	return slices.ContainsFunc(w.stopping, func(l *link) bool { return l.addr == addr })
-}
-
-// isStoppingID is isStopping for a link to worker id, at whatever address
-// (a link moving to the worker's new address waits for the old one).
-func (w *workers) isStoppingID(id string) bool {
-	return slices.ContainsFunc(w.stopping, func(l *link) bool { return l.workerID == id })
 }
 
 func (w *workers) byID(id string) *link {

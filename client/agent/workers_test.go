@@ -155,14 +155,19 @@ func TestDiscoveryFallsBackToSeeds(t *testing.T) {
 type restartedList struct {
 	mu             sync.Mutex
 	w1Addr, w2Addr string
+	w1Also         string // a second address of w1, if listed (both memberships)
 }
 
 func (l *restartedList) answer(self string) func() *eddyv1.ListWorkersResponse {
 	return func() *eddyv1.ListWorkersResponse {
 		l.mu.Lock()
 		defer l.mu.Unlock()
-		return &eddyv1.ListWorkersResponse{WorkerId: self, Workers: []*eddyv1.WorkerInfo{
+		resp := &eddyv1.ListWorkersResponse{WorkerId: self, Workers: []*eddyv1.WorkerInfo{
 			{WorkerId: "w1", GrpcAddress: l.w1Addr}, {WorkerId: "w2", GrpcAddress: l.w2Addr}}}
+		if l.w1Also != "" {
+			resp.Workers = append(resp.Workers, &eddyv1.WorkerInfo{WorkerId: "w1", GrpcAddress: l.w1Also})
+		}
+		return resp
 	}
 }
 
@@ -213,6 +218,21 @@ func TestDiscoveryRestartedWorkerOnANewAddress(t *testing.T) {
 		old.Stop()
 		w1.SetList(l.answer("w1"))
 		l.move(w1.Addr)
+		waitFor(t, waitTimeout, "a session with w1 at its new address", func() bool { return open(w1) == 1 && open(w2) == 1 })
+	})
+	t.Run("listed at both addresses", func(t *testing.T) {
+		old, w1, w2 := startFakeWorker(t), startFakeWorker(t), startFakeWorker(t)
+		l := &restartedList{w1Addr: old.Addr, w2Addr: w2.Addr}
+		old.SetList(l.answer("w1"))
+		w2.SetList(l.answer("w2"))
+		a := newAgent(t, old, ok, agent.WithDiscovery(10*time.Millisecond))
+		runAgent(t, a)
+		waitFor(t, waitTimeout, "sessions with w1 and w2", func() bool { return open(old) == 1 && open(w2) == 1 })
+		old.Stop()
+		w1.SetList(l.answer("w1"))
+		l.mu.Lock()
+		l.w1Also = w1.Addr // the old membership lingers beside the new one
+		l.mu.Unlock()
 		waitFor(t, waitTimeout, "a session with w1 at its new address", func() bool { return open(w1) == 1 && open(w2) == 1 })
 	})
 }
