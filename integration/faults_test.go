@@ -23,6 +23,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/eddy-streams/eddy/client/agent"
 	eddyv1 "github.com/eddy-streams/eddy/gen/eddy/v1"
 	"github.com/eddy-streams/eddy/internal/kafkatest"
 
@@ -911,7 +912,7 @@ var faultScenarios = []faultScenario{
 		f.restart(i)
 		p.note("worker %d drained in %s", i, d.Round(time.Millisecond))
 	}},
-	{"grpc", "15. gRPC abuse: silent Connect streams, ping flood, oversize message, a client that never reads", func(p *phase) {
+	{"grpc", "15. gRPC abuse: silent Connect streams, ping flood, oversize message, a client that never reads, an agent that never reads", func(p *phase) {
 		f := p.f
 		w := f.slots[f.live()[0]].w
 		conn := w.conn(f.t)
@@ -961,8 +962,41 @@ var faultScenarios = []faultScenario{
 			}()
 		}
 		pings.Wait()
-		p.note("%d silent Connect streams (%d refused), an 8 MiB Hello refused (%v), a Watch never read, %d health checks in 15 s",
-			silent, refused, statusCode(err), n)
+		// (After the silent streams, which hold the pending-Hello slots.)
+		// An agent instance that says Hello with credit, then never reads
+		// its stream: the worker's sends to it block, and it must end
+		// the session (its send timeout, 30 s) and give its events to
+		// the real instances, losing none.
+		hw := f.slots[f.busiest()].w // one owning pass partitions: it sends events
+		hctx, hcancel := context.WithCancel(context.Background())
+		defer hcancel()
+		hung, herr := eddyv1.NewAgentServiceClient(hw.conn(f.t)).Connect(hctx)
+		if herr != nil {
+			f.t.Fatalf("Connect: %v", herr)
+		}
+		if herr := hung.Send(&eddyv1.ConnectRequest{Msg: &eddyv1.ConnectRequest_Hello{Hello: &eddyv1.Hello{
+			App: f.wc.app, Agent: "pass", InstanceId: "never-reads", ProtocolVersion: agent.ProtocolVersion,
+			Credit: &eddyv1.Credit{Events: 4096, Bytes: 64 << 20}}}}); herr != nil {
+			f.t.Fatalf("Hello: %v", herr)
+		}
+		hungThere := func() bool {
+			for _, a := range hw.agents(f.t) {
+				if a.GetName() == "pass" {
+					for _, in := range a.GetInstances() {
+						if in.GetInstanceId() == "never-reads" {
+							return true
+						}
+					}
+				}
+			}
+			return false
+		}
+		waitFor(f.t, 30*time.Second, "the never-reading instance connected", hungThere)
+		hungAt := time.Now()
+		waitFor(f.t, 90*time.Second, "the worker to end the never-reading instance's session", func() bool { return !hungThere() })
+		p.note("%d silent Connect streams (%d refused), an 8 MiB Hello refused (%v), a Watch never read, %d health checks in 15 s; "+
+			"an instance that never read its stream ended after %s",
+			silent, refused, statusCode(err), n, time.Since(hungAt).Round(time.Second))
 	}},
 }
 
