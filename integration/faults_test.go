@@ -964,9 +964,9 @@ var faultScenarios = []faultScenario{
 		pings.Wait()
 		// (After the silent streams, which hold the pending-Hello slots.)
 		// An agent instance that says Hello with credit, then never reads
-		// its stream: the worker's sends to it block, and it must end
-		// the session (its send timeout, 30 s) and give its events to
-		// the real instances, losing none.
+		// its stream: the worker must end the session (a send that waited
+		// 30 s, or its oldest event past processing_timeout) and give its
+		// events to the real instances, losing none.
 		hw := f.slots[f.busiest()].w // one owning pass partitions: it sends events
 		hctx, hcancel := context.WithCancel(context.Background())
 		defer hcancel()

@@ -247,13 +247,13 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // runLink runs the sessions with the worker at addr until ctx is cancelled
 // (nil) or the worker rejects the agent (the *RejectedError).
-func (a *Agent) runLink(ctx context.Context, addr string) error {
+func (a *Agent) runLink(ctx context.Context, addr string, expected func() string) error {
 	bo := backoff{min: a.opts.backoffMin, max: a.opts.backoffMax}
 	for {
 		if ctx.Err() != nil { // stopped before (or while) connecting
 			return nil
 		}
-		established, err := a.connectOnce(ctx, addr)
+		established, err := a.connectOnce(ctx, addr, expected)
 		if ctx.Err() != nil {
 			// A stop wins over what the worker said meanwhile: the
 			// session's stream does not end with ctx (it drains), so a
@@ -312,7 +312,7 @@ func (a *Agent) dialRecorded(addr string) (*grpc.ClientConn, *tlsfiles.Recorder,
 // worker welcomed the agent, and why the session ended: nil after a graceful
 // stop, else the error as received (a gRPC status error when the worker
 // ended the stream), so that rejection can classify it.
-func (a *Agent) connectOnce(ctx context.Context, addr string) (established bool, err error) {
+func (a *Agent) connectOnce(ctx context.Context, addr string, expected func() string) (established bool, err error) {
 	// A connection per session: the reconnection backoff is then ours alone
 	// (grpc's own would add up to two minutes), and a session never inherits
 	// a half-broken transport.
@@ -325,7 +325,14 @@ func (a *Agent) connectOnce(ctx context.Context, addr string) (established bool,
 	// itself: an address of WithAddr may be a load balancer, whose next
 	// connection reaches another worker (discovery matches links to
 	// workers by it, workers.go).
-	a.setReached(addr, a.identify(ctx, conn))
+	reached := a.identify(ctx, conn)
+	if want := expected(); reached != "" && want != "" && reached != want {
+		// A load balancer sent this connection to another worker than
+		// the link's: a Hello there could make a second session of this
+		// instance at that worker. Try again (discovery moves the link).
+		return false, fmt.Errorf("the connection to %s reached worker %s, not %s", addr, reached, want)
+	}
+	a.setReached(addr, reached)
 	defer a.setReached(addr, "")
 	s := newSession(a, addr)
 	established, err = s.run(ctx, eddyv1.NewAgentServiceClient(conn))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -42,9 +43,12 @@ type link struct {
 	// one it advertises ("localhost" for "127.0.0.1") never gets two
 	// sessions of the same instance, which would replace each other.
 	workerID string
-	misses   int // lists in a row without it
-	cancel   context.CancelFunc
-	done     chan struct{}
+	// expect is workerID for the link's goroutine: a connection that
+	// reaches another worker sends no Hello (runLink).
+	expect atomic.Pointer[string]
+	misses int // lists in a row without it
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 func newWorkers(a *Agent) *workers {
@@ -116,8 +120,11 @@ func (w *workers) refresh(ctx context.Context) {
 		switch id := w.a.reachedAt(l.addr); {
 		case id == "" || id == l.workerID:
 		case l.workerID == "" && w.byID(id) == nil:
-			l.workerID = id
+			l.setID(id)
 		default:
+			// Stopped under the worker it reached, so a new link to that
+			// worker waits until its session is gone (isStoppingID).
+			l.setID(id)
 			w.stop(l, "its connection reached worker "+id)
 		}
 	}
@@ -127,7 +134,7 @@ func (w *workers) refresh(ctx context.Context) {
 			if l.addr == asked && l.workerID == "" && w.byID(self) == nil && w.a.reachedAt(l.addr) == "" {
 				// Its connection did not say (a worker too old to list
 				// workers): the worker that answered at its address.
-				l.workerID = self
+				l.setID(self)
 			}
 		}
 	}
@@ -147,7 +154,7 @@ func (w *workers) refresh(ctx context.Context) {
 	for _, l := range slices.Clone(w.links) {
 		if l.workerID == "" {
 			if id := idOf(want, l.addr); id != "" && w.byID(id) == nil {
-				l.workerID = id
+				l.setID(id)
 			} else {
 				// An address of WithAddr that no worker advertises: the
 				// listed address of the same worker replaces it.
@@ -301,16 +308,31 @@ func (a *Agent) identify(ctx context.Context, conn *grpc.ClientConn) string {
 	return resp.GetWorkerId()
 }
 
+// setID names the worker l is a link to.
+func (l *link) setID(id string) {
+	l.workerID = id
+	l.expect.Store(&id)
+}
+
+// expected is the worker l is a link to, "" unknown (any goroutine).
+func (l *link) expected() string {
+	if id := l.expect.Load(); id != nil {
+		return *id
+	}
+	return ""
+}
+
 func (w *workers) start(addr, workerID string) {
 	ctx, cancel := context.WithCancel(w.ctx)
-	l := &link{addr: addr, workerID: workerID, cancel: cancel, done: make(chan struct{})}
+	l := &link{addr: addr, cancel: cancel, done: make(chan struct{})}
+	l.setID(workerID)
 	w.links = append(w.links, l)
 	w.a.log.Info("connecting to a worker", "addr", addr, "worker", workerID)
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
 		defer close(l.done)
-		if err := w.a.runLink(ctx, addr); err != nil {
+		if err := w.a.runLink(ctx, addr, l.expected); err != nil {
 			select {
 			case w.rejected <- err:
 			default:

@@ -296,3 +296,66 @@ func TestDiscoveryLoadBalancedSeed(t *testing.T) {
 		t.Errorf("w1 %d open of %d streams, w2 %d open of %d; want one session each, kept", open(w1), w1.Hellos(), open(w2), w2.Hellos())
 	}
 }
+
+// switchProxy forwards each new TCP connection to the address target holds
+// at that moment: a load balancer whose backend is replaced.
+func switchProxy(t *testing.T, target *atomic.Value) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b := target.Load().(string)
+			go func() {
+				u, err := net.Dial("tcp", b)
+				if err != nil {
+					c.Close()
+					return
+				}
+				go func() { _, _ = io.Copy(u, c); u.Close() }()
+				_, _ = io.Copy(c, u)
+				c.Close()
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestDiscoveryLinkReachingAnotherWorker: a link at a load-balanced
+// address, taken for w1, reconnects after w1 was replaced behind the
+// balancer, and the balancer sends it to w2, which has a link of its own.
+// The connection says it reached w2, so it sends no Hello there: w2 never
+// gets a second session of the instance. (Found in review: it did, for a
+// discovery interval and a drain.)
+func TestDiscoveryLinkReachingAnotherWorker(t *testing.T) {
+	dead, w1, w2 := startFakeWorker(t), startFakeWorker(t), startFakeWorker(t)
+	dead.Stop()
+	w1.SetList(func() *eddyv1.ListWorkersResponse { // listed at a dead address: its link stays at the balancer
+		return &eddyv1.ListWorkersResponse{WorkerId: "w1", Workers: []*eddyv1.WorkerInfo{{WorkerId: "w1", GrpcAddress: dead.Addr}}}
+	})
+	w2.SetList(func() *eddyv1.ListWorkersResponse {
+		return &eddyv1.ListWorkersResponse{WorkerId: "w2", Workers: []*eddyv1.WorkerInfo{
+			{WorkerId: "w1", GrpcAddress: dead.Addr}, {WorkerId: "w2", GrpcAddress: w2.Addr}}}
+	})
+	var target atomic.Value
+	target.Store(w1.Addr)
+	lb := switchProxy(t, &target)
+	a := newAgent(t, w1, ok, agent.WithAddr(lb), agent.WithDiscovery(10*time.Millisecond))
+	runAgent(t, a)
+	waitFor(t, waitTimeout, "a session at w1 through the balancer", func() bool { return open(w1) == 1 })
+	target.Store(w2.Addr)
+	w1.Stop() // replaced: the link reconnects through the balancer, to w2
+	waitFor(t, waitTimeout, "a session at w2", func() bool { return open(w2) == 1 })
+	lists := w2.Lists()
+	waitFor(t, waitTimeout, "twenty more lists", func() bool { return w2.Lists() >= lists+20 })
+	if got := w2.Hellos(); got != 1 {
+		t.Errorf("w2: %d Connect streams with a Hello, want 1 (one session of the instance)", got)
+	}
+}
