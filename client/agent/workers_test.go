@@ -245,23 +245,22 @@ func sum(xs []int) int {
 	return n
 }
 
-// rrProxy forwards each new TCP connection to the next backend in turn: a
-// load-balanced service address.
-func rrProxy(t *testing.T, backends ...string) string {
+// proxy forwards each new TCP connection to the address pick names at
+// that moment: a load balancer in front of workers.
+func proxy(t *testing.T, pick func() string) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	var n atomic.Int64
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			b := backends[int(n.Add(1))%len(backends)]
+			b := pick()
 			go func() {
 				u, err := net.Dial("tcp", b)
 				if err != nil {
@@ -275,6 +274,13 @@ func rrProxy(t *testing.T, backends ...string) string {
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// rrProxy is a proxy to each backend in turn.
+func rrProxy(t *testing.T, backends ...string) string {
+	t.Helper()
+	var n atomic.Int64
+	return proxy(t, func() string { return backends[int(n.Add(1))%len(backends)] })
 }
 
 // TestDiscoveryLoadBalancedSeed: the address given is a load balancer in
@@ -297,35 +303,11 @@ func TestDiscoveryLoadBalancedSeed(t *testing.T) {
 	}
 }
 
-// switchProxy forwards each new TCP connection to the address target holds
-// at that moment: a load balancer whose backend is replaced.
+// switchProxy is a proxy to the address target holds: a load balancer
+// whose backend is replaced.
 func switchProxy(t *testing.T, target *atomic.Value) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			b := target.Load().(string)
-			go func() {
-				u, err := net.Dial("tcp", b)
-				if err != nil {
-					c.Close()
-					return
-				}
-				go func() { _, _ = io.Copy(u, c); u.Close() }()
-				_, _ = io.Copy(c, u)
-				c.Close()
-			}()
-		}
-	}()
-	return ln.Addr().String()
+	return proxy(t, func() string { return target.Load().(string) })
 }
 
 // TestDiscoveryLinkReachingAnotherWorker: a link at a load-balanced
